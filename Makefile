@@ -1,0 +1,40 @@
+# Every target works on a fresh clone: `install` builds .venv in the repo from pyproject.toml.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+OUT ?= build/demo
+STSB ?= ../shared/data/stsb
+
+.PHONY: install demo test test-fast bench lint clean
+
+install: $(STAMP)
+
+# torch goes first, alone and pinned, so that nothing later can pull a CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/onnxopt export -o $(OUT)/fp32 --overwrite
+	$(BIN)/onnxopt quantize $(OUT)/fp32 --static --calib 40 -o $(OUT)/int8 --overwrite
+	$(BIN)/onnxopt bench $(OUT)/fp32 $(OUT)/int8 --batch 1,32 --seq 128
+
+test: install
+	$(BIN)/python -m pytest -q --durations=10
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m 'not slow'
+
+bench: install
+	$(BIN)/python benchmarks/run.py --data $(STSB) --out benchmarks
+
+lint: install
+	$(BIN)/ruff check onnxopt tests benchmarks
+	$(BIN)/ruff format --check onnxopt tests benchmarks
+
+clean:
+	rm -rf build .pytest_cache
