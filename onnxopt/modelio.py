@@ -1,0 +1,182 @@
+"""Reading and writing ONNX models and the folders that hold them.
+
+A model folder holds `model.onnx` (plus its external data, if any), the tokenizer and config
+files copied from the source, and the manifest. Commands accept either a folder or an .onnx file.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+from onnx import helper
+
+from .errors import OnnxoptError
+from .manifest import MANIFEST_NAME, Manifest
+
+MODEL_FILE = "model.onnx"
+# Files that travel with a model from step to step (tokenizer, config, pooling of sentence-transformers).
+_SIDECAR_SUFFIXES = {".json", ".txt", ".model", ".vocab"}
+_TWO_GB = 2**31
+
+
+@dataclass
+class ModelRef:
+    """Where a model lives: its .onnx file and the folder of its tokenizer/config/manifest (if any)."""
+
+    onnx_path: Path
+    folder: Path | None
+
+    @property
+    def name(self) -> str:
+        return str(self.folder if self.folder is not None else self.onnx_path)
+
+    @property
+    def manifest(self) -> Manifest | None:
+        return Manifest.load(self.folder) if self.folder is not None else None
+
+    def size_bytes(self) -> int:
+        """Size on disk of the model file and its external data files."""
+        total = self.onnx_path.stat().st_size
+        for loc in _external_locations(self.onnx_path):
+            data = self.onnx_path.parent / loc
+            if data.is_file():
+                total += data.stat().st_size
+        return total
+
+    def has_tokenizer(self) -> bool:
+        return self.folder is not None and any(
+            (self.folder / name).is_file() for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
+        )
+
+
+def resolve(path: Path) -> ModelRef:
+    """Turn a user's DIR|FILE argument into a ModelRef, with a clear error when it is not a model."""
+    if not path.exists():
+        raise OnnxoptError(f"{path} does not exist", "give a model folder made by `onnxopt export` or an .onnx file")
+    if path.is_dir():
+        onnx_path = path / MODEL_FILE
+        if not onnx_path.is_file():
+            candidates = sorted(p.name for p in path.glob("*.onnx"))
+            if len(candidates) == 1:
+                onnx_path = path / candidates[0]
+            else:
+                raise OnnxoptError(
+                    f"{path} holds no {MODEL_FILE}",
+                    "run `onnxopt export -o DIR` first, or point at the .onnx file itself",
+                )
+        return ModelRef(onnx_path=onnx_path, folder=path)
+    folder = path.parent if (path.parent / MANIFEST_NAME).is_file() else None
+    return ModelRef(onnx_path=path, folder=folder)
+
+
+def load(ref: ModelRef, load_weights: bool = True) -> onnx.ModelProto:
+    """Parse the model, turning protobuf and file errors into one-line messages."""
+    path = ref.onnx_path
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises DecodeError, or RuntimeWarning-like errors for garbage
+        raise OnnxoptError(
+            f"{path} is not a readable ONNX model ({type(exc).__name__})",
+            "the file may be truncated or not ONNX; export it again with `onnxopt export`",
+        ) from exc
+    if not model.graph.node:
+        raise OnnxoptError(
+            f"{path} is not a readable ONNX model (it has no graph nodes)",
+            "the file may be truncated or not ONNX; export it again with `onnxopt export`",
+        )
+    if load_weights and _external_locations(path):
+        try:
+            onnx.load_external_data_for_model(model, str(path.parent))
+        except Exception as exc:
+            raise OnnxoptError(
+                f"cannot read the external weights of {path}: {exc}",
+                "keep the .onnx file and its .data files together in one folder",
+            ) from exc
+    return model
+
+
+def _external_locations(path: Path) -> set[str]:
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return set()
+    locations = set()
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    locations.add(entry.value)
+    return locations
+
+
+@functools.lru_cache(maxsize=1)
+def runtime_max_ir_version() -> int:
+    """The newest IR version the installed onnxruntime loads, found by asking it.
+
+    onnx can write IR versions newer than onnxruntime reads (onnx 1.23 writes IR 12+, older
+    runtimes stop at 10 or 11), so models are saved at the newest IR version the runtime accepts.
+    """
+    import onnxruntime as ort
+
+    for ir in range(onnx.IR_VERSION, 6, -1):
+        x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+        y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
+        graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [x], [y])
+        probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        probe.ir_version = ir
+        try:
+            ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+            return ir
+        except Exception:
+            continue
+    return 7
+
+
+def loadable_ir_version(model: onnx.ModelProto) -> int:
+    needed = helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    return max(needed, min(model.ir_version, runtime_max_ir_version()))
+
+
+def save(model: onnx.ModelProto, folder: Path, name: str = MODEL_FILE) -> Path:
+    """Save into `folder`, at an IR version the runtime reads; weights go external past 2 GB."""
+    model.ir_version = loadable_ir_version(model)
+    path = folder / name
+    large = model.ByteSize() >= _TWO_GB or _has_external(model)
+    if large:
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=name + ".data",
+            size_threshold=1024,
+        )
+    else:
+        onnx.save_model(model, str(path))
+    return path
+
+
+def _has_external(model: onnx.ModelProto) -> bool:
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+
+
+def copy_sidecars(src_folder: Path | None, dst_folder: Path) -> list[str]:
+    """Copy tokenizer/config files (and sentence-transformers' module folders) next to the new model."""
+    if src_folder is None:
+        return []
+    copied = []
+    for item in sorted(src_folder.iterdir()):
+        if item.name == MANIFEST_NAME or item.name.startswith("."):
+            continue
+        if item.is_file() and item.suffix in _SIDECAR_SUFFIXES:
+            shutil.copy2(item, dst_folder / item.name)
+            copied.append(item.name)
+        elif item.is_dir() and item.name[:1].isdigit() and "_" in item.name:
+            # sentence-transformers modules such as 1_Pooling/
+            shutil.copytree(item, dst_folder / item.name)
+            copied.append(item.name + "/")
+    return copied

@@ -1,0 +1,57 @@
+"""Transformer fusions (Attention, SkipLayerNorm, BiasGelu, EmbedLayerNorm) by onnxruntime.transformers.
+
+The fused ops are what onnxruntime's fast CPU kernels, and its int8 kernels (QAttention), run on.
+"""
+
+from __future__ import annotations
+
+import onnx
+
+from .base import Pass, PassResult, op_histogram
+from ._files import quiet
+
+# Hugging Face model_type -> onnxruntime.transformers fusion family.
+_FUSION_FAMILY = {
+    "bert": "bert",
+    "roberta": "bert",
+    "xlm-roberta": "bert",
+    "distilbert": "bert",
+    "camembert": "bert",
+    "electra": "bert",
+    "mpnet": "bert",
+    "gpt2": "gpt2",
+}
+FUSED_OPS = ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "EmbedLayerNormalization",
+             "BiasGelu", "FastGelu", "Gelu", "LayerNormalization")
+
+
+class FuseTransformer(Pass):
+    name = "fuse"
+
+    def __init__(self, model_type: str | None):
+        self.model_type = model_type
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        family = _FUSION_FAMILY.get((self.model_type or "").lower())
+        if family is None:
+            return PassResult(model, False, {"skipped": f"no fusion rules for model type {self.model_type!r}"})
+        if any(n.op_type in ("Attention", "MultiHeadAttention") for n in model.graph.node):
+            return PassResult(model, False, {"skipped": "graph is already fused"})
+        from onnxruntime.transformers.optimizer import optimize_model
+
+        before = op_histogram(model)
+        with quiet():
+            # num_heads/hidden_size 0: read them from the graph's Reshape constants, per layer.
+            optimized = optimize_model(model, model_type=family, num_heads=0, hidden_size=0, opt_level=0)
+        fused = optimized.model
+        _import_used_domains(fused)
+        after = op_histogram(fused)
+        fusions = {op: after.get(op, 0) for op in FUSED_OPS if after.get(op, 0) > before.get(op, 0)}
+        return PassResult(fused, bool(fusions), {"family": family, "fused": fusions})
+
+
+def _import_used_domains(model: onnx.ModelProto) -> None:
+    """The fusion tool adds com.microsoft nodes but declares the domain only when saving to a file."""
+    imported = {o.domain for o in model.opset_import}
+    for domain in sorted({n.domain for n in model.graph.node} - imported - {"", "ai.onnx"}):
+        model.opset_import.append(onnx.helper.make_opsetid(domain, 1))

@@ -1,0 +1,38 @@
+"""Shape and type inference that copes with contrib ops and optimum's dynamic axes.
+
+onnxruntime's quantizer needs a type for every tensor it touches. After fusion, plain ONNX
+inference cannot type contrib ops (Attention, SkipLayerNormalization), which is where
+"Unable to find data type for weight_name" comes from; and quant_pre_process stops with
+"Incomplete symbolic shape inference" on optimum exports. Symbolic inference with auto_merge
+handles both; when it still fails we fall back to ONNX inference and record why.
+"""
+
+from __future__ import annotations
+
+import onnx
+
+from .base import Pass, PassResult
+from ._files import quiet
+
+
+class InferShapes(Pass):
+    name = "infer-shapes"
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        try:
+            with quiet():
+                inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=True)
+            if inferred is not None:
+                return PassResult(inferred, True, {"method": "symbolic", "typed": _typed_count(inferred)})
+            reason = "symbolic inference returned nothing"
+        except Exception as exc:  # the tool raises bare Exceptions on unsupported graphs
+            reason = f"symbolic inference failed: {str(exc).splitlines()[0][:200]}"
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+        return PassResult(inferred, True, {"method": "onnx", "fallback_reason": reason,
+                                           "typed": _typed_count(inferred)})
+
+
+def _typed_count(model: onnx.ModelProto) -> int:
+    return len(model.graph.value_info)

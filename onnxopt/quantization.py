@@ -1,0 +1,164 @@
+"""The `quantize` workflow: fuse, infer shapes, calibrate (static) and quantize a model folder."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import modelio
+from .calibrate import METHODS, CalibrationResult, collect_ranges
+from .cpu import cpu_features
+from .datasources import embedded_samples, load_samples
+from .errors import OnnxoptError
+from .manifest import Manifest
+from .outputs import check_output, staged_dir
+from .passes import Pipeline, StepReport
+from .passes.fuse_transformer import FuseTransformer
+from .passes.infer_shapes import InferShapes
+from .passes.quantize import (
+    DEFAULT_OPS,
+    INT8_OPS,
+    QDQ_OPS,
+    SUPPORTED_OPS,
+    QuantizeDynamic,
+    QuantizeStatic,
+    QuantOptions,
+)
+from .samples import TokenizedSamples, input_types, load_tokenizer
+
+# (stage name, done, total): total is 0 for stages without a count.
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class QuantizeResult:
+    out: Path
+    mode: str
+    steps: list[StepReport]
+    calibration: CalibrationResult | None
+    size_before: int
+    size_after: int
+    seconds: float
+    cpu: str
+    options: dict = field(default_factory=dict)
+
+
+def model_type_of(folder: Path | None) -> str | None:
+    if folder is None or not (folder / "config.json").is_file():
+        return None
+    try:
+        return json.loads((folder / "config.json").read_text()).get("model_type")
+    except ValueError:
+        return None
+
+
+def parse_ops(spec: str | None) -> tuple[str, ...]:
+    if not spec:
+        return DEFAULT_OPS
+    ops = tuple(op.strip() for op in spec.split(",") if op.strip())
+    unknown = [op for op in ops if op not in SUPPORTED_OPS]
+    if unknown or not ops:
+        raise OnnxoptError(f"cannot quantize op type {unknown[0] if unknown else spec!r}",
+                           f"--ops takes a comma list of: {', '.join(SUPPORTED_OPS)}")
+    return ops
+
+
+def quantize(
+    src: Path,
+    out: Path,
+    mode: str,
+    calib: int = 40,
+    calib_data: str | None = None,
+    text_column: str | None = None,
+    method: str = "minmax",
+    per_channel: bool = True,
+    ops: str | None = None,
+    exclude: tuple[str, ...] = (),
+    seq_len: int = 128,
+    optimize: bool = True,
+    overwrite: bool = False,
+    on_progress: Progress | None = None,
+) -> QuantizeResult:
+    progress = on_progress or (lambda _stage, _done, _total: None)
+    if mode not in ("static", "dynamic"):
+        raise OnnxoptError(f"unknown quantization mode {mode!r}", "pass --static or --dynamic")
+    if method not in METHODS:
+        raise OnnxoptError(f"unknown calibration method {method!r}", f"use one of: {', '.join(METHODS)}")
+    if mode == "static" and calib < 1:
+        raise OnnxoptError(f"--calib must be at least 1, got {calib}", "40 samples are usually enough")
+    if seq_len < 1:
+        raise OnnxoptError(f"--seq-len must be at least 1, got {seq_len}", "128 suits most sentence models")
+    op_types = parse_ops(ops)
+    start = time.perf_counter()
+    ref = modelio.resolve(src)
+    check_output(out, [ref.folder or ref.onnx_path], overwrite)
+    model = modelio.load(ref)
+    already = sorted({n.op_type for n in model.graph.node if n.op_type in INT8_OPS})
+    if already:
+        raise OnnxoptError(f"{ref.name} is already quantized (it has {', '.join(already[:3])})",
+                           "quantize the fp32 model instead")
+    features = cpu_features()
+    options = QuantOptions(op_types=op_types, per_channel=per_channel, reduce_range=features.reduce_range,
+                           exclude=tuple(exclude))
+
+    # Static needs samples before any heavy work, so bad calibration input fails fast.
+    tokenized = None
+    if mode == "static":
+        samples = load_samples(calib_data, calib, text_column) if calib_data else embedded_samples(calib)
+        tokenizer = load_tokenizer(ref.folder)
+        tokenized = TokenizedSamples(samples, tokenizer, input_types(model), seq_len)
+
+    prepare = [InferShapes()]
+    if optimize:
+        prepare.insert(0, FuseTransformer(model_type_of(ref.folder)))
+    model, reports = Pipeline(prepare).run(model, on_step=lambda name: progress(name, 0, 0))
+    _check_excluded(model, exclude)
+
+    calibration = None
+    if mode == "static":
+        assert tokenized is not None
+        static_ops = [op for op in op_types if op in QDQ_OPS]
+        calibration = collect_ranges(model, tokenized, method, static_ops,
+                                     on_sample=lambda i: progress("calibrate", i, len(tokenized)))
+        quantizer = QuantizeStatic(calibration.ranges, calibration.method, options)
+    else:
+        quantizer = QuantizeDynamic(options)
+    progress(quantizer.name, 0, 0)
+    model, quant_reports = Pipeline([quantizer]).run(model)
+    reports += quant_reports
+
+    record = {
+        "mode": mode, "ops": list(op_types), "per_channel": per_channel, "exclude": list(exclude),
+        "reduce_range": options.reduce_range, "cpu": features.describe(), "optimize": optimize,
+        "int8_ops": quant_reports[-1].details.get("int8_ops", {}),
+    }
+    if calibration is not None:
+        record.update(calibration={"method": method, "samples": calibration.samples, "seq_len": seq_len,
+                                   "data": calib_data or "embedded corpus (calib/en.txt)"})
+    progress("save", 0, 0)
+    with staged_dir(out) as tmp:
+        modelio.save(model, tmp)
+        modelio.copy_sidecars(ref.folder, tmp)
+        manifest = ref.manifest or Manifest(source=str(ref.onnx_path), task="unknown", opset=_opset(model))
+        manifest.add_step(f"quantize-{mode}", **record)
+        manifest.save(tmp)
+    return QuantizeResult(out=out, mode=mode, steps=reports, calibration=calibration,
+                          size_before=ref.size_bytes(), size_after=modelio.resolve(out).size_bytes(),
+                          seconds=time.perf_counter() - start, cpu=features.describe(), options=record)
+
+
+def _opset(model) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _check_excluded(model, exclude: tuple[str, ...]) -> None:
+    names = [n.name for n in model.graph.node]
+    for name in exclude:
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=3)
+            hint = f"did you mean: {', '.join(close)}" if close else "run `onnxopt inspect --nodes` to list them"
+            raise OnnxoptError(f"--exclude names node {name!r}, which the (fused) graph does not have", hint)
