@@ -1,0 +1,46 @@
+"""The `onnxopt` command: one small module per subcommand, errors turned into one line and exit 2."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from .. import render
+from ..errors import OnnxoptError
+from . import bench, export, inspect, quantize
+
+app = typer.Typer(
+    name="onnxopt",
+    help="Export, quantize, prune and benchmark transformer models in ONNX.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("export")(export.command)
+app.command("quantize")(quantize.command)
+app.command("bench")(bench.command)
+app.command("inspect")(inspect.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        app(args=argv, prog_name="onnxopt", standalone_mode=False)
+        return 0
+    except OnnxoptError as exc:
+        render.error(str(exc))
+        return 2
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.TyperException as exc:  # bad usage: unknown option, missing argument, wrong type
+        ctx = getattr(exc, "ctx", None)
+        where = f"onnxopt {ctx.info_name} --help" if ctx is not None and ctx.parent is not None else "onnxopt --help"
+        render.error(f"{exc.format_message()} (see `{where}`)")
+        return 2
+    except (KeyboardInterrupt, typer.Abort):
+        render.error("interrupted; nothing was written")
+        return 130
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Everything the terminal shows: rich tables and progress bars. The only module that imports rich."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator, Sequence
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def error(message: str) -> None:
+    """One line on stderr, no markup surprises, no wrapping."""
+    sys.stderr.write(f"onnxopt: error: {message}\n")
+
+
+@contextlib.contextmanager
+def progress_bar(transient: bool = True) -> Iterator[Callable[[str, int, int], None]]:
+    """Yield a callback(stage, done, total); stages without a total show a spinner."""
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err_console, transient=transient,
+                  disable=not err_console.is_terminal) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                for other in tasks.values():
+                    task = bar.tasks[other]
+                    bar.update(other, completed=task.total or 1, total=task.total or 1)
+                tasks[stage] = bar.add_task(stage, total=total or None)
+            bar.update(tasks[stage], completed=done, total=total or None)
+
+        yield update
+
+
+def export_result(r) -> None:
+    table = Table(title=f"Exported to {r.out}", show_header=False)
+    table.add_row("source", r.source)
+    table.add_row("task", r.task)
+    table.add_row("opset", str(r.opset))
+    for name, diff in r.max_abs_diff.items():
+        table.add_row(f"max |onnx - torch| ({name})", f"{diff:.2e}  (atol {r.atol:g})")
+    table.add_row("size", size(r.size_bytes))
+    table.add_row("time", f"{r.seconds:.1f} s")
+    console.print(table)
+
+
+def quantize_result(r) -> None:
+    table = Table(title=f"Quantized ({r.mode}) to {r.out}")
+    for col in ("step", "time", "changes"):
+        table.add_column(col)
+    for step in r.steps:
+        details = step.details.get("skipped") or ", ".join(f"{op} {d:+d}" for op, d in step.op_changes().items()
+                                                           if abs(d) and _interesting(op))
+        table.add_row(step.name, f"{step.seconds:.1f} s", details or "-")
+    if r.calibration is not None:
+        c = r.calibration
+        table.add_row("calibrate", f"{c.seconds:.1f} s",
+                      f"{c.samples} samples, {r.options['calibration']['method']}, peak RSS {c.peak_rss_mb:.0f} MB")
+    console.print(table)
+    console.print(f"int8 types: {r.cpu}")
+    console.print(f"size: {size(r.size_before)} -> {size(r.size_after)} "
+                  f"({r.size_before / max(r.size_after, 1):.1f}x smaller), {r.seconds:.1f} s in all")
+
+
+def _interesting(op: str) -> bool:
+    return op not in ("Constant", "Unsqueeze", "Shape", "Concat", "Cast", "Gather", "Slice", "Squeeze")
+
+
+def bench_tables(timings: Sequence, title_suffix: str = "") -> None:
+    for batch in sorted({t.batch for t in timings}):
+        rows = [t for t in timings if t.batch == batch]
+        seq = rows[0].seq
+        table = Table(title=f"Latency, batch {batch}, seq {seq}, {rows[0].provider}{title_suffix}")
+        for col in ("model", "p50 ms", "p90 ms", "p99 ms", "samples/s", "size", "speedup"):
+            table.add_column(col, justify="left" if col == "model" else "right")
+        fastest = min(rows, key=lambda t: t.p50_ms)
+        for t in rows:
+            style = "bold green" if t is fastest and len(rows) > 1 else None
+            table.add_row(escape(t.model), f"{t.p50_ms:.1f}", f"{t.p90_ms:.1f}", f"{t.p99_ms:.1f}",
+                          f"{t.throughput:.1f}", size(t.size_bytes), f"{t.speedup:.2f}x", style=style)
+        console.print(table)
+
+
+def summary(s) -> None:
+    table = Table(title=escape(s.path), show_header=False)
+    if s.source:
+        table.add_row("source", f"{s.source} ({s.task})")
+    table.add_row("size", size(s.size_bytes))
+    table.add_row("parameters", f"{s.parameters:,}")
+    table.add_row("IR / opsets", f"IR {s.ir_version}; " + ", ".join(f"{d} {v}" for d, v in s.opsets.items()))
+    for kind, infos in (("input", s.inputs), ("output", s.outputs)):
+        for info in infos:
+            table.add_row(kind, escape(f"{info.name}: {info.dtype}[{', '.join(str(d) for d in info.shape)}]"))
+    if s.quantized:
+        ops = ", ".join(f"{op} x{n}" for op, n in s.quantized_ops.items())
+        table.add_row("quantized", f"yes: {ops}; {s.int8_weight_share:.1%} of parameters in 8 bits")
+    else:
+        table.add_row("quantized", "no")
+    if s.pruned:
+        table.add_row("pruned", f"yes: sparsity {s.pruned.get('sparsity', '?')}")
+    else:
+        table.add_row("pruned", "no")
+    if s.steps:
+        table.add_row("steps", " -> ".join(s.steps))
+    console.print(table)
+    ops = Table(title="Operators")
+    ops.add_column("op type")
+    ops.add_column("count", justify="right")
+    for op, n in s.op_histogram.items():
+        ops.add_row(op, str(n))
+    console.print(ops)
+    if s.nodes:
+        nodes = Table(title="Nodes")
+        nodes.add_column("name")
+        nodes.add_column("op type")
+        for name, op in s.nodes:
+            nodes.add_row(escape(name), op)
+        console.print(nodes)
