@@ -1,0 +1,73 @@
+"""`make bench`: build fp32, dynamic and static int8 of the bundled model, then measure side by side.
+
+Accuracy: STS-B dev Spearman (x100). Speed: all models timed interleaved in one run (CPU provider,
+2 threads, seq 128), reported as ratios to fp32, since absolute times drift on shared machines.
+Writes benchmarks/results.json and benchmarks/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from onnxopt import modelio
+from onnxopt.evaluate import load_sts_pairs, sts_spearman
+from onnxopt.export import export
+from onnxopt.measure import bench
+from onnxopt.quantization import quantize
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/stsb"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks"))
+    parser.add_argument("--work", type=Path, default=Path("build/bench"))
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    pairs = load_sts_pairs(args.data / "sts-dev.csv")
+    work = args.work
+    models: dict[str, Path] = {}
+    t0 = time.perf_counter()
+    export(None, work / "fp32", overwrite=True)
+    models["fp32"] = work / "fp32"
+    quantize(work / "fp32", work / "dynamic", "dynamic", overwrite=True)
+    models["dynamic int8"] = work / "dynamic"
+    quantize(work / "fp32", work / "static", "static", calib=40, overwrite=True)
+    models["static int8 (--calib 40)"] = work / "static"
+    print(f"built {len(models)} models in {time.perf_counter() - t0:.0f} s")
+
+    scores = {name: sts_spearman(path, pairs, threads=args.threads) for name, path in models.items()}
+    refs = [modelio.resolve(p) for p in models.values()]
+    timings = bench(refs, [1, 32], 128, threads=args.threads, runs=args.runs)
+    rows = []
+    for name, path in models.items():
+        by_batch = {t.batch: t for t in timings if t.model == modelio.resolve(path).name}
+        rows.append({
+            "model": name,
+            "stsb_dev_spearman": round(scores[name], 2),
+            "drop": round(scores["fp32"] - scores[name], 2),
+            "speedup_b1": round(by_batch[1].speedup, 2),
+            "speedup_b32": round(by_batch[32].speedup, 2),
+            "p50_ms_b1": round(by_batch[1].p50_ms, 1),
+            "p50_ms_b32": round(by_batch[32].p50_ms, 1),
+            "size_mb": round(modelio.resolve(path).size_bytes() / 1e6, 1),
+        })
+    header = "| model | STS-B dev | drop | speedup b1 | speedup b32 | size MB |\n|---|---|---|---|---|---|\n"
+    lines = [f"| {r['model']} | {r['stsb_dev_spearman']:.2f} | {r['drop']:.2f} | {r['speedup_b1']:.2f}x | "
+             f"{r['speedup_b32']:.2f}x | {r['size_mb']} |" for r in rows]
+    table = header + "\n".join(lines) + "\n"
+    note = (f"\nCPU provider, {args.threads} threads, seq 128, {args.runs} interleaved runs; "
+            "speedups vs fp32 from the same run.\n")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps({"rows": rows, "threads": args.threads,
+                                                       "runs": args.runs}, indent=2) + "\n")
+    (args.out / "results.md").write_text(table + note)
+    print(table + note)
+
+
+if __name__ == "__main__":
+    main()

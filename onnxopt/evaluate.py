@@ -1,0 +1,65 @@
+"""Task metrics on real data. STS: Spearman (x100) between gold scores and embedding cosines."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import modelio
+from .errors import OnnxoptError
+from .samples import complete_inputs, input_types, load_tokenizer
+from .sessions import make_session
+
+
+@dataclass
+class StsPair:
+    score: float
+    first: str
+    second: str
+
+
+def load_sts_pairs(path: Path) -> list[StsPair]:
+    """STS Benchmark layout: tab separated, no header, quoting off; score, sentence 1, sentence 2 in columns 5-7."""
+    if not path.is_file():
+        raise OnnxoptError(f"{path} does not exist", "point at an STS-style .csv such as sts-dev.csv")
+    pairs = []
+    with path.open(encoding="utf-8", newline="") as f:
+        for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+            if len(row) < 7:
+                continue
+            try:
+                pairs.append(StsPair(float(row[4]), row[5], row[6]))
+            except ValueError:
+                continue
+    if not pairs:
+        raise OnnxoptError(f"{path} holds no STS pairs", "expected tab-separated rows with score, sentence 1, sentence 2")
+    return pairs
+
+
+def embed(session, tokenizer, types, texts: list[str], seq_len: int = 128, batch: int = 64) -> np.ndarray:
+    """Mean-pooled, L2-normalised sentence embeddings (the sentence-transformers recipe)."""
+    out = []
+    for i in range(0, len(texts), batch):
+        enc = dict(tokenizer(texts[i:i + batch], padding=True, truncation=True, max_length=seq_len,
+                             return_tensors="np"))
+        hidden = session.run(None, complete_inputs(enc, types))[0]
+        mask = enc["attention_mask"][..., None].astype(np.float32)
+        pooled = (hidden * mask).sum(1) / np.clip(mask.sum(1), 1e-9, None)
+        out.append(pooled)
+    emb = np.concatenate(out)
+    return emb / np.clip(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12, None)
+
+
+def sts_spearman(model: Path, pairs: list[StsPair], seq_len: int = 128, threads: int | None = None) -> float:
+    from scipy.stats import spearmanr
+
+    ref = modelio.resolve(model)
+    tokenizer = load_tokenizer(ref.folder)
+    types = input_types(modelio.load(ref, load_weights=False))
+    session = make_session(ref.onnx_path, "cpu", threads)
+    a = embed(session, tokenizer, types, [p.first for p in pairs], seq_len)
+    b = embed(session, tokenizer, types, [p.second for p in pairs], seq_len)
+    return float(100 * spearmanr([p.score for p in pairs], (a * b).sum(1)).statistic)

@@ -1,0 +1,160 @@
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from onnxopt.quantization import quantize
+from tests.conftest import assert_clean_error
+
+
+def _run(folder, ids):
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    return session.run(None, feed)[0]
+
+
+def _cosine(a, b):
+    a, b = a.ravel(), b.ravel()
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+IDS = np.array([[2, 10, 20, 30, 40, 50, 3], [2, 11, 21, 31, 41, 51, 3]], dtype=np.int64)
+
+
+def test_dynamic_quantizes_matmuls_and_attention(tiny_bert_onnx, tiny_bert_dynamic):
+    ops = {n.op_type for n in onnx.load(str(tiny_bert_dynamic / "model.onnx")).graph.node}
+    assert {"QAttention", "MatMulInteger"} <= ops
+    assert _cosine(_run(tiny_bert_onnx, IDS), _run(tiny_bert_dynamic, IDS)) > 0.99
+    manifest = json.loads((tiny_bert_dynamic / "onnxopt.json").read_text())
+    assert [s["step"] for s in manifest["steps"]] == ["export", "quantize-dynamic"]
+    assert (tiny_bert_dynamic / "tokenizer.json").is_file()
+
+
+def test_static_with_embedded_corpus(cli, tiny_bert_onnx, tmp_path):
+    out = tmp_path / "int8"
+    code, stdout, err = cli("quantize", tiny_bert_onnx, "--static", "--calib", 12, "-o", out)
+    assert code == 0, err
+    assert "calibrate" in stdout and "12 samples" in stdout
+    ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "QAttention"} <= ops
+    assert _cosine(_run(tiny_bert_onnx, IDS), _run(out, IDS)) > 0.98
+    step = json.loads((out / "onnxopt.json").read_text())["steps"][-1]
+    assert step["step"] == "quantize-static"
+    assert step["calibration"]["samples"] == 12
+    assert step["calibration"]["data"].startswith("embedded corpus")
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_static_histogram_methods(tiny_bert_onnx, tmp_path, method):
+    result = quantize(tiny_bert_onnx, tmp_path / "q", "static", calib=6, method=method)
+    assert result.calibration.samples == 6
+    assert _cosine(_run(tiny_bert_onnx, IDS), _run(tmp_path / "q", IDS)) > 0.95
+
+
+def test_static_from_csv_pairs_and_options(tiny_bert_onnx, tmp_path):
+    data = tmp_path / "pairs.tsv"
+    data.write_text("g\tf\t2012\t1\t4.0\ta man plays music\ta woman plays music\n"
+                    "g\tf\t2012\t2\t1.0\tthe cat sits\tthe train is new\n")
+    result = quantize(tiny_bert_onnx, tmp_path / "q", "static", calib=5, calib_data=str(data), text_column="5,6",
+                      per_channel=False, ops="MatMul", optimize=False)
+    assert result.calibration.samples == 2  # the file holds two pairs; --calib is an upper bound
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "q" / "model.onnx")).graph.node}
+    assert "Attention" not in ops and "QAttention" not in ops  # --no-optimize keeps the graph unfused
+    assert result.options["per_channel"] is False
+
+
+def test_exclude_keeps_node_in_float(tiny_bert_onnx, tmp_path):
+    first = quantize(tiny_bert_onnx, tmp_path / "a", "dynamic")
+    fused_matmuls = [s for s in first.steps if s.name == "quantize-dynamic"]
+    assert fused_matmuls
+    model = onnx.load(str(tmp_path / "a" / "model.onnx"))
+    assert not any(n.op_type == "MatMul" for n in model.graph.node)
+    # Pick the name of a MatMul in the fused graph (names survive fusion) and keep it in fp32.
+    name = next(n.name for n in onnx.load(str(tiny_bert_onnx / "model.onnx")).graph.node
+                if n.op_type == "MatMul" and "intermediate" in n.name)
+    quantize(tiny_bert_onnx, tmp_path / "b", "dynamic", exclude=(name,))
+    kept = [n for n in onnx.load(str(tmp_path / "b" / "model.onnx")).graph.node if n.name == name]
+    assert kept and kept[0].op_type == "MatMul"
+
+
+def test_bare_onnx_file_quantizes_dynamic(cli, graph_file, tmp_path):
+    code, _out, err = cli("quantize", graph_file("mlp"), "--dynamic", "-o", tmp_path / "q")
+    assert code == 0, err
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "q" / "model.onnx")).graph.node}
+    assert "MatMulInteger" in ops
+
+
+def test_needs_exactly_one_mode(cli, tiny_bert_onnx, tmp_path):
+    code, _out, err = cli("quantize", tiny_bert_onnx, "-o", tmp_path / "q")
+    assert_clean_error(code, err, "--static", "--dynamic")
+    code, _out, err = cli("quantize", tiny_bert_onnx, "--static", "--dynamic", "-o", tmp_path / "q")
+    assert_clean_error(code, err, "exactly one")
+    assert not (tmp_path / "q").exists()
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--method", "median"], "unknown calibration method 'median'"),
+    (["--ops", "Conv"], "cannot quantize op type 'Conv'"),
+    (["--calib", "0"], "--calib must be at least 1"),
+    (["--seq-len", "0"], "--seq-len must be at least 1"),
+    (["--exclude", "no_such_node"], "does not have"),
+])
+def test_bad_option_values(cli, tiny_bert_onnx, tmp_path, args, fragment):
+    code, _out, err = cli("quantize", tiny_bert_onnx, "--static", "-o", tmp_path / "q", *args)
+    assert_clean_error(code, err, fragment)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_empty_calibration_file(cli, tiny_bert_onnx, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n  \n")
+    code, _out, err = cli("quantize", tiny_bert_onnx, "--static", "--calib-data", empty, "-o", tmp_path / "q")
+    assert_clean_error(code, err, "holds no samples")
+    assert not (tmp_path / "q").exists()
+
+
+def test_missing_calibration_file(cli, tiny_bert_onnx, tmp_path):
+    code, _out, err = cli("quantize", tiny_bert_onnx, "--static", "--calib-data", tmp_path / "nope.txt",
+                          "-o", tmp_path / "q")
+    assert_clean_error(code, err, "does not exist")
+
+
+def test_static_needs_a_tokenizer(cli, graph_file, tmp_path):
+    code, _out, err = cli("quantize", graph_file("linear"), "--static", "-o", tmp_path / "q")
+    assert_clean_error(code, err, "tokenizer")
+    assert not (tmp_path / "q").exists()
+
+
+def test_folder_without_tokenizer_files(cli, tiny_bert_onnx, tmp_path):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "model.onnx").write_bytes((tiny_bert_onnx / "model.onnx").read_bytes())
+    code, _out, err = cli("quantize", bare, "--static", "-o", tmp_path / "q")
+    assert_clean_error(code, err, "tokenizer")
+
+
+def test_refuses_already_quantized(cli, tiny_bert_dynamic, tmp_path):
+    code, _out, err = cli("quantize", tiny_bert_dynamic, "--dynamic", "-o", tmp_path / "q")
+    assert_clean_error(code, err, "already quantized")
+
+
+def test_never_overwrites_input_or_existing_output(cli, tiny_bert_onnx, tmp_path):
+    before = (tiny_bert_onnx / "model.onnx").stat().st_mtime_ns
+    code, _out, err = cli("quantize", tiny_bert_onnx, "--dynamic", "-o", tiny_bert_onnx, "--overwrite")
+    assert_clean_error(code, err, "would overwrite the input")
+    assert (tiny_bert_onnx / "model.onnx").stat().st_mtime_ns == before
+    (tmp_path / "q").mkdir()
+    code, _out, err = cli("quantize", tiny_bert_onnx, "--dynamic", "-o", tmp_path / "q")
+    assert_clean_error(code, err, "already exists")
+
+
+def test_overwrite_replaces_output(cli, tiny_bert_onnx, tmp_path):
+    out = tmp_path / "q"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    code, _out, err = cli("quantize", tiny_bert_onnx, "--dynamic", "-o", out, "--overwrite")
+    assert code == 0, err
+    assert not (out / "stale.txt").exists() and (out / "model.onnx").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["q"]  # no temporary folders left beside it
