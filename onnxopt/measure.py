@@ -11,7 +11,7 @@ import numpy as np
 from . import modelio
 from .errors import OnnxoptError
 from .modelio import ModelRef
-from .samples import input_types, synthetic_inputs
+from .samples import synthetic_inputs
 from .sessions import make_session
 
 
@@ -67,10 +67,10 @@ def bench(
     sessions = []
     for ref in refs:
         model = modelio.load(ref, load_weights=False)
-        sessions.append((ref, make_session(ref.onnx_path, provider, threads), input_types(model)))
+        sessions.append((ref, make_session(ref.onnx_path, provider, threads), model))
     timings: list[Timing] = []
     for batch in batches:
-        feeds = [synthetic_inputs(types, batch, seq, _vocab_size(ref)) for ref, _s, types in sessions]
+        feeds = [synthetic_inputs(model, batch, seq, _vocab_size(ref)) for ref, _s, model in sessions]
         samples: list[list[float]] = [[] for _ in sessions]
         for _ in range(warmup):
             for (_ref, session, _types), feed in zip(sessions, feeds, strict=True):

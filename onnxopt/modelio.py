@@ -147,17 +147,27 @@ def save(model: onnx.ModelProto, folder: Path, name: str = MODEL_FILE) -> Path:
     path = folder / name
     large = model.ByteSize() >= _TWO_GB or _has_external(model)
     if large:
+        _to_raw_data(model)
         onnx.save_model(
             model,
             str(path),
             save_as_external_data=True,
             all_tensors_to_one_file=True,
             location=name + ".data",
-            size_threshold=1024,
+            size_threshold=0,
         )
     else:
         onnx.save_model(model, str(path))
     return path
+
+
+def _to_raw_data(model: onnx.ModelProto) -> None:
+    """onnx moves only raw_data tensors to external files; tensors in typed fields would stay inline."""
+    from onnx import numpy_helper
+
+    for i, tensor in enumerate(model.graph.initializer):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL and not tensor.HasField("raw_data"):
+            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor), tensor.name))
 
 
 def _has_external(model: onnx.ModelProto) -> bool:

@@ -83,7 +83,8 @@ def bench_tables(timings: Sequence, title_suffix: str = "") -> None:
         seq = rows[0].seq
         table = Table(title=f"Latency, batch {batch}, seq {seq}, {rows[0].provider}{title_suffix}")
         for col in ("model", "p50 ms", "p90 ms", "p99 ms", "samples/s", "size", "speedup"):
-            table.add_column(col, justify="left" if col == "model" else "right")
+            table.add_column(col, justify="left" if col == "model" else "right",
+                             overflow="fold" if col == "model" else "ellipsis")
         fastest = min(rows, key=lambda t: t.p50_ms)
         for t in rows:
             style = "bold green" if t is fastest and len(rows) > 1 else None

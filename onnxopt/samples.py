@@ -6,7 +6,7 @@ interface is adapted to only where onnxruntime needs it (onnxopt.calibrate).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +23,17 @@ _ONNX_TO_NUMPY = {
 }
 
 
+TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+
+
+def _graph_inputs(model: onnx.ModelProto):
+    initializers = {t.name for t in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in initializers]
+
+
 def input_types(model: onnx.ModelProto) -> dict[str, type]:
     """Graph inputs (not initializers) and the numpy dtype each takes."""
-    initializers = {t.name for t in model.graph.initializer}
-    return {
-        i.name: _ONNX_TO_NUMPY.get(i.type.tensor_type.elem_type, np.int64)
-        for i in model.graph.input
-        if i.name not in initializers
-    }
+    return {i.name: _ONNX_TO_NUMPY.get(i.type.tensor_type.elem_type, np.int64) for i in _graph_inputs(model)}
 
 
 def load_tokenizer(folder: Path | None):
@@ -84,13 +87,25 @@ def complete_inputs(encoded: dict[str, np.ndarray], types: dict[str, type]) -> d
     return feed
 
 
-def synthetic_inputs(types: dict[str, type], batch: int, seq: int, vocab_size: int = 1000,
+def synthetic_inputs(model: onnx.ModelProto, batch: int, seq: int, vocab_size: int = 1000,
                      seed: int = 0) -> dict[str, np.ndarray]:
-    """Random token ids and a full attention mask: for timing, where values do not matter."""
+    """Inputs for timing, where values do not matter: random token ids with a full attention mask
+    for text models; for other inputs, random values shaped by the graph (free dims: batch, then seq)."""
     rng = np.random.default_rng(seed)
-    ids = rng.integers(100, max(101, vocab_size), size=(batch, seq))
-    return complete_inputs({"input_ids": ids}, types)
-
-
-def batched(inputs: Iterable[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-    return list(inputs)
+    types = input_types(model)
+    feed: dict[str, np.ndarray] = {}
+    if "input_ids" in types:
+        # Low ids are special tokens in most vocabularies; tiny test vocabularies have few ids at all.
+        ids = rng.integers(min(100, vocab_size // 2), vocab_size, size=(batch, seq))
+        feed = complete_inputs({"input_ids": ids}, {k: v for k, v in types.items() if k in TOKEN_INPUTS})
+    for value in _graph_inputs(model):
+        if value.name in feed:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        shape = [d.dim_value if d.dim_value > 0 else (batch if i == 0 else seq) for i, d in enumerate(dims)]
+        dtype = types[value.name]
+        if np.issubdtype(dtype, np.floating):
+            feed[value.name] = rng.standard_normal(shape).astype(dtype)
+        else:
+            feed[value.name] = np.zeros(shape, dtype=dtype)
+    return feed

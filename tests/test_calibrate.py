@@ -1,0 +1,77 @@
+"""Streaming calibration must give the ranges onnxruntime's one-shot calibrator gives."""
+
+import numpy as np
+import onnx
+import pytest
+
+from onnxopt import graphs
+from onnxopt.calibrate import collect_ranges
+from onnxopt.errors import OnnxoptError
+
+
+def _inputs(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.normal(size=(3, 4)).astype(np.float32) * (i + 1)} for i in range(n)]
+
+
+class _Reader:
+    def __init__(self, feeds):
+        self.it = iter(feeds)
+
+    def get_next(self):
+        return next(self.it, None)
+
+
+def _one_shot_minmax(model, feeds, tmp_path):
+    from onnxruntime.quantization.calibrate import create_calibrator
+
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    calibrator = create_calibrator(path, ["MatMul"], augmented_model_path=str(tmp_path / "aug.onnx"))
+    calibrator.collect_data(_Reader(feeds))
+    return calibrator.compute_data()
+
+
+def test_streaming_minmax_equals_one_shot(tmp_path):
+    model = graphs.load("mlp")
+    feeds = _inputs(25)
+    seen = []
+    streamed = collect_ranges(model, iter(feeds), "minmax", ["MatMul"], on_sample=seen.append)
+    reference = _one_shot_minmax(model, feeds, tmp_path)
+    assert seen == list(range(1, 26))
+    assert streamed.samples == 25
+    assert set(streamed.ranges.data) == set(reference.data)
+    for name, value in reference.data.items():
+        np.testing.assert_allclose(streamed.ranges.data[name].range_value, value.range_value, rtol=1e-6)
+
+
+def test_inputs_are_consumed_lazily():
+    """A generator is read one sample at a time: nothing forces the whole set into memory."""
+    model = graphs.load("linear")
+    produced = []
+
+    def generate():
+        for i, feed in enumerate(_inputs(5)):
+            produced.append(i)
+            yield feed
+
+    progress = []
+    collect_ranges(model, generate(), "minmax", ["MatMul"],
+                   on_sample=lambda n: progress.append((n, len(produced))))
+    assert progress == [(n, n) for n in range(1, 6)]
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_histogram_methods_stream(method):
+    result = collect_ranges(graphs.load("mlp"), iter(_inputs(8)), method, ["MatMul"])
+    assert result.samples == 8 and result.ranges.data
+
+
+def test_no_samples_is_an_error():
+    with pytest.raises(OnnxoptError, match="no calibration samples"):
+        collect_ranges(graphs.load("linear"), iter([]), "minmax", ["MatMul"])
+
+
+def test_unknown_method():
+    with pytest.raises(OnnxoptError, match="unknown calibration method"):
+        collect_ranges(graphs.load("linear"), iter(_inputs(1)), "median", ["MatMul"])

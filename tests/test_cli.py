@@ -1,0 +1,32 @@
+"""The real entry point, as a user runs it: exit codes and stderr in a subprocess."""
+
+import subprocess
+import sys
+
+
+def _onnxopt(*args):
+    code = "import sys; from onnxopt.cli.app import entry; sys.argv[0] = 'onnxopt'; entry()"
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_help_lists_commands():
+    result = _onnxopt("--help")
+    assert result.returncode == 0
+    for command in ("export", "quantize", "bench", "inspect"):
+        assert command in result.stdout
+
+
+def test_error_is_one_line_exit_2_no_traceback(tmp_path):
+    result = _onnxopt("quantize", tmp_path / "missing", "--dynamic", "-o", tmp_path / "q")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert result.stderr.startswith("onnxopt: error: ") and "does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "q").exists()
+
+
+def test_unknown_option_is_one_line(tmp_path):
+    result = _onnxopt("bench", tmp_path, "--frobnicate")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "--frobnicate" in result.stderr

@@ -1,0 +1,80 @@
+import onnx
+import onnxruntime as ort
+import pytest
+
+from onnxopt import graphs, modelio
+from onnxopt.errors import OnnxoptError
+from onnxopt.outputs import check_output, staged_dir
+
+
+def test_saved_ir_version_loads_in_the_installed_runtime(tmp_path):
+    model = graphs.load("linear")
+    model.ir_version = onnx.IR_VERSION + 5  # newer than anything the runtime reads
+    path = modelio.save(model, tmp_path)
+    saved = onnx.load(str(path))
+    assert saved.ir_version <= modelio.runtime_max_ir_version()
+    ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def test_runtime_max_ir_version_is_probed():
+    assert 8 <= modelio.runtime_max_ir_version() <= onnx.IR_VERSION
+
+
+def test_large_models_go_external(tmp_path, monkeypatch):
+    monkeypatch.setattr(modelio, "_TWO_GB", 10)  # pretend every model is over 2 GB
+    path = modelio.save(graphs.load("mlp"), tmp_path)
+    assert (tmp_path / "model.onnx.data").is_file()
+    ref = modelio.resolve(tmp_path)
+    assert ref.size_bytes() > path.stat().st_size
+    loaded = modelio.load(ref)
+    assert onnx.numpy_helper.to_array(loaded.graph.initializer[0]).shape == (4, 8)
+
+
+def test_staged_dir_removes_everything_on_failure(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError), staged_dir(out) as tmp:
+        (tmp / "half.onnx").write_text("partial")
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_staged_dir_replaces_on_success(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old").write_text("x")
+    with staged_dir(out) as tmp:
+        (tmp / "new").write_text("y")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert [p.name for p in out.iterdir()] == ["new"]
+
+
+def test_check_output_refuses_input_and_parent_of_input(tmp_path):
+    src = tmp_path / "m" / "model.onnx"
+    src.parent.mkdir()
+    src.write_text("x")
+    with pytest.raises(OnnxoptError, match="would overwrite the input"):
+        check_output(tmp_path / "m", [src], overwrite=True)
+    with pytest.raises(OnnxoptError, match="already exists"):
+        check_output(tmp_path / "m", [], overwrite=False)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OnnxoptError, match="not a folder"):
+        check_output(tmp_path / "file", [], overwrite=True)
+
+
+def test_unwritable_output_location(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if (locked / "probe").parent.stat().st_mode & 0o200 or _is_root():
+            pytest.skip("running as root: permissions are not enforced")
+        with pytest.raises(OnnxoptError, match="cannot write"), staged_dir(locked / "out"):
+            pass
+    finally:
+        locked.chmod(0o700)
+
+
+def _is_root() -> bool:
+    import os
+
+    return os.geteuid() == 0
