@@ -46,25 +46,33 @@ def main() -> None:
     rows = []
     for name, path in models.items():
         by_batch = {t.batch: t for t in timings if t.model == modelio.resolve(path).name}
-        rows.append({
-            "model": name,
-            "stsb_dev_spearman": round(scores[name], 2),
-            "drop": round(scores["fp32"] - scores[name], 2),
-            "speedup_b1": round(by_batch[1].speedup, 2),
-            "speedup_b32": round(by_batch[32].speedup, 2),
-            "p50_ms_b1": round(by_batch[1].p50_ms, 1),
-            "p50_ms_b32": round(by_batch[32].p50_ms, 1),
-            "size_mb": round(modelio.resolve(path).size_bytes() / 1e6, 1),
-        })
+        rows.append(
+            {
+                "model": name,
+                "stsb_dev_spearman": round(scores[name], 2),
+                "drop": round(scores["fp32"] - scores[name], 2),
+                "speedup_b1": round(by_batch[1].speedup, 2),
+                "speedup_b32": round(by_batch[32].speedup, 2),
+                "p50_ms_b1": round(by_batch[1].p50_ms, 1),
+                "p50_ms_b32": round(by_batch[32].p50_ms, 1),
+                "size_mb": round(modelio.resolve(path).size_bytes() / 1e6, 1),
+            }
+        )
     header = "| model | STS-B dev | drop | speedup b1 | speedup b32 | size MB |\n|---|---|---|---|---|---|\n"
-    lines = [f"| {r['model']} | {r['stsb_dev_spearman']:.2f} | {r['drop']:.2f} | {r['speedup_b1']:.2f}x | "
-             f"{r['speedup_b32']:.2f}x | {r['size_mb']} |" for r in rows]
+    lines = [
+        f"| {r['model']} | {r['stsb_dev_spearman']:.2f} | {r['drop']:.2f} | {r['speedup_b1']:.2f}x | "
+        f"{r['speedup_b32']:.2f}x | {r['size_mb']} |"
+        for r in rows
+    ]
     table = header + "\n".join(lines) + "\n"
-    note = (f"\nCPU provider, {args.threads} threads, seq 128, {args.runs} interleaved runs; "
-            "speedups vs fp32 from the same run.\n")
+    note = (
+        f"\nCPU provider, {args.threads} threads, seq 128, {args.runs} interleaved runs; "
+        "speedups vs fp32 from the same run.\n"
+    )
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps({"rows": rows, "threads": args.threads,
-                                                       "runs": args.runs}, indent=2) + "\n")
+    (args.out / "results.json").write_text(
+        json.dumps({"rows": rows, "threads": args.threads, "runs": args.runs}, indent=2) + "\n"
+    )
     (args.out / "results.md").write_text(table + note)
     print(table + note)
 

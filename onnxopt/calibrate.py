@@ -48,8 +48,11 @@ class _OneSample:
 def ort_method(method: str):
     from onnxruntime.quantization import CalibrationMethod
 
-    table = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-             "percentile": CalibrationMethod.Percentile}
+    table = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
     if method not in table:
         raise OnnxoptError(f"unknown calibration method {method!r}", f"use one of: {', '.join(METHODS)}")
     return table[method]
@@ -70,8 +73,11 @@ def collect_ranges(
         path = write_temp_model(model, Path(tmp))
         with quiet():
             calibrator = create_calibrator(
-                path, op_types, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-                calibrate_method=calibration_method, providers=["CPUExecutionProvider"],
+                path,
+                op_types,
+                augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                calibrate_method=calibration_method,
+                providers=["CPUExecutionProvider"],
                 use_external_data_format=model.ByteSize() >= 2**31,
             )
         count = 0
@@ -82,7 +88,9 @@ def collect_ranges(
             if on_sample is not None:
                 on_sample(count)
         if count == 0:
-            raise OnnxoptError("no calibration samples were given", "pass --calib N with N > 0, or non-empty data")
+            raise OnnxoptError(
+                "no calibration samples were given", "pass --calib N with N > 0, or non-empty data"
+            )
         with quiet():
             ranges = calibrator.compute_data()
         del calibrator

@@ -29,7 +29,9 @@ def embedded_corpus_path() -> Path:
     for candidate in (here / "_calib" / "en.txt", here.parent / "calib" / "en.txt"):
         if candidate.is_file():
             return candidate
-    raise OnnxoptError("the embedded calibration corpus is missing", "reinstall onnxopt, or pass --calib-data FILE")
+    raise OnnxoptError(
+        "the embedded calibration corpus is missing", "reinstall onnxopt, or pass --calib-data FILE"
+    )
 
 
 def embedded_samples(limit: int) -> list[Sample]:
@@ -49,11 +51,15 @@ def parse_columns(spec: str | None) -> list[str] | None:
         return None
     cols = [c.strip() for c in spec.split(",") if c.strip()]
     if len(cols) > 2:
-        raise OnnxoptError(f"--text-column takes one column or a pair, got {len(cols)}", "e.g. --text-column 5,6")
+        raise OnnxoptError(
+            f"--text-column takes one column or a pair, got {len(cols)}", "e.g. --text-column 5,6"
+        )
     return cols
 
 
-def load_samples(source: str, limit: int, text_column: str | None = None, split: str = "train") -> list[Sample]:
+def load_samples(
+    source: str, limit: int, text_column: str | None = None, split: str = "train"
+) -> list[Sample]:
     """Read up to `limit` samples from a file, a local dataset folder, or a `datasets` hub name."""
     columns = parse_columns(text_column)
     path = Path(source)
@@ -63,11 +69,15 @@ def load_samples(source: str, limit: int, text_column: str | None = None, split:
         samples = list(itertools.islice(_read_dataset(str(path), columns, split, local=True), limit))
     elif path.suffix.lower() in _TEXT_SUFFIXES | _TABLE_SUFFIXES | _JSONL_SUFFIXES or "/" not in source:
         # Looks like a file path (or a bare word): a hub lookup would only hide the typo.
-        raise OnnxoptError(f"calibration data {source} does not exist", "check the path given to --calib-data")
+        raise OnnxoptError(
+            f"calibration data {source} does not exist", "check the path given to --calib-data"
+        )
     else:
         samples = list(itertools.islice(_read_dataset(source, columns, split, local=False), limit))
     if not samples:
-        raise OnnxoptError(f"calibration data {source} holds no samples", "give a file with one non-empty sample per line")
+        raise OnnxoptError(
+            f"calibration data {source} holds no samples", "give a file with one non-empty sample per line"
+        )
     return samples
 
 
@@ -80,7 +90,9 @@ def _read_file(path: Path, columns: list[str] | None) -> Iterator[Sample]:
             yield from _read_jsonl(path, columns)
         else:
             if columns:
-                raise OnnxoptError(f"--text-column does not apply to plain text {path}", "one sample per line is read")
+                raise OnnxoptError(
+                    f"--text-column does not apply to plain text {path}", "one sample per line is read"
+                )
             yield from _read_lines(path)
     except UnicodeDecodeError as exc:
         raise OnnxoptError(f"{path} is not UTF-8 text", "save the calibration data as UTF-8") from exc
@@ -101,16 +113,20 @@ def _read_table(path: Path, columns: list[str] | None, delimiter: str) -> Iterat
     with path.open(encoding="utf-8", newline="") as f:
         reader = csv.reader(f, delimiter=delimiter, quoting=quoting)
         if columns is None:
-            raise OnnxoptError(f"{path} is a table: say which column holds the text",
-                               "pass --text-column NAME (or INDEX; two for sentence pairs, e.g. 5,6)")
+            raise OnnxoptError(
+                f"{path} is a table: say which column holds the text",
+                "pass --text-column NAME (or INDEX; two for sentence pairs, e.g. 5,6)",
+            )
         if all(c.isdigit() for c in columns):
             indexes = [int(c) for c in columns]
         else:
             header = next(reader, [])
             missing = [c for c in columns if c not in header]
             if missing:
-                raise OnnxoptError(f"{path} has no column {missing[0]!r}",
-                                   f"its columns are: {', '.join(header[:12]) or '(none)'}")
+                raise OnnxoptError(
+                    f"{path} has no column {missing[0]!r}",
+                    f"its columns are: {', '.join(header[:12]) or '(none)'}",
+                )
             indexes = [header.index(c) for c in columns]
         for row in reader:
             if len(row) <= max(indexes):
@@ -126,7 +142,9 @@ def _read_jsonl(path: Path, columns: list[str] | None) -> Iterator[Sample]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise OnnxoptError(f"{path} line {number} is not JSON", "one JSON object or string per line") from exc
+                raise OnnxoptError(
+                    f"{path} line {number} is not JSON", "one JSON object or string per line"
+                ) from exc
             if isinstance(record, str):
                 yield from _as_sample([record])
                 continue
@@ -135,8 +153,10 @@ def _read_jsonl(path: Path, columns: list[str] | None) -> Iterator[Sample]:
             keys = columns or [next((k for k in _DEFAULT_KEYS if k in record), "")]
             missing = [k for k in keys if k not in record]
             if missing:
-                raise OnnxoptError(f"{path} line {number} has no field {missing[0]!r}",
-                                   f"pass --text-column with one of: {', '.join(list(record)[:12])}")
+                raise OnnxoptError(
+                    f"{path} line {number} has no field {missing[0]!r}",
+                    f"pass --text-column with one of: {', '.join(list(record)[:12])}",
+                )
             yield from _as_sample([str(record[k]) for k in keys])
 
 
@@ -144,26 +164,33 @@ def _read_dataset(name: str, columns: list[str] | None, split: str, local: bool)
     import datasets
 
     try:
-        if local and any((Path(name) / f).is_file() for f in ("dataset_info.json", "state.json",
-                                                               "dataset_dict.json")):
+        if local and any(
+            (Path(name) / f).is_file() for f in ("dataset_info.json", "state.json", "dataset_dict.json")
+        ):
             ds = datasets.load_from_disk(name)
         else:
             ds = datasets.load_dataset(name, split=split, streaming=not local)
         if isinstance(ds, datasets.DatasetDict):
             if split not in ds:
-                raise OnnxoptError(f"dataset {name} has no split {split!r}", f"its splits are: {', '.join(ds)}")
+                raise OnnxoptError(
+                    f"dataset {name} has no split {split!r}", f"its splits are: {', '.join(ds)}"
+                )
             ds = ds[split]
     except OnnxoptError:
         raise
     except Exception as exc:
-        raise OnnxoptError(f"cannot load dataset {name}: {str(exc).splitlines()[0][:160]}",
-                           "give a local file or dataset folder, or check the name and your network") from exc
+        raise OnnxoptError(
+            f"cannot load dataset {name}: {str(exc).splitlines()[0][:160]}",
+            "give a local file or dataset folder, or check the name and your network",
+        ) from exc
     names = list(ds.column_names or [])
     keys = columns or [next((k for k in _DEFAULT_KEYS if k in names), "")]
     missing = [k for k in keys if k not in names]
     if missing:
-        raise OnnxoptError(f"dataset {name} has no column {missing[0]!r}",
-                           f"pass --text-column with one of: {', '.join(names[:12])}")
+        raise OnnxoptError(
+            f"dataset {name} has no column {missing[0]!r}",
+            f"pass --text-column with one of: {', '.join(names[:12])}",
+        )
     for record in ds:
         yield from _as_sample([str(record[k]) for k in keys])
 

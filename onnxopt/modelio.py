@@ -49,14 +49,17 @@ class ModelRef:
 
     def has_tokenizer(self) -> bool:
         return self.folder is not None and any(
-            (self.folder / name).is_file() for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
+            (self.folder / name).is_file()
+            for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
         )
 
 
 def resolve(path: Path) -> ModelRef:
     """Turn a user's DIR|FILE argument into a ModelRef, with a clear error when it is not a model."""
     if not path.exists():
-        raise OnnxoptError(f"{path} does not exist", "give a model folder made by `onnxopt export` or an .onnx file")
+        raise OnnxoptError(
+            f"{path} does not exist", "give a model folder made by `onnxopt export` or an .onnx file"
+        )
     if path.is_dir():
         onnx_path = path / MODEL_FILE
         if not onnx_path.is_file():
@@ -167,7 +170,9 @@ def _to_raw_data(model: onnx.ModelProto) -> None:
 
     for i, tensor in enumerate(model.graph.initializer):
         if tensor.data_location != onnx.TensorProto.EXTERNAL and not tensor.HasField("raw_data"):
-            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor), tensor.name))
+            model.graph.initializer[i].CopyFrom(
+                numpy_helper.from_array(numpy_helper.to_array(tensor), tensor.name)
+            )
 
 
 def _has_external(model: onnx.ModelProto) -> bool:

@@ -22,7 +22,9 @@ def check_output(out: Path, inputs: list[Path], overwrite: bool) -> None:
                 f"output {out} would overwrite the input {src}", "choose another output folder with -o"
             )
     if out.exists() and not overwrite:
-        raise OnnxoptError(f"output {out} already exists", "pass --overwrite or choose another folder with -o")
+        raise OnnxoptError(
+            f"output {out} already exists", "pass --overwrite or choose another folder with -o"
+        )
     if out.exists() and not out.is_dir():
         raise OnnxoptError(f"output {out} exists and is not a folder", "choose another output path with -o")
 

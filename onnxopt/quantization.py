@@ -62,8 +62,10 @@ def parse_ops(spec: str | None) -> tuple[str, ...]:
     ops = tuple(op.strip() for op in spec.split(",") if op.strip())
     unknown = [op for op in ops if op not in SUPPORTED_OPS]
     if unknown or not ops:
-        raise OnnxoptError(f"cannot quantize op type {unknown[0] if unknown else spec!r}",
-                           f"--ops takes a comma list of: {', '.join(SUPPORTED_OPS)}")
+        raise OnnxoptError(
+            f"cannot quantize op type {unknown[0] if unknown else spec!r}",
+            f"--ops takes a comma list of: {', '.join(SUPPORTED_OPS)}",
+        )
     return ops
 
 
@@ -99,11 +101,14 @@ def quantize(
     model = modelio.load(ref)
     already = sorted({n.op_type for n in model.graph.node if n.op_type in INT8_OPS})
     if already:
-        raise OnnxoptError(f"{ref.name} is already quantized (it has {', '.join(already[:3])})",
-                           "quantize the fp32 model instead")
+        raise OnnxoptError(
+            f"{ref.name} is already quantized (it has {', '.join(already[:3])})",
+            "quantize the fp32 model instead",
+        )
     features = cpu_features()
-    options = QuantOptions(op_types=op_types, per_channel=per_channel, reduce_range=features.reduce_range,
-                           exclude=tuple(exclude))
+    options = QuantOptions(
+        op_types=op_types, per_channel=per_channel, reduce_range=features.reduce_range, exclude=tuple(exclude)
+    )
 
     # Static needs samples before any heavy work, so bad calibration input fails fast.
     tokenized = None
@@ -122,8 +127,9 @@ def quantize(
     if mode == "static":
         assert tokenized is not None
         static_ops = [op for op in op_types if op in QDQ_OPS]
-        calibration = collect_ranges(model, tokenized, method, static_ops,
-                                     on_sample=lambda i: progress("calibrate", i, len(tokenized)))
+        calibration = collect_ranges(
+            model, tokenized, method, static_ops, on_sample=lambda i: progress("calibrate", i, len(tokenized))
+        )
         quantizer = QuantizeStatic(calibration.ranges, calibration.method, options)
     else:
         quantizer = QuantizeDynamic(options)
@@ -132,13 +138,24 @@ def quantize(
     reports += quant_reports
 
     record = {
-        "mode": mode, "ops": list(op_types), "per_channel": per_channel, "exclude": list(exclude),
-        "reduce_range": options.reduce_range, "cpu": features.describe(), "optimize": optimize,
+        "mode": mode,
+        "ops": list(op_types),
+        "per_channel": per_channel,
+        "exclude": list(exclude),
+        "reduce_range": options.reduce_range,
+        "cpu": features.describe(),
+        "optimize": optimize,
         "int8_ops": quant_reports[-1].details.get("int8_ops", {}),
     }
     if calibration is not None:
-        record.update(calibration={"method": method, "samples": calibration.samples, "seq_len": seq_len,
-                                   "data": calib_data or "embedded corpus (calib/en.txt)"})
+        record.update(
+            calibration={
+                "method": method,
+                "samples": calibration.samples,
+                "seq_len": seq_len,
+                "data": calib_data or "embedded corpus (calib/en.txt)",
+            }
+        )
     progress("save", 0, 0)
     with staged_dir(out) as tmp:
         modelio.save(model, tmp)
@@ -146,9 +163,17 @@ def quantize(
         manifest = ref.manifest or Manifest(source=str(ref.onnx_path), task="unknown", opset=_opset(model))
         manifest.add_step(f"quantize-{mode}", **record)
         manifest.save(tmp)
-    return QuantizeResult(out=out, mode=mode, steps=reports, calibration=calibration,
-                          size_before=ref.size_bytes(), size_after=modelio.resolve(out).size_bytes(),
-                          seconds=time.perf_counter() - start, cpu=features.describe(), options=record)
+    return QuantizeResult(
+        out=out,
+        mode=mode,
+        steps=reports,
+        calibration=calibration,
+        size_before=ref.size_bytes(),
+        size_after=modelio.resolve(out).size_bytes(),
+        seconds=time.perf_counter() - start,
+        cpu=features.describe(),
+        options=record,
+    )
 
 
 def _opset(model) -> int:
@@ -160,5 +185,7 @@ def _check_excluded(model, exclude: tuple[str, ...]) -> None:
     for name in exclude:
         if name not in names:
             close = difflib.get_close_matches(name, names, n=3)
-            hint = f"did you mean: {', '.join(close)}" if close else "run `onnxopt inspect --nodes` to list them"
+            hint = (
+                f"did you mean: {', '.join(close)}" if close else "run `onnxopt inspect --nodes` to list them"
+            )
             raise OnnxoptError(f"--exclude names node {name!r}, which the (fused) graph does not have", hint)

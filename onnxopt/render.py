@@ -8,7 +8,14 @@ from collections.abc import Callable, Iterator, Sequence
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 console = Console()
@@ -27,9 +34,16 @@ def error(message: str) -> None:
 @contextlib.contextmanager
 def progress_bar(transient: bool = True) -> Iterator[Callable[[str, int, int], None]]:
     """Yield a callback(stage, done, total); stages without a total show a spinner."""
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err_console, transient=transient,
-                  disable=not err_console.is_terminal) as bar:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=transient,
+        disable=not err_console.is_terminal,
+    ) as bar:
         tasks: dict[str, int] = {}
 
         def update(stage: str, done: int, total: int) -> None:
@@ -60,17 +74,23 @@ def quantize_result(r) -> None:
     for col in ("step", "time", "changes"):
         table.add_column(col)
     for step in r.steps:
-        details = step.details.get("skipped") or ", ".join(f"{op} {d:+d}" for op, d in step.op_changes().items()
-                                                           if abs(d) and _interesting(op))
+        details = step.details.get("skipped") or ", ".join(
+            f"{op} {d:+d}" for op, d in step.op_changes().items() if abs(d) and _interesting(op)
+        )
         table.add_row(step.name, f"{step.seconds:.1f} s", details or "-")
     if r.calibration is not None:
         c = r.calibration
-        table.add_row("calibrate", f"{c.seconds:.1f} s",
-                      f"{c.samples} samples, {r.options['calibration']['method']}, peak RSS {c.peak_rss_mb:.0f} MB")
+        table.add_row(
+            "calibrate",
+            f"{c.seconds:.1f} s",
+            f"{c.samples} samples, {r.options['calibration']['method']}, peak RSS {c.peak_rss_mb:.0f} MB",
+        )
     console.print(table)
     console.print(f"int8 types: {r.cpu}")
-    console.print(f"size: {size(r.size_before)} -> {size(r.size_after)} "
-                  f"({r.size_before / max(r.size_after, 1):.1f}x smaller), {r.seconds:.1f} s in all")
+    console.print(
+        f"size: {size(r.size_before)} -> {size(r.size_after)} "
+        f"({r.size_before / max(r.size_after, 1):.1f}x smaller), {r.seconds:.1f} s in all"
+    )
 
 
 def _interesting(op: str) -> bool:
@@ -83,13 +103,24 @@ def bench_tables(timings: Sequence, title_suffix: str = "") -> None:
         seq = rows[0].seq
         table = Table(title=f"Latency, batch {batch}, seq {seq}, {rows[0].provider}{title_suffix}")
         for col in ("model", "p50 ms", "p90 ms", "p99 ms", "samples/s", "size", "speedup"):
-            table.add_column(col, justify="left" if col == "model" else "right",
-                             overflow="fold" if col == "model" else "ellipsis")
+            table.add_column(
+                col,
+                justify="left" if col == "model" else "right",
+                overflow="fold" if col == "model" else "ellipsis",
+            )
         fastest = min(rows, key=lambda t: t.p50_ms)
         for t in rows:
             style = "bold green" if t is fastest and len(rows) > 1 else None
-            table.add_row(escape(t.model), f"{t.p50_ms:.1f}", f"{t.p90_ms:.1f}", f"{t.p99_ms:.1f}",
-                          f"{t.throughput:.1f}", size(t.size_bytes), f"{t.speedup:.2f}x", style=style)
+            table.add_row(
+                escape(t.model),
+                f"{t.p50_ms:.1f}",
+                f"{t.p90_ms:.1f}",
+                f"{t.p99_ms:.1f}",
+                f"{t.throughput:.1f}",
+                size(t.size_bytes),
+                f"{t.speedup:.2f}x",
+                style=style,
+            )
         console.print(table)
 
 

@@ -38,15 +38,19 @@ def input_types(model: onnx.ModelProto) -> dict[str, type]:
 
 def load_tokenizer(folder: Path | None):
     if folder is None:
-        raise OnnxoptError("this step needs the model's tokenizer, and a bare .onnx file has none",
-                           "point at the folder made by `onnxopt export`, which holds the tokenizer")
+        raise OnnxoptError(
+            "this step needs the model's tokenizer, and a bare .onnx file has none",
+            "point at the folder made by `onnxopt export`, which holds the tokenizer",
+        )
     from transformers import AutoTokenizer
 
     try:
         return AutoTokenizer.from_pretrained(str(folder))
     except Exception as exc:
-        raise OnnxoptError(f"{folder} holds no usable tokenizer ({type(exc).__name__})",
-                           "export the model with `onnxopt export`, which copies the tokenizer files") from exc
+        raise OnnxoptError(
+            f"{folder} holds no usable tokenizer ({type(exc).__name__})",
+            "export the model with `onnxopt export`, which copies the tokenizer files",
+        ) from exc
 
 
 class TokenizedSamples:
@@ -82,13 +86,16 @@ def complete_inputs(encoded: dict[str, np.ndarray], types: dict[str, type]) -> d
         elif name == "token_type_ids":
             feed[name] = np.zeros_like(ids, dtype=dtype)
         else:
-            raise OnnxoptError(f"the model takes an input {name!r} that onnxopt cannot fill",
-                               "export without past key values (the default task), or for a text model")
+            raise OnnxoptError(
+                f"the model takes an input {name!r} that onnxopt cannot fill",
+                "export without past key values (the default task), or for a text model",
+            )
     return feed
 
 
-def synthetic_inputs(model: onnx.ModelProto, batch: int, seq: int, vocab_size: int = 1000,
-                     seed: int = 0) -> dict[str, np.ndarray]:
+def synthetic_inputs(
+    model: onnx.ModelProto, batch: int, seq: int, vocab_size: int = 1000, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Inputs for timing, where values do not matter: random token ids with a full attention mask
     for text models; for other inputs, random values shaped by the graph (free dims: batch, then seq)."""
     rng = np.random.default_rng(seed)

@@ -31,7 +31,10 @@ def available(short: str) -> tuple[bool, str]:
     name = provider_name(short)
     if name in ort.get_available_providers():
         return True, ""
-    return False, f"{name} is not in this onnxruntime build; {_HOW_TO_GET.get(short, 'reinstall onnxruntime')}"
+    return (
+        False,
+        f"{name} is not in this onnxruntime build; {_HOW_TO_GET.get(short, 'reinstall onnxruntime')}",
+    )
 
 
 def make_session(onnx_path: Path, provider: str = "cpu", threads: int | None = None, profile: bool = False):
@@ -52,5 +55,7 @@ def make_session(onnx_path: Path, provider: str = "cpu", threads: int | None = N
         return ort.InferenceSession(str(onnx_path), options, providers=[provider_name(provider)])
     except Exception as exc:
         first = str(exc).splitlines()[0][:200]
-        raise OnnxoptError(f"onnxruntime cannot load {onnx_path}: {first}",
-                           "check the model with `onnxopt inspect`, or export it again") from exc
+        raise OnnxoptError(
+            f"onnxruntime cannot load {onnx_path}: {first}",
+            "check the model with `onnxopt inspect`, or export it again",
+        ) from exc

@@ -49,8 +49,11 @@ def _tensor_infos(values) -> list[TensorInfo]:
     for v in values:
         t = v.type.tensor_type
         shape = [d.dim_param or d.dim_value for d in t.shape.dim] if t.HasField("shape") else []
-        infos.append(TensorInfo(v.name, helper.tensor_dtype_to_np_dtype(t.elem_type).name if t.elem_type else "?",
-                                shape))
+        infos.append(
+            TensorInfo(
+                v.name, helper.tensor_dtype_to_np_dtype(t.elem_type).name if t.elem_type else "?", shape
+            )
+        )
     return infos
 
 

@@ -14,7 +14,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 REPO = Path(__file__).resolve().parent.parent
 STSB = REPO.parent / "shared" / "data" / "stsb"
 _WORDS = (
-    "the a an is are was of to in on and or for with by at from this that it be as not but cat dog man woman "
+    "the a an is are was of to in on and or for with by at from this that it be as not but "
+    "cat dog man woman "
     "child car bus train city park water food music book sun rain snow runs plays eats reads sits walks drives "
     "quick slow big small red blue green good bad new old day night model onnx quantize export test sentence "
     "hello world . , ! ?"
@@ -32,8 +33,14 @@ def build_tiny_bert(folder: Path, hidden: int = 32, layers: int = 2, heads: int 
     tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
     tokenizer.save_pretrained(folder)
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=heads, intermediate_size=hidden * 4, max_position_embeddings=256)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=hidden * 4,
+        max_position_embeddings=256,
+    )
     BertModel(config).eval().save_pretrained(folder)
     return folder
 

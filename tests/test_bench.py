@@ -5,8 +5,21 @@ from tests.conftest import assert_clean_error
 
 def test_bench_two_models_interleaved_with_json(cli, tiny_bert_onnx, tiny_bert_dynamic, tmp_path):
     out = tmp_path / "r" / "bench.json"
-    code, stdout, err = cli("bench", tiny_bert_onnx, tiny_bert_dynamic, "--batch", "1,4", "--seq", 16,
-                            "--runs", 3, "--threads", 1, "--json", out)
+    code, stdout, err = cli(
+        "bench",
+        tiny_bert_onnx,
+        tiny_bert_dynamic,
+        "--batch",
+        "1,4",
+        "--seq",
+        16,
+        "--runs",
+        3,
+        "--threads",
+        1,
+        "--json",
+        out,
+    )
     assert code == 0, err
     assert "Latency, batch 1, seq 16" in stdout and "Latency, batch 4, seq 16" in stdout
     results = json.loads(out.read_text())["results"]
@@ -20,7 +33,9 @@ def test_bench_two_models_interleaved_with_json(cli, tiny_bert_onnx, tiny_bert_d
 
 
 def test_bench_bare_graph(cli, graph_file, tmp_path):
-    code, stdout, err = cli("bench", graph_file("linear"), "--batch", "2", "--runs", 2, "--json", tmp_path / "r.json")
+    code, stdout, err = cli(
+        "bench", graph_file("linear"), "--batch", "2", "--runs", 2, "--json", tmp_path / "r.json"
+    )
     assert code == 0, err
     assert "Latency, batch 2" in stdout
     (row,) = json.loads((tmp_path / "r.json").read_text())["results"]

@@ -56,8 +56,9 @@ def test_inputs_are_consumed_lazily():
             yield feed
 
     progress = []
-    collect_ranges(model, generate(), "minmax", ["MatMul"],
-                   on_sample=lambda n: progress.append((n, len(produced))))
+    collect_ranges(
+        model, generate(), "minmax", ["MatMul"], on_sample=lambda n: progress.append((n, len(produced)))
+    )
     assert progress == [(n, n) for n in range(1, 6)]
 
 

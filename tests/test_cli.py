@@ -6,8 +6,9 @@ import sys
 
 def _onnxopt(*args):
     code = "import sys; from onnxopt.cli.app import entry; sys.argv[0] = 'onnxopt'; entry()"
-    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_help_lists_commands():

@@ -32,7 +32,7 @@ def test_csv_by_header_name_and_pairs_by_index(tmp_path):
     assert load_samples(str(path), 10, "text") == ["hello, world", "second"]
     tsv = tmp_path / "p.tsv"
     tsv.write_text('a\t"quoted\tb\n')
-    assert load_samples(str(tsv), 10, "0,1") == [('a', '"quoted')]
+    assert load_samples(str(tsv), 10, "0,1") == [("a", '"quoted')]
 
 
 def test_csv_errors_name_the_columns(tmp_path):
@@ -65,7 +65,8 @@ def test_local_dataset_folder_saved_by_datasets(tmp_path):
     import datasets
 
     datasets.Dataset.from_dict({"sentence": ["alpha", "beta", ""], "label": [0, 1, 0]}).save_to_disk(
-        str(tmp_path / "ds"))
+        str(tmp_path / "ds")
+    )
     assert load_samples(str(tmp_path / "ds"), 10) == ["alpha", "beta"]
     with pytest.raises(OnnxoptError, match="no column 'text'"):
         load_samples(str(tmp_path / "ds"), 10, "text")

@@ -25,8 +25,20 @@ def test_bundled_model_pipeline(cli, minilm):
     assert "40 samples" in out
     code, _out, err = cli("quantize", fp32, "--dynamic", "-o", dynamic)
     assert code == 0, err
-    code, out, err = cli("bench", fp32, static, dynamic, "--batch", "1,4", "--seq", 64, "--runs", 3,
-                         "--json", minilm / "bench.json")
+    code, out, err = cli(
+        "bench",
+        fp32,
+        static,
+        dynamic,
+        "--batch",
+        "1,4",
+        "--seq",
+        64,
+        "--runs",
+        3,
+        "--json",
+        minilm / "bench.json",
+    )
     assert code == 0, err
     rows = json.loads((minilm / "bench.json").read_text())["results"]
     assert len(rows) == 6

@@ -6,7 +6,7 @@ import pytest
 
 from onnxopt import export as export_module
 from onnxopt.errors import OnnxoptError
-from onnxopt.export import export, resolve_source
+from onnxopt.export import resolve_source
 from tests.conftest import assert_clean_error
 
 
@@ -24,8 +24,9 @@ def test_export_writes_model_tokenizer_and_manifest(tiny_bert_onnx):
 def test_export_runs_in_onnxruntime(tiny_bert_onnx):
     session = ort.InferenceSession(str(tiny_bert_onnx / "model.onnx"), providers=["CPUExecutionProvider"])
     ids = np.array([[2, 10, 11, 3]], dtype=np.int64)
-    out = session.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids),
-                             "token_type_ids": np.zeros_like(ids)})[0]
+    out = session.run(
+        None, {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    )[0]
     assert out.shape == (1, 4, 32)
     assert np.isfinite(out).all()
 

@@ -55,10 +55,21 @@ def test_static_histogram_methods(tiny_bert_onnx, tmp_path, method):
 
 def test_static_from_csv_pairs_and_options(tiny_bert_onnx, tmp_path):
     data = tmp_path / "pairs.tsv"
-    data.write_text("g\tf\t2012\t1\t4.0\ta man plays music\ta woman plays music\n"
-                    "g\tf\t2012\t2\t1.0\tthe cat sits\tthe train is new\n")
-    result = quantize(tiny_bert_onnx, tmp_path / "q", "static", calib=5, calib_data=str(data), text_column="5,6",
-                      per_channel=False, ops="MatMul", optimize=False)
+    data.write_text(
+        "g\tf\t2012\t1\t4.0\ta man plays music\ta woman plays music\n"
+        "g\tf\t2012\t2\t1.0\tthe cat sits\tthe train is new\n"
+    )
+    result = quantize(
+        tiny_bert_onnx,
+        tmp_path / "q",
+        "static",
+        calib=5,
+        calib_data=str(data),
+        text_column="5,6",
+        per_channel=False,
+        ops="MatMul",
+        optimize=False,
+    )
     assert result.calibration.samples == 2  # the file holds two pairs; --calib is an upper bound
     ops = {n.op_type for n in onnx.load(str(tmp_path / "q" / "model.onnx")).graph.node}
     assert "Attention" not in ops and "QAttention" not in ops  # --no-optimize keeps the graph unfused
@@ -72,8 +83,11 @@ def test_exclude_keeps_node_in_float(tiny_bert_onnx, tmp_path):
     model = onnx.load(str(tmp_path / "a" / "model.onnx"))
     assert not any(n.op_type == "MatMul" for n in model.graph.node)
     # Pick the name of a MatMul in the fused graph (names survive fusion) and keep it in fp32.
-    name = next(n.name for n in onnx.load(str(tiny_bert_onnx / "model.onnx")).graph.node
-                if n.op_type == "MatMul" and "intermediate" in n.name)
+    name = next(
+        n.name
+        for n in onnx.load(str(tiny_bert_onnx / "model.onnx")).graph.node
+        if n.op_type == "MatMul" and "intermediate" in n.name
+    )
     quantize(tiny_bert_onnx, tmp_path / "b", "dynamic", exclude=(name,))
     kept = [n for n in onnx.load(str(tmp_path / "b" / "model.onnx")).graph.node if n.name == name]
     assert kept and kept[0].op_type == "MatMul"
@@ -94,13 +108,16 @@ def test_needs_exactly_one_mode(cli, tiny_bert_onnx, tmp_path):
     assert not (tmp_path / "q").exists()
 
 
-@pytest.mark.parametrize(("args", "fragment"), [
-    (["--method", "median"], "unknown calibration method 'median'"),
-    (["--ops", "Conv"], "cannot quantize op type 'Conv'"),
-    (["--calib", "0"], "--calib must be at least 1"),
-    (["--seq-len", "0"], "--seq-len must be at least 1"),
-    (["--exclude", "no_such_node"], "does not have"),
-])
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--method", "median"], "unknown calibration method 'median'"),
+        (["--ops", "Conv"], "cannot quantize op type 'Conv'"),
+        (["--calib", "0"], "--calib must be at least 1"),
+        (["--seq-len", "0"], "--seq-len must be at least 1"),
+        (["--exclude", "no_such_node"], "does not have"),
+    ],
+)
 def test_bad_option_values(cli, tiny_bert_onnx, tmp_path, args, fragment):
     code, _out, err = cli("quantize", tiny_bert_onnx, "--static", "-o", tmp_path / "q", *args)
     assert_clean_error(code, err, fragment)
@@ -116,8 +133,9 @@ def test_empty_calibration_file(cli, tiny_bert_onnx, tmp_path):
 
 
 def test_missing_calibration_file(cli, tiny_bert_onnx, tmp_path):
-    code, _out, err = cli("quantize", tiny_bert_onnx, "--static", "--calib-data", tmp_path / "nope.txt",
-                          "-o", tmp_path / "q")
+    code, _out, err = cli(
+        "quantize", tiny_bert_onnx, "--static", "--calib-data", tmp_path / "nope.txt", "-o", tmp_path / "q"
+    )
     assert_clean_error(code, err, "does not exist")
 
 

@@ -34,7 +34,11 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except typer.TyperException as exc:  # bad usage: unknown option, missing argument, wrong type
         ctx = getattr(exc, "ctx", None)
-        where = f"onnxopt {ctx.info_name} --help" if ctx is not None and ctx.parent is not None else "onnxopt --help"
+        where = (
+            f"onnxopt {ctx.info_name} --help"
+            if ctx is not None and ctx.parent is not None
+            else "onnxopt --help"
+        )
         render.error(f"{exc.format_message()} (see `{where}`)")
         return 2
     except (KeyboardInterrupt, typer.Abort):

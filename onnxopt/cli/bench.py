@@ -19,12 +19,16 @@ def parse_int_list(spec: str, option: str) -> list[int]:
     except ValueError:
         values = []
     if not values or any(v < 1 for v in values):
-        raise OnnxoptError(f"{option} takes positive integers separated by commas, got {spec!r}", f"e.g. {option} 1,32")
+        raise OnnxoptError(
+            f"{option} takes positive integers separated by commas, got {spec!r}", f"e.g. {option} 1,32"
+        )
     return values
 
 
 def command(
-    models: list[Path] = typer.Argument(..., help="Model folders or .onnx files; speedups are relative to the first."),
+    models: list[Path] = typer.Argument(
+        ..., help="Model folders or .onnx files; speedups are relative to the first."
+    ),
     batch: str = typer.Option("1,32", help="Batch sizes, comma separated."),
     seq: int = typer.Option(128, help="Sequence length."),
     threads: int | None = typer.Option(None, help="Intra-op threads (default: onnxruntime's choice)."),
@@ -36,8 +40,15 @@ def command(
     batches = parse_int_list(batch, "--batch")
     refs = [modelio.resolve(m) for m in models]
     with render.progress_bar() as progress:
-        timings = bench(refs, batches, seq, threads=threads, runs=runs, warmup=warmup,
-                        on_progress=lambda done, total: progress("timing", done, total))
+        timings = bench(
+            refs,
+            batches,
+            seq,
+            threads=threads,
+            runs=runs,
+            warmup=warmup,
+            on_progress=lambda done, total: progress("timing", done, total),
+        )
     render.bench_tables(timings)
     if json_path is not None:
         payload = {"results": [t.as_dict() for t in timings], "threads": threads}

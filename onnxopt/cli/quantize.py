@@ -17,11 +17,19 @@ def command(
     static: bool = typer.Option(False, "--static", help="Static int8: activation ranges from calibration."),
     dynamic: bool = typer.Option(False, "--dynamic", help="Dynamic int8: activation ranges at run time."),
     calib: int = typer.Option(40, help="Number of calibration samples (static)."),
-    calib_data: str | None = typer.Option(None, help="Text/csv/tsv/jsonl file, dataset folder or `datasets` name; default: embedded corpus."),
-    text_column: str | None = typer.Option(None, help="Column(s) holding the text: NAME or INDEX, two for pairs."),
+    calib_data: str | None = typer.Option(
+        None, help="Text/csv/tsv/jsonl file, dataset folder or `datasets` name; default: embedded corpus."
+    ),
+    text_column: str | None = typer.Option(
+        None, help="Column(s) holding the text: NAME or INDEX, two for pairs."
+    ),
     method: str = typer.Option("minmax", help="Calibration method: minmax, entropy or percentile."),
-    per_channel: bool = typer.Option(True, "--per-channel/--no-per-channel", help="Per-channel weight scales."),
-    ops: str | None = typer.Option(None, help="Op types to quantize, e.g. MatMul,Gemm,Attention,EmbedLayerNormalization."),
+    per_channel: bool = typer.Option(
+        True, "--per-channel/--no-per-channel", help="Per-channel weight scales."
+    ),
+    ops: str | None = typer.Option(
+        None, help="Op types to quantize, e.g. MatMul,Gemm,Attention,EmbedLayerNormalization."
+    ),
     exclude: list[str] = typer.Option([], help="Node name to keep in fp32 (repeatable)."),
     seq_len: int = typer.Option(128, help="Truncate calibration samples to this many tokens."),
     optimize: bool = typer.Option(True, "--optimize/--no-optimize", help="Fuse transformer ops first."),
@@ -29,11 +37,25 @@ def command(
 ) -> None:
     """Quantize a model to int8, dynamic or static."""
     if static == dynamic:
-        raise OnnxoptError("choose exactly one of --static and --dynamic",
-                           "e.g. `onnxopt quantize DIR --static --calib 40 -o OUT`")
+        raise OnnxoptError(
+            "choose exactly one of --static and --dynamic",
+            "e.g. `onnxopt quantize DIR --static --calib 40 -o OUT`",
+        )
     with render.progress_bar() as progress:
-        result = quantize(model, output, "static" if static else "dynamic", calib=calib, calib_data=calib_data,
-                          text_column=text_column, method=method, per_channel=per_channel, ops=ops,
-                          exclude=tuple(exclude), seq_len=seq_len, optimize=optimize, overwrite=overwrite,
-                          on_progress=progress)
+        result = quantize(
+            model,
+            output,
+            "static" if static else "dynamic",
+            calib=calib,
+            calib_data=calib_data,
+            text_column=text_column,
+            method=method,
+            per_channel=per_channel,
+            ops=ops,
+            exclude=tuple(exclude),
+            seq_len=seq_len,
+            optimize=optimize,
+            overwrite=overwrite,
+            on_progress=progress,
+        )
     render.quantize_result(result)

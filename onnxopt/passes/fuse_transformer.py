@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import onnx
 
-from .base import Pass, PassResult, op_histogram
 from ._files import quiet
+from .base import Pass, PassResult, op_histogram
 
 # Hugging Face model_type -> onnxruntime.transformers fusion family.
 _FUSION_FAMILY = {
@@ -21,8 +21,16 @@ _FUSION_FAMILY = {
     "mpnet": "bert",
     "gpt2": "gpt2",
 }
-FUSED_OPS = ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "EmbedLayerNormalization",
-             "BiasGelu", "FastGelu", "Gelu", "LayerNormalization")
+FUSED_OPS = (
+    "Attention",
+    "MultiHeadAttention",
+    "SkipLayerNormalization",
+    "EmbedLayerNormalization",
+    "BiasGelu",
+    "FastGelu",
+    "Gelu",
+    "LayerNormalization",
+)
 
 
 class FuseTransformer(Pass):
@@ -34,7 +42,9 @@ class FuseTransformer(Pass):
     def call(self, model: onnx.ModelProto) -> PassResult:
         family = _FUSION_FAMILY.get((self.model_type or "").lower())
         if family is None:
-            return PassResult(model, False, {"skipped": f"no fusion rules for model type {self.model_type!r}"})
+            return PassResult(
+                model, False, {"skipped": f"no fusion rules for model type {self.model_type!r}"}
+            )
         if any(n.op_type in ("Attention", "MultiHeadAttention") for n in model.graph.node):
             return PassResult(model, False, {"skipped": "graph is already fused"})
         from onnxruntime.transformers.optimizer import optimize_model

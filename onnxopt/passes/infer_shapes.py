@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import onnx
 
-from .base import Pass, PassResult
 from ._files import quiet
+from .base import Pass, PassResult
 
 
 class InferShapes(Pass):
@@ -30,8 +30,9 @@ class InferShapes(Pass):
         except Exception as exc:  # the tool raises bare Exceptions on unsupported graphs
             reason = f"symbolic inference failed: {str(exc).splitlines()[0][:200]}"
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-        return PassResult(inferred, True, {"method": "onnx", "fallback_reason": reason,
-                                           "typed": _typed_count(inferred)})
+        return PassResult(
+            inferred, True, {"method": "onnx", "fallback_reason": reason, "typed": _typed_count(inferred)}
+        )
 
 
 def _typed_count(model: onnx.ModelProto) -> int:

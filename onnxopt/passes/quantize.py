@@ -17,15 +17,25 @@ from pathlib import Path
 
 import onnx
 
-from .base import Pass, PassResult
 from ._files import through_files
+from .base import Pass, PassResult
 
 QDQ_OPS = ("MatMul", "Gemm")
 DYNAMIC_ONLY_OPS = ("Attention", "EmbedLayerNormalization")
 SUPPORTED_OPS = QDQ_OPS + DYNAMIC_ONLY_OPS
 DEFAULT_OPS = SUPPORTED_OPS
-INT8_OPS = ("QLinearMatMul", "MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QAttention",
-            "QEmbedLayerNormalization", "QGemm", "DequantizeLinear", "QuantizeLinear", "DynamicQuantizeLinear")
+INT8_OPS = (
+    "QLinearMatMul",
+    "MatMulInteger",
+    "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat",
+    "QAttention",
+    "QEmbedLayerNormalization",
+    "QGemm",
+    "DequantizeLinear",
+    "QuantizeLinear",
+    "DynamicQuantizeLinear",
+)
 
 
 def _no_types_extra() -> dict:
@@ -59,14 +69,27 @@ class QuantizeDynamic(Pass):
 
         def tool(src: Path, dst: Path) -> None:
             quantize_dynamic(
-                src, dst, op_types_to_quantize=list(opts.op_types), per_channel=opts.per_channel,
-                reduce_range=opts.reduce_range, weight_type=QuantType.QInt8,
-                nodes_to_exclude=list(opts.exclude), extra_options=_no_types_extra(),
+                src,
+                dst,
+                op_types_to_quantize=list(opts.op_types),
+                per_channel=opts.per_channel,
+                reduce_range=opts.reduce_range,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=list(opts.exclude),
+                extra_options=_no_types_extra(),
             )
 
         quantized = through_files(model, tool)
-        return PassResult(quantized, True, {"int8_ops": int8_op_counts(quantized), "weights": "s8",
-                                            "activations": "u8 (dynamic)", "per_channel": opts.per_channel})
+        return PassResult(
+            quantized,
+            True,
+            {
+                "int8_ops": int8_op_counts(quantized),
+                "weights": "s8",
+                "activations": "u8 (dynamic)",
+                "per_channel": opts.per_channel,
+            },
+        )
 
 
 class QuantizeStatic(Pass):
@@ -90,11 +113,19 @@ class QuantizeStatic(Pass):
 
             def static_tool(src: Path, dst: Path) -> None:
                 quantize_static(
-                    src, dst, None, quant_format=QuantFormat.QDQ, op_types_to_quantize=static_ops,
-                    per_channel=opts.per_channel, reduce_range=opts.reduce_range,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    nodes_to_exclude=list(opts.exclude), calibrate_method=self.method,
-                    calibration_cache_path=cache, extra_options=_no_types_extra(),
+                    src,
+                    dst,
+                    None,
+                    quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=static_ops,
+                    per_channel=opts.per_channel,
+                    reduce_range=opts.reduce_range,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    nodes_to_exclude=list(opts.exclude),
+                    calibrate_method=self.method,
+                    calibration_cache_path=cache,
+                    extra_options=_no_types_extra(),
                 )
 
             quantized = through_files(model, static_tool) if static_ops else model
@@ -102,14 +133,26 @@ class QuantizeStatic(Pass):
 
             def dynamic_tool(src: Path, dst: Path) -> None:
                 quantize_dynamic(
-                    src, dst, op_types_to_quantize=dynamic_ops, per_channel=False,
-                    reduce_range=opts.reduce_range, weight_type=QuantType.QInt8,
-                    nodes_to_exclude=list(opts.exclude), extra_options=_no_types_extra(),
+                    src,
+                    dst,
+                    op_types_to_quantize=dynamic_ops,
+                    per_channel=False,
+                    reduce_range=opts.reduce_range,
+                    weight_type=QuantType.QInt8,
+                    nodes_to_exclude=list(opts.exclude),
+                    extra_options=_no_types_extra(),
                 )
 
             quantized = through_files(quantized, dynamic_tool)
-        return PassResult(quantized, True, {
-            "int8_ops": int8_op_counts(quantized), "weights": "s8", "activations": "u8",
-            "per_channel": opts.per_channel, "static_ops": static_ops,
-            "dynamic_activation_ops": dynamic_ops,
-        })
+        return PassResult(
+            quantized,
+            True,
+            {
+                "int8_ops": int8_op_counts(quantized),
+                "weights": "s8",
+                "activations": "u8",
+                "per_channel": opts.per_channel,
+                "static_ops": static_ops,
+                "dynamic_activation_ops": dynamic_ops,
+            },
+        )
