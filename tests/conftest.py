@@ -16,7 +16,8 @@ STSB = REPO.parent / "shared" / "data" / "stsb"
 _WORDS = (
     "the a an is are was of to in on and or for with by at from this that it be as not but "
     "cat dog man woman "
-    "child car bus train city park water food music book sun rain snow runs plays eats reads sits walks drives "
+    "child car bus train city park water food music book sun rain snow "
+    "runs plays eats reads sits walks drives "
     "quick slow big small red blue green good bad new old day night model onnx quantize export test sentence "
     "hello world . , ! ?"
 ).split()
