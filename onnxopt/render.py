@@ -70,21 +70,19 @@ def export_result(r) -> None:
 
 
 def quantize_result(r) -> None:
-    table = Table(title=f"Quantized ({r.mode}) to {r.out}")
-    for col in ("step", "time", "changes"):
+    table = Table(title=escape(f"Quantized ({r.mode}) to {r.out}"))
+    for col in ("step", "time", "what changed"):
         table.add_column(col)
     for step in r.steps:
-        details = step.details.get("skipped") or ", ".join(
-            f"{op} {d:+d}" for op, d in step.op_changes().items() if abs(d) and _interesting(op)
-        )
-        table.add_row(step.name, f"{step.seconds:.1f} s", details or "-")
-    if r.calibration is not None:
-        c = r.calibration
-        table.add_row(
-            "calibrate",
-            f"{c.seconds:.1f} s",
-            f"{c.samples} samples, {r.options['calibration']['method']}, peak RSS {c.peak_rss_mb:.0f} MB",
-        )
+        if step.name.startswith("quantize") and r.calibration is not None:
+            c = r.calibration
+            method = r.options["calibration"]["method"]
+            table.add_row(
+                "calibrate",
+                f"{c.seconds:.1f} s",
+                f"{c.samples} samples, {method}, streaming (peak RSS {c.peak_rss_mb:.0f} MB)",
+            )
+        table.add_row(step.name, f"{step.seconds:.1f} s", _step_summary(step))
     console.print(table)
     console.print(f"int8 types: {r.cpu}")
     console.print(
@@ -93,8 +91,27 @@ def quantize_result(r) -> None:
     )
 
 
-def _interesting(op: str) -> bool:
-    return op not in ("Constant", "Unsqueeze", "Shape", "Concat", "Cast", "Gather", "Slice", "Squeeze")
+def _counts(counts: dict) -> str:
+    return ", ".join(f"{op} x{n}" for op, n in counts.items())
+
+
+def _step_summary(step) -> str:
+    d = step.details
+    if "skipped" in d:
+        return f"skipped: {d['skipped']}"
+    if "fused" in d:
+        return f"fused {_counts(d['fused'])}" if d["fused"] else "nothing to fuse"
+    if "int8_ops" in d:
+        text = f"int8 ops: {_counts(d['int8_ops'])}"
+        if d.get("dynamic_activation_ops"):
+            text += f"; dynamic activation scales for {', '.join(d['dynamic_activation_ops'])}"
+        return text
+    if "method" in d:
+        return f"{d['method']} shape inference" + (
+            f" ({d['fallback_reason']})" if "fallback_reason" in d else ""
+        )
+    changes = step.op_changes()
+    return ", ".join(f"{op} {n:+d}" for op, n in changes.items()) or "-"
 
 
 def bench_tables(timings: Sequence, title_suffix: str = "") -> None:
