@@ -26,6 +26,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("build/bench"))
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--min-time", type=float, default=4.0)
     args = parser.parse_args()
 
     pairs = load_sts_pairs(args.data / "sts-dev.csv")
@@ -42,7 +43,7 @@ def main() -> None:
 
     scores = {name: sts_spearman(path, pairs, threads=args.threads) for name, path in models.items()}
     refs = [modelio.resolve(p) for p in models.values()]
-    timings = bench(refs, [1, 32], 128, threads=args.threads, runs=args.runs)
+    timings = bench(refs, [1, 32], 128, threads=args.threads, runs=args.runs, min_seconds=args.min_time)
     rows = []
     for name, path in models.items():
         by_batch = {t.batch: t for t in timings if t.model == modelio.resolve(path).name}
@@ -66,7 +67,8 @@ def main() -> None:
     ]
     table = header + "\n".join(lines) + "\n"
     note = (
-        f"\nCPU provider, {args.threads} threads, seq 128, {args.runs} interleaved runs; "
+        f"\nCPU provider, {args.threads} threads, seq 128; models timed interleaved, "
+        f"at least {args.runs} runs and {args.min_time:g} s each per batch size; "
         "speedups vs fp32 from the same run.\n"
     )
     args.out.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -13,6 +14,8 @@ from .errors import OnnxoptError
 from .modelio import ModelRef
 from .samples import synthetic_inputs
 from .sessions import make_session
+
+_MAX_RUNS = 1000
 
 
 @dataclass
@@ -55,15 +58,25 @@ def bench(
     warmup: int = 2,
     provider: str = "cpu",
     on_progress: Callable[[int, int], None] | None = None,
+    min_seconds: float = 0.0,
 ) -> list[Timing]:
+    """Time every model at every batch size, interleaved. Each model gets at least `runs` timed runs,
+    and more when needed to fill `min_seconds` (short batch-1 runs are noisy in small numbers)."""
     if not refs:
         raise OnnxoptError("no models to time", "give one or more model folders")
     if runs < 1 or warmup < 0:
         raise OnnxoptError(f"--runs must be at least 1, got {runs}", "20 runs give a stable median")
     if seq < 1 or any(b < 1 for b in batches):
         raise OnnxoptError("batch sizes and --seq must be positive", "e.g. --batch 1,32 --seq 128")
-    total = len(batches) * len(refs) * (runs + warmup)
+    planned = {b: runs for b in batches}
     done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if on_progress:
+            on_progress(done, sum(planned.values()) * len(refs) + len(batches) * len(refs) * warmup)
+
     sessions = []
     for ref in refs:
         model = modelio.load(ref, load_weights=False)
@@ -72,22 +85,23 @@ def bench(
     for batch in batches:
         feeds = [synthetic_inputs(model, batch, seq, _vocab_size(ref)) for ref, _s, model in sessions]
         samples: list[list[float]] = [[] for _ in sessions]
-        for _ in range(warmup):
+        fastest_ms = float("inf")
+        for _ in range(max(warmup, 1 if min_seconds else 0)):
             for (_ref, session, _types), feed in zip(sessions, feeds, strict=True):
+                start = time.perf_counter()
                 session.run(None, feed)
-                done += 1
-                if on_progress:
-                    on_progress(done, total)
-        for r in range(runs):
+                fastest_ms = min(fastest_ms, (time.perf_counter() - start) * 1000)
+                tick()
+        if min_seconds and fastest_ms > 0:
+            planned[batch] = min(_MAX_RUNS, max(runs, math.ceil(min_seconds * 1000 / fastest_ms)))
+        for r in range(planned[batch]):
             # Rotate the starting model each round so no model always runs right after another.
             order = [(r + i) % len(sessions) for i in range(len(sessions))]
             for i in order:
                 start = time.perf_counter()
                 sessions[i][1].run(None, feeds[i])
                 samples[i].append((time.perf_counter() - start) * 1000)
-                done += 1
-                if on_progress:
-                    on_progress(done, total)
+                tick()
         base = float(np.median(samples[0]))
         for (ref, _s, _t), ms in zip(sessions, samples, strict=True):
             p50, p90, p99 = (float(np.percentile(ms, q)) for q in (50, 90, 99))
@@ -97,7 +111,7 @@ def bench(
                     provider=provider,
                     batch=batch,
                     seq=seq,
-                    runs=runs,
+                    runs=len(ms),
                     p50_ms=p50,
                     p90_ms=p90,
                     p99_ms=p99,

@@ -15,6 +15,8 @@ def test_bench_two_models_interleaved_with_json(cli, tiny_bert_onnx, tiny_bert_d
         16,
         "--runs",
         3,
+        "--min-time",
+        0,
         "--threads",
         1,
         "--json",
@@ -51,3 +53,14 @@ def test_bench_bad_values(cli, tiny_bert_onnx, tmp_path):
     assert_clean_error(code, err, "does not exist")
     code, _o, err = cli("bench", tiny_bert_onnx, "--seq", "abc")
     assert_clean_error(code, err, "--seq")
+
+
+def test_min_time_adds_runs_for_fast_models(graph_file):
+    from onnxopt import modelio
+    from onnxopt.measure import bench
+
+    ref = modelio.resolve(graph_file("linear"))
+    (plain,) = bench([ref], [1], 4, runs=3)
+    (longer,) = bench([ref], [1], 4, runs=3, min_seconds=0.05)
+    assert plain.runs == 3
+    assert longer.runs > 3

@@ -33,6 +33,9 @@ def command(
     seq: int = typer.Option(128, help="Sequence length."),
     threads: int | None = typer.Option(None, help="Intra-op threads (default: onnxruntime's choice)."),
     runs: int = typer.Option(20, help="Timed runs per model and batch size."),
+    min_time: float = typer.Option(
+        2.0, help="Time each model for at least this many seconds per batch size."
+    ),
     warmup: int = typer.Option(2, help="Untimed runs first."),
     json_path: Path | None = typer.Option(None, "--json", help="Also write the numbers to this JSON file."),
 ) -> None:
@@ -47,6 +50,7 @@ def command(
             threads=threads,
             runs=runs,
             warmup=warmup,
+            min_seconds=min_time,
             on_progress=lambda done, total: progress("timing", done, total),
         )
     render.bench_tables(timings)
