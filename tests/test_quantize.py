@@ -176,3 +176,22 @@ def test_overwrite_replaces_output(cli, tiny_bert_onnx, tmp_path):
     assert code == 0, err
     assert not (out / "stale.txt").exists() and (out / "model.onnx").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["q"]  # no temporary folders left beside it
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_onnxruntime_shape_inference_failure_does_not_reach_the_user(
+    tiny_bert_onnx, tmp_path, monkeypatch, mode
+):
+    """Symbolic inference failing the way it does in quant_pre_process on optimum exports is survived:
+    ONNX inference takes over and untyped contrib-op tensors are declared float to the quantizer."""
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    def fail(*_args, **_kwargs):
+        raise Exception("Incomplete symbolic shape inference")
+
+    monkeypatch.setattr(SymbolicShapeInference, "infer_shapes", staticmethod(fail))
+    result = quantize(tiny_bert_onnx, tmp_path / "q", mode, calib=4)
+    (shapes,) = [s for s in result.steps if s.name == "infer-shapes"]
+    assert shapes.details["method"] == "onnx"
+    assert "Incomplete symbolic shape inference" in shapes.details["fallback_reason"]
+    assert _cosine(_run(tiny_bert_onnx, IDS), _run(tmp_path / "q", IDS)) > 0.98
