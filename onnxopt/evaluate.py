@@ -68,3 +68,50 @@ def sts_spearman(model: Path, pairs: list[StsPair], seq_len: int = 128, threads:
     a = embed(session, tokenizer, types, [p.first for p in pairs], seq_len)
     b = embed(session, tokenizer, types, [p.second for p in pairs], seq_len)
     return float(100 * spearmanr([p.score for p in pairs], (a * b).sum(1)).statistic)
+
+
+@dataclass
+class Fidelity:
+    samples: int
+    mean_cosine: float
+    min_cosine: float
+    max_abs_diff: float
+
+
+@dataclass
+class EvalResult:
+    model: str
+    reference: str | None
+    task: str
+    fidelity: Fidelity | None = None
+    metric_name: str | None = None
+    metric: float | None = None
+    reference_metric: float | None = None
+
+    @property
+    def drop(self) -> float | None:
+        if self.metric is None or self.reference_metric is None:
+            return None
+        return self.reference_metric - self.metric
+
+
+def output_fidelity(model: Path, reference: Path, feeds) -> Fidelity:
+    """Compare the first output of two models on the same inputs: cosine per sample, max abs difference."""
+    refs = [modelio.resolve(model), modelio.resolve(reference)]
+    sessions = [make_session(r.onnx_path, "cpu") for r in refs]
+    cosines, worst, count = [], 0.0, 0
+    for feed in feeds:
+        got, want = (s.run(None, feed)[0].astype(np.float64) for s in sessions)
+        if got.shape != want.shape:
+            raise OnnxoptError(
+                f"{refs[0].name} and {refs[1].name} give outputs of different shapes "
+                f"{got.shape} vs {want.shape}",
+                "compare a model with the one it was made from",
+            )
+        a, b = got.ravel(), want.ravel()
+        cosines.append(float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30)))
+        worst = max(worst, float(np.max(np.abs(a - b))))
+        count += 1
+    if not count:
+        raise OnnxoptError("no samples to compare", "give --limit above 0, or a non-empty --data file")
+    return Fidelity(count, float(np.mean(cosines)), float(np.min(cosines)), worst)

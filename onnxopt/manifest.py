@@ -38,7 +38,9 @@ class Manifest:
         return [s["step"] for s in self.steps]
 
     def save(self, folder: Path) -> None:
-        (folder / MANIFEST_NAME).write_text(json.dumps(asdict(self), indent=2, default=str) + "\n")
+        from .outputs import write_text_atomic
+
+        write_text_atomic(folder / MANIFEST_NAME, json.dumps(asdict(self), indent=2, default=str) + "\n")
 
     @classmethod
     def load(cls, folder: Path) -> Manifest | None:

@@ -176,3 +176,20 @@ def summary(s) -> None:
         for name, op in s.nodes:
             nodes.add_row(escape(name), op)
         console.print(nodes)
+
+
+def eval_result(r) -> None:
+    table = Table(title=escape(f"Evaluation of {r.model}"), show_header=False)
+    if r.reference:
+        table.add_row("reference", escape(r.reference))
+    if r.fidelity is not None:
+        f = r.fidelity
+        table.add_row("samples", str(f.samples))
+        table.add_row("output cosine", f"mean {f.mean_cosine:.6f}, min {f.min_cosine:.6f}")
+        table.add_row("max abs difference", f"{f.max_abs_diff:.3e}")
+    if r.metric is not None:
+        table.add_row(r.metric_name, f"{r.metric:.2f}")
+        if r.reference_metric is not None:
+            table.add_row(f"reference {r.metric_name}", f"{r.reference_metric:.2f}")
+            table.add_row("drop", f"{r.drop:.2f}")
+    console.print(table)

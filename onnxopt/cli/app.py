@@ -8,7 +8,7 @@ import typer
 
 from .. import render
 from ..errors import OnnxoptError
-from . import bench, export, inspect, quantize
+from . import bench, eval, export, inspect, quantize
 
 app = typer.Typer(
     name="onnxopt",
@@ -21,6 +21,7 @@ app.command("export")(export.command)
 app.command("quantize")(quantize.command)
 app.command("bench")(bench.command)
 app.command("inspect")(inspect.command)
+app.command("eval")(eval.command)
 
 
 def main(argv: list[str] | None = None) -> int:
