@@ -193,3 +193,19 @@ def eval_result(r) -> None:
             table.add_row(f"reference {r.metric_name}", f"{r.reference_metric:.2f}")
             table.add_row("drop", f"{r.drop:.2f}")
     console.print(table)
+
+
+def optimize_result(r) -> None:
+    table = Table(title=escape(f"Optimized to {r.out}"))
+    for col in ("step", "time", "what changed"):
+        table.add_column(col)
+    for step in r.steps:
+        table.add_row(step.name, f"{step.seconds:.1f} s", _step_summary(step))
+    p = r.parity
+    table.add_row(
+        "parity",
+        "",
+        f"{p.samples} samples: max abs diff {p.max_abs_diff:.2e} (atol {r.atol:g}), "
+        f"min cosine {p.min_cosine:.6f}",
+    )
+    console.print(table)

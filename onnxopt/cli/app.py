@@ -8,7 +8,7 @@ import typer
 
 from .. import render
 from ..errors import OnnxoptError
-from . import bench, eval, export, inspect, quantize
+from . import bench, eval, export, inspect, optimize, quantize
 
 app = typer.Typer(
     name="onnxopt",
@@ -18,6 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("export")(export.command)
+app.command("optimize")(optimize.command)
 app.command("quantize")(quantize.command)
 app.command("bench")(bench.command)
 app.command("inspect")(inspect.command)

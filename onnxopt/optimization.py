@@ -1,0 +1,71 @@
+"""The `optimize` workflow: transformer fusions and clean-up, checked for output parity."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import modelio
+from .datasources import embedded_samples
+from .errors import OnnxoptError
+from .evaluate import Fidelity, output_fidelity
+from .manifest import Manifest
+from .outputs import check_output, staged_dir
+from .passes import Pipeline, StepReport
+from .passes.fuse_transformer import FuseTransformer
+from .quantization import model_type_of
+from .samples import TokenizedSamples, input_types, load_tokenizer, synthetic_inputs
+
+PARITY_SAMPLES = 8
+
+
+@dataclass
+class OptimizeResult:
+    out: Path
+    steps: list[StepReport]
+    parity: Fidelity
+    atol: float
+    seconds: float
+
+
+def optimize(
+    src: Path,
+    out: Path,
+    atol: float = 1e-3,
+    overwrite: bool = False,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> OptimizeResult:
+    progress = on_progress or (lambda _stage, _done, _total: None)
+    start = time.perf_counter()
+    ref = modelio.resolve(src)
+    check_output(out, [ref.folder or ref.onnx_path], overwrite)
+    model = modelio.load(ref)
+    model, reports = Pipeline([FuseTransformer(model_type_of(ref.folder))]).run(
+        model, on_step=lambda name: progress(name, 0, 0)
+    )
+    with staged_dir(out) as tmp:
+        modelio.save(model, tmp)
+        modelio.copy_sidecars(ref.folder, tmp)
+        progress("parity check", 0, 0)
+        parity = output_fidelity(tmp, ref.folder or ref.onnx_path, _parity_inputs(ref, model))
+        if not parity.max_abs_diff <= atol:
+            raise OnnxoptError(
+                f"optimized outputs differ from the input model's by {parity.max_abs_diff:.2e}, "
+                f"above --atol {atol:g}",
+                "raise --atol if fused kernels' rounding is acceptable, or skip optimization",
+            )
+        manifest = ref.manifest or Manifest(source=str(ref.onnx_path), task="unknown", opset=0)
+        manifest.add_step(
+            "optimize", fused=reports[0].details.get("fused", {}), parity=vars(parity), atol=atol
+        )
+        manifest.save(tmp)
+    return OptimizeResult(out, reports, parity, atol, time.perf_counter() - start)
+
+
+def _parity_inputs(ref, model):
+    types = input_types(model)
+    if ref.has_tokenizer():
+        return TokenizedSamples(embedded_samples(PARITY_SAMPLES), load_tokenizer(ref.folder), types, 128)
+    return [synthetic_inputs(model, 2, 16, seed=i) for i in range(PARITY_SAMPLES)]
