@@ -34,11 +34,12 @@ def embedded_corpus_path() -> Path:
     )
 
 
-def embedded_samples(limit: int) -> list[Sample]:
-    """`limit` samples from the embedded corpus, in a fixed shuffled order so any N is varied."""
+def embedded_samples(limit: int, clip: bool = False) -> list[Sample]:
+    """`limit` samples from the embedded corpus, in a fixed shuffled order so any N is varied.
+    With `clip`, asking for more than the corpus holds returns all of it instead of failing."""
     texts = list(_read_lines(embedded_corpus_path()))
     random.Random(0).shuffle(texts)
-    if limit > len(texts):
+    if limit > len(texts) and not clip:
         raise OnnxoptError(
             f"the embedded corpus has {len(texts)} samples, {limit} were asked for",
             f"use --calib {len(texts)} or fewer, or bring more with --calib-data FILE",

@@ -59,12 +59,16 @@ def embed(session, tokenizer, types, texts: list[str], seq_len: int = 128, batch
 
 
 def sts_spearman(model: Path, pairs: list[StsPair], seq_len: int = 128, threads: int | None = None) -> float:
-    from scipy.stats import spearmanr
-
     ref = modelio.resolve(model)
     tokenizer = load_tokenizer(ref.folder)
     types = input_types(modelio.load(ref, load_weights=False))
-    session = make_session(ref.onnx_path, "cpu", threads)
+    return sts_score(make_session(ref.onnx_path, "cpu", threads), tokenizer, types, pairs, seq_len)
+
+
+def sts_score(session, tokenizer, types, pairs: list[StsPair], seq_len: int = 128) -> float:
+    """Spearman (x100) between gold scores and the cosine of the two sentences' embeddings."""
+    from scipy.stats import spearmanr
+
     a = embed(session, tokenizer, types, [p.first for p in pairs], seq_len)
     b = embed(session, tokenizer, types, [p.second for p in pairs], seq_len)
     return float(100 * spearmanr([p.score for p in pairs], (a * b).sum(1)).statistic)

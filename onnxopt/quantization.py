@@ -6,7 +6,7 @@ import difflib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import modelio
@@ -14,6 +14,8 @@ from .calibrate import METHODS, CalibrationResult, collect_ranges
 from .cpu import cpu_features
 from .datasources import embedded_samples, load_samples
 from .errors import OnnxoptError
+from .evaluate import load_sts_pairs
+from .fallback import AccuracyAwareQuantize, FidelityDrop, StsDrop
 from .manifest import Manifest
 from .outputs import check_output, staged_dir
 from .passes import Pipeline, StepReport
@@ -32,6 +34,7 @@ from .samples import TokenizedSamples, input_types, load_tokenizer
 
 # (stage name, done, total): total is 0 for stages without a count.
 Progress = Callable[[str, int, int], None]
+HOLDOUT = 32  # held-back samples for the accuracy-aware search
 
 
 @dataclass
@@ -84,6 +87,8 @@ def quantize(
     optimize: bool = True,
     overwrite: bool = False,
     on_progress: Progress | None = None,
+    max_drop: float | None = None,
+    eval_data: str | None = None,
 ) -> QuantizeResult:
     progress = on_progress or (lambda _stage, _done, _total: None)
     if mode not in ("static", "dynamic"):
@@ -92,6 +97,10 @@ def quantize(
         raise OnnxoptError(f"unknown calibration method {method!r}", f"use one of: {', '.join(METHODS)}")
     if mode == "static" and calib < 1:
         raise OnnxoptError(f"--calib must be at least 1, got {calib}", "40 samples are usually enough")
+    if max_drop is not None and max_drop < 0:
+        raise OnnxoptError(f"--max-drop must be 0 or more, got {max_drop:g}", "e.g. --max-drop 0.1")
+    if eval_data is not None and max_drop is None:
+        raise OnnxoptError("--eval-data is used by the accuracy-aware search", "pass --max-drop X with it")
     if seq_len < 1:
         raise OnnxoptError(f"--seq-len must be at least 1, got {seq_len}", "128 suits most sentence models")
     op_types = parse_ops(ops)
@@ -111,11 +120,19 @@ def quantize(
     )
 
     # Static needs samples before any heavy work, so bad calibration input fails fast.
-    tokenized = None
-    if mode == "static":
-        samples = load_samples(calib_data, calib, text_column) if calib_data else embedded_samples(calib)
+    tokenized = holdout = None
+    if mode == "static" or max_drop is not None:
         tokenizer = load_tokenizer(ref.folder)
-        tokenized = TokenizedSamples(samples, tokenizer, input_types(model), seq_len)
+        wanted = calib + (HOLDOUT if max_drop is not None else 0)
+        if calib_data:
+            samples = load_samples(calib_data, wanted, text_column)
+        else:
+            samples = embedded_samples(wanted, clip=max_drop is not None)
+        # Accuracy checks use samples calibration never saw, when the data has enough of them.
+        holdout_samples = samples[calib:] or samples[:HOLDOUT]
+        tokenized = TokenizedSamples(samples[:calib], tokenizer, input_types(model), seq_len)
+        holdout = TokenizedSamples(holdout_samples, tokenizer, input_types(model), seq_len)
+    pairs = load_sts_pairs(Path(eval_data)) if eval_data else None
 
     prepare = [InferShapes()]
     if optimize:
@@ -130,9 +147,26 @@ def quantize(
         calibration = collect_ranges(
             model, tokenized, method, static_ops, on_sample=lambda i: progress("calibrate", i, len(tokenized))
         )
-        quantizer = QuantizeStatic(calibration.ranges, calibration.method, options)
+
+        def make_quantizer(excl: tuple[str, ...]):
+            return QuantizeStatic(calibration.ranges, calibration.method, replace(options, exclude=excl))
     else:
-        quantizer = QuantizeDynamic(options)
+
+        def make_quantizer(excl: tuple[str, ...]):
+            return QuantizeDynamic(replace(options, exclude=excl))
+
+    quantizer = make_quantizer(options.exclude)
+    if max_drop is not None:
+        assert holdout is not None
+        progress("reference outputs", 0, 0)
+        ranker = FidelityDrop(model, list(holdout))
+        if pairs is not None:
+            metric = StsDrop(model, pairs, tokenizer, input_types(model), seq_len)
+        else:
+            metric = ranker
+        quantizer = AccuracyAwareQuantize(
+            make_quantizer, op_types, options.exclude, ranker, metric, metric.name, max_drop, progress
+        )
     progress(quantizer.name, 0, 0)
     model, quant_reports = Pipeline([quantizer]).run(model)
     reports += quant_reports
@@ -147,6 +181,9 @@ def quantize(
         "optimize": optimize,
         "int8_ops": quant_reports[-1].details.get("int8_ops", {}),
     }
+    if "fallback" in quant_reports[-1].details:
+        record["fallback"] = quant_reports[-1].details["fallback"]
+        record["fallback"]["eval_data"] = eval_data or "held-back calibration samples"
     if calibration is not None:
         record.update(
             calibration={

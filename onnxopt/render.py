@@ -84,6 +84,8 @@ def quantize_result(r) -> None:
             )
         table.add_row(step.name, f"{step.seconds:.1f} s", _step_summary(step))
     console.print(table)
+    if "fallback" in r.options:
+        fallback_table(r.options["fallback"])
     console.print(f"int8 types: {r.cpu}")
     console.print(
         f"size: {size(r.size_before)} -> {size(r.size_after)} "
@@ -209,3 +211,19 @@ def optimize_result(r) -> None:
         f"min cosine {p.min_cosine:.6f}",
     )
     console.print(table)
+
+
+def fallback_table(f: dict) -> None:
+    unit = "Spearman points" if f["metric"] == "sts" else "100 x (1 - output cosine)"
+    table = Table(title=f"Accuracy-aware fallback: drop in {unit}, bound {f['max_drop']:g}")
+    for col in ("kept in fp32", "op", "sensitivity", "drop after"):
+        table.add_column(col, justify="left" if col in ("kept in fp32", "op") else "right")
+    table.add_row("(all quantized)", "", "", f"{f['start_drop']:.3f}")
+    for k in f["kept_fp32"]:
+        table.add_row(escape(k["node"]), k["op_type"], f"{k['sensitivity']:.3f}", f"{k['drop_after']:.3f}")
+    console.print(table)
+    verdict = "reached" if f["reached"] else "NOT reached; the best model found was kept"
+    console.print(
+        f"bound {verdict}: drop {f['final_drop']:.3f} with {len(f['kept_fp32'])} of "
+        f"{f['candidates']} nodes in fp32 ({f['eval_data']})"
+    )

@@ -37,7 +37,9 @@ def available(short: str) -> tuple[bool, str]:
     )
 
 
-def make_session(onnx_path: Path, provider: str = "cpu", threads: int | None = None, profile: bool = False):
+def make_session(
+    onnx_path: Path | bytes, provider: str = "cpu", threads: int | None = None, profile: bool = False
+):
     """One session on one provider. Threads: intra-op count (None lets onnxruntime pick); inter-op is 1."""
     import onnxruntime as ort
 
@@ -52,10 +54,12 @@ def make_session(onnx_path: Path, provider: str = "cpu", threads: int | None = N
         options.inter_op_num_threads = 1
     options.enable_profiling = profile
     try:
-        return ort.InferenceSession(str(onnx_path), options, providers=[provider_name(provider)])
+        source = onnx_path if isinstance(onnx_path, bytes) else str(onnx_path)
+        return ort.InferenceSession(source, options, providers=[provider_name(provider)])
     except Exception as exc:
+        what = "the model" if isinstance(onnx_path, bytes) else str(onnx_path)
         first = str(exc).splitlines()[0][:200]
         raise OnnxoptError(
-            f"onnxruntime cannot load {onnx_path}: {first}",
+            f"onnxruntime cannot load {what}: {first}",
             "check the model with `onnxopt inspect`, or export it again",
         ) from exc

@@ -33,6 +33,13 @@ def command(
     exclude: list[str] = typer.Option([], help="Node name to keep in fp32 (repeatable)."),
     seq_len: int = typer.Option(128, help="Truncate calibration samples to this many tokens."),
     optimize: bool = typer.Option(True, "--optimize/--no-optimize", help="Fuse transformer ops first."),
+    max_drop: float | None = typer.Option(
+        None, help="Keep the most sensitive nodes in fp32 until the accuracy drop is at most this."
+    ),
+    eval_data: str | None = typer.Option(
+        None,
+        help="STS pairs file for --max-drop (Spearman points); default: fidelity on held-back samples.",
+    ),
     overwrite: bool = typer.Option(False, help="Replace OUTPUT if it exists."),
 ) -> None:
     """Quantize a model to int8, dynamic or static."""
@@ -57,5 +64,7 @@ def command(
             optimize=optimize,
             overwrite=overwrite,
             on_progress=progress,
+            max_drop=max_drop,
+            eval_data=eval_data,
         )
     render.quantize_result(result)
