@@ -29,6 +29,7 @@ from .passes.quantize import (
     QuantizeDynamic,
     QuantizeStatic,
     QuantOptions,
+    after_activation,
 )
 from .samples import TokenizedSamples, input_types, load_tokenizer
 
@@ -89,6 +90,7 @@ def quantize(
     on_progress: Progress | None = None,
     max_drop: float | None = None,
     eval_data: str | None = None,
+    all_static: bool = False,
 ) -> QuantizeResult:
     progress = on_progress or (lambda _stage, _done, _total: None)
     if mode not in ("static", "dynamic"):
@@ -139,6 +141,8 @@ def quantize(
         prepare.insert(0, FuseTransformer(model_type_of(ref.folder)))
     model, reports = Pipeline(prepare).run(model, on_step=lambda name: progress(name, 0, 0))
     _check_excluded(model, exclude)
+    if mode == "static" and not all_static:
+        options = replace(options, dynamic_nodes=after_activation(model))
 
     calibration = None
     if mode == "static":
@@ -180,6 +184,7 @@ def quantize(
         "cpu": features.describe(),
         "optimize": optimize,
         "int8_ops": quant_reports[-1].details.get("int8_ops", {}),
+        "dynamic_matmuls": list(options.dynamic_nodes),
     }
     if "fallback" in quant_reports[-1].details:
         record["fallback"] = quant_reports[-1].details["fallback"]

@@ -107,6 +107,8 @@ def _step_summary(step) -> str:
         text = f"int8 ops: {_counts(d['int8_ops'])}"
         if d.get("dynamic_activation_ops"):
             text += f"; dynamic activation scales for {', '.join(d['dynamic_activation_ops'])}"
+        if d.get("dynamic_matmuls"):
+            text += f" ({len(d['dynamic_matmuls'])} MatMuls fed by GELU)"
         return text
     if "method" in d:
         return f"{d['method']} shape inference" + (

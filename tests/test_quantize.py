@@ -195,3 +195,18 @@ def test_onnxruntime_shape_inference_failure_does_not_reach_the_user(
     assert shapes.details["method"] == "onnx"
     assert "Incomplete symbolic shape inference" in shapes.details["fallback_reason"]
     assert _cosine(_run(tiny_bert_onnx, IDS), _run(tmp_path / "q", IDS)) > 0.98
+
+
+def test_gelu_fed_matmuls_get_dynamic_scales_unless_all_static(tiny_bert_onnx, tmp_path):
+    hybrid = quantize(tiny_bert_onnx, tmp_path / "h", "static", calib=4)
+    assert hybrid.options["dynamic_matmuls"] == [
+        "/encoder/layer.0/output/dense/MatMul",
+        "/encoder/layer.1/output/dense/MatMul",
+    ]
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "h" / "model.onnx")).graph.node]
+    assert ops.count("MatMulInteger") == 2 and "QuantizeLinear" in ops
+    static = quantize(tiny_bert_onnx, tmp_path / "s", "static", calib=4, all_static=True)
+    assert static.options["dynamic_matmuls"] == []
+    assert "MatMulInteger" not in {
+        n.op_type for n in onnx.load(str(tmp_path / "s" / "model.onnx")).graph.node
+    }

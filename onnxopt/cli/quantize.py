@@ -40,6 +40,9 @@ def command(
         None,
         help="STS pairs file for --max-drop (Spearman points); default: fidelity on held-back samples.",
     ),
+    all_static: bool = typer.Option(
+        False, "--all-static", help="Static scales for GELU outputs too (default: dynamic there, see README)."
+    ),
     overwrite: bool = typer.Option(False, help="Replace OUTPUT if it exists."),
 ) -> None:
     """Quantize a model to int8, dynamic or static."""
@@ -66,5 +69,6 @@ def command(
             on_progress=progress,
             max_drop=max_drop,
             eval_data=eval_data,
+            all_static=all_static,
         )
     render.quantize_result(result)
