@@ -12,7 +12,10 @@ import json
 import time
 from pathlib import Path
 
+import peers
+
 from onnxopt import modelio
+from onnxopt.datasources import embedded_samples
 from onnxopt.evaluate import load_sts_pairs, sts_spearman
 from onnxopt.export import export
 from onnxopt.measure import bench
@@ -27,6 +30,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--min-time", type=float, default=4.0)
+    parser.add_argument("--max-drop", type=float, default=0.1, help="also build static --max-drop X")
     args = parser.parse_args()
 
     pairs = load_sts_pairs(args.data / "sts-dev.csv")
@@ -39,6 +43,28 @@ def main() -> None:
     models["dynamic int8"] = work / "dynamic"
     quantize(work / "fp32", work / "static", "static", calib=40, overwrite=True)
     models["static int8 (--calib 40)"] = work / "static"
+    quantize(work / "fp32", work / "all-static", "static", calib=40, all_static=True, overwrite=True)
+    models["static int8 --all-static"] = work / "all-static"
+    if args.max_drop is not None:
+        # The search measures on a slice of the train split, so the dev figures below stay held out.
+        search_pairs = work / "search-pairs.csv"
+        lines = (args.data / "sts-train.csv").read_text(encoding="utf-8").splitlines()[::12]
+        search_pairs.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        quantize(
+            work / "fp32",
+            work / "max-drop",
+            "static",
+            calib=40,
+            max_drop=args.max_drop,
+            eval_data=str(search_pairs),
+            overwrite=True,
+        )
+        models[f"static int8 --max-drop {args.max_drop:g}"] = work / "max-drop"
+    texts = embedded_samples(40)
+    models["peer: ORT quantize_static QDQ"] = peers.ort_static_qdq(work / "fp32", work / "peer-static", texts)
+    models["peer: ORT fusion + quantize_dynamic"] = peers.ort_fusion_dynamic(
+        work / "fp32", work / "peer-dynamic"
+    )
     print(f"built {len(models)} models in {time.perf_counter() - t0:.0f} s")
 
     scores = {name: sts_spearman(path, pairs, threads=args.threads) for name, path in models.items()}
