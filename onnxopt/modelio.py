@@ -91,7 +91,7 @@ def load(ref: ModelRef, load_weights: bool = True) -> onnx.ModelProto:
             f"{path} is not a readable ONNX model (it has no graph nodes)",
             "the file may be truncated or not ONNX; export it again with `onnxopt export`",
         )
-    if load_weights and _external_locations(path):
+    if load_weights and _external_locations_of(model):
         try:
             onnx.load_external_data_for_model(model, str(path.parent))
         except Exception as exc:
@@ -104,9 +104,12 @@ def load(ref: ModelRef, load_weights: bool = True) -> onnx.ModelProto:
 
 def _external_locations(path: Path) -> set[str]:
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        return _external_locations_of(onnx.load(str(path), load_external_data=False))
     except Exception:
         return set()
+
+
+def _external_locations_of(model: onnx.ModelProto) -> set[str]:
     locations = set()
     for tensor in model.graph.initializer:
         if tensor.data_location == onnx.TensorProto.EXTERNAL:

@@ -69,10 +69,15 @@ def export_result(r) -> None:
     console.print(table)
 
 
-def quantize_result(r) -> None:
-    table = Table(title=escape(f"Quantized ({r.mode}) to {r.out}"))
+def _steps_table(title: str) -> Table:
+    table = Table(title=escape(title))
     for col in ("step", "time", "what changed"):
         table.add_column(col)
+    return table
+
+
+def quantize_result(r) -> None:
+    table = _steps_table(f"Quantized ({r.mode}) to {r.out}")
     for step in r.steps:
         if step.name.startswith("quantize") and r.calibration is not None:
             c = r.calibration
@@ -200,9 +205,7 @@ def eval_result(r) -> None:
 
 
 def optimize_result(r) -> None:
-    table = Table(title=escape(f"Optimized to {r.out}"))
-    for col in ("step", "time", "what changed"):
-        table.add_column(col)
+    table = _steps_table(f"Optimized to {r.out}")
     for step in r.steps:
         table.add_row(step.name, f"{step.seconds:.1f} s", _step_summary(step))
     p = r.parity

@@ -43,6 +43,26 @@ def _no_types_extra() -> dict:
     return {"DefaultTensorType": onnx.TensorProto.FLOAT}
 
 
+def _dynamic_tool(opts: QuantOptions, op_types, nodes: list[str] | None = None):
+    """onnxruntime's quantize_dynamic as a file-to-file tool; `nodes` limits it to those nodes."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    def tool(src: Path, dst: Path) -> None:
+        quantize_dynamic(
+            src,
+            dst,
+            op_types_to_quantize=list(op_types),
+            nodes_to_quantize=nodes,
+            per_channel=opts.per_channel,
+            reduce_range=opts.reduce_range,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=list(opts.exclude),
+            extra_options=_no_types_extra(),
+        )
+
+    return tool
+
+
 def int8_op_counts(model: onnx.ModelProto) -> dict[str, int]:
     counts = Counter(n.op_type for n in model.graph.node if n.op_type in INT8_OPS)
     return dict(sorted(counts.items()))
@@ -83,23 +103,10 @@ class QuantizeDynamic(Pass):
         self.options = options
 
     def call(self, model: onnx.ModelProto) -> PassResult:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
 
         opts = self.options
 
-        def tool(src: Path, dst: Path) -> None:
-            quantize_dynamic(
-                src,
-                dst,
-                op_types_to_quantize=list(opts.op_types),
-                per_channel=opts.per_channel,
-                reduce_range=opts.reduce_range,
-                weight_type=QuantType.QInt8,
-                nodes_to_exclude=list(opts.exclude),
-                extra_options=_no_types_extra(),
-            )
-
-        quantized = through_files(model, tool)
+        quantized = through_files(model, _dynamic_tool(opts, opts.op_types))
         return PassResult(
             quantized,
             True,
@@ -121,7 +128,7 @@ class QuantizeStatic(Pass):
         self.options = options
 
     def call(self, model: onnx.ModelProto) -> PassResult:
-        from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
         from onnxruntime.quantization.calibrate import save_tensors_data
 
         opts = self.options
@@ -156,20 +163,7 @@ class QuantizeStatic(Pass):
             # Only the fused ops and the chosen MatMuls: the QDQ MatMuls must not be quantized twice.
             targets = [n.name for n in quantized.graph.node if n.op_type in DYNAMIC_ONLY_OPS] + dynamic_nodes
 
-            def dynamic_tool(src: Path, dst: Path) -> None:
-                quantize_dynamic(
-                    src,
-                    dst,
-                    op_types_to_quantize=dynamic_ops,
-                    nodes_to_quantize=targets,
-                    per_channel=opts.per_channel,
-                    reduce_range=opts.reduce_range,
-                    weight_type=QuantType.QInt8,
-                    nodes_to_exclude=list(opts.exclude),
-                    extra_options=_no_types_extra(),
-                )
-
-            quantized = through_files(quantized, dynamic_tool)
+            quantized = through_files(quantized, _dynamic_tool(opts, dynamic_ops, targets))
         return PassResult(
             quantized,
             True,
