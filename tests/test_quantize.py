@@ -210,3 +210,16 @@ def test_gelu_fed_matmuls_get_dynamic_scales_unless_all_static(tiny_bert_onnx, t
     assert "MatMulInteger" not in {
         n.op_type for n in onnx.load(str(tmp_path / "s" / "model.onnx")).graph.node
     }
+
+
+def test_ctrl_c_mid_run_exits_130_and_leaves_nothing(cli, tiny_bert_onnx, tmp_path, monkeypatch):
+    import onnxopt.quantization as quantization_module
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(quantization_module.modelio, "copy_sidecars", interrupted)  # inside the staged write
+    code, _out, err = cli("quantize", tiny_bert_onnx, "--dynamic", "-o", tmp_path / "q")
+    assert code == 130
+    assert err.strip() == "onnxopt: error: interrupted; nothing was written"
+    assert list(tmp_path.iterdir()) == []

@@ -27,8 +27,11 @@ app.command("eval")(eval.command)
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        app(args=argv, prog_name="onnxopt", standalone_mode=False)
-        return 0
+        # Not standalone: typer returns an exit code instead of exiting, and turns Ctrl-C into 130.
+        code = app(args=argv, prog_name="onnxopt", standalone_mode=False)
+        if code == 130:
+            render.error("interrupted; nothing was written")
+        return code if isinstance(code, int) else 0
     except OnnxoptError as exc:
         render.error(str(exc))
         return 2
