@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 
 from .evaluate import StsPair, sts_score
+from .passes.base import Pass, PassResult
 from .sessions import make_session
 
 Quantizer = Callable[[tuple[str, ...]], onnx.ModelProto]
@@ -127,7 +128,7 @@ def search(
     return best, report
 
 
-class AccuracyAwareQuantize:
+class AccuracyAwareQuantize(Pass):
     """A pass wrapping a quantizer pass factory with the fallback search."""
 
     def __init__(self, make_quantizer, op_types, exclude, ranker, metric, metric_name, max_drop, progress):
@@ -138,8 +139,7 @@ class AccuracyAwareQuantize:
         self.max_drop, self.progress = max_drop, progress
         self.report: FallbackReport | None = None
 
-    def __call__(self, model: onnx.ModelProto):
-        from .passes.base import PassResult
+    def call(self, model: onnx.ModelProto) -> PassResult:
         from .passes.quantize import int8_op_counts
 
         candidates = [
