@@ -151,13 +151,7 @@ def _read_jsonl(path: Path, columns: list[str] | None) -> Iterator[Sample]:
                 continue
             if not isinstance(record, dict):
                 raise OnnxoptError(f"{path} line {number} is not a JSON object", "one JSON object per line")
-            keys = columns or [next((k for k in _DEFAULT_KEYS if k in record), "")]
-            missing = [k for k in keys if k not in record]
-            if missing:
-                raise OnnxoptError(
-                    f"{path} line {number} has no field {missing[0]!r}",
-                    f"pass --text-column with one of: {', '.join(list(record)[:12])}",
-                )
+            keys = _text_keys(list(record), columns, f"{path} line {number} has no field")
             yield from _as_sample([str(record[k]) for k in keys])
 
 
@@ -184,16 +178,21 @@ def _read_dataset(name: str, columns: list[str] | None, split: str, local: bool)
             f"cannot load dataset {name}: {str(exc).splitlines()[0][:160]}",
             "give a local file or dataset folder, or check the name and your network",
         ) from exc
-    names = list(ds.column_names or [])
-    keys = columns or [next((k for k in _DEFAULT_KEYS if k in names), "")]
-    missing = [k for k in keys if k not in names]
-    if missing:
-        raise OnnxoptError(
-            f"dataset {name} has no column {missing[0]!r}",
-            f"pass --text-column with one of: {', '.join(names[:12])}",
-        )
+    keys = _text_keys(list(ds.column_names or []), columns, f"dataset {name} has no column")
     for record in ds:
         yield from _as_sample([str(record[k]) for k in keys])
+
+
+def _text_keys(available: list[str], columns: list[str] | None, missing_message: str) -> list[str]:
+    """The columns (or JSON fields) to read: those asked for, else the first usual text name."""
+    keys = columns or [next((k for k in _DEFAULT_KEYS if k in available), "")]
+    missing = [k for k in keys if k not in available]
+    if missing:
+        raise OnnxoptError(
+            f"{missing_message} {missing[0]!r}",
+            f"pass --text-column with one of: {', '.join(available[:12])}",
+        )
+    return keys
 
 
 def _as_sample(values: list[str]) -> Iterator[Sample]:

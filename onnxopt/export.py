@@ -16,6 +16,7 @@ from .errors import OnnxoptError
 from .manifest import Manifest
 from .outputs import check_output, staged_dir
 from .passes._files import quiet
+from .samples import input_types
 
 _CHECK_TEXTS = [
     "onnxopt checks the exported graph against PyTorch.",
@@ -135,9 +136,10 @@ def export(
         actual_opset = next((o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")), 0)
         if onnx_model.ir_version != modelio.loadable_ir_version(onnx_model):
             modelio.save(onnx_model, tmp)
+        types = input_types(onnx_model)
         del onnx_model
         stage("checking outputs against PyTorch")
-        diffs = compare_with_torch(source, tmp, task, trust_remote_code)
+        diffs = compare_with_torch(source, tmp, task, types, trust_remote_code)
         worst = max(diffs.values())
         if not worst <= atol:  # also catches NaN
             raise OnnxoptError(
@@ -186,20 +188,22 @@ def _run_exporter(source: str, out: Path, task: str, opset: int | None, trust_re
         ) from exc
 
 
-def compare_with_torch(source: str, folder: Path, task: str, trust_remote_code: bool) -> dict[str, float]:
+def compare_with_torch(
+    source: str, folder: Path, task: str, types: dict[str, type], trust_remote_code: bool
+) -> dict[str, float]:
     """Max abs difference per ONNX output between onnxruntime and PyTorch on a padded sample batch."""
     import onnxruntime as ort
     import torch
     from optimum.exporters.tasks import TasksManager
 
-    from .samples import complete_inputs, input_types, load_tokenizer
+    from .samples import complete_inputs, load_tokenizer
 
     tokenizer = load_tokenizer(folder)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     enc = dict(tokenizer(_CHECK_TEXTS, padding=True, return_tensors="np"))
     onnx_path = folder / modelio.MODEL_FILE
-    feed = complete_inputs(enc, input_types(modelio.load(modelio.resolve(folder), load_weights=False)))
+    feed = complete_inputs(enc, types)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     onnx_outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed), strict=True))
     with quiet():
