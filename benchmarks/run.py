@@ -43,6 +43,8 @@ def main() -> None:
     models["dynamic int8"] = work / "dynamic"
     quantize(work / "fp32", work / "static", "static", calib=40, overwrite=True)
     models["static int8 (--calib 40)"] = work / "static"
+    quantize(work / "fp32", work / "no-smooth", "static", calib=40, smooth=False, overwrite=True)
+    models["static int8 --no-smooth"] = work / "no-smooth"
     quantize(work / "fp32", work / "all-static", "static", calib=40, all_static=True, overwrite=True)
     models["static int8 --all-static"] = work / "all-static"
     if args.max_drop is not None:

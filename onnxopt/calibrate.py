@@ -96,3 +96,71 @@ def collect_ranges(
         del calibrator
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return CalibrationResult(ranges, calibration_method, count, time.perf_counter() - start, peak_kb / 1024)
+
+
+@dataclass
+class ChannelStats:
+    """Per-channel statistics of one activation (last axis = channels), plus a bounded row sample."""
+
+    absmax: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    rows: np.ndarray  # at most `max_rows` token rows, sampled uniformly from the stream
+
+
+def collect_channel_stats(
+    model: onnx.ModelProto,
+    inputs: Iterable[dict[str, np.ndarray]],
+    tensors: list[str],
+    max_rows: int = 512,
+    seed: int = 0,
+) -> dict[str, ChannelStats]:
+    """Stream samples through the model with `tensors` exposed as outputs; reduce each sample at once.
+
+    Rows are kept by reservoir sampling, so memory is bounded by `max_rows` whatever the number of
+    samples: enough to simulate quantization error, never the whole activation history.
+    """
+    from .sessions import make_session
+
+    if not tensors:
+        return {}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    present = {o.name for o in probe.graph.output}
+    for name in tensors:
+        if name not in present:
+            probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    with tempfile.TemporaryDirectory(prefix="onnxopt-stats-") as tmp:
+        session = make_session(write_temp_model(probe, Path(tmp)), "cpu")
+    rng = np.random.default_rng(seed)
+    stats: dict[str, ChannelStats] = {}
+    seen: dict[str, int] = {}
+    for feed in inputs:
+        values = session.run(tensors, feed)
+        for name, value in zip(tensors, values, strict=True):
+            flat = value.reshape(-1, value.shape[-1]).astype(np.float32)
+            if name not in stats:
+                stats[name] = ChannelStats(
+                    np.abs(flat).max(0), flat.min(0), flat.max(0), np.empty((0, flat.shape[1]), np.float32)
+                )
+            s = stats[name]
+            s.absmax = np.maximum(s.absmax, np.abs(flat).max(0))
+            s.low, s.high = np.minimum(s.low, flat.min(0)), np.maximum(s.high, flat.max(0))
+            s.rows = _reservoir(s.rows, flat, seen.get(name, 0), max_rows, rng)
+            seen[name] = seen.get(name, 0) + len(flat)
+    if not stats:
+        raise OnnxoptError(
+            "no calibration samples were given", "pass --calib N with N > 0, or non-empty data"
+        )
+    return stats
+
+
+def _reservoir(kept: np.ndarray, new: np.ndarray, seen: int, limit: int, rng) -> np.ndarray:
+    """Algorithm R over rows: every row of the stream ends up kept with equal probability."""
+    room = max(limit - len(kept), 0)
+    kept = np.concatenate([kept, new[:room]])
+    for offset in range(room, len(new)):
+        slot = rng.integers(0, seen + offset + 1)
+        if slot < limit:
+            kept[slot] = new[offset]
+    return kept

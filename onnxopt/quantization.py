@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import modelio
-from .calibrate import METHODS, CalibrationResult, collect_ranges
+from .calibrate import METHODS, CalibrationResult, collect_channel_stats, collect_ranges
 from .cpu import cpu_features
 from .datasources import embedded_samples, load_samples
 from .errors import OnnxoptError
@@ -31,6 +31,7 @@ from .passes.quantize import (
     QuantOptions,
     after_activation,
 )
+from .passes.smooth import Smooth, find_groups
 from .samples import TokenizedSamples, input_types, load_tokenizer
 
 # (stage name, done, total): total is 0 for stages without a count.
@@ -91,6 +92,7 @@ def quantize(
     max_drop: float | None = None,
     eval_data: str | None = None,
     all_static: bool = False,
+    smooth: bool | None = None,
 ) -> QuantizeResult:
     progress = on_progress or (lambda _stage, _done, _total: None)
     if mode not in ("static", "dynamic"):
@@ -116,6 +118,8 @@ def quantize(
             f"{ref.name} is already quantized (it has {', '.join(already[:3])})",
             "quantize the fp32 model instead",
         )
+    if smooth is None:  # on wherever calibration text can be tokenized; dynamic works without it
+        smooth = mode == "static" or _has_tokenizer(ref.folder)
     features = cpu_features()
     options = QuantOptions(
         op_types=op_types, per_channel=per_channel, reduce_range=features.reduce_range, exclude=tuple(exclude)
@@ -123,7 +127,7 @@ def quantize(
 
     # Static needs samples before any heavy work, so bad calibration input fails fast.
     tokenized = holdout = None
-    if mode == "static" or max_drop is not None:
+    if mode == "static" or max_drop is not None or smooth:
         tokenizer = load_tokenizer(ref.folder)
         wanted = calib + (HOLDOUT if max_drop is not None else 0)
         if calib_data:
@@ -141,6 +145,13 @@ def quantize(
         prepare.insert(0, FuseTransformer(model_type_of(ref.folder)))
     model, reports = Pipeline(prepare).run(model, on_step=lambda name: progress(name, 0, 0))
     _check_excluded(model, exclude)
+    if smooth:
+        assert tokenized is not None
+        progress("smooth", 0, 0)
+        tensors = [group.tensor for group in find_groups(model)[0]]
+        stats = collect_channel_stats(model, tokenized, tensors)
+        model, smooth_reports = Pipeline([Smooth(stats)]).run(model)
+        reports += smooth_reports
     if mode == "static" and not all_static:
         options = replace(options, dynamic_nodes=after_activation(model))
 
@@ -185,6 +196,12 @@ def quantize(
         "optimize": optimize,
         "int8_ops": quant_reports[-1].details.get("int8_ops", {}),
         "dynamic_matmuls": list(options.dynamic_nodes),
+        "smooth": [
+            {"tensor": g["tensor"], "alpha": g["alpha"]}
+            for r in reports
+            if r.name == "smooth"
+            for g in r.details["smoothed"]
+        ],
     }
     if "fallback" in quant_reports[-1].details:
         record["fallback"] = quant_reports[-1].details["fallback"]
@@ -216,6 +233,11 @@ def quantize(
         cpu=features.describe(),
         options=record,
     )
+
+
+def _has_tokenizer(folder: Path | None) -> bool:
+    names = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
+    return folder is not None and any((folder / n).is_file() for n in names)
 
 
 def _opset(model) -> int:

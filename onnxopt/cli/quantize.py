@@ -40,6 +40,12 @@ def command(
         None,
         help="STS pairs file for --max-drop (Spearman points); default: fidelity on held-back samples.",
     ),
+    smooth: bool | None = typer.Option(
+        None,
+        "--smooth/--no-smooth",
+        help="Fold SmoothQuant scales, alpha searched per activation on --calib samples "
+        "(default: on when the model folder has a tokenizer).",
+    ),
     all_static: bool = typer.Option(
         False, "--all-static", help="Static scales for GELU outputs too (default: dynamic there, see README)."
     ),
@@ -70,5 +76,6 @@ def command(
             max_drop=max_drop,
             eval_data=eval_data,
             all_static=all_static,
+            smooth=smooth,
         )
     render.quantize_result(result)

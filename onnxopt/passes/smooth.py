@@ -1,0 +1,262 @@
+"""Activation smoothing (SmoothQuant, Xiao et al. 2023) folded into the ONNX graph.
+
+A few hidden channels of transformer activations are much larger than the rest, so one int8
+scale per tensor spends its levels on them. Dividing channel j of an activation X by s_j and
+multiplying row j of every weight it feeds by s_j leaves X·W unchanged and moves the difficulty
+into the weights, which are quantized per output channel. With
+s_j = max|X_j|^alpha / max|W_j|^(1 - alpha), alpha is searched per activation on calibration rows
+by simulating int8 on both sides.
+
+The division is folded where it costs nothing:
+- into the gamma and beta of the LayerNormalization / SkipLayerNormalization /
+  EmbedLayerNormalization that produces X; in a post-LN encoder (BERT) the same output also feeds
+  the residual branch, which gets a Mul by s to see the original values;
+- into the V columns (weights and bias) of a fused Attention op, whose output channels are the
+  value channels, for the attention output projection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .base import Pass, PassResult
+
+ALPHAS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+# Producer op -> (indices of its gamma and beta inputs). Only output 0 is the normalized tensor.
+_NORMS = {"LayerNormalization": (1, 2), "SkipLayerNormalization": (2, 3), "EmbedLayerNormalization": (5, 6)}
+
+
+@dataclass
+class SmoothGroup:
+    """One activation and the weights it feeds."""
+
+    tensor: str
+    producer: str  # node name
+    fold: str  # "norm" or "attention-v"
+    weights: list[tuple[str, str, bool]] = field(default_factory=list)  # (node, initializer, rows on axis 1)
+    others: list[tuple[str, int]] = field(default_factory=list)  # (node, input index) needing original X
+
+
+def _weight_of(node: onnx.NodeProto, tensor: str, inits: dict) -> tuple[str, bool] | None:
+    """The initializer whose rows multiply `tensor` in this node, and whether rows lie on axis 1."""
+    if not node.input or node.input[0] != tensor or len(node.input) < 2 or node.input[1] not in inits:
+        return None
+    if inits[node.input[1]].dims.__len__() != 2:
+        return None
+    if node.op_type in ("MatMul", "Attention") and node.domain in ("", "com.microsoft"):
+        return node.input[1], False
+    if node.op_type == "Gemm":
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if attrs.get("transA", 0):
+            return None
+        return node.input[1], bool(attrs.get("transB", 0))
+    return None
+
+
+def find_groups(model: onnx.ModelProto) -> tuple[list[SmoothGroup], dict[str, str]]:
+    """Smoothable activations, and for every candidate left out, the reason (for the report)."""
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
+    graph_outputs = {o.name for o in graph.output}
+    groups, skipped = [], {}
+    for node in graph.node:
+        if node.op_type in _NORMS:
+            fold, tensor = "norm", node.output[0]
+            owned = [node.input[i] for i in _NORMS[node.op_type] if i < len(node.input) and node.input[i]]
+        elif node.op_type == "Attention" and node.domain == "com.microsoft" and len(node.input) > 2:
+            fold, tensor = "attention-v", node.output[0]
+            owned = [node.input[1], node.input[2]]
+            attrs = {a.name for a in node.attribute}
+            if "qkv_hidden_sizes" in attrs:
+                skipped[node.name] = "Attention with qkv_hidden_sizes"
+                continue
+        else:
+            continue
+        if not node.name:
+            skipped[tensor] = "its producer has no name"
+            continue
+        group = SmoothGroup(tensor, node.name, fold)
+        for consumer in consumers.get(tensor, []):
+            if consumer.op_type in ("Shape", "Size"):  # read the shape only, never the values
+                continue
+            weight = _weight_of(consumer, tensor, inits)
+            if weight is None or not consumer.name:
+                group.others.extend((consumer.name, i) for i, x in enumerate(consumer.input) if x == tensor)
+            else:
+                group.weights.append((consumer.name, *weight))
+        reason = None
+        if not group.weights:
+            reason = "feeds no weight"
+        elif any(o not in inits for o in owned):
+            reason = "its parameters are not constant"
+        elif tensor in graph_outputs:
+            reason = "is a graph output"
+        elif fold == "attention-v" and group.others:
+            reason = "the attention output also feeds ops without weights"
+        if reason:
+            skipped[tensor] = reason
+        else:
+            groups.append(group)
+    return groups, skipped
+
+
+def smoothing_scales(absmax_x: np.ndarray, absmax_w: np.ndarray, alpha: float) -> np.ndarray:
+    x = np.maximum(absmax_x.astype(np.float64), 1e-5)
+    w = np.maximum(absmax_w.astype(np.float64), 1e-5)
+    return np.clip(x**alpha / w ** (1 - alpha), 1e-4, 1e4)
+
+
+def _fake_quant_activation(x: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Per-tensor asymmetric uint8, as the CPU provider's static and dynamic kernels use."""
+    low, high = min(low, 0.0), max(high, 0.0)
+    scale = (high - low) / 255 or 1.0
+    zero = np.round(-low / scale)
+    return (np.clip(np.round(x / scale) + zero, 0, 255) - zero) * scale
+
+
+def _fake_quant_weight(w: np.ndarray) -> np.ndarray:
+    """Per-output-channel symmetric int8 (rows are input channels)."""
+    scale = np.maximum(np.abs(w).max(0, keepdims=True), 1e-12) / 127
+    return np.clip(np.round(w / scale), -127, 127) * scale
+
+
+def quant_error(stats, weights: list[np.ndarray], scales: np.ndarray) -> float:
+    """Relative squared error of X·W under simulated int8, after smoothing by `scales`."""
+    x = stats.rows.astype(np.float64)
+    xs = _fake_quant_activation(
+        x / scales, float((stats.low / scales).min()), float((stats.high / scales).max())
+    )
+    num = den = 0.0
+    for w in weights:
+        exact = x @ w
+        num += float(((xs @ _fake_quant_weight(w * scales[:, None]) - exact) ** 2).sum())
+        den += float((exact**2).sum())
+    return num / max(den, 1e-30)
+
+
+class Smooth(Pass):
+    """Fold per-channel smoothing scales into the graph, alpha chosen per activation.
+
+    `stats` maps each group's tensor to its onnxopt.calibrate.ChannelStats; `alphas` are the
+    candidates (a fixed alpha: one value). A group whose best simulated error is not below the
+    unsmoothed one is left alone.
+    """
+
+    name = "smooth"
+
+    def __init__(self, stats: dict, alphas: tuple[float, ...] = ALPHAS, only_if_better: bool = True):
+        self.stats = stats
+        self.alphas = alphas
+        self.only_if_better = only_if_better
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        model_copy = onnx.ModelProto()
+        model_copy.CopyFrom(model)
+        groups, skipped = find_groups(model_copy)
+        inits = {t.name: t for t in model_copy.graph.initializer}
+        nodes = {n.name: n for n in model_copy.graph.node}
+        applied, muls = [], {}
+        for group in groups:
+            stats = self.stats.get(group.tensor)
+            if stats is None:
+                skipped[group.tensor] = "no calibration statistics"
+                continue
+            weights = [
+                _rows_first(numpy_helper.to_array(inits[w]), t).astype(np.float64)
+                for _, w, t in group.weights
+            ]
+            absmax_w = np.max([np.abs(w).max(1) for w in weights], axis=0)
+            base = quant_error(stats, weights, np.ones_like(absmax_w))
+            tried = [
+                (quant_error(stats, weights, smoothing_scales(stats.absmax, absmax_w, a)), a)
+                for a in self.alphas
+            ]
+            error, alpha = min(tried)
+            if self.only_if_better and error >= base:
+                skipped[group.tensor] = f"no alpha lowers the simulated int8 error ({base:.2e})"
+                continue
+            scales = smoothing_scales(stats.absmax, absmax_w, alpha)
+            _apply(model_copy, group, scales, inits, nodes, muls)
+            applied.append(
+                {
+                    "tensor": group.tensor,
+                    "alpha": alpha,
+                    "error_before": base,
+                    "error_after": error,
+                    "weights": [n for n, _, _ in group.weights],
+                    "residual_muls": len(group.others),
+                }
+            )
+        if muls:  # each Mul goes right after its producer, keeping the node list topologically sorted
+            ordered = []
+            for node in model_copy.graph.node:
+                ordered.append(node)
+                ordered.extend(muls.get(node.name, []))
+            del model_copy.graph.node[:]
+            model_copy.graph.node.extend(ordered)
+        return PassResult(model_copy, bool(applied), {"smoothed": applied, "skipped": skipped})
+
+
+def _rows_first(w: np.ndarray, transposed: bool) -> np.ndarray:
+    return w.T if transposed else w
+
+
+def _set(init: onnx.TensorProto, value: np.ndarray) -> None:
+    init.CopyFrom(numpy_helper.from_array(value.astype(numpy_helper.to_array(init).dtype), init.name))
+
+
+def _own(model, node: onnx.NodeProto, index: int, inits: dict) -> onnx.TensorProto:
+    """The initializer at `node.input[index]`, copied under a new name if any other input uses it.
+
+    Exporters share identical tensors (a fresh model's LayerNorm gammas are all ones), and
+    rescaling one user must not rescale the others."""
+    name = node.input[index]
+    users = sum(i == name for n in model.graph.node for i in n.input)
+    if users == 1:
+        return inits[name]
+    copy = onnx.TensorProto()
+    copy.CopyFrom(inits[name])
+    copy.name = f"{name}__{node.name}_{index}"
+    model.graph.initializer.append(copy)
+    inits[copy.name] = model.graph.initializer[-1]
+    node.input[index] = copy.name
+    return inits[copy.name]
+
+
+def _apply(model, group: SmoothGroup, scales: np.ndarray, inits: dict, nodes: dict, muls: dict) -> None:
+    producer = nodes[group.producer]
+    if group.fold == "norm":
+        for index in _NORMS[producer.op_type]:
+            if index < len(producer.input) and producer.input[index]:
+                init = _own(model, producer, index, inits)
+                _set(init, numpy_helper.to_array(init) / scales)
+    else:  # attention-v: the last third of the packed QKV weight and bias
+        weight, bias = _own(model, producer, 1, inits), _own(model, producer, 2, inits)
+        w, b = numpy_helper.to_array(weight).copy(), numpy_helper.to_array(bias).copy()
+        hidden = w.shape[1] // 3
+        w[:, 2 * hidden :] /= scales
+        b[2 * hidden :] /= scales
+        _set(weight, w)
+        _set(bias, b)
+    for consumer, _, transposed in group.weights:
+        init = _own(model, nodes[consumer], 1, inits)
+        w = numpy_helper.to_array(init)
+        _set(init, w * scales[None, :] if transposed else w * scales[:, None])
+    if group.others:
+        restore = f"{group.tensor}_smooth_scale"
+        restored = f"{group.tensor}_unsmoothed"
+        model.graph.initializer.append(numpy_helper.from_array(scales.astype(np.float32), restore))
+        mul = onnx.helper.make_node(
+            "Mul", [group.tensor, restore], [restored], name=f"{group.producer}_unsmooth"
+        )
+        for node_name, index in group.others:
+            nodes[node_name].input[index] = restored
+        muls.setdefault(group.producer, []).append(mul)

@@ -1,0 +1,127 @@
+"""Activation smoothing: exact before quantization, and it helps int8 where one channel dominates."""
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import numpy_helper
+
+from onnxopt import modelio
+from onnxopt.calibrate import collect_channel_stats
+from onnxopt.datasources import embedded_samples
+from onnxopt.evaluate import output_fidelity
+from onnxopt.passes.fuse_transformer import FuseTransformer
+from onnxopt.passes.smooth import Smooth, find_groups
+from onnxopt.quantization import quantize
+from onnxopt.samples import TokenizedSamples, input_types, load_tokenizer
+from tests.conftest import assert_clean_error
+
+
+def _feeds(folder, model, count=12):
+    return list(TokenizedSamples(embedded_samples(count), load_tokenizer(folder), input_types(model), 64))
+
+
+def _outputs(model, feeds):
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return [session.run(None, f)[0] for f in feeds]
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["unfused", "fused"])
+def test_smoothing_is_exact_before_quantization(tiny_bert_onnx, fused):
+    model = modelio.load(modelio.resolve(tiny_bert_onnx))
+    if fused:
+        model = FuseTransformer("bert")(model).model
+    groups, _ = find_groups(model)
+    folds = {g.fold for g in groups}
+    assert folds == ({"norm", "attention-v"} if fused else {"norm"})
+    feeds = _feeds(tiny_bert_onnx, model)
+    stats = collect_channel_stats(model, feeds, [g.tensor for g in groups])
+    result = Smooth(stats, alphas=(0.5,), only_if_better=False)(model)
+    assert len(result.details["smoothed"]) == len(groups)
+    before = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    after = {t.name: numpy_helper.to_array(t) for t in result.model.graph.initializer}
+    nodes = {n.name: n for n in result.model.graph.node}
+    for group in groups:  # every weight really was rescaled, so equality below is not trivial
+        for node, weight, _ in group.weights:
+            assert not np.allclose(after[nodes[node].input[1]], before[weight])
+    for want, got in zip(_outputs(model, feeds), _outputs(result.model, feeds), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_channel_stats_stream_with_bounded_rows(tiny_bert_onnx):
+    model = modelio.load(modelio.resolve(tiny_bert_onnx))
+    tensor = find_groups(model)[0][0].tensor
+    feeds = _feeds(tiny_bert_onnx, model, 30)
+    stats = collect_channel_stats(model, feeds, [tensor], max_rows=50)[tensor]
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    every = np.concatenate([session.run([tensor], f)[0].reshape(-1, stats.absmax.size) for f in feeds])
+    assert len(every) > 50 and stats.rows.shape == (50, every.shape[1])
+    np.testing.assert_array_equal(stats.absmax, np.abs(every).max(0))
+    np.testing.assert_array_equal(stats.low, every.min(0))
+    # Kept rows are real rows of the stream, not only its first ones.
+    kept = {r.tobytes() for r in stats.rows}
+    assert kept <= {r.tobytes() for r in every} and kept - {r.tobytes() for r in every[:50]}
+
+
+def _fresh(model, name, value):
+    model.graph.initializer.append(numpy_helper.from_array(value, f"{name}_planted"))
+    return f"{name}_planted"
+
+
+@pytest.fixture(scope="module")
+def outlier(tiny_bert_onnx, tmp_path_factory):
+    """One channel of every LayerNorm output made 40x larger through gamma and beta: the QKV and
+    FFN input ranges are then set by that channel, as in real BERT hidden states."""
+    folder = tmp_path_factory.mktemp("outlier") / "fp32"
+    shutil.copytree(tiny_bert_onnx, folder)
+    model = onnx.load(str(folder / "model.onnx"))
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    values.update(  # the exporter shares identical parameters through Identity nodes
+        {
+            n.output[0]: values[n.input[0]]
+            for n in model.graph.node
+            if n.op_type == "Identity" and n.input[0] in values
+        }
+    )
+    for node in model.graph.node:  # random-init weights (std 0.02) leave the residual stream in charge
+        if node.op_type == "MatMul" and node.input[1] in values and values[node.input[1]].ndim == 2:
+            node.input[1] = _fresh(model, node.input[1], 10.0 * values[node.input[1]])
+    outputs = {o.name for o in model.graph.output}  # the model's own output keeps its scale
+    for node in model.graph.node:
+        if node.op_type == "LayerNormalization" and "encoder" in node.name and node.output[0] not in outputs:
+            for index in (1, 2):
+                value = values[node.input[index]].copy()
+                value[5] = 40.0 * (abs(value[5]) + 1.0)
+                node.input[index] = _fresh(model, f"{node.name}_{index}", value)
+    onnx.save(model, str(folder / "model.onnx"))
+    return folder
+
+
+def test_smoothing_lowers_static_int8_error_on_outlier_channels(outlier, tmp_path):
+    # QDQ MatMuls only: one calibrated scale per activation tensor, the case smoothing is for.
+    plain = quantize(outlier, tmp_path / "plain", "static", calib=16, ops="MatMul", smooth=False)
+    smooth = quantize(outlier, tmp_path / "smooth", "static", calib=16, ops="MatMul", smooth=True)
+    assert plain.options["smooth"] == [] and smooth.options["smooth"]
+    assert all(0 < g["alpha"] < 1 for g in smooth.options["smooth"])
+    feeds = _feeds(outlier, modelio.load(modelio.resolve(outlier)), 16)
+    err_plain = output_fidelity(tmp_path / "plain", outlier, feeds)
+    err_smooth = output_fidelity(tmp_path / "smooth", outlier, feeds)
+    assert 1 - err_smooth.mean_cosine < 0.6 * (1 - err_plain.mean_cosine), (err_smooth, err_plain)
+    manifest = json.loads((tmp_path / "smooth" / "onnxopt.json").read_text())
+    assert manifest["steps"][-1]["smooth"] == smooth.options["smooth"]
+
+
+def test_explicit_smooth_needs_a_tokenizer(cli, tiny_bert_onnx, tmp_path):
+    bare = tmp_path / "bare.onnx"
+    shutil.copy(tiny_bert_onnx / "model.onnx", bare)
+    code, _, err = cli("quantize", bare, "--dynamic", "--smooth", "-o", tmp_path / "q")
+    assert_clean_error(code, err, "tokenizer")
+    assert not (tmp_path / "q").exists()
+    code, _, err = cli("quantize", bare, "--dynamic", "-o", tmp_path / "q")  # auto: off without one
+    assert code == 0, err
