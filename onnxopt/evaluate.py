@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -91,12 +91,17 @@ class EvalResult:
     metric_name: str | None = None
     metric: float | None = None
     reference_metric: float | None = None
+    higher_is_better: bool = True
+    # Further figures of the same task (SQuAD's exact match beside F1): name -> (value, reference).
+    extras: dict[str, tuple[float, float | None]] = field(default_factory=dict)
 
     @property
     def drop(self) -> float | None:
+        """How much worse than the reference (positive = worse), whichever way the metric points."""
         if self.metric is None or self.reference_metric is None:
             return None
-        return self.reference_metric - self.metric
+        diff = self.reference_metric - self.metric
+        return diff if self.higher_is_better else -diff
 
 
 def output_fidelity(model: Path, reference: Path, feeds) -> Fidelity:

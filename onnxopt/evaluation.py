@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import modelio
+from . import modelio, task_metrics
 from .datasources import embedded_samples, load_samples
 from .errors import OnnxoptError
 from .evaluate import EvalResult, load_sts_pairs, output_fidelity, sts_spearman
 from .samples import TokenizedSamples, input_types, load_tokenizer
 
-TASKS = ("fidelity", "sts")
+TASKS = ("fidelity", "sts", "classification", "qa", "perplexity")
+_NEEDS = {
+    "sts": "pairs with gold scores (pass --data path/to/sts-dev.csv)",
+    "classification": "a labelled csv (pass --data FILE with text and label columns)",
+    "qa": "a SQuAD-format json (pass --data FILE)",
+    "perplexity": "a text file (pass --data FILE)",
+}
+_SEQ_LEN = {"qa": 384}
 
 
 def evaluate(
@@ -19,15 +26,23 @@ def evaluate(
     task: str = "fidelity",
     data: str | None = None,
     limit: int = 64,
-    seq_len: int = 128,
+    seq_len: int | None = None,
     text_column: str | None = None,
     record: bool = True,
+    label_column: str = "label",
 ) -> EvalResult:
     if task not in TASKS:
         raise OnnxoptError(f"unknown eval task {task!r}", f"use one of: {', '.join(TASKS)}")
     if limit < 1:
         raise OnnxoptError(
             f"--limit must be at least 1, got {limit}", "64 samples give a stable fidelity figure"
+        )
+    seq_len = seq_len or _SEQ_LEN.get(task, 128)
+    if seq_len < 1:
+        raise OnnxoptError(f"--seq-len must be at least 1, got {seq_len}", "128 suits most sentence models")
+    if task != "fidelity" and data is None:
+        raise OnnxoptError(
+            f"the {task} task needs {_NEEDS[task].split(' (')[0]}", _NEEDS[task].split("(")[1][:-1]
         )
     ref = modelio.resolve(model)
     result = EvalResult(model=ref.name, reference=str(reference) if reference else None, task=task)
@@ -42,17 +57,49 @@ def evaluate(
         )
         result.fidelity = output_fidelity(model, reference, feeds)
     else:
-        if data is None:
-            raise OnnxoptError("the sts task needs pairs with gold scores", "pass --data path/to/sts-dev.csv")
-        pairs = load_sts_pairs(Path(data))
-        result.metric_name = "spearman_x100"
-        result.metric = sts_spearman(model, pairs, seq_len)
-        if reference is not None:
-            result.reference_metric = sts_spearman(reference, pairs, seq_len)
+        _task_metric(
+            result,
+            task,
+            Path(data),
+            [model] + ([reference] if reference else []),
+            seq_len,
+            text_column,
+            label_column,
+        )
     if record and ref.folder is not None and (manifest := ref.manifest) is not None:
         manifest.add_step("eval", **_record(result, data))
         manifest.save(ref.folder)
     return result
+
+
+def _task_metric(
+    result: EvalResult, task, data: Path, models: list[Path], seq_len, text_column, label_column
+) -> None:
+    """The task's metric on the model, and on the reference when there is one."""
+    if task == "sts":
+        pairs = load_sts_pairs(data)
+        values = [sts_spearman(m, pairs, seq_len) for m in models]
+        result.metric_name = "spearman_x100"
+    elif task == "classification":
+        rows = task_metrics.load_labelled(data, text_column, label_column)
+        values = [task_metrics.classification_accuracy(m, rows, seq_len) for m in models]
+        result.metric_name = "accuracy_x100"
+    elif task == "qa":
+        examples = task_metrics.load_squad(data)
+        scores = [
+            task_metrics.squad_scores(task_metrics.qa_predictions(m, examples, seq_len), examples)
+            for m in models
+        ]
+        values = [f1 for _, f1 in scores]
+        result.metric_name = "f1_x100"
+        result.extras["exact_match_x100"] = (scores[0][0], scores[1][0] if len(scores) > 1 else None)
+    else:
+        texts = task_metrics.load_text(data)
+        values = [task_metrics.perplexity(m, texts, seq_len) for m in models]
+        result.metric_name = "perplexity"
+        result.higher_is_better = False
+    result.metric = values[0]
+    result.reference_metric = values[1] if len(values) > 1 else None
 
 
 def _record(result: EvalResult, data: str | None) -> dict:
@@ -66,4 +113,7 @@ def _record(result: EvalResult, data: str | None) -> dict:
             reference_value=result.reference_metric,
             drop=result.drop,
         )
+        for name, (value, reference) in result.extras.items():
+            record[name] = value
+            record[f"reference_{name}"] = reference
     return record

@@ -200,7 +200,11 @@ def eval_result(r) -> None:
         table.add_row(r.metric_name, f"{r.metric:.2f}")
         if r.reference_metric is not None:
             table.add_row(f"reference {r.metric_name}", f"{r.reference_metric:.2f}")
-            table.add_row("drop", f"{r.drop:.2f}")
+            table.add_row("drop" if r.higher_is_better else "increase", f"{r.drop:.2f}")
+    for name, (value, reference) in r.extras.items():
+        table.add_row(
+            name, f"{value:.2f}" + (f" (reference {reference:.2f})" if reference is not None else "")
+        )
     console.print(table)
 
 

@@ -23,10 +23,20 @@ _WORDS = (
 ).split()
 
 
-def build_tiny_bert(folder: Path, hidden: int = 32, layers: int = 2, heads: int = 2, seed: int = 0) -> Path:
-    """A random-weight BERT (hidden 32, 2 layers) with a WordPiece tokenizer over a small vocabulary."""
+def build_tiny_bert(
+    folder: Path, hidden: int = 32, layers: int = 2, heads: int = 2, seed: int = 0, head: str = "base"
+) -> Path:
+    """A random-weight BERT (hidden 32, 2 layers) with a WordPiece tokenizer over a small vocabulary.
+
+    head: "base" (BertModel), "classification" (2 labels, neg/pos) or "qa" (span start/end)."""
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import (
+        BertConfig,
+        BertForQuestionAnswering,
+        BertForSequenceClassification,
+        BertModel,
+        BertTokenizerFast,
+    )
 
     folder.mkdir(parents=True, exist_ok=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(_WORDS))
@@ -40,10 +50,46 @@ def build_tiny_bert(folder: Path, hidden: int = 32, layers: int = 2, heads: int 
         num_hidden_layers=layers,
         num_attention_heads=heads,
         intermediate_size=hidden * 4,
-        max_position_embeddings=256,
+        max_position_embeddings=512,
+        id2label={0: "neg", 1: "pos"},
+        label2id={"neg": 0, "pos": 1},
     )
-    BertModel(config).eval().save_pretrained(folder)
+    cls = {"base": BertModel, "classification": BertForSequenceClassification, "qa": BertForQuestionAnswering}
+    cls[head](config).eval().save_pretrained(folder)
     return folder
+
+
+def build_tiny_gpt2(folder: Path, hidden: int = 32, layers: int = 2, heads: int = 2, seed: int = 0) -> Path:
+    """A random-weight GPT-2 (Conv1D projections) with a word-level tokenizer over the same vocabulary."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {w: i for i, w in enumerate(["<unk>", "<eos>", *sorted(set(_WORDS))])}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", eos_token="<eos>")
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=len(vocab),
+        n_embd=hidden,
+        n_layer=layers,
+        n_head=heads,
+        n_positions=256,
+        bos_token_id=1,
+        eos_token_id=1,
+    )
+    GPT2LMHeadModel(config).eval().save_pretrained(folder)
+    return folder
+
+
+def export_to(folder: Path, out: Path) -> Path:
+    from onnxopt.export import export
+
+    export(str(folder), out)
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -68,6 +114,12 @@ def tiny_bert_dynamic(tmp_path_factory, tiny_bert_onnx) -> Path:
     out = tmp_path_factory.mktemp("onnx") / "dyn"
     quantize(tiny_bert_onnx, out, "dynamic")
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_onnx(tmp_path_factory) -> Path:
+    hf = build_tiny_gpt2(tmp_path_factory.mktemp("hf") / "tiny-gpt2")
+    return export_to(hf, tmp_path_factory.mktemp("onnx") / "gpt2")
 
 
 @pytest.fixture

@@ -1,0 +1,258 @@
+"""Task metrics for models with heads: classification accuracy, SQuAD exact match / F1, perplexity.
+
+Each reads its own data format, runs the model on the CPU provider and returns one number; the
+`eval` workflow (onnxopt.evaluation) runs the same metric on the reference for the drop.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import json
+import re
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import modelio
+from .errors import OnnxoptError
+from .samples import complete_inputs, input_types, load_tokenizer
+from .sessions import make_session
+
+_TEXT_NAMES = ("text", "sentence", "content", "review")
+
+
+@dataclass
+class _Runner:
+    session: object
+    tokenizer: object
+    types: dict
+    outputs: list[str]
+    config: dict
+
+
+def _runner(model: Path, needs: str, threads: int | None = None) -> _Runner:
+    ref = modelio.resolve(model)
+    proto = modelio.load(ref, load_weights=False)
+    outputs = [o.name for o in proto.graph.output]
+    config = {}
+    if ref.folder is not None and (ref.folder / "config.json").is_file():
+        config = json.loads((ref.folder / "config.json").read_text())
+    wanted = {
+        "logits": ["logits"],
+        "span": ["start_logits", "end_logits"],
+    }[needs]
+    if any(w not in outputs for w in wanted):
+        kind = {"logits": "a classifier or causal LM", "span": "a question-answering model"}[needs]
+        raise OnnxoptError(
+            f"{ref.name} has outputs {', '.join(outputs)}, not {', '.join(wanted)}: it is not {kind}",
+            "export it with the matching --task: text-classification, question-answering or text-generation",
+        )
+    session = make_session(ref.onnx_path, "cpu", threads)
+    return _Runner(session, load_tokenizer(ref.folder), input_types(proto), outputs, config)
+
+
+def _run(runner: _Runner, enc: dict, names: list[str]) -> list[np.ndarray]:
+    feed = complete_inputs({k: v for k, v in enc.items() if k in runner.types}, runner.types)
+    return runner.session.run(names, feed)
+
+
+# --- classification ---------------------------------------------------------------------------
+
+
+def load_labelled(
+    path: Path, text_column: str | None, label_column: str
+) -> list[tuple[tuple[str, ...], str]]:
+    """A csv/tsv with a header: text column(s) and a label column."""
+    if not path.is_file():
+        raise OnnxoptError(f"{path} does not exist", "give a csv with a header, text and label columns")
+    delimiter = "\t" if path.suffix in (".tsv", ".tab") else ","
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f, delimiter=delimiter)
+        header = reader.fieldnames or []
+        texts = [c.strip() for c in text_column.split(",")] if text_column else None
+        texts = texts or [next((n for n in _TEXT_NAMES if n in header), "")]
+        missing = [c for c in [*texts, label_column] if c not in header]
+        if missing:
+            raise OnnxoptError(
+                f"{path} has no column {missing[0]!r}",
+                f"its columns are: {', '.join(header[:12]) or '(none)'}; use --text-column / --label-column",
+            )
+        rows = [
+            (tuple(row[c] for c in texts), row[label_column].strip())
+            for row in reader
+            if all((row[c] or "").strip() for c in texts) and (row[label_column] or "").strip()
+        ]
+    if not rows:
+        raise OnnxoptError(f"{path} holds no labelled rows", "each row needs text and a label")
+    return rows
+
+
+def _label_index(label: str, config: dict, classes: int) -> int:
+    label2id = {str(k).lower(): int(v) for k, v in (config.get("label2id") or {}).items()}
+    if label.lower() in label2id:
+        return label2id[label.lower()]
+    try:
+        index = int(float(label))
+    except ValueError:
+        index = -1
+    if not 0 <= index < classes:
+        raise OnnxoptError(
+            f"label {label!r} is neither a class index below {classes} nor a name in the model's label2id",
+            f"the model's labels are: {', '.join(label2id) or ', '.join(map(str, range(classes)))}",
+        )
+    return index
+
+
+def classification_accuracy(
+    model: Path, rows: list, seq_len: int = 128, batch: int = 32, threads: int | None = None
+) -> float:
+    """Accuracy (x100) of argmax(logits) against the labels."""
+    runner = _runner(model, "logits", threads)
+    correct = 0
+    for i in range(0, len(rows), batch):
+        chunk = rows[i : i + batch]
+        columns = list(zip(*[texts for texts, _ in chunk], strict=True))
+        enc = runner.tokenizer(
+            *columns, padding=True, truncation=True, max_length=seq_len, return_tensors="np"
+        )
+        logits = _run(runner, dict(enc), ["logits"])[0]
+        if logits.ndim != 2:
+            raise OnnxoptError(
+                f"logits of shape {logits.shape} are not per-sequence class scores",
+                "use a sequence-classification export for --task classification",
+            )
+        labels = [_label_index(label, runner.config, logits.shape[1]) for _, label in chunk]
+        correct += int((logits.argmax(1) == np.array(labels)).sum())
+    return 100.0 * correct / len(rows)
+
+
+# --- question answering (SQuAD v1 format and metric) -------------------------------------------
+
+
+@dataclass
+class QaExample:
+    id: str
+    question: str
+    context: str
+    answers: list[str]
+
+
+def load_squad(path: Path) -> list[QaExample]:
+    if not path.is_file():
+        raise OnnxoptError(f"{path} does not exist", "give a SQuAD-format .json file")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))["data"]
+        examples = [
+            QaExample(str(qa["id"]), qa["question"], para["context"], [a["text"] for a in qa["answers"]])
+            for article in data
+            for para in article["paragraphs"]
+            for qa in para["qas"]
+        ]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise OnnxoptError(
+            f"{path} is not SQuAD-format JSON ({type(exc).__name__}: {exc})",
+            'expected {"data": [{"paragraphs": [{"context", "qas": [{"id", "question", "answers"}]}]}]}',
+        ) from exc
+    if not examples:
+        raise OnnxoptError(f"{path} holds no questions", "each paragraph needs a non-empty qas list")
+    return examples
+
+
+def _normalize(text: str) -> str:
+    """SQuAD v1.1 answer normalization: lower case, no punctuation, articles or extra spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+
+def _f1(prediction: str, truth: str) -> float:
+    pred, gold = _normalize(prediction).split(), _normalize(truth).split()
+    common = sum((collections.Counter(pred) & collections.Counter(gold)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_scores(predictions: dict[str, str], examples: list[QaExample]) -> tuple[float, float]:
+    """(exact match, F1), both x100, best over each question's gold answers."""
+    em = f1 = 0.0
+    for ex in examples:
+        pred = predictions.get(ex.id, "")
+        golds = ex.answers or [""]
+        em += max(float(_normalize(pred) == _normalize(g)) for g in golds)
+        f1 += max(_f1(pred, g) for g in golds)
+    return 100 * em / len(examples), 100 * f1 / len(examples)
+
+
+def qa_predictions(
+    model: Path,
+    examples: list[QaExample],
+    seq_len: int = 384,
+    max_answer: int = 30,
+    threads: int | None = None,
+) -> dict[str, str]:
+    """Best span in the context (start <= end, at most `max_answer` tokens), one window per question."""
+    runner = _runner(model, "span", threads)
+    predictions = {}
+    for ex in examples:
+        enc = runner.tokenizer(
+            ex.question,
+            ex.context,
+            truncation="only_second",
+            max_length=seq_len,
+            return_offsets_mapping=True,
+            return_tensors="np",
+        )
+        offsets = enc.pop("offset_mapping")[0]
+        in_context = np.array([s == 1 for s in enc.sequence_ids(0)])
+        start, end = (x[0] for x in _run(runner, dict(enc), ["start_logits", "end_logits"]))
+        start = np.where(in_context, start, -np.inf)
+        end = np.where(in_context, end, -np.inf)
+        scores = start[:, None] + end[None, :]
+        allowed = np.triu(np.ones_like(scores, dtype=bool)) & ~np.triu(
+            np.ones_like(scores, dtype=bool), max_answer
+        )
+        scores = np.where(allowed, scores, -np.inf)
+        i, j = np.unravel_index(int(np.argmax(scores)), scores.shape)
+        predictions[ex.id] = ex.context[offsets[i][0] : offsets[j][1]] if np.isfinite(scores[i, j]) else ""
+    return predictions
+
+
+# --- perplexity --------------------------------------------------------------------------------
+
+
+def load_text(path: Path) -> list[str]:
+    if not path.is_file():
+        raise OnnxoptError(f"{path} does not exist", "give a UTF-8 text file, one passage per line")
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not lines:
+        raise OnnxoptError(f"{path} holds no text", "give a UTF-8 text file, one passage per line")
+    return lines
+
+
+def perplexity(model: Path, texts: list[str], seq_len: int = 128, threads: int | None = None) -> float:
+    """exp(mean next-token negative log-likelihood) over windows of `seq_len` tokens of the text."""
+    runner = _runner(model, "logits", threads)
+    ids = np.array(runner.tokenizer("\n\n".join(texts))["input_ids"], dtype=np.int64)
+    if len(ids) < 2:
+        raise OnnxoptError("the text is too short to measure perplexity", "give at least a sentence")
+    total, count = 0.0, 0
+    for i in range(0, len(ids) - 1, seq_len):
+        window = ids[i : i + seq_len + 1]
+        if len(window) < 2:
+            break
+        inputs, targets = window[:-1][None, :], window[1:]
+        logits = _run(runner, {"input_ids": inputs}, ["logits"])[0][0].astype(np.float64)
+        if logits.ndim != 2 or logits.shape[0] != len(targets):
+            raise OnnxoptError(
+                f"logits of shape {logits.shape} are not per-token scores",
+                "use a causal LM export (--task text-generation) for --task perplexity",
+            )
+        logits -= logits.max(1, keepdims=True)
+        log_probs = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+        total -= float(log_probs[np.arange(len(targets)), targets].sum())
+        count += len(targets)
+    return float(np.exp(total / count))
