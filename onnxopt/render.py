@@ -98,6 +98,29 @@ def quantize_result(r) -> None:
     )
 
 
+def prune_result(r) -> None:
+    verb = "Masked" if r.mask_only else "Pruned"
+    table = Table(
+        title=escape(f"{verb} to {r.out} (sparsity {r.sparsity:g}, {r.samples} calibration samples)")
+    )
+    for col in ("layer", "block", "kept", "linear params", "MACs/token"):
+        table.add_column(col, justify="left" if col in ("layer", "block") else "right")
+    for layer in r.layers:
+        unit = "heads" if layer.kind == "attention" else "neurons"
+        # Every linear weight is one multiply-add per token, so params and MACs/token coincide.
+        change = f"{layer.params_before:,} -> {layer.params_after:,}"
+        table.add_row(str(layer.layer), layer.kind, f"{layer.kept}/{layer.units} {unit}", change, change)
+    before, after = r.linear_params
+    table.add_row("all", "", "", f"{before:,} -> {after:,}", f"-{100 * (1 - after / max(before, 1)):.1f}%")
+    console.print(table)
+    for note in r.notes:
+        console.print(f"note: {escape(note)}")
+    console.print(
+        f"size: {size(r.size_before)} -> {size(r.size_after)}, {r.seconds:.1f} s in all"
+        + ("; shapes unchanged (--mask-only)" if r.mask_only else "")
+    )
+
+
 def _counts(counts: dict) -> str:
     return ", ".join(f"{op} x{n}" for op, n in counts.items())
 

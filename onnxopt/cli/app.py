@@ -8,7 +8,7 @@ import typer
 
 from .. import render
 from ..errors import OnnxoptError
-from . import bench, eval, export, inspect, optimize, quantize
+from . import bench, eval, export, inspect, optimize, prune, quantize
 
 app = typer.Typer(
     name="onnxopt",
@@ -20,6 +20,7 @@ app = typer.Typer(
 app.command("export")(export.command)
 app.command("optimize")(optimize.command)
 app.command("quantize")(quantize.command)
+app.command("prune")(prune.command)
 app.command("bench")(bench.command)
 app.command("inspect")(inspect.command)
 app.command("eval")(eval.command)

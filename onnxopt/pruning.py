@@ -1,0 +1,287 @@
+"""The `prune` workflow: score FFN neurons and attention heads on calibration text, keep the best
+under a global budget, re-fit each pruned block's output projection, then fold (or mask).
+
+Scores need no gradients: a unit's output energy, ||activation_j|| x ||W_out[j]||, summed over
+calibration tokens (samples run one at a time, unpadded, so padding never counts). The budget is
+global per unit type: layers whose units matter more keep more, each keeps at least the floor,
+and FFN widths are rounded to multiples of 16 for the GEMM kernels.
+
+Reconstruction goes layer by layer from the bottom: for each block, the partially pruned model's
+kept activations are regressed (ridge, with a bias column) onto the unpruned block's outputs on
+the same tokens, so each layer also corrects the drift of the layers below it. The statistics are
+Gram matrices accumulated sample by sample: memory does not grow with the number of samples.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from . import modelio
+from .datasources import embedded_samples, load_samples
+from .errors import OnnxoptError
+from .manifest import Manifest
+from .outputs import check_output, staged_dir
+from .passes import Pipeline, StepReport
+from .passes._files import write_temp_model
+from .passes.prune_fold import FfnPlan, FoldPruned, HeadPlan
+from .passes.prune_structures import Graph, find_attention_blocks, find_ffn_blocks
+from .passes.quantize import INT8_OPS
+from .samples import TokenizedSamples, input_types, load_tokenizer
+from .sessions import make_session
+
+Progress = Callable[[str, int, int], None]
+_FUSED = ("Attention", "SkipLayerNormalization", "EmbedLayerNormalization", "MultiHeadAttention", "BiasGelu")
+RIDGE = 1e-2  # relative to the mean diagonal of the Gram matrix
+
+
+@dataclass
+class LayerReport:
+    kind: str  # "attention" or "ffn"
+    layer: int
+    units: int
+    kept: int
+    params_before: int
+    params_after: int
+
+
+@dataclass
+class PruneResult:
+    out: Path
+    sparsity: float
+    layers: list[LayerReport]
+    notes: list[str]
+    steps: list[StepReport]
+    seconds: float
+    size_before: int
+    size_after: int
+    mask_only: bool
+    samples: int
+    options: dict = field(default_factory=dict)
+
+    @property
+    def linear_params(self) -> tuple[int, int]:
+        return sum(r.params_before for r in self.layers), sum(r.params_after for r in self.layers)
+
+
+def prune(
+    src: Path,
+    out: Path,
+    sparsity: float,
+    calib: int = 128,
+    calib_data: str | None = None,
+    text_column: str | None = None,
+    heads: bool = True,
+    ffn: bool = True,
+    mask_only: bool = False,
+    floor: float = 0.25,
+    seq_len: int = 128,
+    overwrite: bool = False,
+    on_progress: Progress | None = None,
+) -> PruneResult:
+    progress = on_progress or (lambda _s, _d, _t: None)
+    if not 0 <= sparsity < 1 or math.isnan(sparsity):
+        raise OnnxoptError(
+            f"--sparsity must be in [0, 1), got {sparsity:g}", "e.g. --sparsity 0.5 removes half"
+        )
+    if not 0 < floor <= 1:
+        raise OnnxoptError(f"--per-layer-floor must be in (0, 1], got {floor:g}", "e.g. 0.25 keeps a quarter")
+    if calib < 1:
+        raise OnnxoptError(f"--calib must be at least 1, got {calib}", "128 samples are a good default")
+    if not (heads or ffn):
+        raise OnnxoptError("nothing to prune: both --no-heads and --no-ffn", "drop one of them")
+    start = time.perf_counter()
+    ref = modelio.resolve(src)
+    check_output(out, [ref.folder or ref.onnx_path], overwrite)
+    model = modelio.load(ref)
+    ops = {n.op_type for n in model.graph.node}
+    if ops & set(INT8_OPS):
+        raise OnnxoptError(
+            f"{ref.name} is quantized", "prune the fp32 export, then quantize the pruned model"
+        )
+    if ops & set(_FUSED):
+        raise OnnxoptError(
+            f"{ref.name} is already fused ({', '.join(sorted(ops & set(_FUSED)))})",
+            "prune the unfused export from `onnxopt export`; quantize fuses the pruned model afterwards",
+        )
+    graph = Graph(model)
+    ffn_blocks = find_ffn_blocks(graph) if ffn else []
+    attn_blocks, notes = find_attention_blocks(graph) if heads else ([], [])
+    if not ffn_blocks and not attn_blocks:
+        raise OnnxoptError(
+            f"found no FFN or attention blocks to prune in {ref.name}",
+            "onnxopt prunes unfused transformer exports (BERT, RoBERTa, DistilBERT, MiniLM, GPT-2)",
+        )
+    tokenizer = load_tokenizer(ref.folder)
+    samples = load_samples(calib_data, calib, text_column) if calib_data else embedded_samples(calib)
+    feeds = TokenizedSamples(samples, tokenizer, input_types(model), seq_len)
+
+    progress("score", 0, 0)
+    energy = _channel_energy(
+        model, feeds, [b.hidden_input for b in ffn_blocks] + [b.context for b in attn_blocks]
+    )
+    ffn_keep = _allocate(
+        [_ffn_scores(graph, b, energy[b.hidden_input]) for b in ffn_blocks], sparsity, floor, multiple=16
+    )
+    head_keep = _allocate(
+        [_head_scores(graph, b, energy[b.context]) for b in attn_blocks], sparsity, floor, multiple=1
+    )
+
+    # Blocks in graph order, so each re-fit sees the pruned layers below it.
+    order = {n.name: i for i, n in enumerate(model.graph.node)}
+    jobs = sorted(
+        [("ffn", b, k) for b, k in zip(ffn_blocks, ffn_keep, strict=True)]
+        + [("attention", b, k) for b, k in zip(attn_blocks, head_keep, strict=True)],
+        key=lambda job: order[(job[1].down if job[0] == "ffn" else job[1].out).node],
+    )
+    ffn_plans, head_plans = [], []
+    for done, (kind, block, keep) in enumerate(jobs):
+        progress("reconstruct", done, len(jobs))
+        current = FoldPruned(ffn_plans, head_plans)(model).model
+        if kind == "ffn":
+            channels = keep
+            proj, width = block.down, block.width
+        else:
+            proj, width = block.out, block.heads * block.head_dim
+            channels = HeadPlan(block, keep, None, None).channels
+        weight, bias = graph.const(proj.weight), graph.const(proj.bias) if proj.bias else None
+        if len(channels) == width:
+            new_w, new_b = weight, bias  # nothing removed: keep the block exactly
+        else:
+            tensor = block.hidden_input if kind == "ffn" else block.context
+            new_w, new_b = _refit(model, current, feeds, tensor, channels, weight, bias)
+        if kind == "ffn":
+            ffn_plans.append(FfnPlan(block, channels, new_w, new_b))
+        else:
+            head_plans.append(HeadPlan(block, keep, new_w, new_b))
+    progress("reconstruct", len(jobs), len(jobs))
+
+    pruned, steps = Pipeline([FoldPruned(ffn_plans, head_plans, mask_only)]).run(model)
+    layers = [
+        _report("attention", p.block.layer, p.block.heads, len(p.keep), graph, p.block) for p in head_plans
+    ]
+    layers += [_report("ffn", p.block.layer, p.block.width, len(p.keep), graph, p.block) for p in ffn_plans]
+    layers.sort(key=lambda r: (r.layer, r.kind))
+    record = {
+        "sparsity": sparsity,
+        "heads": heads,
+        "ffn": ffn,
+        "mask_only": mask_only,
+        "per_layer_floor": floor,
+        "calibration": {"samples": len(feeds), "data": calib_data or "embedded corpus", "seq_len": seq_len},
+        "layers": [vars(r) for r in layers],
+        "notes": notes,
+    }
+    progress("save", 0, 0)
+    with staged_dir(out) as tmp:
+        modelio.save(pruned, tmp)
+        modelio.copy_sidecars(ref.folder, tmp)
+        manifest = ref.manifest or Manifest(source=str(ref.onnx_path), task="unknown", opset=0)
+        manifest.add_step("prune", **record)
+        manifest.save(tmp)
+    return PruneResult(
+        out,
+        sparsity,
+        layers,
+        notes,
+        steps,
+        time.perf_counter() - start,
+        ref.size_bytes(),
+        modelio.resolve(out).size_bytes(),
+        mask_only,
+        len(feeds),
+        record,
+    )
+
+
+def _probe(model: onnx.ModelProto, tensors: list[str], folder: Path):
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    for name in tensors:
+        probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    return make_session(write_temp_model(probe, folder), "cpu")
+
+
+def _rows(value: np.ndarray) -> np.ndarray:
+    return value.reshape(-1, value.shape[-1]).astype(np.float64)
+
+
+def _channel_energy(model, feeds, tensors: list[str]) -> dict[str, np.ndarray]:
+    """Sum over calibration tokens of each channel's squared activation, streaming."""
+    with tempfile.TemporaryDirectory(prefix="onnxopt-prune-") as tmp:
+        session = _probe(model, tensors, Path(tmp))
+    totals = {t: 0.0 for t in tensors}
+    for feed in feeds:
+        for name, value in zip(tensors, session.run(tensors, feed), strict=True):
+            totals[name] = totals[name] + (_rows(value) ** 2).sum(0)
+    return totals
+
+
+def _ffn_scores(g: Graph, block, energy: np.ndarray) -> np.ndarray:
+    return np.sqrt(energy) * np.linalg.norm(g.const(block.down.weight), axis=1)
+
+
+def _head_scores(g: Graph, block, energy: np.ndarray) -> np.ndarray:
+    w = g.const(block.out.weight).reshape(block.heads, block.head_dim, -1)
+    return np.sqrt(energy.reshape(block.heads, block.head_dim).sum(1)) * np.sqrt((w**2).sum((1, 2)))
+
+
+def _allocate(scores: list[np.ndarray], sparsity: float, floor: float, multiple: int) -> list[np.ndarray]:
+    """Keep the globally best (1 - sparsity) of all units; at least `floor` of each layer; widths
+    rounded to `multiple`. Returns the sorted kept indices per layer."""
+    if not scores:
+        return []
+    total = sum(len(s) for s in scores)
+    budget = total - int(round(sparsity * total))
+    ranked = np.sort(np.concatenate(scores))[::-1]
+    threshold = ranked[budget - 1] if budget > 0 else np.inf
+    kept = []
+    for s in scores:
+        n = int((s >= threshold).sum())
+        n = max(n, math.ceil(floor * len(s)), 1)
+        if multiple > 1 and n < len(s):
+            n = min(len(s), max(multiple, int(round(n / multiple)) * multiple))
+        kept.append(np.sort(np.argsort(s)[::-1][:n]).astype(np.int64))
+    return kept
+
+
+def _refit(original, current, feeds, tensor: str, keep: np.ndarray, weight, bias):
+    """Ridge fit of [kept activations of the pruned model, 1] onto the unpruned block's output."""
+    with tempfile.TemporaryDirectory(prefix="onnxopt-prune-") as tmp:
+        want_session = _probe(original, [tensor], Path(tmp) / "a")
+        have_session = _probe(current, [tensor], Path(tmp) / "b")
+    k = len(keep)
+    gram = np.zeros((k + 1, k + 1))
+    cross = np.zeros((k + 1, weight.shape[1]))
+    b = np.zeros(weight.shape[1]) if bias is None else bias.astype(np.float64)
+    for feed in feeds:
+        full = _rows(want_session.run([tensor], feed)[0])
+        have = _rows(have_session.run([tensor], feed)[0])[:, keep]
+        x = np.hstack([have, np.ones((len(have), 1))])
+        gram += x.T @ x
+        cross += x.T @ (full @ weight + b)
+    ridge = RIDGE * np.mean(np.diag(gram)[:-1])
+    gram[np.arange(k), np.arange(k)] += ridge
+    solution = np.linalg.solve(gram, cross)
+    new_w = solution[:-1].astype(np.float32)
+    new_b = solution[-1].astype(np.float32) if bias is not None else None
+    if bias is None:  # no bias to carry the offset: fit without one
+        new_w = np.linalg.solve(gram[:-1, :-1], cross[:-1]).astype(np.float32)
+    return new_w, new_b
+
+
+def _report(kind: str, layer: int, units: int, kept: int, g: Graph, block) -> LayerReport:
+    if kind == "ffn":
+        per_unit = g.inits[block.up.weight].dims[0] + g.inits[block.down.weight].dims[1]
+    else:
+        rows = g.inits[block.q.weight].dims[0]
+        per_unit = block.head_dim * (3 * rows + g.inits[block.out.weight].dims[1])
+    return LayerReport(kind, layer, units, kept, units * per_unit, kept * per_unit)
