@@ -19,6 +19,7 @@ from onnxopt.datasources import embedded_samples
 from onnxopt.evaluate import load_sts_pairs, sts_spearman
 from onnxopt.export import export
 from onnxopt.measure import bench
+from onnxopt.pruning import prune
 from onnxopt.quantization import quantize
 
 
@@ -62,6 +63,10 @@ def main() -> None:
             overwrite=True,
         )
         models[f"static int8 --max-drop {args.max_drop:g}"] = work / "max-drop"
+    prune(work / "fp32", work / "pruned", 0.6, heads=False, overwrite=True)
+    models["pruned FFN (--sparsity 0.6 --no-heads)"] = work / "pruned"
+    quantize(work / "pruned", work / "pruned-static", "static", calib=40, overwrite=True)
+    models["pruned FFN + static int8"] = work / "pruned-static"
     texts = embedded_samples(40)
     models["peer: ORT quantize_static QDQ"] = peers.ort_static_qdq(work / "fp32", work / "peer-static", texts)
     models["peer: ORT fusion + quantize_dynamic"] = peers.ort_fusion_dynamic(
