@@ -120,18 +120,11 @@ def collect_channel_stats(
     Rows are kept by reservoir sampling, so memory is bounded by `max_rows` whatever the number of
     samples: enough to simulate quantization error, never the whole activation history.
     """
-    from .sessions import make_session
+    from .sessions import probe_session
 
     if not tensors:
         return {}
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    present = {o.name for o in probe.graph.output}
-    for name in tensors:
-        if name not in present:
-            probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    with tempfile.TemporaryDirectory(prefix="onnxopt-stats-") as tmp:
-        session = make_session(write_temp_model(probe, Path(tmp)), "cpu")
+    session = probe_session(model, tensors)
     rng = np.random.default_rng(seed)
     stats: dict[str, ChannelStats] = {}
     seen: dict[str, int] = {}
@@ -159,8 +152,8 @@ def _reservoir(kept: np.ndarray, new: np.ndarray, seen: int, limit: int, rng) ->
     """Algorithm R over rows: every row of the stream ends up kept with equal probability."""
     room = max(limit - len(kept), 0)
     kept = np.concatenate([kept, new[:room]])
-    for offset in range(room, len(new)):
-        slot = rng.integers(0, seen + offset + 1)
-        if slot < limit:
-            kept[slot] = new[offset]
+    rest = np.arange(room, len(new))
+    slots = rng.integers(0, seen + rest + 1)  # one draw per further row, as the sequential loop
+    hit = slots < limit
+    kept[slots[hit]] = new[rest[hit]]  # repeated slots: the later row wins, as in sequence
     return kept

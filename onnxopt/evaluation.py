@@ -11,11 +11,11 @@ from .evaluate import EvalResult, load_sts_pairs, output_fidelity, sts_spearman
 from .samples import TokenizedSamples, input_types, load_tokenizer
 
 TASKS = ("fidelity", "sts", "classification", "qa", "perplexity")
-_NEEDS = {
-    "sts": "pairs with gold scores (pass --data path/to/sts-dev.csv)",
-    "classification": "a labelled csv (pass --data FILE with text and label columns)",
-    "qa": "a SQuAD-format json (pass --data FILE)",
-    "perplexity": "a text file (pass --data FILE)",
+_NEEDS = {  # task -> (what its --data must be, hint)
+    "sts": ("pairs with gold scores", "pass --data path/to/sts-dev.csv"),
+    "classification": ("a labelled csv", "pass --data FILE with text and label columns"),
+    "qa": ("a SQuAD-format json", "pass --data FILE"),
+    "perplexity": ("a text file", "pass --data FILE"),
 }
 _SEQ_LEN = {"qa": 384}
 
@@ -41,9 +41,8 @@ def evaluate(
     if seq_len < 1:
         raise OnnxoptError(f"--seq-len must be at least 1, got {seq_len}", "128 suits most sentence models")
     if task != "fidelity" and data is None:
-        raise OnnxoptError(
-            f"the {task} task needs {_NEEDS[task].split(' (')[0]}", _NEEDS[task].split("(")[1][:-1]
-        )
+        what, hint = _NEEDS[task]
+        raise OnnxoptError(f"the {task} task needs {what}", hint)
     ref = modelio.resolve(model)
     result = EvalResult(model=ref.name, reference=str(reference) if reference else None, task=task)
     if task == "fidelity":

@@ -133,7 +133,7 @@ def export(
         _run_exporter(source, tmp, task, opset, trust_remote_code)
         ref = modelio.resolve(tmp)
         onnx_model = modelio.load(ref)
-        actual_opset = next((o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        actual_opset = modelio.main_opset(onnx_model)
         if onnx_model.ir_version != modelio.loadable_ir_version(onnx_model):
             modelio.save(onnx_model, tmp)
         types = input_types(onnx_model)

@@ -47,11 +47,19 @@ class ModelRef:
                 total += data.stat().st_size
         return total
 
+    def derived_manifest(self, model: onnx.ModelProto) -> Manifest:
+        """The manifest a model made from this one starts from: ours, or a new one if it has none."""
+        return self.manifest or Manifest(source=str(self.onnx_path), task="unknown", opset=main_opset(model))
+
     def has_tokenizer(self) -> bool:
         return self.folder is not None and any(
             (self.folder / name).is_file()
             for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
         )
+
+
+def main_opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def resolve(path: Path) -> ModelRef:

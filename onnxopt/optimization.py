@@ -11,7 +11,6 @@ from . import modelio
 from .datasources import embedded_samples
 from .errors import OnnxoptError
 from .evaluate import Fidelity, output_fidelity
-from .manifest import Manifest
 from .outputs import check_output, staged_dir
 from .passes import Pipeline, StepReport
 from .passes.fuse_transformer import FuseTransformer
@@ -56,7 +55,7 @@ def optimize(
                 f"above --atol {atol:g}",
                 "raise --atol if fused kernels' rounding is acceptable, or skip optimization",
             )
-        manifest = ref.manifest or Manifest(source=str(ref.onnx_path), task="unknown", opset=0)
+        manifest = ref.derived_manifest(model)
         manifest.add_step(
             "optimize", fused=reports[0].details.get("fused", {}), parity=vars(parity), atol=atol
         )

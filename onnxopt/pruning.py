@@ -15,27 +15,23 @@ Gram matrices accumulated sample by sample: memory does not grow with the number
 from __future__ import annotations
 
 import math
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 from . import modelio
 from .datasources import embedded_samples, load_samples
 from .errors import OnnxoptError
-from .manifest import Manifest
 from .outputs import check_output, staged_dir
 from .passes import Pipeline, StepReport
-from .passes._files import write_temp_model
-from .passes.prune_fold import FfnPlan, FoldPruned, HeadPlan
+from .passes.prune_fold import FfnPlan, FoldPruned, HeadPlan, head_channels
 from .passes.prune_structures import Graph, find_attention_blocks, find_ffn_blocks
 from .passes.quantize import INT8_OPS
 from .samples import TokenizedSamples, input_types, load_tokenizer
-from .sessions import make_session
+from .sessions import probe_session
 
 Progress = Callable[[str, int, int], None]
 _FUSED = ("Attention", "SkipLayerNormalization", "EmbedLayerNormalization", "MultiHeadAttention", "BiasGelu")
@@ -124,9 +120,9 @@ def prune(
     feeds = TokenizedSamples(samples, tokenizer, input_types(model), seq_len)
 
     progress("score", 0, 0)
-    energy = _channel_energy(
-        model, feeds, [b.hidden_input for b in ffn_blocks] + [b.context for b in attn_blocks]
-    )
+    tensors = [b.hidden_input for b in ffn_blocks] + [b.context for b in attn_blocks]
+    reference = probe_session(model, tensors)  # the unpruned model, for scores and re-fit targets
+    energy = _channel_energy(reference, feeds, tensors)
     ffn_keep = _allocate(
         [_ffn_scores(graph, b, energy[b.hidden_input]) for b in ffn_blocks], sparsity, floor, multiple=16
     )
@@ -144,23 +140,19 @@ def prune(
     ffn_plans, head_plans = [], []
     for done, (kind, block, keep) in enumerate(jobs):
         progress("reconstruct", done, len(jobs))
-        current = FoldPruned(ffn_plans, head_plans)(model).model
         if kind == "ffn":
-            channels = keep
-            proj, width = block.down, block.width
+            proj, tensor, width, channels = block.down, block.hidden_input, block.width, keep
         else:
-            proj, width = block.out, block.heads * block.head_dim
-            channels = HeadPlan(block, keep, None, None).channels
+            proj, tensor, width = block.out, block.context, block.heads * block.head_dim
+            channels = head_channels(keep, block.head_dim)
         weight, bias = graph.const(proj.weight), graph.const(proj.bias) if proj.bias else None
-        if len(channels) == width:
-            new_w, new_b = weight, bias  # nothing removed: keep the block exactly
-        else:
-            tensor = block.hidden_input if kind == "ffn" else block.context
-            new_w, new_b = _refit(model, current, feeds, tensor, channels, weight, bias)
+        if len(channels) < width:  # a block that keeps everything stays exactly as it was
+            current = probe_session(FoldPruned(ffn_plans, head_plans)(model).model, [tensor])
+            weight, bias = _refit(reference, current, feeds, tensor, channels, weight, bias)
         if kind == "ffn":
-            ffn_plans.append(FfnPlan(block, channels, new_w, new_b))
+            ffn_plans.append(FfnPlan(block, channels, weight, bias))
         else:
-            head_plans.append(HeadPlan(block, keep, new_w, new_b))
+            head_plans.append(HeadPlan(block, keep, weight, bias))
     progress("reconstruct", len(jobs), len(jobs))
 
     pruned, steps = Pipeline([FoldPruned(ffn_plans, head_plans, mask_only)]).run(model)
@@ -183,7 +175,7 @@ def prune(
     with staged_dir(out) as tmp:
         modelio.save(pruned, tmp)
         modelio.copy_sidecars(ref.folder, tmp)
-        manifest = ref.manifest or Manifest(source=str(ref.onnx_path), task="unknown", opset=0)
+        manifest = ref.derived_manifest(pruned)
         manifest.add_step("prune", **record)
         manifest.save(tmp)
     return PruneResult(
@@ -201,23 +193,12 @@ def prune(
     )
 
 
-def _probe(model: onnx.ModelProto, tensors: list[str], folder: Path):
-    folder.mkdir(parents=True, exist_ok=True)
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    for name in tensors:
-        probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    return make_session(write_temp_model(probe, folder), "cpu")
-
-
 def _rows(value: np.ndarray) -> np.ndarray:
     return value.reshape(-1, value.shape[-1]).astype(np.float64)
 
 
-def _channel_energy(model, feeds, tensors: list[str]) -> dict[str, np.ndarray]:
+def _channel_energy(session, feeds, tensors: list[str]) -> dict[str, np.ndarray]:
     """Sum over calibration tokens of each channel's squared activation, streaming."""
-    with tempfile.TemporaryDirectory(prefix="onnxopt-prune-") as tmp:
-        session = _probe(model, tensors, Path(tmp))
     totals = {t: 0.0 for t in tensors}
     for feed in feeds:
         for name, value in zip(tensors, session.run(tensors, feed), strict=True):
@@ -253,29 +234,25 @@ def _allocate(scores: list[np.ndarray], sparsity: float, floor: float, multiple:
     return kept
 
 
-def _refit(original, current, feeds, tensor: str, keep: np.ndarray, weight, bias):
-    """Ridge fit of [kept activations of the pruned model, 1] onto the unpruned block's output."""
-    with tempfile.TemporaryDirectory(prefix="onnxopt-prune-") as tmp:
-        want_session = _probe(original, [tensor], Path(tmp) / "a")
-        have_session = _probe(current, [tensor], Path(tmp) / "b")
-    k = len(keep)
-    gram = np.zeros((k + 1, k + 1))
-    cross = np.zeros((k + 1, weight.shape[1]))
-    b = np.zeros(weight.shape[1]) if bias is None else bias.astype(np.float64)
+def _refit(reference, current, feeds, tensor: str, keep: np.ndarray, weight, bias):
+    """Ridge fit of the pruned model's kept activations (plus a ones column when the projection has
+    a bias) onto the unpruned block's output, on the same tokens."""
+    with_bias = bias is not None
+    k = len(keep) + with_bias
+    gram = np.zeros((k, k))
+    cross = np.zeros((k, weight.shape[1]))
+    offset = bias.astype(np.float64) if with_bias else 0.0
     for feed in feeds:
-        full = _rows(want_session.run([tensor], feed)[0])
-        have = _rows(have_session.run([tensor], feed)[0])[:, keep]
-        x = np.hstack([have, np.ones((len(have), 1))])
+        target = _rows(reference.run([tensor], feed)[0]) @ weight + offset
+        x = _rows(current.run([tensor], feed)[0])[:, keep]
+        if with_bias:
+            x = np.hstack([x, np.ones((len(x), 1))])
         gram += x.T @ x
-        cross += x.T @ (full @ weight + b)
-    ridge = RIDGE * np.mean(np.diag(gram)[:-1])
-    gram[np.arange(k), np.arange(k)] += ridge
-    solution = np.linalg.solve(gram, cross)
-    new_w = solution[:-1].astype(np.float32)
-    new_b = solution[-1].astype(np.float32) if bias is not None else None
-    if bias is None:  # no bias to carry the offset: fit without one
-        new_w = np.linalg.solve(gram[:-1, :-1], cross[:-1]).astype(np.float32)
-    return new_w, new_b
+        cross += x.T @ target
+    kept = np.arange(len(keep))  # the bias column is not shrunk
+    gram[kept, kept] += RIDGE * np.mean(np.diag(gram)[kept])
+    solution = np.linalg.solve(gram, cross).astype(np.float32)
+    return (solution[:-1], solution[-1]) if with_bias else (solution, None)
 
 
 def _report(kind: str, layer: int, units: int, kept: int, g: Graph, block) -> LayerReport:

@@ -16,7 +16,6 @@ from .datasources import embedded_samples, load_samples
 from .errors import OnnxoptError
 from .evaluate import load_sts_pairs
 from .fallback import AccuracyAwareQuantize, FidelityDrop, StsDrop
-from .manifest import Manifest
 from .outputs import check_output, staged_dir
 from .passes import Pipeline, StepReport
 from .passes.fuse_transformer import FuseTransformer
@@ -119,7 +118,7 @@ def quantize(
             "quantize the fp32 model instead",
         )
     if smooth is None:  # on wherever calibration text can be tokenized; dynamic works without it
-        smooth = mode == "static" or _has_tokenizer(ref.folder)
+        smooth = mode == "static" or ref.has_tokenizer()
     features = cpu_features()
     options = QuantOptions(
         op_types=op_types, per_channel=per_channel, reduce_range=features.reduce_range, exclude=tuple(exclude)
@@ -219,7 +218,7 @@ def quantize(
     with staged_dir(out) as tmp:
         modelio.save(model, tmp)
         modelio.copy_sidecars(ref.folder, tmp)
-        manifest = ref.manifest or Manifest(source=str(ref.onnx_path), task="unknown", opset=_opset(model))
+        manifest = ref.derived_manifest(model)
         manifest.add_step(f"quantize-{mode}", **record)
         manifest.save(tmp)
     return QuantizeResult(
@@ -233,15 +232,6 @@ def quantize(
         cpu=features.describe(),
         options=record,
     )
-
-
-def _has_tokenizer(folder: Path | None) -> bool:
-    names = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
-    return folder is not None and any((folder / n).is_file() for n in names)
-
-
-def _opset(model) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def _check_excluded(model, exclude: tuple[str, ...]) -> None:

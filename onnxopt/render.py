@@ -103,15 +103,15 @@ def prune_result(r) -> None:
     table = Table(
         title=escape(f"{verb} to {r.out} (sparsity {r.sparsity:g}, {r.samples} calibration samples)")
     )
-    for col in ("layer", "block", "kept", "linear params", "MACs/token"):
+    # Every linear weight is one multiply-add per token: one column says both.
+    for col in ("layer", "block", "kept", "linear params = MACs/token"):
         table.add_column(col, justify="left" if col in ("layer", "block") else "right")
     for layer in r.layers:
         unit = "heads" if layer.kind == "attention" else "neurons"
-        # Every linear weight is one multiply-add per token, so params and MACs/token coincide.
         change = f"{layer.params_before:,} -> {layer.params_after:,}"
-        table.add_row(str(layer.layer), layer.kind, f"{layer.kept}/{layer.units} {unit}", change, change)
+        table.add_row(str(layer.layer), layer.kind, f"{layer.kept}/{layer.units} {unit}", change)
     before, after = r.linear_params
-    table.add_row("all", "", "", f"{before:,} -> {after:,}", f"-{100 * (1 - after / max(before, 1)):.1f}%")
+    table.add_row("all", "", "", f"{before:,} -> {after:,} (-{100 * (1 - after / max(before, 1)):.1f}%)")
     console.print(table)
     for note in r.notes:
         console.print(f"note: {escape(note)}")

@@ -37,6 +37,24 @@ def available(short: str) -> tuple[bool, str]:
     )
 
 
+def probe_session(model, tensors: list[str], provider: str = "cpu"):
+    """A session on `model` with the intermediate `tensors` exposed as extra outputs (float)."""
+    import tempfile
+
+    import onnx
+
+    from .passes._files import write_temp_model
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    present = {o.name for o in probe.graph.output}
+    for name in tensors:
+        if name not in present:
+            probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    with tempfile.TemporaryDirectory(prefix="onnxopt-probe-") as tmp:
+        return make_session(write_temp_model(probe, Path(tmp)), provider)
+
+
 def make_session(
     onnx_path: Path | bytes, provider: str = "cpu", threads: int | None = None, profile: bool = False
 ):

@@ -24,12 +24,18 @@ from .sessions import make_session
 _TEXT_NAMES = ("text", "sentence", "content", "review")
 
 
+# What each kind of head must output, and what a model with those outputs is.
+_HEADS = {
+    "logits": (["logits"], "a classifier or causal LM"),
+    "span": (["start_logits", "end_logits"], "a question-answering model"),
+}
+
+
 @dataclass
 class _Runner:
     session: object
     tokenizer: object
     types: dict
-    outputs: list[str]
     config: dict
 
 
@@ -37,21 +43,17 @@ def _runner(model: Path, needs: str, threads: int | None = None) -> _Runner:
     ref = modelio.resolve(model)
     proto = modelio.load(ref, load_weights=False)
     outputs = [o.name for o in proto.graph.output]
-    config = {}
-    if ref.folder is not None and (ref.folder / "config.json").is_file():
-        config = json.loads((ref.folder / "config.json").read_text())
-    wanted = {
-        "logits": ["logits"],
-        "span": ["start_logits", "end_logits"],
-    }[needs]
+    wanted, kind = _HEADS[needs]
     if any(w not in outputs for w in wanted):
-        kind = {"logits": "a classifier or causal LM", "span": "a question-answering model"}[needs]
         raise OnnxoptError(
             f"{ref.name} has outputs {', '.join(outputs)}, not {', '.join(wanted)}: it is not {kind}",
             "export it with the matching --task: text-classification, question-answering or text-generation",
         )
+    config = {}
+    if ref.folder is not None and (ref.folder / "config.json").is_file():
+        config = json.loads((ref.folder / "config.json").read_text())
     session = make_session(ref.onnx_path, "cpu", threads)
-    return _Runner(session, load_tokenizer(ref.folder), input_types(proto), outputs, config)
+    return _Runner(session, load_tokenizer(ref.folder), input_types(proto), config)
 
 
 def _run(runner: _Runner, enc: dict, names: list[str]) -> list[np.ndarray]:

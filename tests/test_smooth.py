@@ -16,6 +16,7 @@ from onnxopt.passes.fuse_transformer import FuseTransformer
 from onnxopt.passes.smooth import Smooth, find_groups
 from onnxopt.quantization import quantize
 from onnxopt.samples import TokenizedSamples, input_types, load_tokenizer
+from onnxopt.sessions import probe_session
 from tests.conftest import assert_clean_error
 
 
@@ -60,10 +61,7 @@ def test_channel_stats_stream_with_bounded_rows(tiny_bert_onnx):
     tensor = find_groups(model)[0][0].tensor
     feeds = _feeds(tiny_bert_onnx, model, 30)
     stats = collect_channel_stats(model, feeds, [tensor], max_rows=50)[tensor]
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    probe.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = probe_session(model, [tensor])
     every = np.concatenate([session.run([tensor], f)[0].reshape(-1, stats.absmax.size) for f in feeds])
     assert len(every) > 50 and stats.rows.shape == (50, every.shape[1])
     np.testing.assert_array_equal(stats.absmax, np.abs(every).max(0))
@@ -111,10 +109,7 @@ def _tensor_errors(folder, reference, names, feeds):
     """Relative error of each named tensor vs the reference model, over the samples."""
 
     def values(path):
-        model = onnx.load(str(path / "model.onnx"))
-        for name in names:
-            model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        session = probe_session(onnx.load(str(path / "model.onnx")), names)
         return [session.run(names, f) for f in feeds]
 
     got, want = values(folder), values(reference)

@@ -35,8 +35,12 @@ class HeadPlan:
 
     @property
     def channels(self) -> np.ndarray:
-        d = self.block.head_dim
-        return np.concatenate([np.arange(h * d, (h + 1) * d) for h in self.keep]).astype(np.int64)
+        return head_channels(self.keep, self.block.head_dim)
+
+
+def head_channels(heads, head_dim: int) -> np.ndarray:
+    """The hidden channels of the given heads (head h owns channels h*d .. h*d + d - 1)."""
+    return np.concatenate([np.arange(h * head_dim, (h + 1) * head_dim) for h in heads]).astype(np.int64)
 
 
 class FoldPruned(Pass):

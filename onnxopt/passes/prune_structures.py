@@ -225,20 +225,18 @@ def _down(g: Graph, node: onnx.NodeProto) -> Linear:
     return Linear(node.name, node.input[1], bias, add.name if bias else None)
 
 
-def _through(g: Graph, tensor: str, ops: set[str]) -> tuple[str, list[onnx.NodeProto]]:
+def _through(g: Graph, tensor: str, ops: set[str]) -> str:
     """Walk up from `tensor` while producers are in `ops` (following their first non-constant input)."""
-    seen = []
     node = g.producer.get(tensor)
     while node is not None and node.op_type in ops:
-        seen.append(node)
         tensor = next(i for i in node.input if g.const(i) is None)
         node = g.producer.get(tensor)
-    return tensor, seen
+    return tensor
 
 
 def _head_projection(g: Graph, tensor: str) -> tuple[Linear, onnx.NodeProto] | None:
     """From a scores/context MatMul operand up to Reshape(heads) <- projection."""
-    tensor, _ = _through(g, tensor, _PASS_THROUGH - {"Reshape"})
+    tensor = _through(g, tensor, _PASS_THROUGH)
     reshape = g.producer.get(tensor)
     if reshape is None or reshape.op_type != "Reshape":
         return None
@@ -263,7 +261,7 @@ def find_attention_blocks(g: Graph) -> tuple[list[AttentionBlock], list[str]]:
         if not (q and k and v):
             notes.append(f"{softmax.name}: Q/K/V are not separate projections (packed QKV)")
             continue
-        merged, _ = _first_consumer_chain(g, context_mm.output[0], {"Transpose"})
+        merged = _merged_context(g, context_mm.output[0])
         reshape = g.producer.get(merged) if merged else None
         out_node = next(
             (c for c in g.consumers.get(merged or "", []) if c.op_type in ("MatMul", "Gemm")), None
@@ -272,15 +270,13 @@ def find_attention_blocks(g: Graph) -> tuple[list[AttentionBlock], list[str]]:
             notes.append(f"{softmax.name}: no merge Reshape and output projection after the context")
             continue
         width = g.inits[q[0].weight].dims[1]
-        head_shape = [_reshape_consts(g, r, 0) for r in (q[1], k[1], v[1])]
         heads = _heads_from(g, q[1], width)
-        if heads is None or any(h is None for h in head_shape):
+        per_projection = [_reshape_consts(g, r, heads) for r in (q[1], k[1], v[1])] if heads else []
+        if not per_projection or not all(per_projection):
             notes.append(f"{softmax.name}: head count not found in a constant reshape shape")
             continue
         head_dim = width // heads
-        shapes = []
-        for r in (q[1], k[1], v[1]):
-            shapes += _reshape_consts(g, r, heads) or []
+        shapes = [c for consts in per_projection for c in consts]
         merge = _reshape_consts(g, reshape, width)
         if not merge:
             notes.append(f"{softmax.name}: merge Reshape width not constant")
@@ -326,17 +322,13 @@ def _descendants(g: Graph, tensor: str, through: set[str]) -> list[onnx.NodeProt
     return out
 
 
-def _first_consumer_chain(g: Graph, tensor: str, through: set[str]) -> tuple[str | None, list]:
-    """Follow single consumers in `through` down from tensor; return the Reshape output after them."""
-    chain = []
-    while True:
-        users = g.consumers.get(tensor, [])
-        if len(users) != 1:
-            return None, chain
+def _merged_context(g: Graph, tensor: str) -> str | None:
+    """Down from the context MatMul through single Transposes to the merge Reshape's output."""
+    while len(users := g.consumers.get(tensor, [])) == 1:
         node = users[0]
-        chain.append(node)
         if node.op_type == "Reshape":
-            return node.output[0], chain
-        if node.op_type not in through:
-            return None, chain
+            return node.output[0]
+        if node.op_type != "Transpose":
+            return None
         tensor = node.output[0]
+    return None
