@@ -2,9 +2,14 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
 OUT ?= build/demo
 STSB ?= ../shared/data/stsb
+# Which onnxruntime build: cpu (onnxruntime) or gpu (onnxruntime-gpu, for the CUDA provider), e.g.
+# `make install ORT=gpu`; later targets keep the build installed last. Both ship the same `onnxruntime`
+# package, so switching removes the other first. OpenVINO is a plugin package beside either build.
+ORT ?= $(shell cat $(VENV)/.ort 2>/dev/null || echo cpu)
+STAMP := $(VENV)/.installed-$(ORT)
+$(if $(filter-out cpu gpu,$(ORT)),$(error ORT must be cpu or gpu, got '$(ORT)'))
 
 .PHONY: install demo test test-fast bench lint clean
 
@@ -15,7 +20,10 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip uninstall -q -y $(if $(filter gpu,$(ORT)),onnxruntime,onnxruntime-gpu) 2>/dev/null || true
+	$(BIN)/python -m pip install -q -e '.[dev,$(ORT)]'
+	rm -f $(VENV)/.installed-*
+	echo $(ORT) > $(VENV)/.ort
 	touch $(STAMP)
 
 demo: install

@@ -76,7 +76,9 @@ def main() -> None:
 
     scores = {name: sts_spearman(path, pairs, threads=args.threads) for name, path in models.items()}
     refs = [modelio.resolve(p) for p in models.values()]
-    timings = bench(refs, [1, 32], 128, threads=args.threads, runs=args.runs, min_seconds=args.min_time)
+    timings = bench(
+        refs, [1, 32], 128, threads=args.threads, runs=args.runs, min_seconds=args.min_time
+    ).timings
     rows = []
     for name, path in models.items():
         by_batch = {t.batch: t for t in timings if t.model == modelio.resolve(path).name}

@@ -58,11 +58,15 @@ def embed(session, tokenizer, types, texts: list[str], seq_len: int = 128, batch
     return emb / np.clip(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12, None)
 
 
-def sts_spearman(model: Path, pairs: list[StsPair], seq_len: int = 128, threads: int | None = None) -> float:
+def sts_spearman(
+    model: Path, pairs: list[StsPair], seq_len: int = 128, threads: int | None = None, settings=None
+) -> float:
     ref = modelio.resolve(model)
     tokenizer = load_tokenizer(ref.folder)
     types = input_types(modelio.load(ref, load_weights=False))
-    return sts_score(make_session(ref.onnx_path, "cpu", threads), tokenizer, types, pairs, seq_len)
+    return sts_score(
+        make_session(ref.onnx_path, "cpu", threads, settings=settings), tokenizer, types, pairs, seq_len
+    )
 
 
 def sts_score(session, tokenizer, types, pairs: list[StsPair], seq_len: int = 128) -> float:
@@ -94,6 +98,7 @@ class EvalResult:
     higher_is_better: bool = True
     # Further figures of the same task (SQuAD's exact match beside F1): name -> (value, reference).
     extras: dict[str, tuple[float, float | None]] = field(default_factory=dict)
+    runtime: str = "cpu"  # the execution provider the model ran on
 
     @property
     def drop(self) -> float | None:
@@ -104,10 +109,11 @@ class EvalResult:
         return diff if self.higher_is_better else -diff
 
 
-def output_fidelity(model: Path, reference: Path, feeds) -> Fidelity:
-    """Compare the first output of two models on the same inputs: cosine per sample, max abs difference."""
+def output_fidelity(model: Path, reference: Path, feeds, settings: tuple = (None, None)) -> Fidelity:
+    """Compare the first output of two models on the same inputs: cosine per sample, max abs difference.
+    `settings`: how to run the model and the reference (default: the CPU provider)."""
     refs = [modelio.resolve(model), modelio.resolve(reference)]
-    sessions = [make_session(r.onnx_path, "cpu") for r in refs]
+    sessions = [make_session(r.onnx_path, "cpu", settings=s) for r, s in zip(refs, settings, strict=True)]
     cosines, worst, count = [], 0.0, 0
     for feed in feeds:
         got, want = (s.run(None, feed)[0].astype(np.float64) for s in sessions)

@@ -9,6 +9,7 @@ from .datasources import embedded_samples, load_samples
 from .errors import OnnxoptError
 from .evaluate import EvalResult, load_sts_pairs, output_fidelity, sts_spearman
 from .samples import TokenizedSamples, input_types, load_tokenizer
+from .selection import runtime_settings
 
 TASKS = ("fidelity", "sts", "classification", "qa", "perplexity")
 _NEEDS = {  # task -> (what its --data must be, hint)
@@ -45,6 +46,8 @@ def evaluate(
         raise OnnxoptError(f"the {task} task needs {what}", hint)
     ref = modelio.resolve(model)
     result = EvalResult(model=ref.name, reference=str(reference) if reference else None, task=task)
+    # Each model runs as `bench --ep auto`/`--tune` saved it (provider and session options), else on CPU.
+    result.runtime = runtime_settings(ref).provider
     if task == "fidelity":
         if reference is None:
             raise OnnxoptError(
@@ -54,7 +57,9 @@ def evaluate(
         feeds = TokenizedSamples(
             samples, load_tokenizer(ref.folder), input_types(modelio.load(ref, False)), seq_len
         )
-        result.fidelity = output_fidelity(model, reference, feeds)
+        result.fidelity = output_fidelity(
+            model, reference, feeds, (runtime_settings(ref), runtime_settings(modelio.resolve(reference)))
+        )
     else:
         _task_metric(
             result,
@@ -75,26 +80,33 @@ def _task_metric(
     result: EvalResult, task, data: Path, models: list[Path], seq_len, text_column, label_column
 ) -> None:
     """The task's metric on the model, and on the reference when there is one."""
+    settings = [runtime_settings(modelio.resolve(m)) for m in models]
     if task == "sts":
         pairs = load_sts_pairs(data)
-        values = [sts_spearman(m, pairs, seq_len) for m in models]
+        values = [sts_spearman(m, pairs, seq_len, settings=s) for m, s in zip(models, settings, strict=True)]
         result.metric_name = "spearman_x100"
     elif task == "classification":
         rows = task_metrics.load_labelled(data, text_column, label_column)
-        values = [task_metrics.classification_accuracy(m, rows, seq_len) for m in models]
+        values = [
+            task_metrics.classification_accuracy(m, rows, seq_len, settings=s)
+            for m, s in zip(models, settings, strict=True)
+        ]
         result.metric_name = "accuracy_x100"
     elif task == "qa":
         examples = task_metrics.load_squad(data)
         scores = [
-            task_metrics.squad_scores(task_metrics.qa_predictions(m, examples, seq_len), examples)
-            for m in models
+            task_metrics.squad_scores(task_metrics.qa_predictions(m, examples, seq_len, settings=s), examples)
+            for m, s in zip(models, settings, strict=True)
         ]
         values = [f1 for _, f1 in scores]
         result.metric_name = "f1_x100"
         result.extras["exact_match_x100"] = (scores[0][0], scores[1][0] if len(scores) > 1 else None)
     else:
         texts = task_metrics.load_text(data)
-        values = [task_metrics.perplexity(m, texts, seq_len) for m in models]
+        values = [
+            task_metrics.perplexity(m, texts, seq_len, settings=s)
+            for m, s in zip(models, settings, strict=True)
+        ]
         result.metric_name = "perplexity"
         result.higher_is_better = False
     result.metric = values[0]
@@ -102,7 +114,12 @@ def _task_metric(
 
 
 def _record(result: EvalResult, data: str | None) -> dict:
-    record: dict = {"task": result.task, "reference": result.reference, "data": data or "embedded corpus"}
+    record: dict = {
+        "task": result.task,
+        "reference": result.reference,
+        "data": data or "embedded corpus",
+        "provider": result.runtime,
+    }
     if result.fidelity is not None:
         record["fidelity"] = vars(result.fidelity)
     if result.metric is not None:

@@ -30,6 +30,9 @@ class Manifest:
     opset: int
     libraries: dict[str, str] = field(default_factory=library_versions)
     steps: list[dict[str, Any]] = field(default_factory=list)
+    # How to run the model: {"selected": SessionSettings dict, "tuned": {provider: settings dict}},
+    # written by `bench --ep auto` and `bench --tune`, read by later `bench` and `eval` runs.
+    runtime: dict[str, Any] = field(default_factory=dict)
 
     def add_step(self, name: str, **record: Any) -> None:
         self.steps.append({"step": name, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **record})
@@ -55,6 +58,7 @@ class Manifest:
                 opset=int(data["opset"]),
                 libraries=data.get("libraries", {}),
                 steps=list(data.get("steps", [])),
+                runtime=dict(data.get("runtime") or {}),
             )
         except (ValueError, KeyError, TypeError):
             return None

@@ -1,11 +1,12 @@
-"""Latency measurement: models timed interleaved in one run, so drift hits every model alike."""
+"""Latency measurement: every (model, provider) pair timed interleaved in one run, so drift hits
+them all alike."""
 
 from __future__ import annotations
 
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -13,7 +14,7 @@ from . import modelio
 from .errors import OnnxoptError
 from .modelio import ModelRef
 from .samples import synthetic_inputs
-from .sessions import make_session
+from .sessions import SessionSettings, available, make_session, node_placement, provider_name
 
 _MAX_RUNS = 1000
 
@@ -31,10 +32,42 @@ class Timing:
     mean_ms: float
     throughput: float  # samples per second at p50
     size_bytes: int
-    speedup: float  # p50 of the first model / p50 of this one, same batch
+    speedup: float  # p50 of the first model on the first provider / p50 of this one, same batch
+    first_run_ms: float = 0.0  # session creation plus the first inference, at the first batch size
+    nodes_by_provider: dict[str, int] = field(default_factory=dict)
+    fallback_ops: dict[str, int] = field(default_factory=dict)  # op types not on the chosen provider
+    settings: dict = field(default_factory=dict)
+    # Outputs against the same model on the CPU provider, same inputs (None when CPU was not run):
+    # a provider may change precision (OpenVINO runs bf16 on CPUs with AMX unless told otherwise).
+    max_abs_diff_vs_cpu: float | None = None
+    min_cosine_vs_cpu: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class Unavailable:
+    provider: str
+    reason: str
+
+
+@dataclass
+class BenchReport:
+    timings: list[Timing]
+    unavailable: list[Unavailable] = field(default_factory=list)
+
+
+@dataclass
+class _Candidate:
+    ref: ModelRef
+    settings: SessionSettings
+    session: object = None
+    model: object = None
+    first_run_ms: float = 0.0
+    first_outputs: list | None = None
+    nodes: dict = field(default_factory=dict)
+    fallback: dict = field(default_factory=dict)
 
 
 def _vocab_size(ref: ModelRef) -> int:
@@ -49,6 +82,35 @@ def _vocab_size(ref: ModelRef) -> int:
     return 1000
 
 
+def parse_providers(spec: str) -> list[str]:
+    """`cpu`, `cpu,openvino`, `all` or `auto` -> provider short names (all known ones for all/auto)."""
+    from .sessions import PROVIDERS
+
+    key = spec.strip().lower()
+    if key in ("all", "auto"):
+        return list(PROVIDERS)
+    names = [p.strip().lower() for p in key.split(",") if p.strip()]
+    if not names:
+        raise OnnxoptError("--ep needs at least one provider", "e.g. --ep cpu,openvino, or --ep all")
+    for name in names:
+        provider_name(name)
+    return list(dict.fromkeys(names))
+
+
+def _compare(outputs: list, reference: list) -> tuple[float, float]:
+    diff, cosine = 0.0, 1.0
+    for got, want in zip(outputs, reference, strict=True):
+        got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+        if got.shape != want.shape or not np.issubdtype(want.dtype, np.floating):
+            continue
+        diff = max(diff, float(np.max(np.abs(got - want))) if got.size else 0.0)
+        g, w = got.reshape(len(got), -1), want.reshape(len(want), -1)
+        norms = np.linalg.norm(g, axis=1) * np.linalg.norm(w, axis=1)
+        cos = np.where(norms > 0, np.sum(g * w, axis=1) / np.maximum(norms, 1e-30), 1.0)
+        cosine = min(cosine, float(cos.min()) if cos.size else 1.0)
+    return diff, cosine
+
+
 def bench(
     refs: Sequence[ModelRef],
     batches: Sequence[int],
@@ -56,18 +118,46 @@ def bench(
     threads: int | None = None,
     runs: int = 20,
     warmup: int = 2,
-    provider: str = "cpu",
+    providers: Sequence[str] = ("cpu",),
     on_progress: Callable[[int, int], None] | None = None,
     min_seconds: float = 0.0,
-) -> list[Timing]:
-    """Time every model at every batch size, interleaved. Each model gets at least `runs` timed runs,
-    and more when needed to fill `min_seconds` (short batch-1 runs are noisy in small numbers)."""
+    variants_for: Callable[[ModelRef, str], Sequence[SessionSettings]] | None = None,
+) -> BenchReport:
+    """Time every model on every available provider at every batch size, interleaved. Each pair gets
+    at least `runs` timed runs, and more when needed to fill `min_seconds` (short batch-1 runs are
+    noisy in small numbers). `variants_for` gives the session settings to time for each pair
+    (default: one, the provider with `threads`; `tune` gives several); unavailable providers are
+    reported with the reason, not timed."""
     if not refs:
         raise OnnxoptError("no models to time", "give one or more model folders")
     if runs < 1 or warmup < 0:
         raise OnnxoptError(f"--runs must be at least 1, got {runs}", "20 runs give a stable median")
-    if seq < 1 or any(b < 1 for b in batches):
+    if seq < 1 or not batches or any(b < 1 for b in batches):
         raise OnnxoptError("batch sizes and --seq must be positive", "e.g. --batch 1,32 --seq 128")
+    unavailable, usable = [], []
+    for provider in providers:
+        ok, why = available(provider)
+        (usable.append(provider) if ok else unavailable.append(Unavailable(provider, why)))
+    if not usable:
+        raise OnnxoptError(
+            "none of the requested execution providers can run here",
+            "; ".join(f"{u.provider}: {u.reason}" for u in unavailable),
+        )
+    if variants_for is None:
+
+        def variants_for(_ref: ModelRef, provider: str) -> list[SessionSettings]:
+            return [SessionSettings(provider=provider, intra_threads=threads)]
+
+    candidates = []
+    for ref in refs:
+        model = modelio.load(ref, load_weights=False)
+        for provider in usable:
+            candidates.extend(_Candidate(ref, s, model=model) for s in variants_for(ref, provider))
+    # Providers' thread pools disturb each other when runs alternate between them (onnxruntime's
+    # threads spin after a run, OpenVINO's TBB workers too): measured here, the CPU provider's p50
+    # rose ~30% when alternated with OpenVINO run by run. So with several providers, each turn
+    # starts with one untimed run that lets the pool settle.
+    settle = len({c.settings.provider for c in candidates}) > 1
     planned = {b: runs for b in batches}
     done = 0
 
@@ -75,46 +165,59 @@ def bench(
         nonlocal done
         done += 1
         if on_progress:
-            on_progress(done, sum(planned.values()) * len(refs) + len(batches) * len(refs) * warmup)
+            per_turn = 2 if settle else 1
+            on_progress(
+                done,
+                sum(planned.values()) * len(candidates) * per_turn + len(batches) * len(candidates) * warmup,
+            )
 
-    sessions = []
-    for ref in refs:
-        model = modelio.load(ref, load_weights=False)
-        sessions.append((ref, make_session(ref.onnx_path, provider, threads), model))
     # Read once per model, not once per batch size: size_bytes parses the model file.
-    sizes = [ref.size_bytes() for ref in refs]
-    vocab_sizes = [_vocab_size(ref) for ref in refs]
+    sizes = {ref.name: ref.size_bytes() for ref in refs}
+    vocab_sizes = {ref.name: _vocab_size(ref) for ref in refs}
+    feeds_by_model: dict[int, dict] = {}
     timings: list[Timing] = []
-    for batch in batches:
-        feeds = [
-            synthetic_inputs(model, batch, seq, vocab)
-            for (_ref, _s, model), vocab in zip(sessions, vocab_sizes, strict=True)
-        ]
-        samples: list[list[float]] = [[] for _ in sessions]
+    for b_index, batch in enumerate(batches):
+        for ref in refs:
+            model = next(c.model for c in candidates if c.ref is ref)
+            feeds_by_model[id(ref)] = synthetic_inputs(model, batch, seq, vocab_sizes[ref.name])
+        if b_index == 0:
+            for c in candidates:
+                # First-run time is what a server pays at start: session creation and one inference.
+                start = time.perf_counter()
+                c.session = make_session(c.ref.onnx_path, settings=c.settings, record_placement=True)
+                c.first_outputs = c.session.run(None, feeds_by_model[id(c.ref)])
+                c.first_run_ms = (time.perf_counter() - start) * 1000
+                c.nodes, c.fallback = node_placement(c.session)
+        samples: list[list[float]] = [[] for _ in candidates]
         fastest_ms = float("inf")
         for _ in range(max(warmup, 1 if min_seconds else 0)):
-            for (_ref, session, _model), feed in zip(sessions, feeds, strict=True):
+            for c in candidates:
                 start = time.perf_counter()
-                session.run(None, feed)
+                c.session.run(None, feeds_by_model[id(c.ref)])
                 fastest_ms = min(fastest_ms, (time.perf_counter() - start) * 1000)
                 tick()
         if min_seconds and fastest_ms > 0:
             planned[batch] = min(_MAX_RUNS, max(runs, math.ceil(min_seconds * 1000 / fastest_ms)))
         for r in range(planned[batch]):
-            # Rotate the starting model each round so no model always runs right after another.
-            order = [(r + i) % len(sessions) for i in range(len(sessions))]
-            for i in order:
+            # Rotate the starting pair each round so no pair always runs right after another.
+            for k in range(len(candidates)):
+                i = (r + k) % len(candidates)
+                if settle:
+                    candidates[i].session.run(None, feeds_by_model[id(candidates[i].ref)])
+                    tick()
                 start = time.perf_counter()
-                sessions[i][1].run(None, feeds[i])
+                candidates[i].session.run(None, feeds_by_model[id(candidates[i].ref)])
                 samples[i].append((time.perf_counter() - start) * 1000)
                 tick()
         base = float(np.median(samples[0]))
-        for (ref, _s, _m), ms, size_bytes in zip(sessions, samples, sizes, strict=True):
+        for c, ms in zip(candidates, samples, strict=True):
             p50, p90, p99 = (float(np.percentile(ms, q)) for q in (50, 90, 99))
+            cpu = next((o for o in candidates if o.ref is c.ref and o.settings.provider == "cpu"), None)
+            diff, cosine = (None, None) if cpu is None else _compare(c.first_outputs, cpu.first_outputs)
             timings.append(
                 Timing(
-                    model=ref.name,
-                    provider=provider,
+                    model=c.ref.name,
+                    provider=c.settings.provider,
                     batch=batch,
                     seq=seq,
                     runs=len(ms),
@@ -123,8 +226,14 @@ def bench(
                     p99_ms=p99,
                     mean_ms=float(np.mean(ms)),
                     throughput=batch * 1000 / p50,
-                    size_bytes=size_bytes,
+                    size_bytes=sizes[c.ref.name],
                     speedup=base / p50,
+                    first_run_ms=c.first_run_ms,
+                    nodes_by_provider=dict(c.nodes),
+                    fallback_ops=dict(c.fallback),
+                    settings=c.settings.as_dict(),
+                    max_abs_diff_vs_cpu=diff,
+                    min_cosine_vs_cpu=cosine,
                 )
             )
-    return timings
+    return BenchReport(timings, unavailable)

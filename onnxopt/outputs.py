@@ -6,8 +6,9 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import OnnxoptError
 
@@ -60,13 +61,29 @@ def staged_dir(out: Path) -> Iterator[Path]:
         raise
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a file through a temporary sibling and a rename, so readers never see half a file."""
+def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write a file through a temporary sibling and a rename, so readers never see half a file;
+    the temporary file is removed if `write` fails or the run is interrupted."""
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        # mkstemp makes the file private (0600); give it the mode any new file would get.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
+        tmp = None
     except OSError as exc:
-        raise OnnxoptError(f"cannot write {path}: {exc.strerror}", "choose a writable location") from exc
+        raise OnnxoptError(
+            f"cannot write {path}: {exc.strerror or exc}", "choose a writable location"
+        ) from exc
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_atomic(path, lambda f: f.write(text.encode()))

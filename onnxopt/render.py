@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 
@@ -18,7 +19,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-console = Console()
+# Piped or logged output (CI) gets a fixed width instead of 80 columns, so wide tables stay legible.
+console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 150)
 err_console = Console(stderr=True)
 
 
@@ -146,31 +148,87 @@ def _step_summary(step) -> str:
     return ", ".join(f"{op} {n:+d}" for op, n in changes.items()) or "-"
 
 
-def bench_tables(timings: Sequence, title_suffix: str = "") -> None:
+def _placement(t) -> str:
+    text = ", ".join(f"{p} {n}" for p, n in sorted(t.nodes_by_provider.items(), key=lambda kv: -kv[1]))
+    if t.fallback_ops:
+        ops = ", ".join(f"{op} x{n}" for op, n in sorted(t.fallback_ops.items(), key=lambda kv: -kv[1])[:3])
+        text += f" (fell back: {ops})"
+    return text or "?"
+
+
+def bench_tables(timings: Sequence, selected: dict | None = None, title_suffix: str = "") -> None:
+    """One table per batch size; the fastest row in bold green, each model's selected provider
+    marked with *."""
+    selected = selected or {}
+    several = len({t.provider for t in timings}) > 1
     for batch in sorted({t.batch for t in timings}):
         rows = [t for t in timings if t.batch == batch]
-        seq = rows[0].seq
-        table = Table(title=f"Latency, batch {batch}, seq {seq}, {rows[0].provider}{title_suffix}")
-        for col in ("model", "p50 ms", "p90 ms", "p99 ms", "samples/s", "size", "speedup"):
+        providers = ", ".join(dict.fromkeys(t.provider for t in rows))
+        table = Table(title=f"Latency in ms, batch {batch}, seq {rows[0].seq}, {providers}{title_suffix}")
+        columns = ["model", "provider", "p50", "p90", "p99", "samples/s", "first run", "speedup", "nodes"]
+        if several:
+            columns.append("cos vs cpu")
+        for col in columns:
             table.add_column(
                 col,
-                justify="left" if col == "model" else "right",
-                overflow="fold" if col == "model" else "ellipsis",
+                justify="left" if col in ("model", "provider", "nodes") else "right",
+                overflow="fold" if col in ("model", "nodes") else "ellipsis",
             )
         fastest = min(rows, key=lambda t: t.p50_ms)
         for t in rows:
             style = "bold green" if t is fastest and len(rows) > 1 else None
-            table.add_row(
-                escape(t.model),
+            chosen = t.model in selected and selected[t.model].provider == t.provider
+            cells = [
+                escape(t.model) + f" ({size(t.size_bytes)})",
+                t.provider + (" *" if chosen else ""),
                 f"{t.p50_ms:.1f}",
                 f"{t.p90_ms:.1f}",
                 f"{t.p99_ms:.1f}",
                 f"{t.throughput:.1f}",
-                size(t.size_bytes),
+                f"{t.first_run_ms / 1000:.2f} s",
                 f"{t.speedup:.2f}x",
-                style=style,
-            )
+                escape(_placement(t)),
+            ]
+            if several:
+                cells.append("-" if t.min_cosine_vs_cpu is None else f"{t.min_cosine_vs_cpu:.5f}")
+            table.add_row(*cells, style=style)
         console.print(table)
+
+
+def provider_notes(unavailable: Sequence, selected: dict) -> None:
+    for u in unavailable:
+        console.print(f"[yellow]{u.provider}: unavailable[/] - {escape(u.reason)}")
+    for model, s in selected.items():
+        where = "saved in its manifest" if s.recorded else "not saved (use --ep auto on a model folder)"
+        line = (
+            f"selected for {escape(model)}: [bold]{s.provider}[/] "
+            f"(* above; p50 {s.p50_ms:.1f} ms at batch {s.batch}; {where})"
+        )
+        for provider, why in s.passed_over.items():
+            line += f"; passed over {provider}: {escape(why)}"
+        console.print(line)
+
+
+def tune_result(r) -> None:
+    table = Table(title=escape(f"Tuning {r.model}, batch {r.timings[0].batch}" if r.timings else r.model))
+    for col in ("provider", "settings", "p50 ms", "vs cpu (cos)", "best"):
+        table.add_column(
+            col, justify="right" if col in ("p50 ms", "vs cpu (cos)") else "left", overflow="fold"
+        )
+    from .sessions import SessionSettings
+
+    for t in r.timings:
+        settings = SessionSettings.from_dict(t.settings)
+        best = r.best.get(t.provider) == settings
+        table.add_row(
+            t.provider,
+            escape(settings.describe()),
+            f"{t.p50_ms:.1f}",
+            "-" if t.min_cosine_vs_cpu is None else f"{t.min_cosine_vs_cpu:.5f}",
+            "yes" if best else "",
+            style="bold green" if best else None,
+        )
+    console.print(table)
 
 
 def summary(s) -> None:
@@ -214,6 +272,7 @@ def eval_result(r) -> None:
     table = Table(title=escape(f"Evaluation of {r.model}"), show_header=False)
     if r.reference:
         table.add_row("reference", escape(r.reference))
+    table.add_row("provider", r.runtime)
     if r.fidelity is not None:
         f = r.fidelity
         table.add_row("samples", str(f.samples))

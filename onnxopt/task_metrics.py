@@ -39,7 +39,7 @@ class _Runner:
     config: dict
 
 
-def _runner(model: Path, needs: str, threads: int | None = None) -> _Runner:
+def _runner(model: Path, needs: str, threads: int | None = None, settings=None) -> _Runner:
     ref = modelio.resolve(model)
     proto = modelio.load(ref, load_weights=False)
     outputs = [o.name for o in proto.graph.output]
@@ -52,7 +52,7 @@ def _runner(model: Path, needs: str, threads: int | None = None) -> _Runner:
     config = {}
     if ref.folder is not None and (ref.folder / "config.json").is_file():
         config = json.loads((ref.folder / "config.json").read_text())
-    session = make_session(ref.onnx_path, "cpu", threads)
+    session = make_session(ref.onnx_path, "cpu", threads, settings=settings)
     return _Runner(session, load_tokenizer(ref.folder), input_types(proto), config)
 
 
@@ -109,10 +109,10 @@ def _label_index(label: str, config: dict, classes: int) -> int:
 
 
 def classification_accuracy(
-    model: Path, rows: list, seq_len: int = 128, batch: int = 32, threads: int | None = None
+    model: Path, rows: list, seq_len: int = 128, batch: int = 32, threads: int | None = None, settings=None
 ) -> float:
     """Accuracy (x100) of argmax(logits) against the labels."""
-    runner = _runner(model, "logits", threads)
+    runner = _runner(model, "logits", threads, settings)
     correct = 0
     for i in range(0, len(rows), batch):
         chunk = rows[i : i + batch]
@@ -195,9 +195,10 @@ def qa_predictions(
     seq_len: int = 384,
     max_answer: int = 30,
     threads: int | None = None,
+    settings=None,
 ) -> dict[str, str]:
     """Best span in the context (start <= end, at most `max_answer` tokens), one window per question."""
-    runner = _runner(model, "span", threads)
+    runner = _runner(model, "span", threads, settings)
     predictions = {}
     for ex in examples:
         enc = runner.tokenizer(
@@ -235,9 +236,11 @@ def load_text(path: Path) -> list[str]:
     return lines
 
 
-def perplexity(model: Path, texts: list[str], seq_len: int = 128, threads: int | None = None) -> float:
+def perplexity(
+    model: Path, texts: list[str], seq_len: int = 128, threads: int | None = None, settings=None
+) -> float:
     """exp(mean next-token negative log-likelihood) over windows of `seq_len` tokens of the text."""
-    runner = _runner(model, "logits", threads)
+    runner = _runner(model, "logits", threads, settings)
     ids = np.array(runner.tokenizer("\n\n".join(texts))["input_ids"], dtype=np.int64)
     if len(ids) < 2:
         raise OnnxoptError("the text is too short to measure perplexity", "give at least a sentence")

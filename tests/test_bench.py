@@ -23,7 +23,7 @@ def test_bench_two_models_interleaved_with_json(cli, tiny_bert_onnx, tiny_bert_d
         out,
     )
     assert code == 0, err
-    assert "Latency, batch 1, seq 16" in stdout and "Latency, batch 4, seq 16" in stdout
+    assert "Latency in ms, batch 1, seq 16" in stdout and "Latency in ms, batch 4, seq 16" in stdout
     results = json.loads(out.read_text())["results"]
     assert len(results) == 4
     first = [r for r in results if r["model"] == str(tiny_bert_onnx)]
@@ -39,7 +39,7 @@ def test_bench_bare_graph(cli, graph_file, tmp_path):
         "bench", graph_file("linear"), "--batch", "2", "--runs", 2, "--json", tmp_path / "r.json"
     )
     assert code == 0, err
-    assert "Latency, batch 2" in stdout
+    assert "Latency in ms, batch 2" in stdout
     (row,) = json.loads((tmp_path / "r.json").read_text())["results"]
     assert row["model"].endswith("linear.onnx") and row["batch"] == 2
 
@@ -60,7 +60,7 @@ def test_min_time_adds_runs_for_fast_models(graph_file):
     from onnxopt.measure import bench
 
     ref = modelio.resolve(graph_file("linear"))
-    (plain,) = bench([ref], [1], 4, runs=3)
-    (longer,) = bench([ref], [1], 4, runs=3, min_seconds=0.05)
+    (plain,) = bench([ref], [1], 4, runs=3).timings
+    (longer,) = bench([ref], [1], 4, runs=3, min_seconds=0.05).timings
     assert plain.runs == 3
     assert longer.runs > 3

@@ -36,6 +36,15 @@ def main(argv: list[str] | None = None) -> int:
     except OnnxoptError as exc:
         render.error(str(exc))
         return 2
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("onnxruntime"):
+            raise
+        # onnxruntime comes from an extra so that the CPU and GPU builds never overwrite each other.
+        render.error(
+            f"{exc.name} is not installed (pip install 'onnxopt[cpu]', or 'onnxopt[gpu]' for CUDA; "
+            "`make install` does it)"
+        )
+        return 2
     except typer.Exit as exc:
         return exc.exit_code
     except typer.TyperException as exc:  # bad usage: unknown option, missing argument, wrong type

@@ -1,4 +1,4 @@
-"""`onnxopt bench DIR [DIR...]`"""
+"""`onnxopt bench DIR [DIR...] [--ep auto|all|cpu,openvino,cuda] [--tune] [--json F] [--plot F.png]`"""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from pathlib import Path
 
 import typer
 
-from .. import modelio, render
+from .. import modelio, plots, render, selection
 from ..errors import OnnxoptError
-from ..measure import bench
+from ..measure import bench, parse_providers
 from ..outputs import write_text_atomic
+from ..sessions import SessionSettings
+from ..tuning import tune
 
 
 def parse_int_list(spec: str, option: str) -> list[int]:
@@ -27,33 +29,83 @@ def parse_int_list(spec: str, option: str) -> list[int]:
 
 def command(
     models: list[Path] = typer.Argument(
-        ..., help="Model folders or .onnx files; speedups are relative to the first."
+        ..., help="Model folders or .onnx files; speedups are relative to the first, on the first provider."
     ),
     batch: str = typer.Option("1,32", help="Batch sizes, comma separated."),
     seq: int = typer.Option(128, help="Sequence length."),
-    threads: int | None = typer.Option(None, help="Intra-op threads (default: onnxruntime's choice)."),
-    runs: int = typer.Option(20, help="Timed runs per model and batch size."),
+    ep: str = typer.Option(
+        "cpu",
+        "--ep",
+        help="Execution providers: cpu, openvino, cuda (comma separated), 'all' (every one, unavailable "
+        "ones listed with the reason) or 'auto' (as all, and the fastest is saved in each model's manifest).",
+    ),
+    tune_settings: bool = typer.Option(
+        False, "--tune", help="First search session settings per model and provider; the best are saved."
+    ),
+    threads: int | None = typer.Option(None, help="Intra-op threads (default: the provider's choice)."),
+    runs: int = typer.Option(20, help="Timed runs per model, provider and batch size."),
     min_time: float = typer.Option(
         2.0, help="Time each model for at least this many seconds per batch size."
     ),
     warmup: int = typer.Option(2, help="Untimed runs first."),
     json_path: Path | None = typer.Option(None, "--json", help="Also write the numbers to this JSON file."),
+    plot_path: Path | None = typer.Option(None, "--plot", help="Draw latency (and accuracy) to this PNG."),
 ) -> None:
-    """Time models interleaved in one run: p50/p90/p99 latency, throughput, size, speedup."""
+    """Time models interleaved on one or more providers: p50/p90/p99, throughput, first-run time,
+    node placement, size, speedup; pick the fastest provider per model."""
     batches = parse_int_list(batch, "--batch")
+    providers = parse_providers(ep)
+    if plot_path is not None and plot_path.suffix.lower() != ".png":
+        raise OnnxoptError(f"--plot writes a PNG file, got {plot_path.name!r}", "e.g. --plot latency.png")
     refs = [modelio.resolve(m) for m in models]
+    tuned: dict[str, dict[str, SessionSettings]] = {}
+    if tune_settings:
+        with render.progress_bar() as progress:
+            for ref in refs:
+                result = tune(
+                    ref,
+                    providers,
+                    min(batches),
+                    seq,
+                    threads=threads,
+                    on_progress=lambda done, total, r=ref: progress(f"tuning {r.name}", done, total),
+                )
+                tuned[ref.name] = result.best
+                selection.record_tuned(ref, result.best)
+                render.tune_result(result)
+
+    def variants(ref: modelio.ModelRef, provider: str) -> list[SessionSettings]:
+        if provider in tuned.get(ref.name, {}):
+            return [tuned[ref.name][provider]]
+        return [selection.saved_settings(ref, provider, threads)]
+
     with render.progress_bar() as progress:
-        timings = bench(
+        report = bench(
             refs,
             batches,
             seq,
-            threads=threads,
             runs=runs,
             warmup=warmup,
+            providers=providers,
             min_seconds=min_time,
+            variants_for=variants,
             on_progress=lambda done, total: progress("timing", done, total),
         )
-    render.bench_tables(timings)
+    measured = {t.provider for t in report.timings}
+    chosen = selection.select(report.timings) if len(measured) > 1 or ep.strip().lower() == "auto" else {}
+    if ep.strip().lower() == "auto":
+        for ref in refs:
+            selection.record(ref, chosen[ref.name])
+    render.bench_tables(report.timings, chosen)
+    render.provider_notes(report.unavailable, chosen)
     if json_path is not None:
-        payload = {"results": [t.as_dict() for t in timings], "threads": threads}
+        payload = {
+            "results": [t.as_dict() for t in report.timings],
+            "unavailable": [vars(u) for u in report.unavailable],
+            "selected": {model: s.provider for model, s in chosen.items()},
+            "threads": threads,
+        }
         write_text_atomic(json_path, json.dumps(payload, indent=2) + "\n")
+    if plot_path is not None:
+        accuracy = {ref.name: a for ref in refs if (a := plots.recorded_accuracy(ref)) is not None}
+        plots.plot(report.timings, plot_path, {m: s.provider for m, s in chosen.items()}, accuracy)

@@ -1,0 +1,214 @@
+"""Execution providers: OpenVINO for real, CUDA's absence explained, selection by measurement,
+tuned settings saved and reused, JSON and plot output."""
+
+import json
+import platform
+import shutil
+import sys
+
+import pytest
+
+from onnxopt import modelio, selection
+from onnxopt.measure import Timing, bench, parse_providers
+from onnxopt.sessions import SessionSettings, available, make_session, node_placement
+from tests.conftest import assert_clean_error
+
+# OpenVINO's plugin wheel exists for x86-64 Linux and Windows; there it must work, never be skipped.
+OPENVINO_EXPECTED = platform.machine() in ("x86_64", "AMD64") and sys.platform in ("linux", "win32")
+FAST = ("--runs", "2", "--min-time", "0", "--warmup", "1", "--seq", "16")
+
+
+@pytest.fixture
+def bert_copy(tiny_bert_onnx, tmp_path):
+    """A private copy: these tests write the selection and tuned settings into the manifest."""
+    return shutil.copytree(tiny_bert_onnx, tmp_path / "bert")
+
+
+def _timing(model, provider, p50, batch=1, cosine=1.0):
+    return Timing(
+        model=model,
+        provider=provider,
+        batch=batch,
+        seq=16,
+        runs=3,
+        p50_ms=p50,
+        p90_ms=p50,
+        p99_ms=p50,
+        mean_ms=p50,
+        throughput=batch * 1000 / p50,
+        size_bytes=1,
+        speedup=1.0,
+        settings=SessionSettings(provider=provider).as_dict(),
+        min_cosine_vs_cpu=cosine,
+    )
+
+
+@pytest.mark.skipif(not OPENVINO_EXPECTED, reason="no OpenVINO plugin wheel for this platform")
+def test_openvino_runs_for_real(tiny_bert_onnx):
+    ok, why = available("openvino")
+    assert ok, why
+    ref = modelio.resolve(tiny_bert_onnx)
+    report = bench([ref], [2], 16, runs=2, warmup=1, providers=["cpu", "openvino"])
+    rows = {t.provider: t for t in report.timings}
+    assert set(rows) == {"cpu", "openvino"}
+    # Placement comes from onnxruntime's record of which provider got each node.
+    assert rows["openvino"].nodes_by_provider.get("openvino", 0) > 0
+    assert sum(rows["cpu"].nodes_by_provider.values()) == rows["cpu"].nodes_by_provider["cpu"] > 0
+    # Same inputs, same fp32 model: outputs agree closely (bf16 on AMX CPUs included).
+    assert rows["openvino"].min_cosine_vs_cpu > 0.99
+    assert rows["openvino"].first_run_ms > 0
+
+
+@pytest.mark.skipif(not OPENVINO_EXPECTED, reason="no OpenVINO plugin wheel for this platform")
+def test_openvino_reports_fallback_nodes(tiny_bert_dynamic):
+    """Dynamic int8 uses contrib ops OpenVINO lacks: they must show up as CPU fallback, by op type."""
+    session = make_session(modelio.resolve(tiny_bert_dynamic).onnx_path, "openvino", record_placement=True)
+    counts, fallback = node_placement(session)
+    assert counts.get("cpu", 0) > 0 and fallback
+    assert sum(fallback.values()) == counts["cpu"]
+
+
+def test_cuda_absence_is_explained(cli, tiny_bert_onnx, tmp_path):
+    ok, why = available("cuda")
+    if ok:
+        pytest.skip("a GPU is present: the CUDA path is measured, not explained")
+    assert "onnxruntime-gpu" in why or "GPU" in why
+    out = tmp_path / "r.json"
+    code, stdout, err = cli("bench", tiny_bert_onnx, "--ep", "all", "--batch", "1", *FAST, "--json", out)
+    assert code == 0, err
+    data = json.loads(out.read_text())
+    assert {u["provider"] for u in data["unavailable"]} >= {"cuda"}
+    assert all(u["reason"] for u in data["unavailable"])
+    assert "cuda: unavailable" in stdout
+    code, _o, err = cli("bench", tiny_bert_onnx, "--ep", "cuda", *FAST)
+    assert_clean_error(code, err, "none of the requested execution providers can run here", "cuda:")
+
+
+def test_json_schema_and_selection(cli, bert_copy, tmp_path):
+    out = tmp_path / "r.json"
+    code, stdout, err = cli("bench", bert_copy, "--ep", "auto", "--batch", "1,2", *FAST, "--json", out)
+    assert code == 0, err
+    data = json.loads(out.read_text())
+    assert set(data) >= {"results", "unavailable", "selected"}
+    keys = {"model", "provider", "batch", "seq", "p50_ms", "p90_ms", "p99_ms", "throughput", "first_run_ms"}
+    for row in data["results"]:
+        assert keys <= set(row)
+        assert sum(row["nodes_by_provider"].values()) > 0
+    model = str(bert_copy)
+    chosen = data["selected"][model]
+    smallest = [r for r in data["results"] if r["batch"] == 1 and r["model"] == model]
+    assert min(r["p50_ms"] for r in smallest) == next(
+        r["p50_ms"] for r in smallest if r["provider"] == chosen
+    )
+    # auto records the choice, with its session options, in the model's manifest.
+    runtime = json.loads((bert_copy / "onnxopt.json").read_text())["runtime"]
+    assert runtime["selected"]["provider"] == chosen
+    assert f"selected for {model}: {chosen}" in stdout
+
+
+def test_select_picks_fastest_at_smallest_batch_and_skips_drifting_outputs():
+    timings = [
+        _timing("a", "cpu", 10.0),
+        _timing("a", "openvino", 6.0, cosine=0.97),  # faster, but its outputs drift: passed over
+        _timing("a", "cuda", 8.0),
+        _timing("a", "cpu", 100.0, batch=32),
+        _timing("a", "cuda", 200.0, batch=32),
+        _timing("b", "cpu", 5.0),
+        _timing("b", "openvino", 4.0, cosine=0.9999),
+    ]
+    chosen = selection.select(timings)
+    assert chosen["a"].provider == "cuda" and chosen["a"].batch == 1
+    assert "openvino" in chosen["a"].passed_over and "0.97" in chosen["a"].passed_over["openvino"]
+    assert chosen["b"].provider == "openvino" and not chosen["b"].passed_over
+    everything_drifts = [_timing("c", "cpu", 9.0), _timing("c", "openvino", 1.0, cosine=0.5)]
+    assert selection.select(everything_drifts)["c"].provider == "cpu"
+
+
+def test_saved_settings_are_used_by_bench_and_eval(cli, bert_copy, tmp_path, monkeypatch):
+    ref = modelio.resolve(bert_copy)
+    tuned = SessionSettings(provider="cpu", intra_threads=1, opt_level="extended")
+    assert selection.record_tuned(ref, {"cpu": tuned})
+    assert selection.saved_settings(ref, "cpu") == tuned
+    assert selection.saved_settings(ref, "cpu", threads=2).intra_threads == 2  # explicit wins
+    out = tmp_path / "r.json"
+    code, _o, err = cli("bench", bert_copy, "--batch", "1", *FAST, "--json", out)
+    assert code == 0, err
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["settings"] == tuned.as_dict()
+    # A selection naming a provider this machine lacks falls back to CPU for eval, not a crash.
+    manifest = ref.manifest
+    manifest.runtime["selected"] = SessionSettings(provider="cuda").as_dict()
+    manifest.save(bert_copy)
+    if not available("cuda")[0]:
+        assert selection.runtime_settings(ref).provider == "cpu"
+    manifest.runtime["selected"] = tuned.as_dict()
+    manifest.save(bert_copy)
+    assert selection.runtime_settings(ref) == tuned
+    code, stdout, err = cli("eval", bert_copy, "--reference", bert_copy, "--limit", 4)
+    assert code == 0, err
+    assert json.loads((bert_copy / "onnxopt.json").read_text())["steps"][-1]["provider"] == "cpu"
+
+
+def test_tune_saves_the_best_settings(cli, bert_copy):
+    code, stdout, err = cli("bench", bert_copy, "--tune", "--batch", "1", *FAST)
+    assert code == 0, err
+    assert "Tuning" in stdout
+    manifest = json.loads((bert_copy / "onnxopt.json").read_text())
+    best = SessionSettings.from_dict(manifest["runtime"]["tuned"]["cpu"])
+    from onnxopt.tuning import candidates
+
+    assert best in candidates("cpu")
+    assert manifest["steps"][-1]["step"] == "tune"
+
+
+def test_plot_draws_latency_and_accuracy(cli, bert_copy, tiny_bert_dynamic, tmp_path):
+    dyn = shutil.copytree(tiny_bert_dynamic, tmp_path / "dyn")
+    for folder, value in ((bert_copy, 80.0), (dyn, 79.5)):
+        m = modelio.resolve(folder).manifest
+        m.add_step("eval", task="sts", metric="spearman_x100", value=value)
+        m.save(folder)
+    plain, both = tmp_path / "plain.png", tmp_path / "both.png"
+    code, _o, err = cli("bench", bert_copy, "--batch", "1,2", *FAST, "--plot", plain)
+    assert code == 0, err
+    code, _o, err = cli("bench", bert_copy, dyn, "--batch", "1,2", *FAST, "--plot", both)
+    assert code == 0, err
+    from PIL import Image
+
+    for png in (plain, both):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Two models with accuracy add the latency-vs-accuracy panel: a wider picture.
+    assert Image.open(both).size[0] > Image.open(plain).size[0] * 1.2
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".png") == ["both.png", "plain.png"]
+
+
+def test_pareto_front():
+    from onnxopt.plots import pareto_front
+
+    points = [(10.0, 80.0), (5.0, 79.0), (7.0, 78.0), (20.0, 80.5), (4.0, 70.0)]
+    assert pareto_front(points) == [4, 1, 0, 3]
+    assert pareto_front([(1.0, 20.0), (2.0, 30.0)], higher_is_better=False) == [0]
+    assert pareto_front([(1.0, 30.0), (2.0, 20.0)], higher_is_better=False) == [0, 1]
+
+
+def test_bad_provider_inputs(cli, tiny_bert_onnx, tmp_path):
+    code, _o, err = cli("bench", tiny_bert_onnx, "--ep", "tpu")
+    assert_clean_error(code, err, "unknown execution provider 'tpu'", "cpu, openvino, cuda")
+    code, _o, err = cli("bench", tiny_bert_onnx, "--ep", ",")
+    assert_clean_error(code, err, "--ep needs at least one provider")
+    code, _o, err = cli("bench", tiny_bert_onnx, "--plot", tmp_path / "x.jpg")
+    assert_clean_error(code, err, "--plot writes a PNG file")
+    assert parse_providers("CPU, openvino,cpu") == ["cpu", "openvino"]
+    with pytest.raises(Exception, match="unknown graph optimization level"):
+        SessionSettings(opt_level="max")
+    with pytest.raises(Exception, match="unknown OpenVINO device"):
+        SessionSettings(provider="openvino", provider_options={"device": "TPU"})
+    with pytest.raises(Exception, match="thread counts must be at least 1"):
+        SessionSettings(intra_threads=0)
+
+
+def test_corrupt_saved_settings_give_a_clean_error(cli, bert_copy):
+    manifest = modelio.resolve(bert_copy).manifest
+    manifest.runtime["tuned"] = {"cpu": {"provider": "cpu", "opt_level": "fastest"}}
+    manifest.save(bert_copy)
+    code, _o, err = cli("bench", bert_copy, "--batch", "1", *FAST)
+    assert_clean_error(code, err, "unknown graph optimization level 'fastest'")
