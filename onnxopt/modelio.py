@@ -11,11 +11,19 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx import helper
 
 from .errors import OnnxoptError
 from .manifest import MANIFEST_NAME, Manifest
+
+_FLOAT_TYPES = (
+    onnx.TensorProto.FLOAT,
+    onnx.TensorProto.FLOAT16,
+    onnx.TensorProto.DOUBLE,
+    onnx.TensorProto.BFLOAT16,
+)
 
 MODEL_FILE = "model.onnx"
 # Files that travel with a model from step to step (tokenizer, config, pooling of sentence-transformers).
@@ -99,15 +107,69 @@ def load(ref: ModelRef, load_weights: bool = True) -> onnx.ModelProto:
             f"{path} is not a readable ONNX model (it has no graph nodes)",
             "the file may be truncated or not ONNX; export it again with `onnxopt export`",
         )
-    if load_weights and _external_locations_of(model):
+    check_versions(model, path)
+    locations = _external_locations_of(model)
+    _check_external_locations(locations, path)
+    if load_weights and locations:
         try:
             onnx.load_external_data_for_model(model, str(path.parent))
         except Exception as exc:
             raise OnnxoptError(
-                f"cannot read the external weights of {path}: {exc}",
+                f"cannot read the external weights of {path}: {str(exc).splitlines()[0][:200]}",
                 "keep the .onnx file and its .data files together in one folder",
             ) from exc
+    if load_weights:
+        check_finite(model, path)
     return model
+
+
+def _check_external_locations(locations: set[str], path: Path) -> None:
+    """External data must live beside the model: a location that leaves the folder (absolute, or
+    through ..) would read any file on the machine, so it is refused."""
+    folder = path.parent.resolve()
+    for location in sorted(locations):
+        target = (folder / location).resolve()
+        if Path(location).is_absolute() or not target.is_relative_to(folder):
+            raise OnnxoptError(
+                f"{path} refers to external data outside its folder: {location!r}",
+                "external data files must sit in the model's folder; refusing to read elsewhere",
+            )
+
+
+def check_finite(model: onnx.ModelProto, path: Path) -> None:
+    """Refuse NaN or infinite weights, naming the first such tensor: they poison calibration,
+    quantization scales and every output."""
+    from onnx import numpy_helper
+
+    for tensor in model.graph.initializer:
+        if tensor.data_type not in _FLOAT_TYPES:
+            continue
+        values = numpy_helper.to_array(tensor)
+        if values.size and not np.isfinite(values).all():
+            bad = int(values.size - np.isfinite(values).sum())
+            raise OnnxoptError(
+                f"{path}: weight {tensor.name!r} has {bad} non-finite values (NaN or inf)",
+                "the model is broken; export it again from a checkpoint with finite weights",
+            )
+
+
+def check_versions(model: onnx.ModelProto, path: Path) -> None:
+    """Refuse, with the versions named, a model newer than the installed onnxruntime reads."""
+    import onnxruntime as ort
+
+    newest_ir = runtime_max_ir_version()
+    if model.ir_version > newest_ir:
+        raise OnnxoptError(
+            f"{path} has IR version {model.ir_version}; "
+            f"onnxruntime {ort.__version__} reads up to {newest_ir}",
+            "export it again with this onnxopt, or upgrade onnxruntime",
+        )
+    opset, newest_opset = main_opset(model), runtime_max_opset()
+    if opset > newest_opset:
+        raise OnnxoptError(
+            f"{path} uses opset {opset}; onnxruntime {ort.__version__} supports up to {newest_opset}",
+            f"export it again with --opset {min(newest_opset, 17)} or lower, or upgrade onnxruntime",
+        )
 
 
 def _external_locations(path: Path) -> set[str]:
@@ -148,6 +210,29 @@ def runtime_max_ir_version() -> int:
         except Exception:
             continue
     return 7
+
+
+@functools.lru_cache(maxsize=1)
+def runtime_max_opset() -> int:
+    """The newest default-domain opset the installed onnxruntime loads, found by asking it."""
+    import onnxruntime as ort
+
+    for opset in range(onnx.defs.onnx_opset_version(), 12, -1):
+        x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+        graph = helper.make_graph(
+            [helper.make_node("Identity", ["x"], ["y"])],
+            "probe",
+            [x],
+            [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+        )
+        probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+        probe.ir_version = min(runtime_max_ir_version(), onnx.IR_VERSION)
+        try:
+            ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+            return opset
+        except Exception:
+            continue
+    return 13
 
 
 def loadable_ir_version(model: onnx.ModelProto) -> int:

@@ -1,0 +1,93 @@
+"""Hostile and broken model files: each gets one clean line on stderr, exit 2, and nothing written."""
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from onnxopt import graphs
+from tests.conftest import assert_clean_error
+
+COMMANDS = {  # how each command is pointed at a model file; all must refuse it the same way
+    "quantize": lambda model, out: ("quantize", model, "--dynamic", "-o", out),
+    "inspect": lambda model, out: ("inspect", model),
+    "bench": lambda model, out: ("bench", model, "--batch", "1", "--runs", "1", "--min-time", "0"),
+}
+
+
+def _model_dir(tmp_path, model: onnx.ModelProto, name: str = "model.onnx"):
+    folder = tmp_path / "in"
+    folder.mkdir(exist_ok=True)
+    onnx.save(model, str(folder / name))
+    return folder / name
+
+
+def _refused_everywhere(cli, tmp_path, model_path, *fragments):
+    for name, args in COMMANDS.items():
+        out = tmp_path / f"out-{name}"
+        code, _o, err = cli(*args(model_path, out))
+        assert_clean_error(code, err, *fragments)
+        assert not out.exists(), name
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "in"]
+    assert leftovers == [], leftovers
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_bytes(cli, tmp_path, seed):
+    path = tmp_path / "in" / "model.onnx"
+    path.parent.mkdir()
+    path.write_bytes(np.random.default_rng(seed).bytes(2048))
+    _refused_everywhere(cli, tmp_path, path, "is not a readable ONNX model")
+
+
+def test_truncated_file(cli, tmp_path):
+    path = _model_dir(tmp_path, graphs.load("mlp"))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    _refused_everywhere(cli, tmp_path, path, "is not a readable ONNX model")
+
+
+@pytest.mark.parametrize("location", ["../secret.bin", "/etc/passwd", "sub/../../x.bin"])
+def test_external_data_outside_the_folder_is_refused(cli, tmp_path, location):
+    model = graphs.load("linear")
+    weight = model.graph.initializer[0]
+    weight.data_location = onnx.TensorProto.EXTERNAL
+    weight.ClearField("float_data")
+    weight.ClearField("raw_data")
+    weight.external_data.add(key="location", value=location)
+    weight.external_data.add(key="length", value="48")
+    (tmp_path / "secret.bin").write_bytes(b"\0" * 48)
+    path = _model_dir(tmp_path, model)
+    for name, args in COMMANDS.items():
+        code, _o, err = cli(*args(path, tmp_path / f"out-{name}"))
+        assert_clean_error(code, err, "external data outside its folder", repr(location))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_weights_are_refused_by_name(cli, tmp_path, bad):
+    model = graphs.load("linear")
+    values = numpy_helper.to_array(model.graph.initializer[0]).copy()
+    values[1, 2] = bad
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(values, "w"))
+    path = _model_dir(tmp_path, model)
+    code, _o, err = cli("quantize", path, "--dynamic", "-o", tmp_path / "q")
+    assert_clean_error(code, err, "weight 'w' has 1 non-finite values")
+    assert not (tmp_path / "q").exists()
+
+
+def test_ir_version_newer_than_the_runtime(cli, tmp_path):
+    from onnxopt.modelio import runtime_max_ir_version
+
+    model = graphs.load("linear")
+    model.ir_version = runtime_max_ir_version() + 1
+    path = _model_dir(tmp_path, model)
+    _refused_everywhere(cli, tmp_path, path, f"has IR version {model.ir_version}", "reads up to")
+
+
+def test_opset_newer_than_the_runtime(cli, tmp_path):
+    from onnxopt.modelio import runtime_max_opset
+
+    model = graphs.load("linear")
+    model.opset_import[0].version = runtime_max_opset() + 1
+    path = _model_dir(tmp_path, model)
+    _refused_everywhere(cli, tmp_path, path, f"uses opset {runtime_max_opset() + 1}", "supports up to")
