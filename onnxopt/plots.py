@@ -133,16 +133,25 @@ def _accuracy_panel(ax, timings, selected, accuracy: dict[str, Accuracy], batch:
     higher = next(iter(accuracy.values())).higher_is_better
     front = pareto_front(points, higher)
     ax.scatter([p[0] for p in points], [p[1] for p in points], color="#4C72B0", zorder=3)
+    # Front points ringed as well as joined: a front of one point has no line to show.
     ax.plot(
         [points[i][0] for i in front],
         [points[i][1] for i in front],
-        "--",
+        "--o",
         color="#C44E52",
+        markerfacecolor="none",
+        markersize=12,
         zorder=2,
         label="Pareto front",
     )
     for name, (lat, acc) in zip(names, points, strict=True):
-        ax.annotate(_short(name), (lat, acc), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.annotate(
+            f"{_short(name)}: {acc:.2f}, {lat:.1f} ms",
+            (lat, acc),
+            textcoords="offset points",
+            xytext=(9, 4),
+            fontsize=8,
+        )
     metric = next(iter(accuracy.values())).metric
     ax.set_xlabel(f"p50 latency at batch {batch}, ms (selected provider)")
     ax.set_ylabel(metric + ("" if higher else " (lower is better)"))
