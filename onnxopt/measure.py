@@ -82,6 +82,20 @@ def _vocab_size(ref: ModelRef) -> int:
     return 1000
 
 
+def _checked_run(c: _Candidate, feed: dict, batch: int) -> list:
+    """One run, with onnxruntime's failure turned into a user-facing error. Every batch size gets
+    its first run through here; the timed runs repeat the same inputs."""
+    try:
+        return c.session.run(None, feed)
+    except Exception as exc:
+        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise OnnxoptError(
+            f"onnxruntime cannot run {c.ref.name} on {c.settings.provider} at batch {batch}: {first}",
+            "check the model's input shapes with `onnxopt inspect`; fixed batch or sequence sizes "
+            "need matching --batch/--seq",
+        ) from exc
+
+
 def parse_providers(spec: str) -> list[str]:
     """`cpu`, `cpu,openvino`, `all` or `auto` -> provider short names (all known ones for all/auto)."""
     from .sessions import PROVIDERS
@@ -185,7 +199,7 @@ def bench(
                 # First-run time is what a server pays at start: session creation and one inference.
                 start = time.perf_counter()
                 c.session = make_session(c.ref.onnx_path, settings=c.settings, record_placement=True)
-                c.first_outputs = c.session.run(None, feeds_by_model[id(c.ref)])
+                c.first_outputs = _checked_run(c, feeds_by_model[id(c.ref)], batch)
                 c.first_run_ms = (time.perf_counter() - start) * 1000
                 c.nodes, c.fallback = node_placement(c.session)
         samples: list[list[float]] = [[] for _ in candidates]
@@ -193,7 +207,7 @@ def bench(
         for _ in range(max(warmup, 1 if min_seconds else 0)):
             for c in candidates:
                 start = time.perf_counter()
-                c.session.run(None, feeds_by_model[id(c.ref)])
+                _checked_run(c, feeds_by_model[id(c.ref)], batch)
                 fastest_ms = min(fastest_ms, (time.perf_counter() - start) * 1000)
                 tick()
         if min_seconds and fastest_ms > 0:

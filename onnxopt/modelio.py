@@ -107,6 +107,9 @@ def load(ref: ModelRef, load_weights: bool = True) -> onnx.ModelProto:
             f"{path} is not a readable ONNX model (it has no graph nodes)",
             "the file may be truncated or not ONNX; export it again with `onnxopt export`",
         )
+    if not model.graph.output:
+        raise OnnxoptError(f"{path} has no graph outputs", "a model must produce at least one output")
+    _check_text(model, path)
     check_versions(model, path)
     locations = _external_locations_of(model)
     _check_external_locations(locations, path)
@@ -121,6 +124,25 @@ def load(ref: ModelRef, load_weights: bool = True) -> onnx.ModelProto:
     if load_weights:
         check_finite(model, path)
     return model
+
+
+def _check_text(model: onnx.ModelProto, path: Path) -> None:
+    """ONNX's string fields are proto2: bytes that are not UTF-8 come back as `bytes`, not `str`, and
+    would break every later step that reads a name. Refuse them here, saying where."""
+    graph = model.graph
+    fields = [("opset domain", o.domain) for o in model.opset_import]
+    for node in graph.node:
+        fields += [("op type", node.op_type), ("node name", node.name), ("domain", node.domain)]
+        fields += [("tensor name", t) for t in (*node.input, *node.output)]
+        fields += [("attribute name", a.name) for a in node.attribute]
+    for values in (graph.input, graph.output, graph.value_info, graph.initializer):
+        fields += [("tensor name", v.name) for v in values]
+    for what, value in fields:
+        if not isinstance(value, str):
+            raise OnnxoptError(
+                f"{path} is not a readable ONNX model (a {what} is not valid UTF-8: {bytes(value)[:40]!r})",
+                "the file is corrupt; export it again with `onnxopt export`",
+            )
 
 
 def _check_external_locations(locations: set[str], path: Path) -> None:
@@ -144,7 +166,13 @@ def check_finite(model: onnx.ModelProto, path: Path) -> None:
     for tensor in model.graph.initializer:
         if tensor.data_type not in _FLOAT_TYPES:
             continue
-        values = numpy_helper.to_array(tensor)
+        try:
+            values = numpy_helper.to_array(tensor)
+        except Exception as exc:
+            raise OnnxoptError(
+                f"{path}: weight {tensor.name!r} is malformed ({str(exc).splitlines()[0][:120]})",
+                "its data does not match its shape or type; export the model again",
+            ) from exc
         if values.size and not np.isfinite(values).all():
             bad = int(values.size - np.isfinite(values).sum())
             raise OnnxoptError(

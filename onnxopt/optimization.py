@@ -16,6 +16,7 @@ from .passes import Pipeline, StepReport
 from .passes.fuse_transformer import FuseTransformer
 from .quantization import model_type_of
 from .samples import TokenizedSamples, input_types, load_tokenizer, synthetic_inputs
+from .sessions import check_loads
 
 PARITY_SAMPLES = 8
 
@@ -41,6 +42,7 @@ def optimize(
     ref = modelio.resolve(src)
     check_output(out, [ref.folder or ref.onnx_path], overwrite)
     model = modelio.load(ref)
+    check_loads(ref.onnx_path)
     model, reports = Pipeline([FuseTransformer(model_type_of(ref.folder))]).run(
         model, on_step=lambda name: progress(name, 0, 0)
     )

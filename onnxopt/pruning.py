@@ -31,7 +31,7 @@ from .passes.prune_fold import FfnPlan, FoldPruned, HeadPlan, head_channels
 from .passes.prune_structures import Graph, find_attention_blocks, find_ffn_blocks
 from .passes.quantize import INT8_OPS
 from .samples import TokenizedSamples, input_types, load_tokenizer
-from .sessions import probe_session
+from .sessions import check_loads, probe_session
 
 Progress = Callable[[str, int, int], None]
 _FUSED = ("Attention", "SkipLayerNormalization", "EmbedLayerNormalization", "MultiHeadAttention", "BiasGelu")
@@ -97,6 +97,7 @@ def prune(
     ref = modelio.resolve(src)
     check_output(out, [ref.folder or ref.onnx_path], overwrite)
     model = modelio.load(ref)
+    check_loads(ref.onnx_path)
     ops = {n.op_type for n in model.graph.node}
     if ops & set(INT8_OPS):
         raise OnnxoptError(

@@ -32,6 +32,7 @@ from .passes.quantize import (
 )
 from .passes.smooth import Smooth, find_groups
 from .samples import TokenizedSamples, input_types, load_tokenizer
+from .sessions import check_loads
 
 # (stage name, done, total): total is 0 for stages without a count.
 Progress = Callable[[str, int, int], None]
@@ -111,6 +112,7 @@ def quantize(
     ref = modelio.resolve(src)
     check_output(out, [ref.folder or ref.onnx_path], overwrite)
     model = modelio.load(ref)
+    check_loads(ref.onnx_path)
     already = sorted({n.op_type for n in model.graph.node if n.op_type in INT8_OPS})
     if already:
         raise OnnxoptError(

@@ -226,6 +226,12 @@ def make_session(
         ) from exc
 
 
+def check_loads(onnx_path: Path) -> None:
+    """Refuse an input onnxruntime cannot load before any pass works on it: passes and
+    onnxruntime's own tools assume a well-formed graph and fail obscurely on a broken one."""
+    make_session(onnx_path, "cpu", threads=1)
+
+
 def node_placement(session) -> tuple[dict[str, int], dict[str, int]]:
     """Nodes per provider (short names) and the op types that fell back to the CPU provider, for a
     session made with `record_placement=True`. Counts are of the optimized graph's nodes, before

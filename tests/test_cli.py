@@ -31,3 +31,21 @@ def test_unknown_option_is_one_line(tmp_path):
     result = _onnxopt("bench", tmp_path, "--frobnicate")
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "--frobnicate" in result.stderr
+
+
+def test_unexpected_exception_is_one_line_unless_debugging(cli, tiny_bert_onnx, monkeypatch):
+    import pytest
+
+    from onnxopt import summary
+
+    def broken(*_a, **_k):
+        raise ValueError("something nobody expected\nsecond line")
+
+    monkeypatch.setattr("onnxopt.cli.inspect.summarize", broken)
+    assert summary.summarize is not broken
+    code, _o, err = cli("inspect", tiny_bert_onnx)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "internal error: ValueError: something nobody expected" in err and "ONNXOPT_DEBUG=1" in err
+    monkeypatch.setenv("ONNXOPT_DEBUG", "1")
+    with pytest.raises(ValueError):
+        cli("inspect", tiny_bert_onnx)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -59,6 +60,17 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, typer.Abort):
         render.error("interrupted; nothing was written")
         return 130
+    except Exception as exc:
+        # A bug of ours or of a library: still one line and exit 2 (outputs are staged, so nothing
+        # half-written remains), and the traceback on request, for a report.
+        if os.environ.get("ONNXOPT_DEBUG"):
+            raise
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        render.error(
+            f"internal error: {type(exc).__name__}: {first} "
+            "(run again with ONNXOPT_DEBUG=1 for the traceback, and please report it)"
+        )
+        return 2
 
 
 def entry() -> None:
