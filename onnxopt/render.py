@@ -318,3 +318,13 @@ def fallback_table(f: dict) -> None:
         f"bound {verdict}: drop {f['final_drop']:.3f} with {len(f['kept_fp32'])} of "
         f"{f['candidates']} nodes in fp32 ({f['eval_data']})"
     )
+
+
+def verify_result(r) -> None:
+    line = (
+        f"verified: {r.model_class}.from_pretrained({escape(r.folder)}) ran a sample, "
+        f"{r.output} {list(r.shape)}"
+    )
+    if r.reference is not None:
+        line += f"; vs the input model: min cosine {r.min_cosine:.5f}, max abs diff {r.max_abs_diff:.3e}"
+    console.print(line + f" ({r.seconds:.1f} s)")

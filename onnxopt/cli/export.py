@@ -8,6 +8,7 @@ import typer
 
 from .. import render
 from ..export import export
+from ..verify import verify_output
 
 
 def command(
@@ -21,6 +22,11 @@ def command(
     opset: int | None = typer.Option(None, help="ONNX opset (default: optimum's choice for the model)."),
     atol: float = typer.Option(1e-4, help="Fail if ONNX and PyTorch outputs differ by more than this."),
     overwrite: bool = typer.Option(False, help="Replace OUTPUT if it exists."),
+    verify_loading: bool = typer.Option(
+        False,
+        "--verify-loading",
+        help="Load OUTPUT with optimum's ORTModelFor<Task> and compare with the input.",
+    ),
     trust_remote_code: bool = typer.Option(False, help="Allow model code from the hub to run."),
 ) -> None:
     """Export a Hugging Face model to ONNX and check it against PyTorch."""
@@ -36,3 +42,5 @@ def command(
             on_stage=lambda msg: progress(msg, 0, 0),
         )
     render.export_result(result)
+    if verify_loading:
+        render.verify_result(verify_output(result.out, None))

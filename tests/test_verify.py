@@ -1,0 +1,82 @@
+"""--verify-loading: every output folder loads with optimum's ORTModelFor<Task> and runs."""
+
+import shutil
+
+import pytest
+
+from tests.conftest import assert_clean_error, build_tiny_bert, export_to
+
+
+@pytest.fixture(scope="module")
+def tiny_exports(tmp_path_factory, tiny_bert_onnx, tiny_gpt2_onnx):
+    root = tmp_path_factory.mktemp("verify")
+    found = {"feature-extraction": tiny_bert_onnx, "text-generation": tiny_gpt2_onnx}
+    for head, task in (("classification", "text-classification"), ("qa", "question-answering")):
+        hf = build_tiny_bert(root / f"hf-{head}", head=head)
+        found[task] = export_to(hf, root / head)
+    return found
+
+
+@pytest.mark.parametrize(
+    "task, model_class",
+    [
+        ("feature-extraction", "ORTModelForFeatureExtraction"),
+        ("text-classification", "ORTModelForSequenceClassification"),
+        ("question-answering", "ORTModelForQuestionAnswering"),
+        ("text-generation", "ORTModelForCausalLM"),
+    ],
+)
+def test_quantize_verify_loading_per_task(cli, tiny_exports, tmp_path, task, model_class):
+    out = tmp_path / "q"
+    code, stdout, err = cli("quantize", tiny_exports[task], "--dynamic", "-o", out, "--verify-loading")
+    assert code == 0, err
+    assert f"verified: {model_class}.from_pretrained" in stdout and "min cosine" in stdout
+    import optimum.onnxruntime as ort_models
+
+    kwargs = {"use_cache": False, "use_io_binding": False} if task == "text-generation" else {}
+    model = getattr(ort_models, model_class).from_pretrained(out, **kwargs)
+    assert model is not None
+
+
+def test_verify_compares_with_the_input(tiny_bert_onnx):
+    from onnxopt.verify import verify_loading
+
+    same = verify_loading(tiny_bert_onnx, tiny_bert_onnx)
+    assert same.min_cosine == pytest.approx(1.0) and same.max_abs_diff == 0.0
+
+
+def test_broken_output_is_refused_and_removed(cli, tiny_bert_onnx, tmp_path, monkeypatch):
+    import numpy as np
+
+    from onnxopt import verify
+
+    real_run = verify._run
+
+    def scrambled(folder, task):
+        name, key, values, mask = real_run(folder, task)
+        if folder.name == "q":  # the output, not the input
+            values = np.random.default_rng(0).normal(size=values.shape)
+        return name, key, values, mask
+
+    monkeypatch.setattr(verify, "_run", scrambled)
+    out = tmp_path / "q"
+    code, _o, err = cli("quantize", tiny_bert_onnx, "--dynamic", "-o", out, "--verify-loading")
+    assert_clean_error(code, err, "differs from the input model's")
+    assert not out.exists()
+
+
+def test_verify_needs_a_model_folder(cli, graph_file, tmp_path):
+    out = tmp_path / "q"
+    code, _o, err = cli("quantize", graph_file("linear"), "--dynamic", "-o", out, "--verify-loading")
+    assert_clean_error(code, err, "--verify-loading needs a model folder with config.json")
+    assert not out.exists()
+
+
+def test_optimum_without_tokenizer_files(cli, tiny_bert_onnx, tmp_path):
+    folder = shutil.copytree(tiny_bert_onnx, tmp_path / "bare")
+    for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        (folder / name).unlink(missing_ok=True)
+    from onnxopt.verify import verify_loading
+
+    with pytest.raises(Exception, match="from_pretrained"):
+        verify_loading(folder)
