@@ -183,6 +183,11 @@ def _run_exporter(source: str, out: Path, task: str, opset: int | None, trust_re
             "pass a supported --task, e.g. feature-extraction",
         ) from exc
     except (ValueError, OSError, RuntimeError) as exc:
+        if "custom code" in str(exc) and not trust_remote_code:
+            raise OnnxoptError(
+                f"{source} ships its own model code, which would run on this machine; it was not run",
+                "read the code first; pass --trust-remote-code only if you trust it",
+            ) from exc
         raise OnnxoptError(
             f"export failed: {str(exc).splitlines()[0][:200]}", "check the model and --task/--opset values"
         ) from exc

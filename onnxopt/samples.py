@@ -45,7 +45,7 @@ def load_tokenizer(folder: Path | None):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(folder))
+        return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
     except Exception as exc:
         raise OnnxoptError(
             f"{folder} holds no usable tokenizer ({type(exc).__name__})",

@@ -53,8 +53,10 @@ def _run(folder: Path, task: str) -> tuple[str, str, np.ndarray, np.ndarray]:
     model_class = getattr(ort_models, name)
     kwargs = {"use_cache": False, "use_io_binding": False} if name == "ORTModelForCausalLM" else {}
     try:
-        model = model_class.from_pretrained(folder, provider="CPUExecutionProvider", **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = model_class.from_pretrained(
+            folder, provider="CPUExecutionProvider", trust_remote_code=False, **kwargs
+        )
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         encoded = tokenizer(_SAMPLE, padding=True, return_tensors="pt")

@@ -71,3 +71,32 @@ def test_hub_ids_are_passed_through_but_paths_are_not():
 def test_bundled_model_is_found_offline():
     source, local = resolve_source(None)
     assert local and source.endswith("model")
+
+
+def test_remote_code_never_runs_without_the_flag(cli, tmp_path):
+    """A folder whose config points at its own Python code: refused, and the code never runs."""
+    import json
+
+    from tests.conftest import build_tiny_bert
+
+    folder = build_tiny_bert(tmp_path / "custom")
+    config = json.loads((folder / "config.json").read_text())
+    config.update(
+        model_type="my-bert", auto_map={"AutoConfig": "custom.MyConfig", "AutoModel": "custom.MyModel"}
+    )
+    (folder / "config.json").write_text(json.dumps(config))
+    marker = tmp_path / "code-ran"
+    (folder / "custom.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\n"
+        "from transformers import BertConfig, BertModel\n"
+        "class MyConfig(BertConfig):\n    model_type = 'my-bert'\n"
+        "class MyModel(BertModel):\n    config_class = MyConfig\n"
+    )
+    out = tmp_path / "out"
+    code, _o, err = cli("export", folder, "-o", out)
+    assert_clean_error(code, err, "ships its own model code", "--trust-remote-code")
+    assert not marker.exists() and not out.exists()
+    # With the flag the code runs (then optimum has no ONNX config for the custom type: a clean error).
+    code, _o, err = cli("export", folder, "-o", out, "--trust-remote-code")
+    assert marker.exists()
+    assert code == 0 or "custom or unsupported architecture" in err
