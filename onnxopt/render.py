@@ -328,3 +328,29 @@ def verify_result(r) -> None:
     if r.reference is not None:
         line += f"; vs the input model: min cosine {r.min_cosine:.5f}, max abs diff {r.max_abs_diff:.3e}"
     console.print(line + f" ({r.seconds:.1f} s)")
+
+
+def recipe_result(r) -> None:
+    steps = _steps_table(f"Recipe {r.recipe} -> {r.out}")
+    for o in r.steps:
+        steps.add_row(o.name, f"{o.seconds:.1f} s", escape(o.summary), style="dim" if o.skipped else None)
+    console.print(steps)
+    batches = sorted({b for m in r.models for b in m.p50_ms})
+    table = Table(title="Models made by the recipe")
+    for col in (
+        ["step", "size", "metric", "drop"]
+        + [f"p50 b{b}" for b in batches]
+        + [f"speedup b{b}" for b in batches]
+    ):
+        table.add_column(col, justify="left" if col == "step" else "right")
+    for m in r.models:
+        cells = [
+            escape(m.step),
+            size(m.size_bytes),
+            "-" if m.value is None else f"{m.metric} {m.value:.2f}",
+            "-" if m.drop is None else f"{m.drop:.2f}",
+        ]
+        cells += [f"{m.p50_ms[b]:.1f} ms" if b in m.p50_ms else "-" for b in batches]
+        cells += [f"{m.speedup[b]:.2f}x" if b in m.speedup else "-" for b in batches]
+        table.add_row(*cells)
+    console.print(table)

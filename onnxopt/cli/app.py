@@ -9,7 +9,7 @@ import typer
 
 from .. import render
 from ..errors import OnnxoptError
-from . import bench, eval, export, inspect, optimize, prune, quantize
+from . import bench, eval, export, inspect, optimize, prune, quantize, run
 
 app = typer.Typer(
     name="onnxopt",
@@ -25,6 +25,7 @@ app.command("prune")(prune.command)
 app.command("bench")(bench.command)
 app.command("inspect")(inspect.command)
 app.command("eval")(eval.command)
+app.command("run")(run.command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,34 @@
+"""`onnxopt run RECIPE.yaml [-o OUT] [--model M] [--force]`"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .. import recipe, render, runner
+
+
+def command(
+    recipe_path: Path = typer.Argument(..., help="Recipe file (YAML); see recipes/."),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="Folder for every step's output (default: build/<recipe name>)."
+    ),
+    model: str | None = typer.Option(None, "--model", help="Use this model (folder or hub id) instead."),
+    force: bool = typer.Option(False, "--force", help="Run every step, even those already done."),
+) -> None:
+    """Run a recipe's steps (export, optimize, prune, quantize, eval, bench); unchanged steps are
+    skipped on a rerun; a table compares every model it made."""
+    parsed = recipe.load(recipe_path)
+    if model is not None:
+        parsed.model = str(Path(model).resolve()) if Path(model).exists() else model
+    out = output or Path("build") / recipe_path.stem
+    with render.progress_bar() as progress:
+        result = runner.run(
+            parsed,
+            out,
+            on_step=lambda step: progress(f"{step.name}", 0, 0),
+            on_progress=progress,
+            force=force,
+        )
+    render.recipe_result(result)
