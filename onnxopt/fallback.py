@@ -16,7 +16,7 @@ import onnx
 
 from .evaluate import StsPair, sts_score
 from .passes.base import Pass, PassResult
-from .sessions import make_session
+from .sessions import session_for_model
 
 Quantizer = Callable[[tuple[str, ...]], onnx.ModelProto]
 Progress = Callable[[str, int, int], None]
@@ -29,11 +29,11 @@ class FidelityDrop:
 
     def __init__(self, reference: onnx.ModelProto, feeds: Sequence[dict]):
         self.feeds = list(feeds)
-        session = make_session(reference.SerializeToString())
+        session = session_for_model(reference)
         self.expected = [session.run(None, feed)[0].astype(np.float64).ravel() for feed in self.feeds]
 
     def __call__(self, model: onnx.ModelProto) -> float:
-        session = make_session(model.SerializeToString())
+        session = session_for_model(model)
         cosines = []
         for feed, want in zip(self.feeds, self.expected, strict=True):
             got = session.run(None, feed)[0].astype(np.float64).ravel()
@@ -51,7 +51,7 @@ class StsDrop:
         self.reference_score = self._score(reference)
 
     def _score(self, model: onnx.ModelProto) -> float:
-        session = make_session(model.SerializeToString())
+        session = session_for_model(model)
         return sts_score(session, self.tokenizer, self.types, self.pairs, self.seq_len)
 
     def __call__(self, model: onnx.ModelProto) -> float:

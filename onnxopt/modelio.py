@@ -272,8 +272,22 @@ def save(model: onnx.ModelProto, folder: Path, name: str = MODEL_FILE) -> Path:
     """Save into `folder`, at an IR version the runtime reads; weights go external past 2 GB."""
     model.ir_version = loadable_ir_version(model)
     path = folder / name
-    large = model.ByteSize() >= _TWO_GB or _has_external(model)
-    if large:
+    write_model(model, path)
+    return path
+
+
+def is_large(model: onnx.ModelProto) -> bool:
+    """Past 2 GB a model cannot be one protobuf; protobuf even refuses to size it, so that counts."""
+    try:
+        return model.ByteSize() >= _TWO_GB
+    except Exception:  # EncodeError: "Failed to serialize proto"
+        return True
+
+
+def write_model(model: onnx.ModelProto, path: Path) -> None:
+    """Write as it is; weights go to `<name>.data` beside it past 2 GB or when they already were."""
+    name = path.name
+    if is_large(model) or _has_external(model):
         _to_raw_data(model)
         onnx.save_model(
             model,
@@ -285,7 +299,6 @@ def save(model: onnx.ModelProto, folder: Path, name: str = MODEL_FILE) -> Path:
         )
     else:
         onnx.save_model(model, str(path))
-    return path
 
 
 def _to_raw_data(model: onnx.ModelProto) -> None:

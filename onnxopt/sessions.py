@@ -226,6 +226,19 @@ def make_session(
         ) from exc
 
 
+def session_for_model(model, provider: str = "cpu"):
+    """A session on an in-memory model: from bytes, or through a temporary file past 2 GB."""
+    import tempfile
+
+    from .modelio import is_large
+    from .passes._files import write_temp_model
+
+    if not is_large(model):
+        return make_session(model.SerializeToString(), provider)
+    with tempfile.TemporaryDirectory(prefix="onnxopt-session-") as tmp:
+        return make_session(write_temp_model(model, Path(tmp)), provider)
+
+
 def check_loads(onnx_path: Path) -> None:
     """Refuse an input onnxruntime cannot load before any pass works on it: passes and
     onnxruntime's own tools assume a well-formed graph and fail obscurely on a broken one."""

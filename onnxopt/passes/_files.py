@@ -12,15 +12,12 @@ from pathlib import Path
 
 import onnx
 
-_TWO_GB = 2**31
-
 
 def write_temp_model(model: onnx.ModelProto, folder: Path, name: str = "in.onnx") -> Path:
+    from ..modelio import write_model
+
     path = folder / name
-    if model.ByteSize() >= _TWO_GB:
-        onnx.save_model(model, str(path), save_as_external_data=True, location=name + ".data")
-    else:
-        onnx.save_model(model, str(path))
+    write_model(model, path)
     return path
 
 
