@@ -91,3 +91,88 @@ def test_opset_newer_than_the_runtime(cli, tmp_path):
     model.opset_import[0].version = runtime_max_opset() + 1
     path = _model_dir(tmp_path, model)
     _refused_everywhere(cli, tmp_path, path, f"uses opset {runtime_max_opset() + 1}", "supports up to")
+
+
+HOSTILE_TEXT = "\n".join(
+    [
+        "",
+        "   ",
+        "plain words",
+        "émojis 🙂🚀 and CJK 漢字かな한글",
+        "right to left: שלום עולם مرحبا",
+        "zero\u200bwidth and com\u0301bining marks",
+        "word " * 5000,  # far longer than the sequence length
+        "\t",
+        "nul\x00byte inside",
+    ]
+)
+
+
+def test_calibration_text_with_blank_lines_unicode_and_long_samples(cli, tiny_bert_onnx, tmp_path):
+    data = tmp_path / "calib.txt"
+    data.write_text(HOSTILE_TEXT, encoding="utf-8")
+    out = tmp_path / "q"
+    code, stdout, err = cli(
+        "quantize", tiny_bert_onnx, "--static", "--calib", 6, "--calib-data", data, "--seq-len", 16, "-o", out
+    )
+    assert code == 0, err
+    assert (out / "model.onnx").is_file()
+    code, _o, err = cli("prune", tiny_bert_onnx, "--sparsity", 0.25, "--calib", 6, "--calib-data", data,
+                        "-o", tmp_path / "p")  # fmt: skip
+    assert code == 0, err
+
+
+def test_only_blank_calibration_text(cli, tiny_bert_onnx, tmp_path):
+    data = tmp_path / "calib.txt"
+    data.write_text("\n  \n\t\n")
+    code, _o, err = cli("quantize", tiny_bert_onnx, "--static", "--calib-data", data, "-o", tmp_path / "q")
+    assert_clean_error(code, err, "calib.txt")
+    assert not (tmp_path / "q").exists()
+
+
+def test_full_disk_is_one_line_and_leaves_nothing(cli, tiny_bert_onnx, tmp_path, monkeypatch):
+    import errno
+
+    from onnxopt import modelio
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "q"))
+
+    monkeypatch.setattr(modelio.onnx, "save_model", full)
+    code, _o, err = cli("quantize", tiny_bert_onnx, "--dynamic", "-o", tmp_path / "out" / "q")
+    assert_clean_error(code, err, "No space left on device", "nothing was written")
+    assert "internal error" not in err
+    assert not (tmp_path / "out" / "q").exists()
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [] if (tmp_path / "out").exists() else True
+
+
+def _onnxopt_temp_dirs():
+    import tempfile
+    from pathlib import Path
+
+    return {p.name for p in Path(tempfile.gettempdir()).glob("onnxopt-*")}
+
+
+@pytest.mark.parametrize("command", ["prune", "export", "optimize"])
+def test_ctrl_c_in_any_command_exits_130_and_cleans_up(
+    cli, tiny_bert_hf, tiny_bert_onnx, tmp_path, monkeypatch, command
+):
+    from onnxopt import modelio
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    before = _onnxopt_temp_dirs()
+    monkeypatch.setattr(modelio.onnx, "save_model", interrupted)  # mid-write, inside the staged folder
+    monkeypatch.setattr("onnxopt.export.compare_with_torch", interrupted)  # export: after optimum wrote
+    out = tmp_path / "out" / "x"
+    args = {
+        "prune": ("prune", tiny_bert_onnx, "--sparsity", 0.25, "--calib", 4),
+        "export": ("export", tiny_bert_hf),
+        "optimize": ("optimize", tiny_bert_onnx),
+    }[command]
+    code, _o, err = cli(*args, "-o", out)
+    assert code == 130, err
+    assert err.strip() == "onnxopt: error: interrupted; nothing was written"
+    assert not out.exists() and (not out.parent.exists() or list(out.parent.iterdir()) == [])
+    assert _onnxopt_temp_dirs() <= before

@@ -61,6 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, typer.Abort):
         render.error("interrupted; nothing was written")
         return 130
+    except OSError as exc:  # a full disk, a vanished folder, a permission: the machine, not a bug
+        where = f" ({exc.filename})" if exc.filename else ""
+        render.error(
+            f"{exc.strerror or exc}{where}; nothing was written "
+            "(free some space, or choose another output location)"
+        )
+        return 2
     except Exception as exc:
         # A bug of ours or of a library: still one line and exit 2 (outputs are staged, so nothing
         # half-written remains), and the traceback on request, for a report.
