@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 
 from .errors import OnnxoptError
+from .modelio import is_large
 from .passes._files import quiet, write_temp_model
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -78,7 +79,7 @@ def collect_ranges(
                 augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                 calibrate_method=calibration_method,
                 providers=["CPUExecutionProvider"],
-                use_external_data_format=model.ByteSize() >= 2**31,
+                use_external_data_format=is_large(model),
             )
         count = 0
         for feed in inputs:

@@ -24,7 +24,13 @@ _WORDS = (
 
 
 def build_tiny_bert(
-    folder: Path, hidden: int = 32, layers: int = 2, heads: int = 2, seed: int = 0, head: str = "base"
+    folder: Path,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 2,
+    seed: int = 0,
+    head: str = "base",
+    vocab_size: int | None = None,
 ) -> Path:
     """A random-weight BERT (hidden 32, 2 layers) with a WordPiece tokenizer over a small vocabulary.
 
@@ -45,7 +51,7 @@ def build_tiny_bert(
     tokenizer.save_pretrained(folder)
     torch.manual_seed(seed)
     config = BertConfig(
-        vocab_size=len(vocab),
+        vocab_size=vocab_size or len(vocab),  # larger: a big embedding; the tokenizer stays small
         hidden_size=hidden,
         num_hidden_layers=layers,
         num_attention_heads=heads,

@@ -50,14 +50,45 @@ class FuseTransformer(Pass):
         from onnxruntime.transformers.optimizer import optimize_model
 
         before = op_histogram(model)
-        with quiet():
-            # num_heads/hidden_size 0: read them from the graph's Reshape constants, per layer.
-            optimized = optimize_model(model, model_type=family, num_heads=0, hidden_size=0, opt_level=0)
-        fused = optimized.model
+        held = _hold_embedding_tables(model)
+        try:
+            with quiet():
+                # num_heads/hidden_size 0: read them from the graph's Reshape constants, per layer.
+                optimized = optimize_model(model, model_type=family, num_heads=0, hidden_size=0, opt_level=0)
+            fused = optimized.model
+        finally:
+            _restore(model, held)
+        _restore(fused, held)
         _import_used_domains(fused)
         after = op_histogram(fused)
         fusions = {op: after.get(op, 0) for op in FUSED_OPS if after.get(op, 0) > before.get(op, 0)}
         return PassResult(fused, bool(fusions), {"family": family, "fused": fusions})
+
+
+_HOLD_BYTES = 256 * 2**20
+
+
+def _hold_embedding_tables(model: onnx.ModelProto) -> dict[str, tuple[bytes, list[int]]]:
+    """Shrink large Gather tables (word embeddings) to their first row while the fusions run: they
+    read only the tables' row width, but copy the model several times, which for a 2 GB vocabulary
+    ran this 24 GB machine out of memory. Returned by name, put back by `_restore`."""
+    tables = {n.input[0] for n in model.graph.node if n.op_type == "Gather" and n.input}
+    held = {}
+    for tensor in model.graph.initializer:
+        data = tensor.raw_data if tensor.HasField("raw_data") else b""
+        if tensor.name in tables and len(tensor.dims) >= 2 and len(data) >= _HOLD_BYTES:
+            held[tensor.name] = (data, list(tensor.dims))
+            tensor.raw_data = data[: len(data) // tensor.dims[0]]
+            tensor.dims[0] = 1
+    return held
+
+
+def _restore(model: onnx.ModelProto, held: dict[str, tuple[bytes, list[int]]]) -> None:
+    for tensor in model.graph.initializer:
+        if tensor.name in held and tensor.dims and tensor.dims[0] == 1:
+            data, dims = held[tensor.name]
+            tensor.raw_data = data
+            tensor.dims[0] = dims[0]
 
 
 def _import_used_domains(model: onnx.ModelProto) -> None:

@@ -153,7 +153,8 @@ def _shapes(g: Graph, consts: list[ShapeConst], value: int) -> None:
 def _drop_unused_initializers(model: onnx.ModelProto) -> None:
     """The replaced weights: left in, they would keep the file as large as before."""
     used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
-    kept = [t for t in model.graph.initializer if t.name in used]
-    if len(kept) != len(model.graph.initializer):
-        del model.graph.initializer[:]
-        model.graph.initializer.extend(kept)
+    # Deleted in place: re-adding kept tensors would copy them through serialization, which
+    # protobuf refuses for a tensor over 2 GB (a large embedding).
+    for i in reversed(range(len(model.graph.initializer))):
+        if model.graph.initializer[i].name not in used:
+            del model.graph.initializer[i]

@@ -58,9 +58,16 @@ def _dynamic_tool(opts: QuantOptions, op_types, nodes: list[str] | None = None):
             weight_type=QuantType.QInt8,
             nodes_to_exclude=list(opts.exclude),
             extra_options=_no_types_extra(),
+            use_external_data_format=_has_external_data(src),
         )
 
     return tool
+
+
+def _has_external_data(src: Path) -> bool:
+    # A model written with external data (past 2 GB) must be saved the same way by the quantizer:
+    # its output still holds what it does not quantize (a large fp32 embedding, say).
+    return (src.parent / (src.name + ".data")).is_file()
 
 
 def int8_op_counts(model: onnx.ModelProto) -> dict[str, int]:
@@ -156,6 +163,7 @@ class QuantizeStatic(Pass):
                     calibrate_method=self.method,
                     calibration_cache_path=cache,
                     extra_options=_no_types_extra(),
+                    use_external_data_format=_has_external_data(src),
                 )
 
             quantized = through_files(model, static_tool) if static_ops else model
