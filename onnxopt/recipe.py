@@ -104,6 +104,8 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
     },
 }  # fmt: skip
 _COMMON = {"name": _STR, "input": _STR}
+for _kind in MODEL_STEPS:  # as the commands' --verify-loading
+    SCHEMA[_kind]["verify_loading"] = _BOOL
 REQUIRED = {"prune": ("sparsity",)}
 PATH_OPTIONS = ("calib_data", "eval_data", "data")
 

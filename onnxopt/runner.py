@@ -151,6 +151,16 @@ def run(
             result, summary = saved.get("result"), saved.get("summary", "") + " (unchanged: skipped)"
         else:
             result, summary = _execute(step, recipe, target, outputs, source_name, progress)
+            if step.options.get("verify_loading"):
+                from .verify import verify_output
+
+                src = outputs.get(source_name) if step.kind != "export" else None
+                checked = verify_output(target, src)
+                summary += f"; loads as {checked.model_class}" + (
+                    f" (min cosine {checked.min_cosine:.4f} vs input)"
+                    if checked.min_cosine is not None
+                    else ""
+                )
             state["steps"][step.name] = {"key": key, "kind": step.kind, "result": result, "summary": summary}
             write_text_atomic(out / STATE_NAME, json.dumps(state, indent=2, default=str) + "\n")
         results[step.name] = result

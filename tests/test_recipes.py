@@ -69,6 +69,7 @@ def test_gpt2_recipe_runs_then_skips_then_reruns_what_changed(cli, tiny_gpt2_hf,
     code, stdout, err = cli("run", recipe_path, "--model", tiny_gpt2_hf, "-o", out)
     assert code == 0, err
     assert "Models made by the recipe" in stdout and "perplexity" in stdout
+    assert "loads as ORTModelForCausalLM" in stdout  # verify_loading: true in the recipe
     assert (out / "1-export" / "model.onnx").is_file() and (out / "2-quantize" / "model.onnx").is_file()
     state = json.loads((out / "recipe-state.json").read_text())["steps"]
     assert set(state) == {"1-export", "2-quantize", "perplexity", "4-bench"}
