@@ -224,43 +224,36 @@ def runtime_max_ir_version() -> int:
     onnx can write IR versions newer than onnxruntime reads (onnx 1.23 writes IR 12+, older
     runtimes stop at 10 or 11), so models are saved at the newest IR version the runtime accepts.
     """
-    import onnxruntime as ort
-
     for ir in range(onnx.IR_VERSION, 6, -1):
-        x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
-        y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
-        graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [x], [y])
-        probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-        probe.ir_version = ir
-        try:
-            ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+        if _runtime_loads(ir, 13):
             return ir
-        except Exception:
-            continue
     return 7
 
 
 @functools.lru_cache(maxsize=1)
 def runtime_max_opset() -> int:
     """The newest default-domain opset the installed onnxruntime loads, found by asking it."""
+    ir = min(runtime_max_ir_version(), onnx.IR_VERSION)
+    for opset in range(onnx.defs.onnx_opset_version(), 12, -1):
+        if _runtime_loads(ir, opset):
+            return opset
+    return 13
+
+
+def _runtime_loads(ir: int, opset: int) -> bool:
+    """Whether onnxruntime loads a one-Identity model at this IR version and opset."""
     import onnxruntime as ort
 
-    for opset in range(onnx.defs.onnx_opset_version(), 12, -1):
-        x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
-        graph = helper.make_graph(
-            [helper.make_node("Identity", ["x"], ["y"])],
-            "probe",
-            [x],
-            [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
-        )
-        probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-        probe.ir_version = min(runtime_max_ir_version(), onnx.IR_VERSION)
-        try:
-            ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
-            return opset
-        except Exception:
-            continue
-    return 13
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [x], [y])
+    probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    probe.ir_version = ir
+    try:
+        ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+        return True
+    except Exception:
+        return False
 
 
 def loadable_ir_version(model: onnx.ModelProto) -> int:

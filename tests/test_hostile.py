@@ -122,14 +122,6 @@ def test_calibration_text_with_blank_lines_unicode_and_long_samples(cli, tiny_be
     assert code == 0, err
 
 
-def test_only_blank_calibration_text(cli, tiny_bert_onnx, tmp_path):
-    data = tmp_path / "calib.txt"
-    data.write_text("\n  \n\t\n")
-    code, _o, err = cli("quantize", tiny_bert_onnx, "--static", "--calib-data", data, "-o", tmp_path / "q")
-    assert_clean_error(code, err, "calib.txt")
-    assert not (tmp_path / "q").exists()
-
-
 def test_full_disk_is_one_line_and_leaves_nothing(cli, tiny_bert_onnx, tmp_path, monkeypatch):
     import errno
 
