@@ -47,7 +47,9 @@ def evaluate(
     ref = modelio.resolve(model)
     result = EvalResult(model=ref.name, reference=str(reference) if reference else None, task=task)
     # Each model runs as `bench --ep auto`/`--tune` saved it (provider and session options), else on CPU.
-    result.runtime = runtime_settings(ref).provider
+    models = [model] + ([reference] if reference else [])
+    settings = [runtime_settings(ref)] + ([runtime_settings(modelio.resolve(reference))] if reference else [])
+    result.runtime = settings[0].provider
     if task == "fidelity":
         if reference is None:
             raise OnnxoptError(
@@ -57,19 +59,9 @@ def evaluate(
         feeds = TokenizedSamples(
             samples, load_tokenizer(ref.folder), input_types(modelio.load(ref, False)), seq_len
         )
-        result.fidelity = output_fidelity(
-            model, reference, feeds, (runtime_settings(ref), runtime_settings(modelio.resolve(reference)))
-        )
+        result.fidelity = output_fidelity(model, reference, feeds, tuple(settings))
     else:
-        _task_metric(
-            result,
-            task,
-            Path(data),
-            [model] + ([reference] if reference else []),
-            seq_len,
-            text_column,
-            label_column,
-        )
+        _task_metric(result, task, Path(data), models, settings, seq_len, text_column, label_column)
     if record and ref.folder is not None and (manifest := ref.manifest) is not None:
         manifest.add_step("eval", **_record(result, data))
         manifest.save(ref.folder)
@@ -77,10 +69,17 @@ def evaluate(
 
 
 def _task_metric(
-    result: EvalResult, task, data: Path, models: list[Path], seq_len, text_column, label_column
+    result: EvalResult,
+    task,
+    data: Path,
+    models: list[Path],
+    settings: list,
+    seq_len,
+    text_column,
+    label_column,
 ) -> None:
-    """The task's metric on the model, and on the reference when there is one."""
-    settings = [runtime_settings(modelio.resolve(m)) for m in models]
+    """The task's metric on the model, and on the reference when there is one, each run with its
+    `settings`."""
     if task == "sts":
         pairs = load_sts_pairs(data)
         values = [sts_spearman(m, pairs, seq_len, settings=s) for m, s in zip(models, settings, strict=True)]

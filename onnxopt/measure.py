@@ -63,11 +63,12 @@ class _Candidate:
     ref: ModelRef
     settings: SessionSettings
     session: object = None
-    model: object = None
     first_run_ms: float = 0.0
     first_outputs: list | None = None
     nodes: dict = field(default_factory=dict)
     fallback: dict = field(default_factory=dict)
+    max_abs_diff_vs_cpu: float | None = None
+    min_cosine_vs_cpu: float | None = None
 
 
 def _vocab_size(ref: ModelRef) -> int:
@@ -125,6 +126,17 @@ def _compare(outputs: list, reference: list) -> tuple[float, float]:
     return diff, cosine
 
 
+def _compare_with_cpu(candidates: list[_Candidate]) -> None:
+    """Each pair's first outputs against the same model's first CPU candidate, once per run; the
+    outputs are dropped afterwards."""
+    for c in candidates:
+        cpu = next((o for o in candidates if o.ref is c.ref and o.settings.provider == "cpu"), None)
+        if cpu is not None:
+            c.max_abs_diff_vs_cpu, c.min_cosine_vs_cpu = _compare(c.first_outputs, cpu.first_outputs)
+    for c in candidates:
+        c.first_outputs = None
+
+
 def bench(
     refs: Sequence[ModelRef],
     batches: Sequence[int],
@@ -162,11 +174,10 @@ def bench(
         def variants_for(_ref: ModelRef, provider: str) -> list[SessionSettings]:
             return [SessionSettings(provider=provider, intra_threads=threads)]
 
-    candidates = []
-    for ref in refs:
-        model = modelio.load(ref, load_weights=False)
-        for provider in usable:
-            candidates.extend(_Candidate(ref, s, model=model) for s in variants_for(ref, provider))
+    models = {id(ref): modelio.load(ref, load_weights=False) for ref in refs}
+    candidates = [
+        _Candidate(ref, s) for ref in refs for provider in usable for s in variants_for(ref, provider)
+    ]
     # Providers' thread pools disturb each other when runs alternate between them (onnxruntime's
     # threads spin after a run, OpenVINO's TBB workers too): measured here, the CPU provider's p50
     # rose ~30% when alternated with OpenVINO run by run. So with several providers, each turn
@@ -188,12 +199,11 @@ def bench(
     # Read once per model, not once per batch size: size_bytes parses the model file.
     sizes = {ref.name: ref.size_bytes() for ref in refs}
     vocab_sizes = {ref.name: _vocab_size(ref) for ref in refs}
-    feeds_by_model: dict[int, dict] = {}
     timings: list[Timing] = []
     for b_index, batch in enumerate(batches):
-        for ref in refs:
-            model = next(c.model for c in candidates if c.ref is ref)
-            feeds_by_model[id(ref)] = synthetic_inputs(model, batch, seq, vocab_sizes[ref.name])
+        feeds_by_model = {
+            id(ref): synthetic_inputs(models[id(ref)], batch, seq, vocab_sizes[ref.name]) for ref in refs
+        }
         if b_index == 0:
             for c in candidates:
                 # First-run time is what a server pays at start: session creation and one inference.
@@ -202,6 +212,7 @@ def bench(
                 c.first_outputs = _checked_run(c, feeds_by_model[id(c.ref)], batch)
                 c.first_run_ms = (time.perf_counter() - start) * 1000
                 c.nodes, c.fallback = node_placement(c.session)
+            _compare_with_cpu(candidates)
         samples: list[list[float]] = [[] for _ in candidates]
         fastest_ms = float("inf")
         for _ in range(max(warmup, 1 if min_seconds else 0)):
@@ -226,8 +237,6 @@ def bench(
         base = float(np.median(samples[0]))
         for c, ms in zip(candidates, samples, strict=True):
             p50, p90, p99 = (float(np.percentile(ms, q)) for q in (50, 90, 99))
-            cpu = next((o for o in candidates if o.ref is c.ref and o.settings.provider == "cpu"), None)
-            diff, cosine = (None, None) if cpu is None else _compare(c.first_outputs, cpu.first_outputs)
             timings.append(
                 Timing(
                     model=c.ref.name,
@@ -246,8 +255,8 @@ def bench(
                     nodes_by_provider=dict(c.nodes),
                     fallback_ops=dict(c.fallback),
                     settings=c.settings.as_dict(),
-                    max_abs_diff_vs_cpu=diff,
-                    min_cosine_vs_cpu=cosine,
+                    max_abs_diff_vs_cpu=c.max_abs_diff_vs_cpu,
+                    min_cosine_vs_cpu=c.min_cosine_vs_cpu,
                 )
             )
     return BenchReport(timings, unavailable)

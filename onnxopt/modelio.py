@@ -277,9 +277,13 @@ def is_large(model: onnx.ModelProto) -> bool:
         return True
 
 
+def data_file(path: Path) -> Path:
+    """Where `write_model` puts the weights of a large model: `<name>.data` beside it."""
+    return path.with_name(path.name + ".data")
+
+
 def write_model(model: onnx.ModelProto, path: Path) -> None:
-    """Write as it is; weights go to `<name>.data` beside it past 2 GB or when they already were."""
-    name = path.name
+    """Write as it is; weights go to `data_file(path)` past 2 GB or when they already were external."""
     if is_large(model) or _has_external(model):
         _to_raw_data(model)
         onnx.save_model(
@@ -287,7 +291,7 @@ def write_model(model: onnx.ModelProto, path: Path) -> None:
             str(path),
             save_as_external_data=True,
             all_tensors_to_one_file=True,
-            location=name + ".data",
+            location=data_file(path).name,
             size_threshold=0,
         )
     else:

@@ -47,6 +47,11 @@ def _short(name: str) -> str:
     )
 
 
+def check_path(path: Path) -> None:
+    if path.suffix.lower() != ".png":
+        raise OnnxoptError(f"--plot writes a PNG file, got {path.name!r}", "e.g. --plot latency.png")
+
+
 def plot(
     timings: Sequence,
     path: Path,
@@ -56,8 +61,7 @@ def plot(
     """Bars of p50 latency with p50-p99 whiskers, one panel per batch size (the selected provider's
     bar outlined); plus, when accuracy is known for two or more models, p50 at the smallest batch
     against the metric, with the Pareto front drawn."""
-    if path.suffix.lower() != ".png":
-        raise OnnxoptError(f"--plot writes a PNG file, got {path.name!r}", "e.g. --plot latency.png")
+    check_path(path)
     import matplotlib
 
     matplotlib.use("Agg")

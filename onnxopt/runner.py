@@ -98,6 +98,16 @@ def _step_key(step: Step, inputs: list[str]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+@dataclass
+class _Reads:
+    """What a step reads, worked out once: its model, eval's reference, bench's models."""
+
+    source_name: str | None
+    src: Path | None
+    reference: Path | None
+    bench_names: list[str]
+
+
 def _load_state(out: Path) -> dict:
     path = out / STATE_NAME
     if not path.is_file():
@@ -123,25 +133,31 @@ def run(
     latest: str | None = None
     outcomes: list[StepOutcome] = []
     results: dict[str, Any] = {}
+    hashes: dict[Path, str] = {}  # input folders are read once per run, not once per step using them
+
+    def hashed(folder: Path) -> str:
+        if folder not in hashes:
+            hashes[folder] = model_hash(folder)
+        return hashes[folder]
+
     for step in recipe.steps:
         if on_step:
             on_step(step)
         source_name = step.input or latest
+        # What the step reads: its model (the previous one, a named one, or the recipe's ONNX
+        # folder), eval's reference, bench's models.
+        reads = _Reads(
+            source_name,
+            outputs[source_name] if source_name else (Path(recipe.model) if recipe.model else None),
+            _eval_reference(step, outputs, source_name) if step.kind == "eval" else None,
+            list(outputs) if step.options.get("models", "all") == "all" else step.options["models"],
+        )
         if step.kind == "export":
             inputs = [_source_hash(recipe.model)]
         elif step.kind == "bench":
-            names = list(outputs) if step.options.get("models", "all") == "all" else step.options["models"]
-            inputs = [model_hash(outputs[n]) for n in names]
+            inputs = [hashed(outputs[n]) for n in reads.bench_names]
         else:
-            if source_name is None:
-                src = Path(recipe.model)  # a recipe on an existing ONNX folder
-                inputs = [model_hash(src)]
-            else:
-                src = outputs[source_name]
-                inputs = [model_hash(src)]
-            if step.kind == "eval":
-                ref = _eval_reference(step, outputs, source_name)
-                inputs.append(model_hash(ref) if ref is not None else "")
+            inputs = [hashed(reads.src), hashed(reads.reference) if reads.reference is not None else ""]
         key = _step_key(step, inputs)
         target = out / step.name
         saved = state["steps"].get(step.name, {})
@@ -150,12 +166,12 @@ def run(
         if done:
             result, summary = saved.get("result"), saved.get("summary", "") + " (unchanged: skipped)"
         else:
-            result, summary = _execute(step, recipe, target, outputs, source_name, progress)
+            hashes.pop(target, None)
+            result, summary = _execute(step, recipe, target, reads, outputs, progress)
             if step.options.get("verify_loading"):
                 from .verify import verify_output
 
-                src = outputs.get(source_name) if step.kind != "export" else None
-                checked = verify_output(target, src)
+                checked = verify_output(target, reads.src if step.kind != "export" else None)
                 summary += f"; loads as {checked.model_class}" + (
                     f" (min cosine {checked.min_cosine:.4f} vs input)"
                     if checked.min_cosine is not None
@@ -194,9 +210,8 @@ def _eval_reference(step: Step, outputs: dict[str, Path], source_name: str | Non
     return outputs[first] if first is not None and first != source_name else None
 
 
-def _execute(step, recipe, target, outputs, source_name, progress) -> tuple[Any, str]:
-    o = step.options
-    src = outputs[source_name] if source_name else (Path(recipe.model) if recipe.model else None)
+def _execute(step, recipe, target, reads: _Reads, outputs, progress) -> tuple[Any, str]:
+    o, src, reference = step.options, reads.src, reads.reference
     if step.kind == "export":
         from .export import export
 
@@ -264,7 +279,6 @@ def _execute(step, recipe, target, outputs, source_name, progress) -> tuple[Any,
     if step.kind == "eval":
         from .evaluation import evaluate
 
-        reference = _eval_reference(step, outputs, source_name)
         r = evaluate(
             src,
             reference,
@@ -276,7 +290,7 @@ def _execute(step, recipe, target, outputs, source_name, progress) -> tuple[Any,
             label_column=o.get("label_column", "label"),
         )
         result = {
-            "model": source_name,
+            "model": reads.source_name,
             "metric": r.metric_name,
             "value": r.metric,
             "drop": r.drop,
@@ -290,7 +304,7 @@ def _execute(step, recipe, target, outputs, source_name, progress) -> tuple[Any,
         return result, text + (f", drop {r.drop:.2f}" if r.drop is not None else "")
     from .measure import bench, parse_providers
 
-    names = list(outputs) if o.get("models", "all") == "all" else o["models"]
+    names = reads.bench_names
     refs = [modelio.resolve(outputs[n]) for n in names]
     report = bench(
         refs,

@@ -7,7 +7,7 @@ The choice and any tuned settings live in the model's manifest (`runtime`), so l
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .errors import OnnxoptError
 from .manifest import MANIFEST_NAME
@@ -32,8 +32,13 @@ class Selection:
     recorded: bool = False
 
 
+def drifts(t) -> bool:
+    """Whether a timing's outputs drifted from the CPU provider's beyond MIN_COSINE."""
+    return t.min_cosine_vs_cpu is not None and t.min_cosine_vs_cpu < MIN_COSINE
+
+
 def _eligible(t, passed_over: dict[str, str]) -> bool:
-    if t.min_cosine_vs_cpu is not None and t.min_cosine_vs_cpu < MIN_COSINE:
+    if drifts(t):
         passed_over[t.provider] = (
             f"outputs drift from CPU's (cosine {t.min_cosine_vs_cpu:.5f} < {MIN_COSINE})"
         )
@@ -108,7 +113,7 @@ def saved_settings(ref: ModelRef, provider: str, threads: int | None = None) -> 
             'run `onnxopt bench --tune` again, or delete its "runtime" entry',
         ) from exc
     if threads:
-        settings = SessionSettings.from_dict({**settings.as_dict(), "intra_threads": threads})
+        settings = replace(settings, intra_threads=threads)
     return settings
 
 

@@ -2,7 +2,7 @@
 
 A handful of candidates per provider (threads, graph optimization level, execution mode; for
 OpenVINO its performance and precision hints), timed interleaved at one batch size. A candidate
-whose outputs drift from the CPU provider's default is never chosen (see selection.MIN_COSINE).
+whose outputs drift from the CPU provider's default is never chosen (see selection.drifts).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .measure import bench
 from .modelio import ModelRef
-from .selection import MIN_COSINE
+from .selection import drifts
 from .sessions import SessionSettings, cpu_count
 
 
@@ -75,11 +75,7 @@ def tune(
     )
     best: dict[str, SessionSettings] = {}
     for provider in dict.fromkeys(t.provider for t in report.timings):
-        rows = [
-            t
-            for t in report.timings
-            if t.provider == provider and (t.min_cosine_vs_cpu is None or t.min_cosine_vs_cpu >= MIN_COSINE)
-        ]
+        rows = [t for t in report.timings if t.provider == provider and not drifts(t)]
         if rows:
             best[provider] = SessionSettings.from_dict(min(rows, key=lambda t: t.p50_ms).settings)
     return TuneResult(ref.name, best, report.timings, report.unavailable)

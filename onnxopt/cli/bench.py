@@ -55,8 +55,8 @@ def command(
     node placement, size, speedup; pick the fastest provider per model."""
     batches = parse_int_list(batch, "--batch")
     providers = parse_providers(ep)
-    if plot_path is not None and plot_path.suffix.lower() != ".png":
-        raise OnnxoptError(f"--plot writes a PNG file, got {plot_path.name!r}", "e.g. --plot latency.png")
+    if plot_path is not None:
+        plots.check_path(plot_path)  # before the measuring, not after
     refs = [modelio.resolve(m) for m in models]
     tuned: dict[str, dict[str, SessionSettings]] = {}
     if tune_settings:
@@ -92,8 +92,9 @@ def command(
             on_progress=lambda done, total: progress("timing", done, total),
         )
     measured = {t.provider for t in report.timings}
-    chosen = selection.select(report.timings) if len(measured) > 1 or ep.strip().lower() == "auto" else {}
-    if ep.strip().lower() == "auto":
+    auto = ep.strip().lower() == "auto"
+    chosen = selection.select(report.timings) if len(measured) > 1 or auto else {}
+    if auto:
         for ref in refs:
             selection.record(ref, chosen[ref.name])
     render.bench_tables(report.timings, chosen)

@@ -8,7 +8,7 @@ import typer
 
 from .. import render
 from ..export import export
-from ..verify import verify_output
+from ._shared import VERIFY_LOADING, verify_if_asked
 
 
 def command(
@@ -22,11 +22,7 @@ def command(
     opset: int | None = typer.Option(None, help="ONNX opset (default: optimum's choice for the model)."),
     atol: float = typer.Option(1e-4, help="Fail if ONNX and PyTorch outputs differ by more than this."),
     overwrite: bool = typer.Option(False, help="Replace OUTPUT if it exists."),
-    verify_loading: bool = typer.Option(
-        False,
-        "--verify-loading",
-        help="Load OUTPUT with optimum's ORTModelFor<Task> and compare with the input.",
-    ),
+    verify_loading: bool = VERIFY_LOADING,
     trust_remote_code: bool = typer.Option(False, help="Allow model code from the hub to run."),
 ) -> None:
     """Export a Hugging Face model to ONNX and check it against PyTorch."""
@@ -42,5 +38,4 @@ def command(
             on_stage=lambda msg: progress(msg, 0, 0),
         )
     render.export_result(result)
-    if verify_loading:
-        render.verify_result(verify_output(result.out, None))
+    verify_if_asked(verify_loading, result.out, None)

@@ -8,7 +8,7 @@ import typer
 
 from .. import render
 from ..optimization import optimize
-from ..verify import verify_output
+from ._shared import VERIFY_LOADING, verify_if_asked
 
 
 def command(
@@ -16,15 +16,10 @@ def command(
     output: Path = typer.Option(..., "-o", "--output", help="Folder for the optimized model."),
     atol: float = typer.Option(1e-3, help="Fail if outputs move by more than this from the input model's."),
     overwrite: bool = typer.Option(False, help="Replace OUTPUT if it exists."),
-    verify_loading: bool = typer.Option(
-        False,
-        "--verify-loading",
-        help="Load OUTPUT with optimum's ORTModelFor<Task> and compare with the input.",
-    ),
+    verify_loading: bool = VERIFY_LOADING,
 ) -> None:
     """Fuse transformer ops (Attention, SkipLayerNorm, BiasGelu, EmbedLayerNorm) and check output parity."""
     with render.progress_bar() as progress:
         result = optimize(model, output, atol=atol, overwrite=overwrite, on_progress=progress)
     render.optimize_result(result)
-    if verify_loading:
-        render.verify_result(verify_output(result.out, model))
+    verify_if_asked(verify_loading, result.out, model)

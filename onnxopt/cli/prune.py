@@ -8,7 +8,7 @@ import typer
 
 from .. import render
 from ..pruning import prune
-from ..verify import verify_output
+from ._shared import VERIFY_LOADING, verify_if_asked
 
 
 def command(
@@ -26,11 +26,7 @@ def command(
     per_layer_floor: float = typer.Option(0.25, help="Each layer keeps at least this fraction of its units."),
     seq_len: int = typer.Option(128, help="Truncate calibration samples to this many tokens."),
     overwrite: bool = typer.Option(False, help="Replace OUTPUT if it exists."),
-    verify_loading: bool = typer.Option(
-        False,
-        "--verify-loading",
-        help="Load OUTPUT with optimum's ORTModelFor<Task> and compare with the input.",
-    ),
+    verify_loading: bool = VERIFY_LOADING,
 ) -> None:
     """Remove attention heads and FFN neurons, re-fit the output projections, fold the weights."""
     with render.progress_bar() as progress:
@@ -50,5 +46,4 @@ def command(
             on_progress=progress,
         )
     render.prune_result(result)
-    if verify_loading:
-        render.verify_result(verify_output(result.out, model))
+    verify_if_asked(verify_loading, result.out, model)

@@ -9,7 +9,7 @@ import typer
 from .. import render
 from ..errors import OnnxoptError
 from ..quantization import quantize
-from ..verify import verify_output
+from ._shared import VERIFY_LOADING, verify_if_asked
 
 
 def command(
@@ -51,11 +51,7 @@ def command(
         False, "--all-static", help="Static scales for GELU outputs too (default: dynamic there, see README)."
     ),
     overwrite: bool = typer.Option(False, help="Replace OUTPUT if it exists."),
-    verify_loading: bool = typer.Option(
-        False,
-        "--verify-loading",
-        help="Load OUTPUT with optimum's ORTModelFor<Task> and compare with the input.",
-    ),
+    verify_loading: bool = VERIFY_LOADING,
 ) -> None:
     """Quantize a model to int8, dynamic or static."""
     if static == dynamic:
@@ -85,5 +81,4 @@ def command(
             smooth=smooth,
         )
     render.quantize_result(result)
-    if verify_loading:
-        render.verify_result(verify_output(result.out, model))
+    verify_if_asked(verify_loading, result.out, model)

@@ -67,7 +67,9 @@ def _dynamic_tool(opts: QuantOptions, op_types, nodes: list[str] | None = None):
 def _has_external_data(src: Path) -> bool:
     # A model written with external data (past 2 GB) must be saved the same way by the quantizer:
     # its output still holds what it does not quantize (a large fp32 embedding, say).
-    return (src.parent / (src.name + ".data")).is_file()
+    from ..modelio import data_file
+
+    return data_file(src).is_file()
 
 
 def int8_op_counts(model: onnx.ModelProto) -> dict[str, int]:
