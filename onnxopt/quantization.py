@@ -93,6 +93,7 @@ def quantize(
     eval_data: str | None = None,
     all_static: bool = False,
     smooth: bool | None = None,
+    qdq: bool = False,
 ) -> QuantizeResult:
     progress = on_progress or (lambda _stage, _done, _total: None)
     if mode not in ("static", "dynamic"):
@@ -123,7 +124,11 @@ def quantize(
         smooth = mode == "static" or ref.has_tokenizer()
     features = cpu_features()
     options = QuantOptions(
-        op_types=op_types, per_channel=per_channel, reduce_range=features.reduce_range, exclude=tuple(exclude)
+        op_types=op_types,
+        per_channel=per_channel,
+        reduce_range=features.reduce_range,
+        exclude=tuple(exclude),
+        cpu_layout=not qdq,
     )
 
     # Static needs samples before any heavy work, so bad calibration input fails fast.
@@ -195,6 +200,7 @@ def quantize(
         "reduce_range": options.reduce_range,
         "cpu": features.describe(),
         "optimize": optimize,
+        "layout": quant_reports[-1].details.get("layout", "qdq"),
         "int8_ops": quant_reports[-1].details.get("int8_ops", {}),
         "dynamic_matmuls": list(options.dynamic_nodes),
         "smooth": [

@@ -139,6 +139,11 @@ def _step_summary(step) -> str:
             text += f"; dynamic activation scales for {', '.join(d['dynamic_activation_ops'])}"
         if d.get("dynamic_matmuls"):
             text += f" ({len(d['dynamic_matmuls'])} MatMuls fed by GELU)"
+        if d.get("layout") == "onnxruntime-cpu":
+            rewrites = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in d.get("rewrites", {}).items())
+            text += f"; laid out for the CPU provider's kernels ({rewrites or 'nothing to rewrite'})"
+        elif d.get("layout") == "qdq":
+            text += "; portable QDQ"
         return text
     if "method" in d:
         return f"{d['method']} shape inference" + (

@@ -50,6 +50,11 @@ def command(
     all_static: bool = typer.Option(
         False, "--all-static", help="Static scales for GELU outputs too (default: dynamic there, see README)."
     ),
+    qdq: bool = typer.Option(
+        False,
+        "--qdq",
+        help="Keep portable QDQ (for OpenVINO, TensorRT); default: onnxruntime CPU int8 kernels.",
+    ),
     overwrite: bool = typer.Option(False, help="Replace OUTPUT if it exists."),
     verify_loading: bool = VERIFY_LOADING,
 ) -> None:
@@ -78,6 +83,7 @@ def command(
             max_drop=max_drop,
             eval_data=eval_data,
             all_static=all_static,
+            qdq=qdq,
             smooth=smooth,
         )
     render.quantize_result(result)

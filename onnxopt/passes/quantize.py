@@ -2,10 +2,11 @@
 
 Static: activation ranges come from our own streaming calibration (onnxopt.calibrate) and are
 handed to `quantize_static` through its calibration cache, so the tool never holds activations.
-Ops with a static int8 kernel on the CPU provider (MatMul, Gemm) get QDQ pairs, which onnxruntime
-fuses into QLinearMatMul / MatMulIntegerToFloat at load time. onnxruntime has no static int8
-kernel for the fused Attention and EmbedLayerNormalization ops, so those get int8 weights with
-dynamic activation scales (QAttention, QEmbedLayerNormalization) -- reported, never hidden.
+Ops with a static int8 kernel on the CPU provider (MatMul, Gemm) get QDQ pairs; by default
+CpuInt8Layout then rewrites them into the int8 kernels the CPU provider runs fastest (see there).
+onnxruntime has no static int8 kernel for the fused Attention and EmbedLayerNormalization ops,
+so those get int8 weights with dynamic activation scales (QAttention, QEmbedLayerNormalization);
+that is reported, never hidden.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import onnx
 
 from ._files import through_files
 from .base import Pass, PassResult
+from .cpu_int8_layout import CpuInt8Layout
 
 QDQ_OPS = ("MatMul", "Gemm")
 DYNAMIC_ONLY_OPS = ("Attention", "EmbedLayerNormalization")
@@ -85,6 +87,16 @@ class QuantOptions:
     exclude: tuple[str, ...] = ()
     # MatMul nodes that get dynamic activation scales even in static mode (see after_activation).
     dynamic_nodes: tuple[str, ...] = ()
+    # Rewrite the result for onnxruntime's CPU int8 kernels (passes/cpu_int8_layout.py); off keeps
+    # the portable QDQ form that other runtimes (OpenVINO, TensorRT) read.
+    cpu_layout: bool = True
+
+
+def _laid_out(model: onnx.ModelProto, opts: QuantOptions) -> tuple[onnx.ModelProto, dict]:
+    if not opts.cpu_layout:
+        return model, {"layout": "qdq"}
+    result = CpuInt8Layout().call(model)
+    return result.model, {"layout": "onnxruntime-cpu", "rewrites": result.details}
 
 
 _HEAVY_TAILED = ("Gelu", "BiasGelu", "FastGelu", "QuickGelu")
@@ -116,10 +128,12 @@ class QuantizeDynamic(Pass):
         opts = self.options
 
         quantized = through_files(model, _dynamic_tool(opts, opts.op_types))
+        quantized, layout = _laid_out(quantized, opts)
         return PassResult(
             quantized,
             True,
             {
+                **layout,
                 "int8_ops": int8_op_counts(quantized),
                 "weights": "s8",
                 "activations": "u8 (dynamic)",
@@ -174,10 +188,12 @@ class QuantizeStatic(Pass):
             targets = [n.name for n in quantized.graph.node if n.op_type in DYNAMIC_ONLY_OPS] + dynamic_nodes
 
             quantized = through_files(quantized, _dynamic_tool(opts, dynamic_ops, targets))
+        quantized, layout = _laid_out(quantized, opts)
         return PassResult(
             quantized,
             True,
             {
+                **layout,
                 "int8_ops": int8_op_counts(quantized),
                 "weights": "s8",
                 "activations": "u8",
