@@ -2,7 +2,7 @@
 under a global budget, re-fit each pruned block's output projection, then fold (or mask).
 
 Scores need no gradients: a unit's output energy, ||activation_j|| x ||W_out[j]||, summed over
-calibration tokens (samples run one at a time, unpadded, so padding never counts). The budget is
+calibration tokens (samples run in padded batches; padding rows are masked out, never counted). The budget is
 global per unit type: layers whose units matter more keep more, each keeps at least the floor,
 and FFN widths are rounded to multiples of 16 for the GEMM kernels.
 
@@ -30,12 +30,13 @@ from .passes import Pipeline, StepReport
 from .passes.prune_fold import FfnPlan, FoldPruned, HeadPlan, head_channels
 from .passes.prune_structures import Graph, find_attention_blocks, find_ffn_blocks
 from .passes.quantize import INT8_OPS
-from .samples import TokenizedSamples, input_types, load_tokenizer
+from .samples import TokenizedSamples, input_types, load_tokenizer, padded_batches
 from .sessions import check_loads, probe_session
 
 Progress = Callable[[str, int, int], None]
 _FUSED = ("Attention", "SkipLayerNormalization", "EmbedLayerNormalization", "MultiHeadAttention", "BiasGelu")
 RIDGE = 1e-2  # relative to the mean diagonal of the Gram matrix
+BATCH = 16  # samples per onnxruntime call while collecting statistics
 
 
 @dataclass
@@ -122,8 +123,8 @@ def prune(
 
     progress("score", 0, 0)
     tensors = [b.hidden_input for b in ffn_blocks] + [b.context for b in attn_blocks]
-    reference = probe_session(model, tensors)  # the unpruned model, for scores and re-fit targets
-    energy = _channel_energy(reference, feeds, tensors)
+    batches = list(padded_batches(feeds, BATCH))
+    energy = _channel_energy(probe_session(model, tensors, only=True), batches, tensors)
     ffn_keep = _allocate(
         [_ffn_scores(graph, b, energy[b.hidden_input]) for b in ffn_blocks], sparsity, floor, multiple=16
     )
@@ -148,8 +149,10 @@ def prune(
             channels = head_channels(keep, block.head_dim)
         weight, bias = graph.const(proj.weight), graph.const(proj.bias) if proj.bias else None
         if len(channels) < width:  # a block that keeps everything stays exactly as it was
-            current = probe_session(FoldPruned(ffn_plans, head_plans)(model).model, [tensor])
-            weight, bias = _refit(reference, current, feeds, tensor, channels, weight, bias)
+            # The unpruned model gives the targets; the model pruned so far, the regressors.
+            reference = probe_session(model, [tensor], only=True)
+            current = probe_session(FoldPruned(ffn_plans, head_plans)(model).model, [tensor], only=True)
+            weight, bias = _refit(reference, current, batches, tensor, channels, weight, bias)
         if kind == "ffn":
             ffn_plans.append(FfnPlan(block, channels, weight, bias))
         else:
@@ -198,12 +201,12 @@ def _rows(value: np.ndarray) -> np.ndarray:
     return value.reshape(-1, value.shape[-1]).astype(np.float64)
 
 
-def _channel_energy(session, feeds, tensors: list[str]) -> dict[str, np.ndarray]:
-    """Sum over calibration tokens of each channel's squared activation, streaming."""
+def _channel_energy(session, batches, tensors: list[str]) -> dict[str, np.ndarray]:
+    """Sum over calibration tokens (padding excluded) of each channel's squared activation."""
     totals = {t: 0.0 for t in tensors}
-    for feed in feeds:
+    for feed, real in batches:
         for name, value in zip(tensors, session.run(tensors, feed), strict=True):
-            totals[name] = totals[name] + (_rows(value) ** 2).sum(0)
+            totals[name] = totals[name] + (_rows(value)[real] ** 2).sum(0)
     return totals
 
 
@@ -235,17 +238,17 @@ def _allocate(scores: list[np.ndarray], sparsity: float, floor: float, multiple:
     return kept
 
 
-def _refit(reference, current, feeds, tensor: str, keep: np.ndarray, weight, bias):
+def _refit(reference, current, batches, tensor: str, keep: np.ndarray, weight, bias):
     """Ridge fit of the pruned model's kept activations (plus a ones column when the projection has
-    a bias) onto the unpruned block's output, on the same tokens."""
+    a bias) onto the unpruned block's output, on the same tokens (padding excluded)."""
     with_bias = bias is not None
     k = len(keep) + with_bias
     gram = np.zeros((k, k))
     cross = np.zeros((k, weight.shape[1]))
     offset = bias.astype(np.float64) if with_bias else 0.0
-    for feed in feeds:
-        target = _rows(reference.run([tensor], feed)[0]) @ weight + offset
-        x = _rows(current.run([tensor], feed)[0])[:, keep]
+    for feed, real in batches:
+        target = _rows(reference.run([tensor], feed)[0])[real] @ weight + offset
+        x = _rows(current.run([tensor], feed)[0])[real][:, keep]
         if with_bias:
             x = np.hstack([x, np.ones((len(x), 1))])
         gram += x.T @ x

@@ -266,8 +266,10 @@ def node_placement(session) -> tuple[dict[str, int], dict[str, int]]:
     return counts, fallback
 
 
-def probe_session(model, tensors: list[str], provider: str = "cpu"):
-    """A session on `model` with the intermediate `tensors` exposed as extra outputs (float)."""
+def probe_session(model, tensors: list[str], provider: str = "cpu", only: bool = False):
+    """A session on `model` with the intermediate `tensors` exposed as extra outputs (float).
+    With `only`, they are its only outputs and the nodes they do not depend on are dropped, so a
+    probe of an early layer does not run the layers above it."""
     import tempfile
 
     import onnx
@@ -276,12 +278,37 @@ def probe_session(model, tensors: list[str], provider: str = "cpu"):
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
+    # Subgraphs (If, Loop) may read outer names the walk below does not see: keep such graphs whole.
+    if only and not any(a.type == onnx.AttributeProto.GRAPH for n in probe.graph.node for a in n.attribute):
+        del probe.graph.output[:]
+        _keep_ancestors(probe.graph, tensors)
     present = {o.name for o in probe.graph.output}
     for name in tensors:
         if name not in present:
             probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     with tempfile.TemporaryDirectory(prefix="onnxopt-probe-") as tmp:
         return make_session(write_temp_model(probe, Path(tmp)), provider)
+
+
+def _keep_ancestors(graph, tensors: list[str]) -> None:
+    producer = {o: n for n in graph.node for o in n.output}
+    needed, stack, keep = set(), list(tensors), set()
+    while stack:
+        name = stack.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        node = producer.get(name)
+        if node is not None and id(node) not in keep:
+            keep.add(id(node))
+            stack.extend(i for i in node.input if i)
+    nodes = [n for n in graph.node if id(n) in keep]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {i for n in nodes for i in n.input}
+    inits = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
 
 
 def cpu_count() -> int:
