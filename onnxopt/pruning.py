@@ -1,10 +1,11 @@
-"""The `prune` workflow: score FFN neurons and attention heads on calibration text, keep the best
-under a global budget, re-fit each pruned block's output projection, then fold (or mask).
+"""The `prune` workflow: choose FFN neurons and attention heads to remove on calibration text
+under one global budget, re-fit each pruned block's output projection, then fold (or mask).
 
-Scores need no gradients: a unit's output energy, ||activation_j|| x ||W_out[j]||, summed over
-calibration tokens (samples run in padded batches; padding rows are masked out, never counted). The budget is
-global per unit type: layers whose units matter more keep more, each keeps at least the floor,
-and FFN widths are rounded to multiples of 16 for the GEMM kernels.
+The choice needs no gradients: each unit is priced by the norm of what it adds to its block's
+output over calibration tokens (samples run in padded batches; padding rows are masked out,
+never counted), and each unit type's budget, a fraction of its blocks' linear weights, goes to
+the cheapest steps across all layers (onnxopt.unit_selection). Each block keeps at least the
+floor; FFN widths move in multiples of 16 for the GEMM kernels.
 
 Reconstruction goes layer by layer from the bottom: for each block, the partially pruned model's
 kept activations are regressed (ridge, with a bias column) onto the unpruned block's outputs on
@@ -32,11 +33,13 @@ from .passes.prune_structures import Graph, find_attention_blocks, find_ffn_bloc
 from .passes.quantize import INT8_OPS
 from .samples import TokenizedSamples, input_types, load_tokenizer, padded_batches
 from .sessions import check_loads, probe_session
+from .unit_selection import RemovalCurve, allocate, kept_units, removal_curve
 
 Progress = Callable[[str, int, int], None]
 _FUSED = ("Attention", "SkipLayerNormalization", "EmbedLayerNormalization", "MultiHeadAttention", "BiasGelu")
 RIDGE = 1e-2  # relative to the mean diagonal of the Gram matrix
 BATCH = 16  # samples per onnxruntime call while collecting statistics
+FFN_STEP = 16  # FFN widths move in multiples of 16, which the GEMM kernels like
 
 
 @dataclass
@@ -72,7 +75,7 @@ def prune(
     src: Path,
     out: Path,
     sparsity: float,
-    calib: int = 128,
+    calib: int = 512,
     calib_data: str | None = None,
     text_column: str | None = None,
     heads: bool = True,
@@ -118,19 +121,22 @@ def prune(
             "onnxopt prunes unfused transformer exports (BERT, RoBERTa, DistilBERT, MiniLM, GPT-2)",
         )
     tokenizer = load_tokenizer(ref.folder)
-    samples = load_samples(calib_data, calib, text_column) if calib_data else embedded_samples(calib)
+    # More text re-fits better (FFN 60%: STS-B dev drop 0.89 with 128 texts, 0.59 with 342), so
+    # the embedded corpus is used whole when more is asked for than it has.
+    if calib_data:
+        samples = load_samples(calib_data, calib, text_column)
+    else:
+        samples = embedded_samples(calib, clip=True)
     feeds = TokenizedSamples(samples, tokenizer, input_types(model), seq_len)
 
     progress("score", 0, 0)
     tensors = [b.hidden_input for b in ffn_blocks] + [b.context for b in attn_blocks]
     batches = list(padded_batches(feeds, BATCH))
-    energy = _channel_energy(probe_session(model, tensors, only=True), batches, tensors)
-    ffn_keep = _allocate(
-        [_ffn_scores(graph, b, energy[b.hidden_input]) for b in ffn_blocks], sparsity, floor, multiple=16
-    )
-    head_keep = _allocate(
-        [_head_scores(graph, b, energy[b.context]) for b in attn_blocks], sparsity, floor, multiple=1
-    )
+    grams = _grams(probe_session(model, tensors, only=True), batches, tensors)
+    # One budget per unit type: priced by output norm, heads looked cheap per parameter and a
+    # shared budget pruned them to the floor (STS-B dev drop 6.4 at 0.5, against 3.6 this way).
+    ffn_keep = _keep([_ffn_curve(graph, b, grams[b.hidden_input], floor) for b in ffn_blocks], sparsity)
+    head_keep = _keep([_head_curve(graph, b, grams[b.context], floor) for b in attn_blocks], sparsity)
 
     # Blocks in graph order, so each re-fit sees the pruned layers below it.
     order = {n.name: i for i, n in enumerate(model.graph.node)}
@@ -201,41 +207,41 @@ def _rows(value: np.ndarray) -> np.ndarray:
     return value.reshape(-1, value.shape[-1]).astype(np.float64)
 
 
-def _channel_energy(session, batches, tensors: list[str]) -> dict[str, np.ndarray]:
-    """Sum over calibration tokens (padding excluded) of each channel's squared activation."""
-    totals = {t: 0.0 for t in tensors}
+def _grams(session, batches, tensors: list[str]) -> dict[str, np.ndarray]:
+    """A^T A of each tensor over calibration tokens (padding excluded), streaming. Scores read its
+    diagonal (FFN) or diagonal blocks (heads)."""
+    totals: dict[str, np.ndarray] = {}
     for feed, real in batches:
         for name, value in zip(tensors, session.run(tensors, feed), strict=True):
-            totals[name] = totals[name] + (_rows(value)[real] ** 2).sum(0)
+            rows = _rows(value)[real]
+            totals[name] = totals.get(name, 0.0) + rows.T @ rows
     return totals
 
 
-def _ffn_scores(g: Graph, block, energy: np.ndarray) -> np.ndarray:
-    return np.sqrt(energy) * np.linalg.norm(g.const(block.down.weight), axis=1)
+def _keep(curves: list[RemovalCurve], sparsity: float) -> list[np.ndarray]:
+    return [kept_units(c, t) for c, t in zip(curves, allocate(curves, sparsity), strict=True)]
 
 
-def _head_scores(g: Graph, block, energy: np.ndarray) -> np.ndarray:
-    w = g.const(block.out.weight).reshape(block.heads, block.head_dim, -1)
-    return np.sqrt(energy.reshape(block.heads, block.head_dim).sum(1)) * np.sqrt((w**2).sum((1, 2)))
+def _ffn_curve(g: Graph, block, gram: np.ndarray, floor: float) -> RemovalCurve:
+    weight = g.const(block.down.weight).astype(np.float64)
+    units = weight.shape[0]
+    scores = np.sqrt(np.maximum(np.diag(gram)[:units], 0)) * np.linalg.norm(weight, axis=1)
+    step = FFN_STEP if units % FFN_STEP == 0 else 1
+    keep = max(math.ceil(floor * units), 1)
+    per_unit = g.inits[block.up.weight].dims[0] + weight.shape[1]
+    return removal_curve(scores, step, keep, per_unit)
 
 
-def _allocate(scores: list[np.ndarray], sparsity: float, floor: float, multiple: int) -> list[np.ndarray]:
-    """Keep the globally best (1 - sparsity) of all units; at least `floor` of each layer; widths
-    rounded to `multiple`. Returns the sorted kept indices per layer."""
-    if not scores:
-        return []
-    total = sum(len(s) for s in scores)
-    budget = total - int(round(sparsity * total))
-    ranked = np.sort(np.concatenate(scores))[::-1]
-    threshold = ranked[budget - 1] if budget > 0 else np.inf
-    kept = []
-    for s in scores:
-        n = int((s >= threshold).sum())
-        n = max(n, math.ceil(floor * len(s)), 1)
-        if multiple > 1 and n < len(s):
-            n = min(len(s), max(multiple, int(round(n / multiple)) * multiple))
-        kept.append(np.sort(np.argsort(s)[::-1][:n]).astype(np.int64))
-    return kept
+def _head_curve(g: Graph, block, gram: np.ndarray, floor: float) -> RemovalCurve:
+    weight = g.const(block.out.weight).astype(np.float64)
+    d = block.head_dim
+    # ||C_h|| ||W_h||, an upper bound of the head's output norm: on the bundled model it chose
+    # better heads than the exact norm ||C_h W_h|| (STS-B dev drop 3.6 against 3.9 at 0.5).
+    energy = np.maximum(np.diag(gram), 0).reshape(block.heads, d).sum(1)
+    scores = np.sqrt(energy) * np.sqrt((weight.reshape(block.heads, d, -1) ** 2).sum((1, 2)))
+    keep = max(math.ceil(floor * block.heads), 1)
+    per_unit = d * (3 * g.inits[block.q.weight].dims[0] + weight.shape[1])
+    return removal_curve(scores, 1, keep, per_unit)
 
 
 def _refit(reference, current, batches, tensor: str, keep: np.ndarray, weight, bias):
