@@ -67,6 +67,10 @@ def main() -> None:
     models["pruned FFN (--sparsity 0.6 --no-heads)"] = work / "pruned"
     quantize(work / "pruned", work / "pruned-static", "static", calib=40, overwrite=True)
     models["pruned FFN + static int8"] = work / "pruned-static"
+    prune(work / "fp32", work / "pruned-heads", 0.5, overwrite=True)  # issue 4's setting
+    models["pruned heads+FFN (--sparsity 0.5)"] = work / "pruned-heads"
+    quantize(work / "pruned-heads", work / "pruned-heads-static", "static", calib=40, overwrite=True)
+    models["pruned heads+FFN + static int8"] = work / "pruned-heads-static"
     texts = embedded_samples(40)
     models["peer: ORT quantize_static QDQ"] = peers.ort_static_qdq(work / "fp32", work / "peer-static", texts)
     models["peer: ORT fusion + quantize_dynamic"] = peers.ort_fusion_dynamic(
