@@ -291,6 +291,8 @@ def probe_session(model, tensors: list[str], provider: str = "cpu", only: bool =
 
 
 def _keep_ancestors(graph, tensors: list[str]) -> None:
+    from .passes.base import drop_unused_initializers
+
     producer = {o: n for n in graph.node for o in n.output}
     needed, stack, keep = set(), list(tensors), set()
     while stack:
@@ -305,10 +307,7 @@ def _keep_ancestors(graph, tensors: list[str]) -> None:
     nodes = [n for n in graph.node if id(n) in keep]
     del graph.node[:]
     graph.node.extend(nodes)
-    used = {i for n in nodes for i in n.input}
-    inits = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(inits)
+    drop_unused_initializers(graph)
 
 
 def cpu_count() -> int:

@@ -28,7 +28,7 @@ from collections import Counter
 import onnx
 from onnx import helper
 
-from .base import Pass, PassResult
+from .base import Pass, PassResult, drop_unused_initializers
 
 _MS = "com.microsoft"
 # Ops that onnxruntime fuses with a DequantizeLinear feeding them: such a DQ must stay.
@@ -270,10 +270,7 @@ def _drop_dead(graph: onnx.GraphProto) -> None:
         if not dead:
             break
         _replace_nodes(graph, dead, {})
-    used = {i for n in graph.node for i in n.input}
-    keep = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
+    drop_unused_initializers(graph)
 
 
 class CpuInt8Layout(Pass):
