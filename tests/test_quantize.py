@@ -224,3 +224,16 @@ def test_ctrl_c_mid_run_exits_130_and_leaves_nothing(cli, tiny_bert_onnx, tmp_pa
     assert code == 130
     assert err.strip() == "onnxopt: error: interrupted; nothing was written"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_qdq_keeps_the_portable_form(cli, tiny_bert_onnx, tmp_path):
+    out = tmp_path / "qdq"
+    code, stdout, err = cli("quantize", tiny_bert_onnx, "--static", "--calib", 4, "--qdq", "-o", out)
+    assert code == 0, err
+    assert "portable QDQ" in stdout
+    ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
+    assert "DequantizeLinear" in ops and "MatMulIntegerToFloat" not in ops
+    assert json.loads((out / "onnxopt.json").read_text())["steps"][-1]["layout"] == "qdq"
+    assert _cosine(_run(tiny_bert_onnx, IDS), _run(out, IDS)) > 0.98
+    default = quantize(tiny_bert_onnx, tmp_path / "cpu", "static", calib=4)
+    assert default.options["layout"] == "onnxruntime-cpu"
