@@ -28,8 +28,9 @@ from .datasources import embedded_samples, load_samples
 from .errors import OnnxoptError
 from .outputs import check_output, staged_dir
 from .passes import Pipeline, StepReport
+from .passes.graph_index import Graph
 from .passes.prune_fold import FfnPlan, FoldPruned, HeadPlan, head_channels
-from .passes.prune_structures import Graph, find_attention_blocks, find_ffn_blocks
+from .passes.prune_structures import find_attention_blocks, find_ffn_blocks
 from .passes.quantize import INT8_OPS
 from .samples import TokenizedSamples, input_types, load_tokenizer, padded_batches
 from .sessions import check_loads, probe_session

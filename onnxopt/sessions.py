@@ -275,39 +275,19 @@ def probe_session(model, tensors: list[str], provider: str = "cpu", only: bool =
     import onnx
 
     from .passes._files import write_temp_model
+    from .passes.graph_index import keep_ancestors
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
-    # Subgraphs (If, Loop) may read outer names the walk below does not see: keep such graphs whole.
-    if only and not any(a.type == onnx.AttributeProto.GRAPH for n in probe.graph.node for a in n.attribute):
+    if only:
         del probe.graph.output[:]
-        _keep_ancestors(probe.graph, tensors)
+        keep_ancestors(probe.graph, tensors)
     present = {o.name for o in probe.graph.output}
     for name in tensors:
         if name not in present:
             probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     with tempfile.TemporaryDirectory(prefix="onnxopt-probe-") as tmp:
         return make_session(write_temp_model(probe, Path(tmp)), provider)
-
-
-def _keep_ancestors(graph, tensors: list[str]) -> None:
-    from .passes.base import drop_unused_initializers
-
-    producer = {o: n for n in graph.node for o in n.output}
-    needed, stack, keep = set(), list(tensors), set()
-    while stack:
-        name = stack.pop()
-        if name in needed:
-            continue
-        needed.add(name)
-        node = producer.get(name)
-        if node is not None and id(node) not in keep:
-            keep.add(id(node))
-            stack.extend(i for i in node.input if i)
-    nodes = [n for n in graph.node if id(n) in keep]
-    del graph.node[:]
-    graph.node.extend(nodes)
-    drop_unused_initializers(graph)
 
 
 def cpu_count() -> int:

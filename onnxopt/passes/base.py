@@ -49,15 +49,6 @@ class Pass(abc.ABC):
         return self.call(model)
 
 
-def drop_unused_initializers(graph: onnx.GraphProto) -> None:
-    """In place: copying a tensor past 2 GB (re-adding it to the list) goes through serialization,
-    which fails."""
-    used = {i for n in graph.node for i in n.input}
-    for k in reversed(range(len(graph.initializer))):
-        if graph.initializer[k].name not in used:
-            del graph.initializer[k]
-
-
 def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
     return dict(Counter(node.op_type for node in model.graph.node))
 

@@ -23,31 +23,23 @@ Whatever does not match is left as it was, so the result is never wrong, only le
 
 from __future__ import annotations
 
-from collections import Counter
-
 import onnx
 from onnx import helper
 
-from .base import Pass, PassResult, drop_unused_initializers
+from .base import Pass, PassResult, op_histogram
+from .graph_index import Graph, attributes, keep_ancestors
 
 _MS = "com.microsoft"
 # Ops that onnxruntime fuses with a DequantizeLinear feeding them: such a DQ must stay.
 _DQ_FUSING = ("MatMul", "Gemm", "Conv", "Attention")
 
 
-class _Index:
-    """Producers, consumers and initializers of a graph, rebuilt after each rewrite."""
+class _Index(Graph):
+    """Graph lookups plus the questions the rewrites ask; rebuilt after each rewrite."""
 
-    def __init__(self, graph: onnx.GraphProto):
-        self.graph = graph
-        self.inits = {t.name: t for t in graph.initializer}
-        self.producer = {o: n for n in graph.node for o in n.output if o}
-        self.consumers: dict[str, list[onnx.NodeProto]] = {}
-        for n in graph.node:
-            for i in n.input:
-                if i:
-                    self.consumers.setdefault(i, []).append(n)
-        self.outputs = {o.name for o in graph.output}
+    def __init__(self, model: onnx.ModelProto):
+        super().__init__(model)
+        self.outputs = {o.name for o in model.graph.output}
 
     def only_consumer(self, tensor: str) -> onnx.NodeProto | None:
         users = self.consumers.get(tensor, [])
@@ -61,20 +53,15 @@ class _Index:
         return list(self.inits[name].dims) if name in self.inits else None
 
 
-def _attr(node: onnx.NodeProto, name: str, default=None):
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
-def _replace_nodes(graph: onnx.GraphProto, old: list[onnx.NodeProto], new: dict[int, onnx.NodeProto]) -> None:
-    """Drop `old` nodes; `new` maps an old node's id to the node taking its place."""
+def _replace_nodes(
+    graph: onnx.GraphProto, old: list[onnx.NodeProto], new: dict[int, list[onnx.NodeProto]]
+) -> None:
+    """Drop `old` nodes; `new` maps a node's id to the nodes taking its place, in order."""
     gone = {id(n) for n in old}
     nodes = []
     for n in graph.node:
         if id(n) in new:
-            nodes.append(new[id(n)])
+            nodes.extend(new[id(n)])
         elif id(n) not in gone:
             nodes.append(n)
     del graph.node[:]
@@ -82,18 +69,16 @@ def _replace_nodes(graph: onnx.GraphProto, old: list[onnx.NodeProto], new: dict[
 
 
 def _rename_input(graph: onnx.GraphProto, old: str, new: str) -> None:
+    """Point every reader of `old` at `new`; callers make sure `old` is not a graph output."""
     for n in graph.node:
         for k, name in enumerate(n.input):
             if name == old:
                 n.input[k] = new
-    for o in graph.output:
-        if o.name == old:
-            raise AssertionError("graph outputs are never renamed")  # callers check only_consumer
 
 
-def static_matmuls(graph: onnx.GraphProto) -> int:
+def static_matmuls(model: onnx.ModelProto) -> int:
     """Rewrite 1: DQ(x) -> MatMul <- DQ(W)  =>  MatMulIntegerToFloat."""
-    ix, done = _Index(graph), 0
+    ix, done, graph = _Index(model), 0, model.graph
     swaps: dict[int, onnx.NodeProto] = {}
     for mm in graph.node:
         if mm.op_type != "MatMul" or mm.domain not in ("", "ai.onnx"):
@@ -102,24 +87,24 @@ def static_matmuls(graph: onnx.GraphProto) -> int:
         if act is None or wdq is None or wdq.input[0] not in ix.inits or act.input[0] in ix.inits:
             continue
         wdims, wscale = ix.dims(wdq.input[0]), ix.dims(wdq.input[1])
-        per_channel_ok = wscale == [] or (wscale == [wdims[1]] and _attr(wdq, "axis", 1) in (1, -1))
+        per_channel_ok = wscale == [] or (wscale == [wdims[1]] and attributes(wdq).get("axis", 1) in (1, -1))
         if len(wdims) != 2 or not per_channel_ok or ix.dims(act.input[1]) not in ([], [1]):
             continue
         if ix.inits[wdq.input[0]].data_type != onnx.TensorProto.INT8:
             continue
         inputs = [act.input[0], wdq.input[0], act.input[1], wdq.input[1]]
         inputs += [act.input[2] if len(act.input) > 2 else "", wdq.input[2] if len(wdq.input) > 2 else ""]
-        swaps[id(mm)] = helper.make_node(
-            "MatMulIntegerToFloat", inputs, list(mm.output), name=mm.name, domain=_MS
-        )
+        swaps[id(mm)] = [
+            helper.make_node("MatMulIntegerToFloat", inputs, list(mm.output), name=mm.name, domain=_MS)
+        ]
         done += 1
     _replace_nodes(graph, [], swaps)
     return done
 
 
-def dynamic_matmuls(graph: onnx.GraphProto) -> int:
+def dynamic_matmuls(model: onnx.ModelProto) -> int:
     """Rewrite 2: DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul  =>  DynamicQuantizeMatMul."""
-    ix, done = _Index(graph), 0
+    ix, done, graph = _Index(model), 0, model.graph
     drop, swaps = [], {}
     for mmi in graph.node:
         if mmi.op_type != "MatMulInteger" or len(mmi.input) < 2 or mmi.input[1] not in ix.inits:
@@ -139,13 +124,15 @@ def dynamic_matmuls(graph: onnx.GraphProto) -> int:
         if wscale not in ix.inits or len(ix.consumers.get(dql.output[0], [])) != 1:
             continue
         wzp = mmi.input[3] if len(mmi.input) > 3 else ""
-        swaps[id(mul)] = helper.make_node(
-            "DynamicQuantizeMatMul",
-            [dql.input[0], mmi.input[1], wscale, wzp],
-            list(mul.output),
-            name=mmi.name,
-            domain=_MS,
-        )
+        swaps[id(mul)] = [
+            helper.make_node(
+                "DynamicQuantizeMatMul",
+                [dql.input[0], mmi.input[1], wscale, wzp],
+                list(mul.output),
+                name=mmi.name,
+                domain=_MS,
+            )
+        ]
         drop += [dql, mmi, cast]
         if len(ix.consumers.get(smul.output[0], [])) == 1:
             drop.append(smul)
@@ -154,9 +141,9 @@ def dynamic_matmuls(graph: onnx.GraphProto) -> int:
     return done
 
 
-def fold_biases(graph: onnx.GraphProto) -> int:
+def fold_biases(model: onnx.ModelProto) -> int:
     """Rewrite 3: move the consumer's bias into the int8 MatMul that feeds it."""
-    ix, done = _Index(graph), 0
+    ix, done, graph = _Index(model), 0, model.graph
     drop, swaps = [], {}
     bias_slot = {"MatMulIntegerToFloat": 6, "DynamicQuantizeMatMul": 4}
     for q in graph.node:
@@ -177,9 +164,9 @@ def fold_biases(graph: onnx.GraphProto) -> int:
                 del user.input[4:]
         elif user.op_type == "BiasGelu" and user.input[0] == q.output[0] and is_bias(user.input[1]):
             bias = user.input[1]
-            swaps[id(user)] = helper.make_node(
-                "Gelu", [q.output[0]], list(user.output), name=user.name, domain=_MS
-            )
+            swaps[id(user)] = [
+                helper.make_node("Gelu", [q.output[0]], list(user.output), name=user.name, domain=_MS)
+            ]
         elif user.op_type == "Add" and q.output[0] in user.input and user.output[0] not in ix.outputs:
             other = user.input[1] if user.input[0] == q.output[0] else user.input[0]
             if is_bias(other):
@@ -196,11 +183,10 @@ def fold_biases(graph: onnx.GraphProto) -> int:
     return done
 
 
-def unfuse_skip_layernorm(graph: onnx.GraphProto) -> int:
+def unfuse_skip_layernorm(model: onnx.ModelProto) -> int:
     """Rewrite 4: SkipLayerNormalization -> [Add bias] + Sum + LayerNormalization."""
-    ix, done = _Index(graph), 0
-    swaps: dict[int, onnx.NodeProto] = {}
-    extra: dict[int, list[onnx.NodeProto]] = {}
+    ix, done, graph = _Index(model), 0, model.graph
+    swaps: dict[int, list[onnx.NodeProto]] = {}
     for sln in graph.node:
         if sln.op_type != "SkipLayerNormalization" or sln.domain != _MS:
             continue
@@ -222,24 +208,18 @@ def unfuse_skip_layernorm(graph: onnx.GraphProto) -> int:
                 [sln.output[0]],
                 name=sln.name,
                 axis=-1,
-                epsilon=_attr(sln, "epsilon", 1e-12),
+                epsilon=attributes(sln).get("epsilon", 1e-12),
             )
         )
-        swaps[id(sln)] = nodes[-1]
-        extra[id(sln)] = nodes[:-1]
+        swaps[id(sln)] = nodes
         done += 1
-    out = []
-    for n in graph.node:
-        out.extend(extra.get(id(n), []))
-        out.append(swaps.get(id(n), n))
-    del graph.node[:]
-    graph.node.extend(out)
+    _replace_nodes(graph, [], swaps)
     return done
 
 
-def drop_float_qdq(graph: onnx.GraphProto) -> int:
+def drop_float_qdq(model: onnx.ModelProto) -> int:
     """Rewrite 5: Q -> DQ pairs read only by fp32 ops are removed."""
-    ix, done = _Index(graph), 0
+    ix, done, graph = _Index(model), 0, model.graph
     drop = []
     for dq in graph.node:
         if dq.op_type != "DequantizeLinear" or dq.output[0] in ix.outputs:
@@ -253,24 +233,18 @@ def drop_float_qdq(graph: onnx.GraphProto) -> int:
         _rename_input(graph, dq.output[0], q.input[0])
         drop.append(dq)
         done += 1
+    # A Q whose every reader went must go now, not with the dead nodes at the end: left in, it
+    # would be a second reader of the MatMul output and stop the bias fold after this.
+    gone = {id(n) for n in drop}
+    drop += [
+        n
+        for n in graph.node
+        if n.op_type == "QuantizeLinear"
+        and any(id(u) in gone for u in ix.consumers.get(n.output[0], []))
+        and all(id(u) in gone for u in ix.consumers.get(n.output[0], []))
+    ]
     _replace_nodes(graph, drop, {})
-    ix = _Index(graph)
-    unused = [n for n in graph.node if n.op_type == "QuantizeLinear" and not ix.consumers.get(n.output[0])]
-    _replace_nodes(graph, unused, {})
     return done
-
-
-def _drop_dead(graph: onnx.GraphProto) -> None:
-    """Remove nodes whose outputs nobody reads, then initializers nobody reads."""
-    while True:
-        ix = _Index(graph)
-        dead = [
-            n for n in graph.node if not any(ix.consumers.get(o) or o in ix.outputs for o in n.output if o)
-        ]
-        if not dead:
-            break
-        _replace_nodes(graph, dead, {})
-    drop_unused_initializers(graph)
 
 
 class CpuInt8Layout(Pass):
@@ -280,20 +254,18 @@ class CpuInt8Layout(Pass):
         out = onnx.ModelProto()
         out.CopyFrom(model)
         g = out.graph
-        before = Counter(n.op_type for n in g.node)
         opset = next((o.version for o in out.opset_import if o.domain in ("", "ai.onnx")), 0)
         changes = {
-            "static_matmuls": static_matmuls(g),
-            "dynamic_matmuls": dynamic_matmuls(g),
-            "float_qdq_removed": drop_float_qdq(g),
-            "biases_folded": fold_biases(g),
+            "static_matmuls": static_matmuls(out),
+            "dynamic_matmuls": dynamic_matmuls(out),
+            "float_qdq_removed": drop_float_qdq(out),
+            "biases_folded": fold_biases(out),
             # LayerNormalization is an ONNX op from opset 17 on.
-            "skip_layernorms_unfused": unfuse_skip_layernorm(g) if opset >= 17 else 0,
+            "skip_layernorms_unfused": unfuse_skip_layernorm(out) if opset >= 17 else 0,
         }
-        _drop_dead(g)
+        keep_ancestors(g, [o.name for o in g.output])  # nodes and weights the rewrites left unread
         del g.value_info[:]  # shapes of rewritten tensors; onnxruntime infers them again
         if any(n.domain == _MS for n in g.node) and not any(o.domain == _MS for o in out.opset_import):
             out.opset_import.append(helper.make_opsetid(_MS, 1))
-        after = Counter(n.op_type for n in g.node)
-        modified = any(changes.values()) or before != after
+        modified = any(changes.values()) or op_histogram(model) != op_histogram(out)
         return PassResult(out, modified, {k: v for k, v in changes.items() if v})

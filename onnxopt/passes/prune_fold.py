@@ -15,7 +15,8 @@ import onnx
 from onnx import numpy_helper
 
 from .base import Pass, PassResult
-from .prune_structures import AttentionBlock, FfnBlock, Graph, Linear, ShapeConst
+from .graph_index import Graph, drop_unused_initializers
+from .prune_structures import AttentionBlock, FfnBlock, Linear, ShapeConst
 
 
 @dataclass
@@ -69,7 +70,7 @@ class FoldPruned(Pass):
             if not self.mask_only:
                 _shapes(g, [s for s in b.shapes if s.value == b.heads], len(plan.keep))
                 _shapes(g, [s for s in b.shapes if s.value == width], len(channels))
-        _drop_unused_initializers(out)
+        drop_unused_initializers(out.graph)
         changed = bool(self.ffn or self.heads)
         return PassResult(out, changed, {"mask_only": self.mask_only})
 
@@ -148,13 +149,3 @@ def _shapes(g: Graph, consts: list[ShapeConst], value: int) -> None:
                 _set_input(g, concat.name, piece, new.reshape(v.shape).astype(v.dtype), f"piece{const.index}")
                 break
             position += size
-
-
-def _drop_unused_initializers(model: onnx.ModelProto) -> None:
-    """The replaced weights: left in, they would keep the file as large as before."""
-    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
-    # Deleted in place: re-adding kept tensors would copy them through serialization, which
-    # protobuf refuses for a tensor over 2 GB (a large embedding).
-    for i in reversed(range(len(model.graph.initializer))):
-        if model.graph.initializer[i].name not in used:
-            del model.graph.initializer[i]

@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import onnx
-from onnx import numpy_helper
+
+from .graph_index import Graph, attributes
 
 _ELEMENTWISE = {
     "Mul",
@@ -79,42 +80,6 @@ class AttentionBlock:
     shapes: list[ShapeConst] = field(default_factory=list)
 
 
-class Graph:
-    """Lookups over one ModelProto: producers, consumers, initializers and constant values."""
-
-    def __init__(self, model: onnx.ModelProto):
-        self.model = model
-        self.nodes = {n.name: n for n in model.graph.node}
-        self.inits = {t.name: t for t in model.graph.initializer}
-        self.producer = {o: n for n in model.graph.node for o in n.output}
-        self.consumers: dict[str, list[onnx.NodeProto]] = {}
-        for n in model.graph.node:
-            for i in n.input:
-                self.consumers.setdefault(i, []).append(n)
-
-    def const(self, name: str):
-        if name in self.inits:
-            return numpy_helper.to_array(self.inits[name])
-        node = self.producer.get(name)
-        if (
-            node is not None
-            and node.op_type == "Constant"
-            and node.attribute
-            and node.attribute[0].name == "value"
-        ):
-            return numpy_helper.to_array(node.attribute[0].t)
-        if node is not None and node.op_type == "Identity":  # exporters share equal tensors this way
-            return self.const(node.input[0])
-        return None
-
-    def is_vector(self, name: str, size: int) -> bool:
-        value = self.const(name)
-        return value is not None and value.shape == (size,)
-
-    def weight_2d(self, name: str):
-        return self.inits[name] if name in self.inits and len(self.inits[name].dims) == 2 else None
-
-
 def _linear_ending_at(g: Graph, tensor: str) -> tuple[Linear, int] | None:
     """The projection producing `tensor` (MatMul [+ bias Add] or Gemm), and its output width."""
     node = g.producer.get(tensor)
@@ -132,7 +97,7 @@ def _linear_ending_at(g: Graph, tensor: str) -> tuple[Linear, int] | None:
     if node.op_type == "MatMul" and g.weight_2d(node.input[1]) is not None:
         return Linear(node.name, node.input[1], None), g.inits[node.input[1]].dims[1]
     if node.op_type == "Gemm" and g.weight_2d(node.input[1]) is not None:
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        attrs = attributes(node)
         if attrs.get("transA", 0) or attrs.get("transB", 0) or attrs.get("alpha", 1.0) != 1.0:
             return None
         width = g.inits[node.input[1]].dims[1]

@@ -24,6 +24,7 @@ import onnx
 from onnx import numpy_helper
 
 from .base import Pass, PassResult
+from .graph_index import attributes
 
 ALPHAS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 # Producer op -> (indices of its gamma and beta inputs). Only output 0 is the normalized tensor.
@@ -50,7 +51,7 @@ def _weight_of(node: onnx.NodeProto, tensor: str, inits: dict) -> tuple[str, boo
     if node.op_type in ("MatMul", "Attention") and node.domain in ("", "com.microsoft"):
         return node.input[1], False
     if node.op_type == "Gemm":
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        attrs = attributes(node)
         if attrs.get("transA", 0):
             return None
         return node.input[1], bool(attrs.get("transB", 0))

@@ -1,0 +1,78 @@
+"""Lookups over a ModelProto, and the in-place clean-ups passes share."""
+
+from __future__ import annotations
+
+import onnx
+from onnx import numpy_helper
+
+
+class Graph:
+    """Lookups over one ModelProto: producers, consumers, initializers and constant values."""
+
+    def __init__(self, model: onnx.ModelProto):
+        self.model = model
+        self.nodes = {n.name: n for n in model.graph.node}
+        self.inits = {t.name: t for t in model.graph.initializer}
+        self.producer = {o: n for n in model.graph.node for o in n.output}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for n in model.graph.node:
+            for i in n.input:
+                self.consumers.setdefault(i, []).append(n)
+
+    def const(self, name: str):
+        if name in self.inits:
+            return numpy_helper.to_array(self.inits[name])
+        node = self.producer.get(name)
+        if (
+            node is not None
+            and node.op_type == "Constant"
+            and node.attribute
+            and node.attribute[0].name == "value"
+        ):
+            return numpy_helper.to_array(node.attribute[0].t)
+        if node is not None and node.op_type == "Identity":  # exporters share equal tensors this way
+            return self.const(node.input[0])
+        return None
+
+    def is_vector(self, name: str, size: int) -> bool:
+        value = self.const(name)
+        return value is not None and value.shape == (size,)
+
+    def weight_2d(self, name: str):
+        return self.inits[name] if name in self.inits and len(self.inits[name].dims) == 2 else None
+
+
+def attributes(node: onnx.NodeProto) -> dict:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def drop_unused_initializers(graph: onnx.GraphProto) -> None:
+    """Delete the initializers no node or graph output reads, in place: re-adding the kept ones
+    would copy them through serialization, which protobuf refuses for a tensor past 2 GB."""
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    for k in reversed(range(len(graph.initializer))):
+        if graph.initializer[k].name not in used:
+            del graph.initializer[k]
+
+
+def keep_ancestors(graph: onnx.GraphProto, tensors: list[str]) -> None:
+    """Keep only the nodes `tensors` depend on (and the initializers those read), in place.
+    A graph with subgraphs (If, Loop) is left whole: they may read outer names the walk misses."""
+    if any(a.type == onnx.AttributeProto.GRAPH for n in graph.node for a in n.attribute):
+        return
+    producer = {o: n for n in graph.node for o in n.output if o}
+    needed, stack, keep = set(), list(tensors), set()
+    while stack:
+        name = stack.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        node = producer.get(name)
+        if node is not None and id(node) not in keep:
+            keep.add(id(node))
+            stack.extend(i for i in node.input if i)
+    if len(keep) < len(graph.node):
+        nodes = [n for n in graph.node if id(n) in keep]
+        del graph.node[:]
+        graph.node.extend(nodes)
+    drop_unused_initializers(graph)
