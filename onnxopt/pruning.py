@@ -77,7 +77,7 @@ def prune(
     src: Path,
     out: Path,
     sparsity: float,
-    calib: int = 512,
+    calib: int = 1024,
     calib_data: str | None = None,
     text_column: str | None = None,
     heads: bool = True,
@@ -128,7 +128,7 @@ def prune(
     if calib_data:
         samples = load_samples(calib_data, calib, text_column)
     else:
-        samples = embedded_samples(calib, clip=True)
+        samples = embedded_samples(calib, clip=True, corpus="sentences")
     feeds = TokenizedSamples(samples, tokenizer, input_types(model), seq_len)
 
     progress("score", 0, 0)

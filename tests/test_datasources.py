@@ -95,3 +95,15 @@ def test_non_utf8_file(tmp_path):
     path.write_bytes("caf\xe9\n".encode("latin-1"))
     with pytest.raises(OnnxoptError, match="not UTF-8"):
         load_samples(str(path), 10)
+
+
+def test_sentence_corpus_is_short_distinct_sentences():
+    samples = embedded_samples(100_000, clip=True, corpus="sentences")
+    assert len(samples) >= 900 and len(set(samples)) == len(samples)
+    assert max(len(s.split()) for s in samples) <= 20  # what a sentence encoder is usually fed
+    assert set(samples).isdisjoint(embedded_samples(100_000, clip=True))  # not the en corpus again
+
+
+def test_unknown_embedded_corpus_is_named():
+    with pytest.raises(OnnxoptError, match="corpus 'nope' is missing"):
+        embedded_samples(1, corpus="nope")

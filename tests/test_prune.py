@@ -8,7 +8,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from onnxopt.pruning import prune
+from onnxopt import graphs
+from onnxopt.passes.graph_index import Graph
+from onnxopt.passes.prune_structures import find_attention_blocks, find_ffn_blocks
+from onnxopt.pruning import _target_of, prune
 from onnxopt.quantization import quantize
 from tests.conftest import assert_clean_error, build_tiny_bert, export_to
 
@@ -130,3 +133,26 @@ def test_prune_cli_reports_per_layer(cli, bert4, tmp_path):
     code, out, err = cli("prune", bert4, "-o", tmp_path / "p", "--sparsity", "0.5", "--calib", "8")
     assert code == 0, err
     assert "heads" in out and "neurons" in out and "all" in out
+
+
+def test_refit_target_is_the_sum_with_the_skip_connection(bert4):
+    """Each block is re-fitted to reproduce its output plus the skip connection, so the re-fit
+    also undoes the residual drift of the layers pruned below it."""
+    graph = Graph(onnx.load(str(bert4 / "model.onnx")))
+    attention, _ = find_attention_blocks(graph)
+    projections = [b.down for b in find_ffn_blocks(graph)] + [b.out for b in attention]
+    assert len(projections) == 4
+    for proj in projections:
+        target, residual = _target_of(graph, proj)
+        add = graph.producer[target]
+        assert add.op_type == "Add" and residual in add.input and graph.const(residual) is None
+        assert [n.op_type for n in graph.consumers[target]] == ["LayerNormalization"]
+
+
+def test_refit_target_without_a_skip_connection_is_the_projection_output():
+    model = graphs.load("mlp")
+    for k, node in enumerate(model.graph.node):
+        node.name = f"n{k}"
+    graph = Graph(model)
+    (block,) = find_ffn_blocks(graph)
+    assert _target_of(graph, block.down) == ("y", None)

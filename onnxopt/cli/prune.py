@@ -16,7 +16,7 @@ def command(
     output: Path = typer.Option(..., "-o", "--output", help="Folder to write the pruned model to."),
     sparsity: float = typer.Option(..., help="Fraction of heads and of FFN neurons to remove, in [0, 1)."),
     calib: int = typer.Option(
-        512, help="Calibration samples for scores and reconstruction (the embedded corpus has 342)."
+        1024, help="Calibration samples for scores and reconstruction (the embedded sentence corpus has 916)."
     ),
     calib_data: str | None = typer.Option(
         None, help="Calibration text: txt/csv/tsv/jsonl, dataset folder or name."
