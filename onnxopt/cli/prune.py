@@ -25,7 +25,7 @@ def command(
     heads: bool = typer.Option(True, "--heads/--no-heads", help="Prune attention heads."),
     ffn: bool = typer.Option(True, "--ffn/--no-ffn", help="Prune FFN neurons."),
     mask_only: bool = typer.Option(False, help="Zero the pruned units but keep shapes (for inspection)."),
-    per_layer_floor: float = typer.Option(0.25, help="Each layer keeps at least this fraction of its units."),
+    per_layer_floor: float = typer.Option(0.4, help="Each layer keeps at least this fraction of its units."),
     seq_len: int = typer.Option(128, help="Truncate calibration samples to this many tokens."),
     overwrite: bool = typer.Option(False, help="Replace OUTPUT if it exists."),
     verify_loading: bool = VERIFY_LOADING,
