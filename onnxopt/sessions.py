@@ -128,6 +128,16 @@ def _openvino_devices(device: str = "CPU") -> list:
     ]
 
 
+def _cpu_vendor() -> str:
+    """The CPU's vendor as onnxruntime sees it ("Intel", "AMD", ...); "" if it does not say."""
+    import onnxruntime as ort
+
+    for device in ort.get_ep_devices():
+        if device.device.type == ort.OrtHardwareDeviceType.CPU:
+            return device.device.vendor
+    return ""
+
+
 def available(short: str) -> tuple[bool, str]:
     """Whether the provider can run here, and if not, why and how to get it."""
     import onnxruntime as ort
@@ -141,6 +151,14 @@ def available(short: str) -> tuple[bool, str]:
             return False, (
                 "the OpenVINO plugin is not installed; `pip install onnxruntime-ep-openvino` "
                 "(x86-64 Linux or Windows; `make install` does it there)"
+            )
+        vendor = _cpu_vendor()
+        if vendor and "intel" not in vendor.lower():
+            # The plugin's factory offers devices only on Intel hardware, CPUs included, though
+            # OpenVINO's CPU plugin itself runs on AMD (onnxruntime PR #31981 lifts the check).
+            return False, (
+                f"the OpenVINO plugin offers its CPU device only on Intel CPUs, and this CPU is {vendor} "
+                "(onnxruntime PR #31981 lifts that)"
             )
         return False, "the OpenVINO plugin is installed but found no CPU device on this machine"
     if short == "cuda":

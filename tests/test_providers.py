@@ -5,6 +5,7 @@ import json
 import platform
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,8 +14,17 @@ from onnxopt.measure import Timing, bench, parse_providers
 from onnxopt.sessions import SessionSettings, available, make_session, node_placement
 from tests.conftest import assert_clean_error
 
-# OpenVINO's plugin wheel exists for x86-64 Linux and Windows; there it must work, never be skipped.
-OPENVINO_EXPECTED = platform.machine() in ("x86_64", "AMD64") and sys.platform in ("linux", "win32")
+
+def _intel_cpu() -> bool:
+    if sys.platform == "linux":
+        return "GenuineIntel" in Path("/proc/cpuinfo").read_text()
+    return "intel" in platform.processor().lower()
+
+
+# OpenVINO's plugin wheel exists for x86-64 Linux and Windows, and offers devices on Intel CPUs:
+# there it must work, never be skipped. On other x86-64 CPUs it must say why it cannot.
+X86_PLUGIN_PLATFORM = platform.machine() in ("x86_64", "AMD64") and sys.platform in ("linux", "win32")
+OPENVINO_EXPECTED = X86_PLUGIN_PLATFORM and _intel_cpu()
 FAST = ("--runs", "2", "--min-time", "0", "--warmup", "1", "--seq", "16")
 
 
@@ -43,7 +53,7 @@ def _timing(model, provider, p50, batch=1, cosine=1.0):
     )
 
 
-@pytest.mark.skipif(not OPENVINO_EXPECTED, reason="no OpenVINO plugin wheel for this platform")
+@pytest.mark.skipif(not OPENVINO_EXPECTED, reason="no OpenVINO plugin device on this platform or CPU")
 def test_openvino_runs_for_real(tiny_bert_onnx):
     ok, why = available("openvino")
     assert ok, why
@@ -59,13 +69,22 @@ def test_openvino_runs_for_real(tiny_bert_onnx):
     assert rows["openvino"].first_run_ms > 0
 
 
-@pytest.mark.skipif(not OPENVINO_EXPECTED, reason="no OpenVINO plugin wheel for this platform")
+@pytest.mark.skipif(not OPENVINO_EXPECTED, reason="no OpenVINO plugin device on this platform or CPU")
 def test_openvino_reports_fallback_nodes(tiny_bert_dynamic):
     """Dynamic int8 uses contrib ops OpenVINO lacks: they must show up as CPU fallback, by op type."""
     session = make_session(modelio.resolve(tiny_bert_dynamic).onnx_path, "openvino", record_placement=True)
     counts, fallback = node_placement(session)
     assert counts.get("cpu", 0) > 0 and fallback
     assert sum(fallback.values()) == counts["cpu"]
+
+
+@pytest.mark.skipif(not X86_PLUGIN_PLATFORM or _intel_cpu(), reason="needs an x86-64 CPU not made by Intel")
+def test_openvino_on_a_non_intel_cpu_says_why(cli, tiny_bert_onnx):
+    ok, why = available("openvino")
+    assert not ok
+    assert "only on Intel CPUs" in why and "this CPU is" in why
+    code, _, err = cli("bench", tiny_bert_onnx, "--ep", "openvino", "--batch", "1", *FAST)
+    assert code == 2 and "only on Intel CPUs" in err
 
 
 def test_cuda_absence_is_explained(cli, tiny_bert_onnx, tmp_path):
