@@ -260,21 +260,9 @@ def _execute(step, recipe, target, reads: _Reads, outputs, progress) -> tuple[An
     if step.kind == "prune":
         from .pruning import prune
 
-        r = prune(
-            src,
-            target,
-            o["sparsity"],
-            calib=o.get("calib", 128),
-            calib_data=o.get("calib_data"),
-            text_column=o.get("text_column"),
-            heads=o.get("heads", True),
-            ffn=o.get("ffn", True),
-            mask_only=o.get("mask_only", False),
-            floor=o.get("per_layer_floor", 0.25),
-            seq_len=o.get("seq_len", 128),
-            overwrite=True,
-            on_progress=progress,
-        )
+        # Options the recipe leaves out take the library's defaults, which are the CLI's too.
+        given = {("floor" if k == "per_layer_floor" else k): v for k, v in o.items() if k != "sparsity"}
+        r = prune(src, target, o["sparsity"], **given, overwrite=True, on_progress=progress)
         return {}, f"sparsity {o['sparsity']}, {r.seconds:.0f} s"
     if step.kind == "eval":
         from .evaluation import evaluate

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from onnxopt import recipe
-from tests.conftest import assert_clean_error, build_tiny_gpt2
+from tests.conftest import assert_clean_error, build_tiny_bert, build_tiny_gpt2
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 STSB = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "stsb" / "sts-dev.csv"
@@ -91,6 +91,26 @@ def test_gpt2_recipe_runs_then_skips_then_reruns_what_changed(cli, tiny_gpt2_hf,
         json.loads((out / "recipe-state.json").read_text())["steps"]["4-bench"]["result"]["timings"][0]["seq"]
         == 32
     )
+
+
+def test_recipe_prune_takes_the_same_defaults_as_the_cli(cli, tmp_path):
+    """A recipe that names only the sparsity prunes exactly as `onnxopt prune --sparsity` does."""
+    hf = build_tiny_bert(tmp_path / "hf", hidden=64, heads=4, seed=5)
+    recipe_path = tmp_path / "prune.yaml"
+    recipe_path.write_text("name: p\nmodel: null\nsteps:\n  - export: {}\n  - prune: {sparsity: 0.5}\n")
+    code, _o, err = cli("run", recipe_path, "--model", hf, "-o", tmp_path / "out")
+    assert code == 0, err
+    code, _o, err = cli("prune", tmp_path / "out" / "1-export", "--sparsity", "0.5", "-o", tmp_path / "cli")
+    assert code == 0, err
+
+    def prune_step(folder):
+        step = json.loads((folder / "onnxopt.json").read_text())["steps"][-1]
+        assert step["step"] == "prune"
+        return {k: step[k] for k in ("per_layer_floor", "calibration", "layers")}
+
+    from_recipe, from_cli = prune_step(tmp_path / "out" / "2-prune"), prune_step(tmp_path / "cli")
+    assert from_recipe["per_layer_floor"] == 0.4 and from_recipe["calibration"]["samples"] == 916
+    assert from_recipe == from_cli
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from .. import render
-from ..pruning import prune
+from ..pruning import DEFAULT_CALIB, DEFAULT_FLOOR, prune
 from ._shared import VERIFY_LOADING, verify_if_asked
 
 
@@ -16,7 +16,8 @@ def command(
     output: Path = typer.Option(..., "-o", "--output", help="Folder to write the pruned model to."),
     sparsity: float = typer.Option(..., help="Fraction of heads and of FFN neurons to remove, in [0, 1)."),
     calib: int = typer.Option(
-        1024, help="Calibration samples for scores and reconstruction (the embedded sentence corpus has 916)."
+        DEFAULT_CALIB,
+        help="Calibration samples for scores and reconstruction (the embedded sentence corpus has 916).",
     ),
     calib_data: str | None = typer.Option(
         None, help="Calibration text: txt/csv/tsv/jsonl, dataset folder or name."
@@ -25,7 +26,9 @@ def command(
     heads: bool = typer.Option(True, "--heads/--no-heads", help="Prune attention heads."),
     ffn: bool = typer.Option(True, "--ffn/--no-ffn", help="Prune FFN neurons."),
     mask_only: bool = typer.Option(False, help="Zero the pruned units but keep shapes (for inspection)."),
-    per_layer_floor: float = typer.Option(0.4, help="Each layer keeps at least this fraction of its units."),
+    per_layer_floor: float = typer.Option(
+        DEFAULT_FLOOR, help="Each layer keeps at least this fraction of its units."
+    ),
     seq_len: int = typer.Option(128, help="Truncate calibration samples to this many tokens."),
     overwrite: bool = typer.Option(False, help="Replace OUTPUT if it exists."),
     verify_loading: bool = VERIFY_LOADING,
