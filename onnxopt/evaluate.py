@@ -13,16 +13,21 @@ from .errors import OnnxoptError
 from .samples import complete_inputs, input_types, load_tokenizer
 from .sessions import make_session
 
+# A genre's own Spearman is reported only with this many pairs; fewer rank too noisily to compare.
+MIN_GENRE_PAIRS = 20
+
 
 @dataclass
 class StsPair:
     score: float
     first: str
     second: str
+    genre: str = ""  # the source column of the STS Benchmark layout (MSRpar, headlines, ...)
 
 
 def load_sts_pairs(path: Path) -> list[StsPair]:
-    """STS Benchmark layout: tab separated, no header, quoting off; score and sentences in columns 5-7."""
+    """STS Benchmark layout: tab separated, no header, quoting off; the source (genre) in column 2,
+    score and sentences in columns 5-7."""
     if not path.is_file():
         raise OnnxoptError(f"{path} does not exist", "point at an STS-style .csv such as sts-dev.csv")
     pairs = []
@@ -31,7 +36,7 @@ def load_sts_pairs(path: Path) -> list[StsPair]:
             if len(row) < 7:
                 continue
             try:
-                pairs.append(StsPair(float(row[4]), row[5], row[6]))
+                pairs.append(StsPair(float(row[4]), row[5], row[6], row[1]))
             except ValueError:
                 continue
     if not pairs:
@@ -61,21 +66,45 @@ def embed(session, tokenizer, types, texts: list[str], seq_len: int = 128, batch
 def sts_spearman(
     model: Path, pairs: list[StsPair], seq_len: int = 128, threads: int | None = None, settings=None
 ) -> float:
+    return sts_spearman_by_genre(model, pairs, seq_len, threads, settings)[0]
+
+
+def sts_spearman_by_genre(
+    model: Path, pairs: list[StsPair], seq_len: int = 128, threads: int | None = None, settings=None
+) -> tuple[float, dict[str, float]]:
+    """Spearman (x100) over all pairs, and within each genre that has MIN_GENRE_PAIRS pairs, when
+    there are several: an overall figure can hide a loss in one genre behind a gain in another."""
     ref = modelio.resolve(model)
     tokenizer = load_tokenizer(ref.folder)
     types = input_types(modelio.load(ref, load_weights=False))
-    return sts_score(
-        make_session(ref.onnx_path, "cpu", threads, settings=settings), tokenizer, types, pairs, seq_len
-    )
+    session = make_session(ref.onnx_path, "cpu", threads, settings=settings)
+    cosines = sts_cosines(session, tokenizer, types, pairs, seq_len)
+    genres: dict[str, list[int]] = {}
+    for i, pair in enumerate(pairs):
+        genres.setdefault(pair.genre, []).append(i)
+    by_genre = {}
+    if len(genres) > 1:
+        for genre, rows in sorted(genres.items()):
+            if len(rows) >= MIN_GENRE_PAIRS:
+                by_genre[genre] = _spearman_x100([pairs[i] for i in rows], cosines[rows])
+    return _spearman_x100(pairs, cosines), by_genre
+
+
+def sts_cosines(session, tokenizer, types, pairs: list[StsPair], seq_len: int = 128) -> np.ndarray:
+    a = embed(session, tokenizer, types, [p.first for p in pairs], seq_len)
+    b = embed(session, tokenizer, types, [p.second for p in pairs], seq_len)
+    return (a * b).sum(1)
+
+
+def _spearman_x100(pairs: list[StsPair], cosines: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    return float(100 * spearmanr([p.score for p in pairs], cosines).statistic)
 
 
 def sts_score(session, tokenizer, types, pairs: list[StsPair], seq_len: int = 128) -> float:
     """Spearman (x100) between gold scores and the cosine of the two sentences' embeddings."""
-    from scipy.stats import spearmanr
-
-    a = embed(session, tokenizer, types, [p.first for p in pairs], seq_len)
-    b = embed(session, tokenizer, types, [p.second for p in pairs], seq_len)
-    return float(100 * spearmanr([p.score for p in pairs], (a * b).sum(1)).statistic)
+    return _spearman_x100(pairs, sts_cosines(session, tokenizer, types, pairs, seq_len))
 
 
 @dataclass

@@ -7,7 +7,7 @@ from pathlib import Path
 from . import modelio, task_metrics
 from .datasources import embedded_samples, load_samples
 from .errors import OnnxoptError
-from .evaluate import EvalResult, load_sts_pairs, output_fidelity, sts_spearman
+from .evaluate import EvalResult, load_sts_pairs, output_fidelity, sts_spearman_by_genre
 from .samples import TokenizedSamples, input_types, load_tokenizer
 from .selection import runtime_settings
 
@@ -82,8 +82,15 @@ def _task_metric(
     `settings`."""
     if task == "sts":
         pairs = load_sts_pairs(data)
-        values = [sts_spearman(m, pairs, seq_len, settings=s) for m, s in zip(models, settings, strict=True)]
+        scores = [
+            sts_spearman_by_genre(m, pairs, seq_len, settings=s)
+            for m, s in zip(models, settings, strict=True)
+        ]
+        values = [overall for overall, _ in scores]
         result.metric_name = "spearman_x100"
+        for genre, value in scores[0][1].items():
+            reference = scores[1][1][genre] if len(scores) > 1 else None
+            result.extras[f"spearman_x100 {genre}"] = (value, reference)
     elif task == "classification":
         rows = task_metrics.load_labelled(data, text_column, label_column)
         values = [

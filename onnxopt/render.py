@@ -290,7 +290,9 @@ def eval_result(r) -> None:
             table.add_row("drop" if r.higher_is_better else "increase", f"{r.drop:.2f}")
     for name, (value, reference) in r.extras.items():
         table.add_row(
-            name, f"{value:.2f}" + (f" (reference {reference:.2f})" if reference is not None else "")
+            name,
+            f"{value:.2f}"
+            + (f" (reference {reference:.2f}, {value - reference:+.2f})" if reference is not None else ""),
         )
     console.print(table)
 

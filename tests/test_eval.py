@@ -1,6 +1,8 @@
 import json
 import shutil
 
+import pytest
+
 from onnxopt.evaluation import evaluate
 from tests.conftest import assert_clean_error
 
@@ -51,3 +53,39 @@ def test_eval_errors(cli, tiny_bert_onnx, tmp_path):
     empty.write_text("not\tenough\n")
     code, _o, err = cli("eval", tiny_bert_onnx, "--task", "sts", "--data", empty)
     assert_clean_error(code, err, "holds no STS pairs")
+
+
+def _genre_rows(genre: str, n: int, seed: int) -> str:
+    words = "man woman dog cat plays runs eats sings red blue car train park food music book".split()
+    rng = __import__("random").Random(seed)
+    rows = []
+    for i in range(n):
+        a = " ".join(rng.choices(words, k=5))
+        b = " ".join(rng.choices(words, k=5))
+        rows.append(f"main\t{genre}\t2012\t{i}\t{rng.uniform(0, 5):.2f}\t{a}\t{b}\n")
+    return "".join(rows)
+
+
+def test_sts_reports_each_genre_with_enough_pairs(cli, tiny_bert_onnx, tiny_bert_dynamic, tmp_path):
+    news, forum, few = _genre_rows("news", 24, 1), _genre_rows("forum", 30, 2), _genre_rows("few", 5, 3)
+    data = tmp_path / "pairs.csv"
+    data.write_text(news + forum + few)
+    result = evaluate(tiny_bert_dynamic, tiny_bert_onnx, task="sts", data=str(data), record=False)
+    assert set(result.extras) == {"spearman_x100 news", "spearman_x100 forum"}  # "few" has < 20 pairs
+    # A genre's figure is the metric of that genre's pairs on their own.
+    alone = tmp_path / "forum.csv"
+    alone.write_text(forum)
+    only = evaluate(tiny_bert_dynamic, tiny_bert_onnx, task="sts", data=str(alone), record=False)
+    assert only.extras == {}  # one genre: nothing to break down
+    assert result.extras["spearman_x100 forum"] == (
+        pytest.approx(only.metric, abs=1e-9),
+        pytest.approx(only.reference_metric, abs=1e-9),
+    )
+    assert result.extras["spearman_x100 news"][0] != pytest.approx(result.metric)
+    model = tmp_path / "dyn"
+    shutil.copytree(tiny_bert_dynamic, model)
+    code, out, err = cli("eval", model, "--reference", tiny_bert_onnx, "--task", "sts", "--data", data)
+    assert code == 0, err
+    assert "spearman_x100 news" in out and "spearman_x100 few" not in out
+    step = json.loads((model / "onnxopt.json").read_text())["steps"][-1]
+    assert "spearman_x100 forum" in step and "reference_spearman_x100 forum" in step
