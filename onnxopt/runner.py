@@ -210,73 +210,53 @@ def _eval_reference(step: Step, outputs: dict[str, Path], source_name: str | Non
     return outputs[first] if first is not None and first != source_name else None
 
 
+# Recipe options the runner acts on itself rather than pass to the library, and those the library
+# spells differently.
+_RUNNER_OPTIONS = ("verify_loading", "reference", "static", "dynamic")
+_LIBRARY_NAMES = {"per_layer_floor": "floor"}
+
+
+def _library_kwargs(options: dict[str, Any]) -> dict[str, Any]:
+    """A step's options as the library function's keyword arguments. Options the recipe leaves out
+    are not passed, so they take the library's defaults, which are the CLI's too."""
+    kwargs = {_LIBRARY_NAMES.get(k, k): v for k, v in options.items() if k not in _RUNNER_OPTIONS}
+    if "ops" in kwargs:
+        kwargs["ops"] = ",".join(kwargs["ops"])
+    if "exclude" in kwargs:
+        kwargs["exclude"] = tuple(kwargs["exclude"])
+    return kwargs
+
+
 def _execute(step, recipe, target, reads: _Reads, outputs, progress) -> tuple[Any, str]:
     o, src, reference = step.options, reads.src, reads.reference
+    kwargs = _library_kwargs(o)
     if step.kind == "export":
         from .export import export
 
-        r = export(
-            recipe.model,
-            target,
-            task=o.get("task", "auto"),
-            opset=o.get("opset"),
-            atol=o.get("atol", 1e-4),
-            overwrite=True,
-            trust_remote_code=o.get("trust_remote_code", False),
-            on_stage=lambda msg: progress(msg, 0, 0),
-        )
+        r = export(recipe.model, target, **kwargs, overwrite=True, on_stage=lambda msg: progress(msg, 0, 0))
         worst = max(r.max_abs_diff.values()) if r.max_abs_diff else 0.0
         return {"size_bytes": r.size_bytes}, f"{r.task}, opset {r.opset}, max abs diff vs PyTorch {worst:.1e}"
     if step.kind == "optimize":
         from .optimization import optimize
 
-        r = optimize(src, target, atol=o.get("atol", 1e-3), overwrite=True, on_progress=progress)
+        r = optimize(src, target, **kwargs, overwrite=True, on_progress=progress)
         return {}, f"parity max abs diff {r.parity.max_abs_diff:.1e}"
     if step.kind == "quantize":
         from .quantization import quantize
 
-        quantize(
-            src,
-            target,
-            "static" if o.get("static") else "dynamic",
-            calib=o.get("calib", 40),
-            calib_data=o.get("calib_data"),
-            text_column=o.get("text_column"),
-            method=o.get("method", "minmax"),
-            per_channel=o.get("per_channel", True),
-            ops=",".join(o["ops"]) if "ops" in o else None,
-            exclude=tuple(o.get("exclude", ())),
-            seq_len=o.get("seq_len", 128),
-            optimize=o.get("optimize", True),
-            overwrite=True,
-            on_progress=progress,
-            max_drop=o.get("max_drop"),
-            eval_data=o.get("eval_data"),
-            all_static=o.get("all_static", False),
-            smooth=o.get("smooth"),
-        )
+        mode = "static" if o.get("static") else "dynamic"
+        quantize(src, target, mode, **kwargs, overwrite=True, on_progress=progress)
         size = modelio.resolve(target).size_bytes()
-        return {}, f"{'static' if o.get('static') else 'dynamic'} int8, {size / 1e6:.1f} MB"
+        return {}, f"{mode} int8, {size / 1e6:.1f} MB"
     if step.kind == "prune":
         from .pruning import prune
 
-        # Options the recipe leaves out take the library's defaults, which are the CLI's too.
-        given = {("floor" if k == "per_layer_floor" else k): v for k, v in o.items() if k != "sparsity"}
-        r = prune(src, target, o["sparsity"], **given, overwrite=True, on_progress=progress)
+        r = prune(src, target, **kwargs, overwrite=True, on_progress=progress)
         return {}, f"sparsity {o['sparsity']}, {r.seconds:.0f} s"
     if step.kind == "eval":
         from .evaluation import evaluate
 
-        r = evaluate(
-            src,
-            reference,
-            task=o.get("task", "fidelity"),
-            data=o.get("data"),
-            limit=o.get("limit", 64),
-            seq_len=o.get("seq_len"),
-            text_column=o.get("text_column"),
-            label_column=o.get("label_column", "label"),
-        )
+        r = evaluate(src, reference, **kwargs)
         result = {
             "model": reads.source_name,
             "metric": r.metric_name,

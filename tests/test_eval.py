@@ -1,4 +1,5 @@
 import json
+import random
 import shutil
 
 import pytest
@@ -57,7 +58,7 @@ def test_eval_errors(cli, tiny_bert_onnx, tmp_path):
 
 def _genre_rows(genre: str, n: int, seed: int) -> str:
     words = "man woman dog cat plays runs eats sings red blue car train park food music book".split()
-    rng = __import__("random").Random(seed)
+    rng = random.Random(seed)
     rows = []
     for i in range(n):
         a = " ".join(rng.choices(words, k=5))

@@ -24,7 +24,8 @@ def _intel_cpu() -> bool:
 # OpenVINO's plugin wheel exists for x86-64 Linux and Windows, and offers devices on Intel CPUs:
 # there it must work, never be skipped. On other x86-64 CPUs it must say why it cannot.
 X86_PLUGIN_PLATFORM = platform.machine() in ("x86_64", "AMD64") and sys.platform in ("linux", "win32")
-OPENVINO_EXPECTED = X86_PLUGIN_PLATFORM and _intel_cpu()
+INTEL_CPU = _intel_cpu()
+OPENVINO_EXPECTED = X86_PLUGIN_PLATFORM and INTEL_CPU
 FAST = ("--runs", "2", "--min-time", "0", "--warmup", "1", "--seq", "16")
 
 
@@ -78,7 +79,7 @@ def test_openvino_reports_fallback_nodes(tiny_bert_dynamic):
     assert sum(fallback.values()) == counts["cpu"]
 
 
-@pytest.mark.skipif(not X86_PLUGIN_PLATFORM or _intel_cpu(), reason="needs an x86-64 CPU not made by Intel")
+@pytest.mark.skipif(not X86_PLUGIN_PLATFORM or INTEL_CPU, reason="needs an x86-64 CPU not made by Intel")
 def test_openvino_on_a_non_intel_cpu_says_why(cli, tiny_bert_onnx):
     ok, why = available("openvino")
     assert not ok

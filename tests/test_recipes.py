@@ -94,10 +94,13 @@ def test_gpt2_recipe_runs_then_skips_then_reruns_what_changed(cli, tiny_gpt2_hf,
 
 
 def test_recipe_prune_takes_the_same_defaults_as_the_cli(cli, tmp_path):
-    """A recipe that names only the sparsity prunes exactly as `onnxopt prune --sparsity` does."""
+    """A recipe that names only the sparsity (and verify_loading, the runner's own) prunes exactly as
+    `onnxopt prune --sparsity` does."""
     hf = build_tiny_bert(tmp_path / "hf", hidden=64, heads=4, seed=5)
     recipe_path = tmp_path / "prune.yaml"
-    recipe_path.write_text("name: p\nmodel: null\nsteps:\n  - export: {}\n  - prune: {sparsity: 0.5}\n")
+    recipe_path.write_text(
+        "name: p\nmodel: null\nsteps:\n  - export: {}\n  - prune: {sparsity: 0.5, verify_loading: true}\n"
+    )
     code, _o, err = cli("run", recipe_path, "--model", hf, "-o", tmp_path / "out")
     assert code == 0, err
     code, _o, err = cli("prune", tmp_path / "out" / "1-export", "--sparsity", "0.5", "-o", tmp_path / "cli")
