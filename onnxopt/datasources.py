@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import OnnxoptError
+from .errors import OnnxoptError, first_line
 
 Sample = str | tuple[str, str]
 _TEXT_SUFFIXES = {".txt", ".text", ".md"}
@@ -186,7 +186,7 @@ def _read_dataset(name: str, columns: list[str] | None, split: str, local: bool)
         raise
     except Exception as exc:
         raise OnnxoptError(
-            f"cannot load dataset {name}: {str(exc).splitlines()[0][:160]}",
+            f"cannot load dataset {name}: {first_line(exc, 160)}",
             "give a local file or dataset folder, or check the name and your network",
         ) from exc
     keys = _text_keys(list(ds.column_names or []), columns, f"dataset {name} has no column")

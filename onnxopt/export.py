@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import modelio
-from .errors import OnnxoptError
+from .errors import OnnxoptError, first_line
 from .manifest import Manifest
 from .outputs import check_output, staged_dir
 from .passes._files import quiet
@@ -105,7 +105,7 @@ def infer_task(source: str, is_local: bool) -> str:
     except Exception as exc:
         where = "" if is_local else " (is the hub reachable?)"
         raise OnnxoptError(
-            f"cannot tell the task of {source}{where}: {str(exc).splitlines()[0][:160]}",
+            f"cannot tell the task of {source}{where}: {first_line(exc, 160)}",
             "pass --task, e.g. feature-extraction or text-classification",
         ) from exc
     # onnxopt times and quantizes single forward passes: export without the KV cache.
@@ -189,7 +189,7 @@ def _run_exporter(source: str, out: Path, task: str, opset: int | None, trust_re
                 "read the code first; pass --trust-remote-code only if you trust it",
             ) from exc
         raise OnnxoptError(
-            f"export failed: {str(exc).splitlines()[0][:200]}", "check the model and --task/--opset values"
+            f"export failed: {first_line(exc, 200)}", "check the model and --task/--opset values"
         ) from exc
 
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import modelio
-from .errors import OnnxoptError
+from .errors import OnnxoptError, first_line
 from .modelio import ModelRef
 from .samples import synthetic_inputs
 from .sessions import SessionSettings, available, make_session, node_placement, provider_name
@@ -89,7 +89,7 @@ def _checked_run(c: _Candidate, feed: dict, batch: int) -> list:
     try:
         return c.session.run(None, feed)
     except Exception as exc:
-        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        first = first_line(exc, 200)
         raise OnnxoptError(
             f"onnxruntime cannot run {c.ref.name} on {c.settings.provider} at batch {batch}: {first}",
             "check the model's input shapes with `onnxopt inspect`; fixed batch or sequence sizes "

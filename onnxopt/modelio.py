@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .errors import OnnxoptError
+from .errors import OnnxoptError, first_line
 from .manifest import MANIFEST_NAME, Manifest
 
 _FLOAT_TYPES = (
@@ -118,7 +118,7 @@ def load(ref: ModelRef, load_weights: bool = True) -> onnx.ModelProto:
             onnx.load_external_data_for_model(model, str(path.parent))
         except Exception as exc:
             raise OnnxoptError(
-                f"cannot read the external weights of {path}: {str(exc).splitlines()[0][:200]}",
+                f"cannot read the external weights of {path}: {first_line(exc, 200)}",
                 "keep the .onnx file and its .data files together in one folder",
             ) from exc
     if load_weights:
@@ -170,7 +170,7 @@ def check_finite(model: onnx.ModelProto, path: Path) -> None:
             values = numpy_helper.to_array(tensor)
         except Exception as exc:
             raise OnnxoptError(
-                f"{path}: weight {tensor.name!r} is malformed ({str(exc).splitlines()[0][:120]})",
+                f"{path}: weight {tensor.name!r} is malformed ({first_line(exc, 120)})",
                 "its data does not match its shape or type; export the model again",
             ) from exc
         if values.size and not np.isfinite(values).all():

@@ -12,7 +12,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import OnnxoptError
+from .errors import OnnxoptError, first_line
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -237,7 +237,7 @@ def make_session(
         return ort.InferenceSession(source, options, providers=providers)
     except Exception as exc:
         what = "the model" if isinstance(onnx_path, bytes) else str(onnx_path)
-        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        first = first_line(exc, 200)
         raise OnnxoptError(
             f"onnxruntime cannot load {what} on {settings.provider}: {first}",
             "check the model with `onnxopt inspect`, or export it again",

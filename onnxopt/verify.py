@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import OnnxoptError
+from .errors import OnnxoptError, first_line
 from .manifest import Manifest
 
 MODEL_CLASSES = {  # the task recorded at export -> optimum's class for it
@@ -64,7 +64,7 @@ def _run(folder: Path, task: str) -> tuple[str, str, np.ndarray, np.ndarray]:
     except OnnxoptError:
         raise
     except Exception as exc:
-        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        first = first_line(exc, 200)
         raise OnnxoptError(
             f"{name}.from_pretrained({folder}) failed: {first}",
             "the folder needs model.onnx with its config.json and tokenizer files",

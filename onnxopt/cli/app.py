@@ -8,7 +8,7 @@ import sys
 import typer
 
 from .. import render
-from ..errors import OnnxoptError
+from ..errors import OnnxoptError, first_line
 from . import bench, eval, export, inspect, optimize, prune, quantize, run
 
 app = typer.Typer(
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         # half-written remains), and the traceback on request, for a report.
         if os.environ.get("ONNXOPT_DEBUG"):
             raise
-        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        first = first_line(exc, 200)
         render.error(
             f"internal error: {type(exc).__name__}: {first} "
             "(run again with ONNXOPT_DEBUG=1 for the traceback, and please report it)"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import onnx
 
+from ..errors import first_line
 from ._files import quiet
 from .base import Pass, PassResult
 
@@ -28,7 +29,7 @@ class InferShapes(Pass):
                 return PassResult(inferred, True, {"method": "symbolic", "typed": _typed_count(inferred)})
             reason = "symbolic inference returned nothing"
         except Exception as exc:  # the tool raises bare Exceptions on unsupported graphs
-            reason = f"symbolic inference failed: {str(exc).splitlines()[0][:200]}"
+            reason = f"symbolic inference failed: {first_line(exc, 200)}"
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
         return PassResult(
             inferred, True, {"method": "onnx", "fallback_reason": reason, "typed": _typed_count(inferred)}
