@@ -10,7 +10,6 @@ histograms at once, so peak memory does not grow with the number of samples.
 from __future__ import annotations
 
 import resource
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import numpy as np
 import onnx
 
 from .errors import OnnxoptError
+from .leftovers import temp_dir
 from .modelio import is_large
 from .passes._files import quiet, write_temp_model
 
@@ -70,7 +70,7 @@ def collect_ranges(
 
     calibration_method = ort_method(method)
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="onnxopt-calib-") as tmp:
+    with temp_dir("calib") as tmp:
         path = write_temp_model(model, Path(tmp))
         with quiet():
             calibrator = create_calibrator(

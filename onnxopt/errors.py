@@ -39,7 +39,11 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
 
 def shorten(value: object, limit: int = ECHO_LIMIT) -> str:
     """repr() of a user's value, cut to `limit` characters."""
-    text = repr(value)
+    return cut(repr(value), limit)
+
+
+def cut(text: str, limit: int = ECHO_LIMIT) -> str:
+    """A user's text (a path, say) as it is, cut to `limit` characters."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -62,7 +66,7 @@ _OS_HINTS = {
 
 def os_error_message(exc: OSError) -> str:
     """One line for an OSError: what the system said, where, and what to do about that errno."""
-    where = f" ({shorten(str(exc.filename))})" if exc.filename else ""
+    where = f" ({cut(str(exc.filename))})" if exc.filename else ""
     reason = exc.strerror or first_line(exc)
     hint = _OS_HINTS.get(exc.errno or -1, "check the path and try again")
     return f"{reason}{where}; nothing was written ({hint})"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import modelio, task_metrics
+from . import limits, modelio, task_metrics
 from .datasources import embedded_samples, load_samples
 from .errors import OnnxoptError
 from .evaluate import EvalResult, load_sts_pairs, output_fidelity, sts_spearman_by_genre
@@ -45,6 +45,7 @@ def evaluate(
         what, hint = _NEEDS[task]
         raise OnnxoptError(f"the {task} task needs {what}", hint)
     ref = modelio.resolve(model)
+    limits.check_sequence_length(ref, seq_len)
     result = EvalResult(model=ref.name, reference=str(reference) if reference else None, task=task)
     # Each model runs as `bench --ep auto`/`--tune` saved it (provider and session options), else on CPU.
     models = [model] + ([reference] if reference else [])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -12,9 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from . import modelio
-from .errors import OnnxoptError, first_line
+from .errors import OnnxoptError, cut, first_line
+from .files import check_folder_files, read_config
 from .manifest import Manifest
-from .outputs import check_output, staged_dir
+from .outputs import claim_output
 from .passes._files import quiet
 from .samples import input_types
 
@@ -22,6 +22,9 @@ _CHECK_TEXTS = [
     "onnxopt checks the exported graph against PyTorch.",
     "A second, longer sentence pads the first.",
 ]
+
+
+BUNDLED_NAME = "all-MiniLM-L6-v2 (bundled)"
 
 
 @dataclass
@@ -35,6 +38,7 @@ class ExportResult:
     seconds: float
     size_bytes: int
     notes: list[str] = field(default_factory=list)
+    verified: object = None  # VerifyResult, when --verify-loading ran (in the staged folder)
 
 
 def bundled_model_path() -> Path:
@@ -86,9 +90,12 @@ _ARCHITECTURE_TASKS = (
 )
 
 
-def _task_from_config(folder: Path) -> str:
-    config = json.loads((folder / "config.json").read_text())
-    for arch in config.get("architectures") or []:
+def task_from_config(folder: Path) -> str:
+    config = read_config(folder)
+    architectures = config.get("architectures") or []
+    for arch in architectures if isinstance(architectures, list) else []:
+        if not isinstance(arch, str):
+            continue
         for suffix, task in _ARCHITECTURE_TASKS:
             if arch.endswith(suffix):
                 return task
@@ -99,7 +106,7 @@ def infer_task(source: str, is_local: bool) -> str:
     from optimum.exporters.tasks import TasksManager
 
     if is_local:
-        return _task_from_config(Path(source))
+        return task_from_config(Path(source))
     try:
         task = TasksManager.infer_task_from_model(source, library_name="transformers")
     except Exception as exc:
@@ -121,46 +128,95 @@ def export(
     overwrite: bool = False,
     trust_remote_code: bool = False,
     on_stage: Callable[[str], None] | None = None,
+    verify_loading: bool = False,
 ) -> ExportResult:
     source, is_local = resolve_source(model)
-    check_output(out, [Path(source)] if is_local else [], overwrite)
     stage = on_stage or (lambda _msg: None)
     start = time.perf_counter()
-    if task == "auto":
-        task = infer_task(source, is_local)
-    with staged_dir(out) as tmp:
-        stage(f"exporting {source} ({task})")
-        _run_exporter(source, tmp, task, opset, trust_remote_code)
-        ref = modelio.resolve(tmp)
-        onnx_model = modelio.load(ref)
-        actual_opset = modelio.main_opset(onnx_model)
-        if onnx_model.ir_version != modelio.loadable_ir_version(onnx_model):
-            modelio.save(onnx_model, tmp)
-        types = input_types(onnx_model)
-        del onnx_model
-        stage("checking outputs against PyTorch")
-        diffs = compare_with_torch(source, tmp, task, types, trust_remote_code)
-        worst = max(diffs.values())
-        if not worst <= atol:  # also catches NaN
-            raise OnnxoptError(
-                f"exported outputs differ from PyTorch by {worst:.2e}, above --atol {atol:g}",
-                "raise --atol if this is expected, or try another --opset",
+    with claim_output(out, [Path(source)] if is_local else [], overwrite) as claim:
+        if is_local:
+            stage(f"checking {_shown(model, source)}")
+            check_source(Path(source))
+        if task == "auto":
+            task = infer_task(source, is_local)
+        with claim.staged() as tmp:
+            stage(f"exporting {_shown(model, source)} ({task})")
+            diffs, actual_opset = _export_checked(source, tmp, task, opset, atol, trust_remote_code, stage)
+            manifest = Manifest(source=model or BUNDLED_NAME, task=task, opset=actual_opset)
+            manifest.add_step(
+                "export", source=source, task=task, opset=actual_opset, max_abs_diff=diffs, atol=atol
             )
-        manifest = Manifest(source=model or "all-MiniLM-L6-v2 (bundled)", task=task, opset=actual_opset)
-        manifest.add_step(
-            "export", source=source, task=task, opset=actual_opset, max_abs_diff=diffs, atol=atol
+            manifest.save(tmp)
+            verified = None
+            if verify_loading:
+                from .verify import verify_loading as verify
+
+                stage("loading with optimum")
+                verified = verify(tmp, None, shown_as=out)
+        return ExportResult(
+            out=out,
+            source=source,
+            task=task,
+            opset=actual_opset,
+            max_abs_diff=diffs,
+            atol=atol,
+            seconds=time.perf_counter() - start,
+            size_bytes=modelio.resolve(out).size_bytes(),
+            verified=verified,
         )
-        manifest.save(tmp)
-    return ExportResult(
-        out=out,
-        source=source,
-        task=task,
-        opset=actual_opset,
-        max_abs_diff=diffs,
-        atol=atol,
-        seconds=time.perf_counter() - start,
-        size_bytes=modelio.resolve(out).size_bytes(),
-    )
+
+
+def _shown(model: str | None, source: str) -> str:
+    """The bundled model by its name, not by its site-packages path."""
+    return BUNDLED_NAME if model is None else source
+
+
+def _export_checked(source, tmp: Path, task, opset, atol, trust_remote_code, stage) -> tuple[dict, int]:
+    """Run optimum's exporter into `tmp` and compare with PyTorch; above `atol` nothing is kept."""
+    _run_exporter(source, tmp, task, opset, trust_remote_code)
+    ref = modelio.resolve(tmp)
+    onnx_model = modelio.load(ref)
+    actual_opset = modelio.main_opset(onnx_model)
+    if onnx_model.ir_version != modelio.loadable_ir_version(onnx_model):
+        modelio.save(onnx_model, tmp)
+    types = input_types(onnx_model)
+    del onnx_model
+    stage("checking outputs against PyTorch")
+    diffs = compare_with_torch(source, tmp, task, types, trust_remote_code)
+    worst = max(diffs.values())
+    if not worst <= atol:  # also catches NaN
+        raise OnnxoptError(
+            f"exported outputs differ from PyTorch by {worst:.2e}, above --atol {atol:g}",
+            "raise --atol if this is expected, or try another --opset",
+        )
+    return diffs, actual_opset
+
+
+# Files a processor-only model (image, audio) has where a text model has a tokenizer.
+_PROCESSOR_FILES = (
+    "preprocessor_config.json",
+    "image_processor_config.json",
+    "feature_extractor_config.json",
+)
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model")
+
+
+def check_source(folder: Path) -> None:
+    """What the export will read, checked before the exporter's minutes of work: every file a
+    regular file inside the folder, config.json a JSON object, a text model, a tokenizer that loads."""
+    from .samples import load_tokenizer
+
+    check_folder_files(folder)
+    config = read_config(folder)
+    has_tokenizer = any((folder / name).is_file() for name in _TOKENIZER_FILES)
+    if not has_tokenizer and any((folder / name).is_file() for name in _PROCESSOR_FILES):
+        architectures = config.get("architectures") or [config.get("model_type", "?")]
+        raise OnnxoptError(
+            f"{folder} is not a text model ({cut(str(architectures[0]))}: it has an image or audio "
+            "processor and no tokenizer)",
+            "onnxopt exports and optimizes text models (encoders, decoders, encoder-decoders)",
+        )
+    load_tokenizer(folder)
 
 
 def _run_exporter(source: str, out: Path, task: str, opset: int | None, trust_remote_code: bool) -> None:

@@ -47,18 +47,37 @@ class Manifest:
 
     @classmethod
     def load(cls, folder: Path) -> Manifest | None:
+        """The folder's manifest, None when it has none; a damaged one is one clear error, never a
+        crash further on (a `runtime` that is not a mapping once surfaced as an internal error)."""
+        from .files import read_json
+
         path = folder / MANIFEST_NAME
-        if not path.is_file():
+        if not path.exists() and not path.is_symlink():
             return None
+        data = read_json(folder, MANIFEST_NAME)
         try:
-            data = json.loads(path.read_text())
-            return cls(
-                source=data["source"],
-                task=data["task"],
+            manifest = cls(
+                source=str(data["source"]),
+                task=str(data["task"]),
                 opset=int(data["opset"]),
-                libraries=data.get("libraries", {}),
-                steps=list(data.get("steps", [])),
+                libraries=dict(data.get("libraries") or {}),
+                steps=[dict(step) for step in data.get("steps") or []],
                 runtime=dict(data.get("runtime") or {}),
             )
-        except (ValueError, KeyError, TypeError):
-            return None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise _damaged(path, f"{type(exc).__name__}: {exc}") from exc
+        for key in ("selected", "tuned"):
+            if not isinstance(manifest.runtime.get(key, {}), dict):
+                raise _damaged(path, f"runtime.{key} is not a mapping")
+        if not all(isinstance(v, dict) for v in manifest.runtime.get("tuned", {}).values()):
+            raise _damaged(path, "runtime.tuned holds a value that is not a mapping")
+        return manifest
+
+
+def _damaged(path: Path, why: str):
+    from .errors import OnnxoptError
+
+    return OnnxoptError(
+        f"{path} is damaged ({why[:100]})",
+        'delete its "runtime" entry (written by `bench --ep auto` / `--tune`), or export the model again',
+    )

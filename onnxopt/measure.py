@@ -10,8 +10,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import modelio
+from . import limits, modelio
 from .errors import OnnxoptError, first_line
+from .files import positive_int, read_config
 from .modelio import ModelRef
 from .samples import synthetic_inputs
 from .sessions import SessionSettings, available, make_session, node_placement, provider_name
@@ -72,15 +73,7 @@ class _Candidate:
 
 
 def _vocab_size(ref: ModelRef) -> int:
-    import json
-
-    config = ref.folder / "config.json" if ref.folder else None
-    if config is not None and config.is_file():
-        try:
-            return int(json.loads(config.read_text()).get("vocab_size", 1000))
-        except (ValueError, TypeError):
-            pass
-    return 1000
+    return positive_int(read_config(ref.folder), "vocab_size", ref.folder) or 1000
 
 
 def _checked_run(c: _Candidate, feed: dict, batch: int) -> list:
@@ -175,6 +168,11 @@ def bench(
             return [SessionSettings(provider=provider, intra_threads=threads)]
 
     models = {id(ref): modelio.load(ref, load_weights=False) for ref in refs}
+    for ref in refs:  # the model's limits before any session is made, each named
+        limits.check_sequence_length(ref, seq, "--seq")
+        limits.check_vocab(models[id(ref)], ref, _vocab_size(ref))
+        for batch in batches:
+            limits.check_feed_size(models[id(ref)], ref.name, batch, seq)
     candidates = [
         _Candidate(ref, s) for ref in refs for provider in usable for s in variants_for(ref, provider)
     ]

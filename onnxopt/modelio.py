@@ -7,7 +7,6 @@ files copied from the source, and the manifest. Commands accept either a folder 
 from __future__ import annotations
 
 import functools
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +14,9 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .errors import OnnxoptError, first_line
+from . import files
+from .errors import OnnxoptError, cut, first_line, shorten
+from .files import check_folder_files, file_in_folder, regular_file
 from .manifest import MANIFEST_NAME, Manifest
 
 _FLOAT_TYPES = (
@@ -26,8 +27,6 @@ _FLOAT_TYPES = (
 )
 
 MODEL_FILE = "model.onnx"
-# Files that travel with a model from step to step (tokenizer, config, pooling of sentence-transformers).
-_SIDECAR_SUFFIXES = {".json", ".txt", ".model", ".vocab"}
 _TWO_GB = 2**31
 
 
@@ -71,12 +70,16 @@ def main_opset(model: onnx.ModelProto) -> int:
 
 
 def resolve(path: Path) -> ModelRef:
-    """Turn a user's DIR|FILE argument into a ModelRef, with a clear error when it is not a model."""
+    """Turn a user's DIR|FILE argument into a ModelRef, with a clear error when it is not a model.
+    Every file onnxopt may read or copy from the folder is checked here, before any work: a
+    regular file inside the folder (onnxopt.files)."""
     if not path.exists():
         raise OnnxoptError(
-            f"{path} does not exist", "give a model folder made by `onnxopt export` or an .onnx file"
+            f"{cut(str(path))} does not exist",
+            "give a model folder made by `onnxopt export` or an .onnx file",
         )
     if path.is_dir():
+        check_folder_files(path)
         onnx_path = path / MODEL_FILE
         if not onnx_path.is_file():
             candidates = sorted(p.name for p in path.glob("*.onnx"))
@@ -84,11 +87,14 @@ def resolve(path: Path) -> ModelRef:
                 onnx_path = path / candidates[0]
             else:
                 raise OnnxoptError(
-                    f"{path} holds no {MODEL_FILE}",
+                    f"{cut(str(path))} holds no {MODEL_FILE}",
                     "run `onnxopt export -o DIR` first, or point at the .onnx file itself",
                 )
         return ModelRef(onnx_path=onnx_path, folder=path)
+    regular_file(path, "model file")
     folder = path.parent if (path.parent / MANIFEST_NAME).is_file() else None
+    if folder is not None:
+        check_folder_files(folder)
     return ModelRef(onnx_path=path, folder=folder)
 
 
@@ -147,15 +153,18 @@ def _check_text(model: onnx.ModelProto, path: Path) -> None:
 
 def _check_external_locations(locations: set[str], path: Path) -> None:
     """External data must live beside the model: a location that leaves the folder (absolute, or
-    through ..) would read any file on the machine, so it is refused."""
+    through ..) would read any file on the machine, so it is refused; so is one that is not a
+    regular file (a FIFO would block the load forever)."""
     folder = path.parent.resolve()
     for location in sorted(locations):
         target = (folder / location).resolve()
         if Path(location).is_absolute() or not target.is_relative_to(folder):
             raise OnnxoptError(
-                f"{path} refers to external data outside its folder: {location!r}",
+                f"{path} refers to external data outside its folder: {shorten(location)}",
                 "external data files must sit in the model's folder; refusing to read elsewhere",
             )
+        if (folder / location).exists():
+            file_in_folder(folder, folder / location, "external data file")
 
 
 def check_finite(model: onnx.ModelProto, path: Path) -> None:
@@ -315,17 +324,4 @@ def _has_external(model: onnx.ModelProto) -> bool:
 
 def copy_sidecars(src_folder: Path | None, dst_folder: Path) -> list[str]:
     """Copy tokenizer/config files (and sentence-transformers' module folders) next to the new model."""
-    if src_folder is None:
-        return []
-    copied = []
-    for item in sorted(src_folder.iterdir()):
-        if item.name == MANIFEST_NAME or item.name.startswith("."):
-            continue
-        if item.is_file() and item.suffix in _SIDECAR_SUFFIXES:
-            shutil.copy2(item, dst_folder / item.name)
-            copied.append(item.name)
-        elif item.is_dir() and item.name[:1].isdigit() and "_" in item.name:
-            # sentence-transformers modules such as 1_Pooling/
-            shutil.copytree(item, dst_folder / item.name)
-            copied.append(item.name + "/")
-    return copied
+    return files.copy_sidecars(src_folder, dst_folder, skip={MANIFEST_NAME})

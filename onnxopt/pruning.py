@@ -16,7 +16,6 @@ Gram matrices accumulated sample by sample: memory does not grow with the number
 from __future__ import annotations
 
 import math
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,18 +23,21 @@ from pathlib import Path
 
 import numpy as np
 
-from . import modelio
+from . import limits, modelio
 from .datasources import embedded_samples, load_samples
 from .errors import OnnxoptError
-from .outputs import check_output, staged_dir
+from .leftovers import temp_dir
+from .outputs import claim_output
 from .passes import Pipeline, StepReport
 from .passes.graph_index import Graph
 from .passes.prune_fold import FfnPlan, FoldPruned, HeadPlan, head_channels
-from .passes.prune_structures import find_attention_blocks, find_ffn_blocks
+from .passes.prune_structures import FfnBlock, find_attention_blocks, find_ffn_blocks
 from .passes.quantize import INT8_OPS
+from .passes.shared_weights import shared_linears, without_shared_weights
 from .samples import TokenizedSamples, input_types, load_tokenizer, padded_batches
 from .sessions import check_loads, probe_session
 from .unit_selection import RemovalCurve, allocate, kept_units, removal_curve
+from .verify import verify_staged
 
 Progress = Callable[[str, int, int], None]
 _FUSED = ("Attention", "SkipLayerNormalization", "EmbedLayerNormalization", "MultiHeadAttention", "BiasGelu")
@@ -75,6 +77,8 @@ class PruneResult:
     mask_only: bool
     samples: int
     options: dict = field(default_factory=dict)
+    verified: object = None  # VerifyResult, when --verify-loading ran (in the staged folder)
+    parameters: tuple[int, int] = (0, 0)  # the whole model's, read from the input and the written file
 
     @property
     def linear_params(self) -> tuple[int, int]:
@@ -95,6 +99,7 @@ def prune(
     seq_len: int = 128,
     overwrite: bool = False,
     on_progress: Progress | None = None,
+    verify_loading: bool = False,
 ) -> PruneResult:
     progress = on_progress or (lambda _s, _d, _t: None)
     if not 0 <= sparsity < 1 or math.isnan(sparsity):
@@ -109,116 +114,135 @@ def prune(
         raise OnnxoptError("nothing to prune: both --no-heads and --no-ffn", "drop one of them")
     start = time.perf_counter()
     ref = modelio.resolve(src)
-    check_output(out, [ref.folder or ref.onnx_path], overwrite)
-    model = modelio.load(ref)
-    check_loads(ref.onnx_path)
-    ops = {n.op_type for n in model.graph.node}
-    if ops & set(INT8_OPS):
-        raise OnnxoptError(
-            f"{ref.name} is quantized", "prune the fp32 export, then quantize the pruned model"
-        )
-    if ops & set(_FUSED):
-        raise OnnxoptError(
-            f"{ref.name} is already fused ({', '.join(sorted(ops & set(_FUSED)))})",
-            "prune the unfused export from `onnxopt export`; quantize fuses the pruned model afterwards",
-        )
-    graph = Graph(model)
-    ffn_blocks = find_ffn_blocks(graph) if ffn else []
-    attn_blocks, notes = find_attention_blocks(graph) if heads else ([], [])
-    if not ffn_blocks and not attn_blocks:
-        raise OnnxoptError(
-            f"found no FFN or attention blocks to prune in {ref.name}",
-            "onnxopt prunes unfused transformer exports (BERT, RoBERTa, DistilBERT, MiniLM, GPT-2)",
-        )
-    tokenizer = load_tokenizer(ref.folder)
-    # More text re-fits better (FFN 60%: STS-B dev drop 0.89 with 128 texts, 0.59 with 342), so
-    # the embedded corpus is used whole when more is asked for than it has.
-    if calib_data:
-        samples = load_samples(calib_data, calib, text_column)
-    else:
-        samples = embedded_samples(calib, clip=True, corpus="sentences")
-    feeds = TokenizedSamples(samples, tokenizer, input_types(model), seq_len)
+    limits.check_sequence_length(ref, seq_len, "--seq-len")
+    with claim_output(out, [ref.folder or ref.onnx_path], overwrite) as claim:
+        model = modelio.load(ref)
+        check_loads(ref.onnx_path)
+        ops = {n.op_type for n in model.graph.node}
+        if ops & set(INT8_OPS):
+            raise OnnxoptError(
+                f"{ref.name} is quantized", "prune the fp32 export, then quantize the pruned model"
+            )
+        if ops & set(_FUSED):
+            raise OnnxoptError(
+                f"{ref.name} is already fused ({', '.join(sorted(ops & set(_FUSED)))})",
+                "prune the unfused export from `onnxopt export`; quantize fuses the pruned model afterwards",
+            )
+        graph = Graph(model)
+        attn_blocks, notes = find_attention_blocks(graph) if heads else ([], [])
+        ffn_blocks, shared_ffn = without_shared_weights(graph, find_ffn_blocks(graph) if ffn else [])
+        attn_blocks, shared_attention = without_shared_weights(graph, attn_blocks)
+        notes += shared_attention + shared_ffn
+        if not ffn_blocks and not attn_blocks and shared_linears(graph):
+            raise OnnxoptError(
+                f"{ref.name} shares weights between its layers ({shared_linears(graph)} linear layers "
+                "read shared weights, as ALBERT's do), so no block can be pruned on its own",
+                "prune a model whose layers own their weights; quantize works on this one",
+            )
+        if not ffn_blocks and not attn_blocks:
+            raise OnnxoptError(
+                f"found no FFN or attention blocks to prune in {ref.name}",
+                "onnxopt prunes unfused transformer exports (BERT, RoBERTa, DistilBERT, MiniLM, GPT-2)",
+            )
+        tokenizer = load_tokenizer(ref.folder)
+        # More text re-fits better (FFN 60%: STS-B dev drop 0.89 with 128 texts, 0.59 with 342), so
+        # the embedded corpus is used whole when more is asked for than it has.
+        if calib_data:
+            samples = load_samples(calib_data, calib, text_column)
+        else:
+            samples = embedded_samples(calib, clip=True, corpus="sentences")
+        feeds = TokenizedSamples(samples, tokenizer, input_types(model), seq_len)
 
-    progress("score", 0, 0)
-    tensors = [b.hidden_input for b in ffn_blocks] + [b.context for b in attn_blocks]
-    projections = [b.down for b in ffn_blocks] + [b.out for b in attn_blocks]
-    targets = {p.node: _target_of(graph, p) for p in projections}
-    batches = list(padded_batches(feeds, BATCH))
-    with tempfile.TemporaryDirectory(prefix="onnxopt-prune-") as spill:
-        # One pass over the unpruned model: the Gram matrices that price the units, and each
-        # block's target (its output plus the skip connection), spilled to disk so memory stays
-        # flat however much text is used.
-        sums = [t for t, _ in targets.values()]
-        probe = probe_session(model, tensors + sums, only=True)
-        grams, wanted = _statistics(probe, batches, tensors, sums, Path(spill))
-        # One budget per unit type: priced by output norm, heads looked cheap per parameter and a
-        # shared budget pruned them to the floor (STS-B dev drop 6.4 at 0.5, against 3.6 this way).
-        ffn_keep = _keep([_ffn_curve(graph, b, grams[b.hidden_input], floor) for b in ffn_blocks], sparsity)
-        head_keep = _keep([_head_curve(graph, b, grams[b.context], floor) for b in attn_blocks], sparsity)
+        progress("score", 0, 0)
+        tensors = [b.hidden_input for b in ffn_blocks] + [b.context for b in attn_blocks]
+        projections = [b.down for b in ffn_blocks] + [b.out for b in attn_blocks]
+        targets = {p.node: _target_of(graph, p) for p in projections}
+        batches = list(padded_batches(feeds, BATCH))
+        with temp_dir("prune") as spill:
+            # One pass over the unpruned model: the Gram matrices that price the units, and each
+            # block's target (its output plus the skip connection), spilled to disk so memory stays
+            # flat however much text is used.
+            sums = [t for t, _ in targets.values()]
+            probe = probe_session(model, tensors + sums, only=True)
+            grams, wanted = _statistics(probe, batches, tensors, sums, Path(spill))
+            # One budget per unit type: priced by output norm, heads looked cheap per parameter and a
+            # shared budget pruned them to the floor (STS-B dev drop 6.4 at 0.5, against 3.6 this way).
+            ffn_keep = _keep(
+                [_ffn_curve(graph, b, grams[b.hidden_input], floor) for b in ffn_blocks], sparsity
+            )
+            head_keep = _keep([_head_curve(graph, b, grams[b.context], floor) for b in attn_blocks], sparsity)
 
-        # Blocks in graph order, so each re-fit sees the pruned layers below it.
-        order = {n.name: i for i, n in enumerate(model.graph.node)}
-        jobs = sorted(
-            [("ffn", b, k) for b, k in zip(ffn_blocks, ffn_keep, strict=True)]
-            + [("attention", b, k) for b, k in zip(attn_blocks, head_keep, strict=True)],
-            key=lambda job: order[(job[1].down if job[0] == "ffn" else job[1].out).node],
+            # Blocks in graph order, so each re-fit sees the pruned layers below it.
+            order = {n.name: i for i, n in enumerate(model.graph.node)}
+            jobs = sorted(
+                [("ffn", b, k) for b, k in zip(ffn_blocks, ffn_keep, strict=True)]
+                + [("attention", b, k) for b, k in zip(attn_blocks, head_keep, strict=True)],
+                key=lambda job: order[(job[1].down if job[0] == "ffn" else job[1].out).node],
+            )
+            ffn_plans, head_plans = [], []
+            for done, (kind, block, keep) in enumerate(jobs):
+                progress("reconstruct", done, len(jobs))
+                if kind == "ffn":
+                    proj, tensor, width, channels = block.down, block.hidden_input, block.width, keep
+                else:
+                    proj, tensor, width = block.out, block.context, block.heads * block.head_dim
+                    channels = head_channels(keep, block.head_dim)
+                weight, bias = graph.const(proj.weight), graph.const(proj.bias) if proj.bias else None
+                if len(channels) < width:  # a block that keeps everything stays exactly as it was
+                    target, residual = targets[proj.node]
+                    probed = [tensor] + ([residual] if residual else [])
+                    current = probe_session(FoldPruned(ffn_plans, head_plans)(model).model, probed, only=True)
+                    weight, bias = _refit(current, batches, tensor, residual, wanted[target], channels, bias)
+                if kind == "ffn":
+                    ffn_plans.append(FfnPlan(block, channels, weight, bias))
+                else:
+                    head_plans.append(HeadPlan(block, keep, weight, bias))
+        progress("reconstruct", len(jobs), len(jobs))
+
+        pruned, steps = Pipeline([FoldPruned(ffn_plans, head_plans, mask_only)]).run(model)
+        progress("save", 0, 0)
+        with claim.staged() as tmp:
+            modelio.save(pruned, tmp)
+            # Figures from the written file, not from the plan: a structure the fold could not
+            # apply shows here, instead of a claimed -50% (ALBERT's shared layers once grew).
+            written = modelio.load(modelio.resolve(tmp), load_weights=mask_only)
+            layers = _measured(graph, Graph(written), head_plans, ffn_plans, mask_only)
+            parameters = (_parameters(model), _parameters(written))
+            record = {
+                "sparsity": sparsity,
+                "heads": heads,
+                "ffn": ffn,
+                "mask_only": mask_only,
+                "per_layer_floor": floor,
+                "calibration": {
+                    "samples": len(feeds),
+                    "data": calib_data or "embedded corpus",
+                    "seq_len": seq_len,
+                },
+                "layers": [vars(r) for r in layers],
+                "parameters": {"before": parameters[0], "after": parameters[1]},
+                "notes": notes,
+            }
+            modelio.copy_sidecars(ref.folder, tmp)
+            manifest = ref.derived_manifest(pruned)
+            manifest.add_step("prune", **record)
+            manifest.save(tmp)
+            verified = verify_staged(verify_loading, tmp, ref.folder, out)
+        return PruneResult(
+            out,
+            sparsity,
+            layers,
+            notes,
+            steps,
+            time.perf_counter() - start,
+            ref.size_bytes(),
+            modelio.resolve(out).size_bytes(),
+            mask_only,
+            len(feeds),
+            record,
+            verified,
+            parameters,
         )
-        ffn_plans, head_plans = [], []
-        for done, (kind, block, keep) in enumerate(jobs):
-            progress("reconstruct", done, len(jobs))
-            if kind == "ffn":
-                proj, tensor, width, channels = block.down, block.hidden_input, block.width, keep
-            else:
-                proj, tensor, width = block.out, block.context, block.heads * block.head_dim
-                channels = head_channels(keep, block.head_dim)
-            weight, bias = graph.const(proj.weight), graph.const(proj.bias) if proj.bias else None
-            if len(channels) < width:  # a block that keeps everything stays exactly as it was
-                target, residual = targets[proj.node]
-                probed = [tensor] + ([residual] if residual else [])
-                current = probe_session(FoldPruned(ffn_plans, head_plans)(model).model, probed, only=True)
-                weight, bias = _refit(current, batches, tensor, residual, wanted[target], channels, bias)
-            if kind == "ffn":
-                ffn_plans.append(FfnPlan(block, channels, weight, bias))
-            else:
-                head_plans.append(HeadPlan(block, keep, weight, bias))
-    progress("reconstruct", len(jobs), len(jobs))
-
-    pruned, steps = Pipeline([FoldPruned(ffn_plans, head_plans, mask_only)]).run(model)
-    layers = [
-        _report("attention", p.block.layer, p.block.heads, len(p.keep), graph, p.block) for p in head_plans
-    ]
-    layers += [_report("ffn", p.block.layer, p.block.width, len(p.keep), graph, p.block) for p in ffn_plans]
-    layers.sort(key=lambda r: (r.layer, r.kind))
-    record = {
-        "sparsity": sparsity,
-        "heads": heads,
-        "ffn": ffn,
-        "mask_only": mask_only,
-        "per_layer_floor": floor,
-        "calibration": {"samples": len(feeds), "data": calib_data or "embedded corpus", "seq_len": seq_len},
-        "layers": [vars(r) for r in layers],
-        "notes": notes,
-    }
-    progress("save", 0, 0)
-    with staged_dir(out) as tmp:
-        modelio.save(pruned, tmp)
-        modelio.copy_sidecars(ref.folder, tmp)
-        manifest = ref.derived_manifest(pruned)
-        manifest.add_step("prune", **record)
-        manifest.save(tmp)
-    return PruneResult(
-        out,
-        sparsity,
-        layers,
-        notes,
-        steps,
-        time.perf_counter() - start,
-        ref.size_bytes(),
-        modelio.resolve(out).size_bytes(),
-        mask_only,
-        len(feeds),
-        record,
-    )
 
 
 def _rows(value: np.ndarray) -> np.ndarray:
@@ -317,10 +341,34 @@ def _refit(current, batches, tensor: str, residual: str | None, target, keep: np
     return (solution[:-1], solution[-1]) if with_bias else (solution, None)
 
 
-def _report(kind: str, layer: int, units: int, kept: int, g: Graph, block) -> LayerReport:
-    if kind == "ffn":
-        per_unit = g.inits[block.up.weight].dims[0] + g.inits[block.down.weight].dims[1]
-    else:
-        rows = g.inits[block.q.weight].dims[0]
-        per_unit = block.head_dim * (3 * rows + g.inits[block.out.weight].dims[1])
-    return LayerReport(kind, layer, units, kept, units * per_unit, kept * per_unit)
+def _linear_params(g: Graph, block, nonzero: bool) -> int:
+    """Weights of a block's projections as the graph `g` has them (by node name: folding keeps
+    names and swaps inputs); with `nonzero`, only the non-zero ones (--mask-only keeps shapes)."""
+    nodes = [block.up, block.down] if isinstance(block, FfnBlock) else [block.q, block.k, block.v, block.out]
+    total = 0
+    for linear in nodes:
+        weight = g.nodes[linear.node].input[1]
+        if nonzero:
+            total += int(np.count_nonzero(g.const(weight)))
+        else:
+            total += int(np.prod(g.inits[weight].dims))
+    return total
+
+
+def _measured(before: Graph, after: Graph, head_plans, ffn_plans, mask_only: bool) -> list[LayerReport]:
+    layers = [
+        LayerReport(
+            "attention" if isinstance(p, HeadPlan) else "ffn",
+            p.block.layer,
+            p.block.heads if isinstance(p, HeadPlan) else p.block.width,
+            len(p.keep),
+            _linear_params(before, p.block, False),
+            _linear_params(after, p.block, mask_only),
+        )
+        for p in [*head_plans, *ffn_plans]
+    ]
+    return sorted(layers, key=lambda r: (r.layer, r.kind))
+
+
+def _parameters(model) -> int:
+    return sum(int(np.prod(t.dims)) for t in model.graph.initializer)

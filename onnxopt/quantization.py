@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import difflib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import modelio
+from . import limits, modelio
 from .calibrate import METHODS, CalibrationResult, collect_channel_stats, collect_ranges
 from .cpu import cpu_features
 from .datasources import embedded_samples, load_samples
 from .errors import OnnxoptError
 from .evaluate import load_sts_pairs
 from .fallback import AccuracyAwareQuantize, FidelityDrop, StsDrop
-from .outputs import check_output, staged_dir
+from .files import read_config
+from .outputs import claim_output
 from .passes import Pipeline, StepReport
 from .passes.fuse_transformer import FuseTransformer
 from .passes.infer_shapes import InferShapes
@@ -33,6 +33,7 @@ from .passes.quantize import (
 from .passes.smooth import Smooth, find_groups
 from .samples import TokenizedSamples, input_types, load_tokenizer
 from .sessions import check_loads
+from .verify import verify_staged
 
 # (stage name, done, total): total is 0 for stages without a count.
 Progress = Callable[[str, int, int], None]
@@ -50,15 +51,12 @@ class QuantizeResult:
     seconds: float
     cpu: str
     options: dict = field(default_factory=dict)
+    verified: object = None  # VerifyResult, when --verify-loading ran (in the staged folder)
 
 
 def model_type_of(folder: Path | None) -> str | None:
-    if folder is None or not (folder / "config.json").is_file():
-        return None
-    try:
-        return json.loads((folder / "config.json").read_text()).get("model_type")
-    except ValueError:
-        return None
+    model_type = read_config(folder).get("model_type")
+    return model_type if isinstance(model_type, str) else None
 
 
 def parse_ops(spec: str | None) -> tuple[str, ...]:
@@ -94,6 +92,7 @@ def quantize(
     all_static: bool = False,
     smooth: bool | None = None,
     qdq: bool = False,
+    verify_loading: bool = False,
 ) -> QuantizeResult:
     progress = on_progress or (lambda _stage, _done, _total: None)
     if mode not in ("static", "dynamic"):
@@ -111,135 +110,142 @@ def quantize(
     op_types = parse_ops(ops)
     start = time.perf_counter()
     ref = modelio.resolve(src)
-    check_output(out, [ref.folder or ref.onnx_path], overwrite)
-    model = modelio.load(ref)
-    check_loads(ref.onnx_path)
-    already = sorted({n.op_type for n in model.graph.node if n.op_type in INT8_OPS})
-    if already:
-        raise OnnxoptError(
-            f"{ref.name} is already quantized (it has {', '.join(already[:3])})",
-            "quantize the fp32 model instead",
+    limits.check_sequence_length(ref, seq_len, "--seq-len")
+    with claim_output(out, [ref.folder or ref.onnx_path], overwrite) as claim:
+        model = modelio.load(ref)
+        check_loads(ref.onnx_path)
+        already = sorted({n.op_type for n in model.graph.node if n.op_type in INT8_OPS})
+        if already:
+            raise OnnxoptError(
+                f"{ref.name} is already quantized (it has {', '.join(already[:3])})",
+                "quantize the fp32 model instead",
+            )
+        if smooth is None:  # on wherever calibration text can be tokenized; dynamic works without it
+            smooth = mode == "static" or ref.has_tokenizer()
+        features = cpu_features()
+        options = QuantOptions(
+            op_types=op_types,
+            per_channel=per_channel,
+            reduce_range=features.reduce_range,
+            exclude=tuple(exclude),
+            cpu_layout=not qdq,
         )
-    if smooth is None:  # on wherever calibration text can be tokenized; dynamic works without it
-        smooth = mode == "static" or ref.has_tokenizer()
-    features = cpu_features()
-    options = QuantOptions(
-        op_types=op_types,
-        per_channel=per_channel,
-        reduce_range=features.reduce_range,
-        exclude=tuple(exclude),
-        cpu_layout=not qdq,
-    )
 
-    # Static needs samples before any heavy work, so bad calibration input fails fast.
-    tokenized = holdout = None
-    if mode == "static" or max_drop is not None or smooth:
-        tokenizer = load_tokenizer(ref.folder)
-        wanted = calib + (HOLDOUT if max_drop is not None else 0)
-        if calib_data:
-            samples = load_samples(calib_data, wanted, text_column)
+        # Static needs samples before any heavy work, so bad calibration input fails fast.
+        tokenized = holdout = None
+        if mode == "static" or max_drop is not None or smooth:
+            tokenizer = load_tokenizer(ref.folder)
+            wanted = calib + (HOLDOUT if max_drop is not None else 0)
+            if calib_data:
+                samples = load_samples(calib_data, wanted, text_column)
+            else:
+                samples = embedded_samples(wanted, clip=max_drop is not None)
+            # Accuracy checks use samples calibration never saw, when the data has enough of them.
+            holdout_samples = samples[calib:] or samples[:HOLDOUT]
+            tokenized = TokenizedSamples(samples[:calib], tokenizer, input_types(model), seq_len)
+            holdout = TokenizedSamples(holdout_samples, tokenizer, input_types(model), seq_len)
+        pairs = load_sts_pairs(Path(eval_data)) if eval_data else None
+
+        prepare = [InferShapes()]
+        if optimize:
+            prepare.insert(0, FuseTransformer(model_type_of(ref.folder)))
+        model, reports = Pipeline(prepare).run(model, on_step=lambda name: progress(name, 0, 0))
+        _check_excluded(model, exclude)
+        if smooth:
+            assert tokenized is not None
+            progress("smooth", 0, 0)
+            tensors = [group.tensor for group in find_groups(model)[0]]
+            stats = collect_channel_stats(model, tokenized, tensors)
+            model, smooth_reports = Pipeline([Smooth(stats)]).run(model)
+            reports += smooth_reports
+        if mode == "static" and not all_static:
+            options = replace(options, dynamic_nodes=after_activation(model))
+
+        calibration = None
+        if mode == "static":
+            assert tokenized is not None
+            static_ops = [op for op in op_types if op in QDQ_OPS]
+            calibration = collect_ranges(
+                model,
+                tokenized,
+                method,
+                static_ops,
+                on_sample=lambda i: progress("calibrate", i, len(tokenized)),
+            )
+
+            def make_quantizer(excl: tuple[str, ...]):
+                return QuantizeStatic(calibration.ranges, calibration.method, replace(options, exclude=excl))
         else:
-            samples = embedded_samples(wanted, clip=max_drop is not None)
-        # Accuracy checks use samples calibration never saw, when the data has enough of them.
-        holdout_samples = samples[calib:] or samples[:HOLDOUT]
-        tokenized = TokenizedSamples(samples[:calib], tokenizer, input_types(model), seq_len)
-        holdout = TokenizedSamples(holdout_samples, tokenizer, input_types(model), seq_len)
-    pairs = load_sts_pairs(Path(eval_data)) if eval_data else None
 
-    prepare = [InferShapes()]
-    if optimize:
-        prepare.insert(0, FuseTransformer(model_type_of(ref.folder)))
-    model, reports = Pipeline(prepare).run(model, on_step=lambda name: progress(name, 0, 0))
-    _check_excluded(model, exclude)
-    if smooth:
-        assert tokenized is not None
-        progress("smooth", 0, 0)
-        tensors = [group.tensor for group in find_groups(model)[0]]
-        stats = collect_channel_stats(model, tokenized, tensors)
-        model, smooth_reports = Pipeline([Smooth(stats)]).run(model)
-        reports += smooth_reports
-    if mode == "static" and not all_static:
-        options = replace(options, dynamic_nodes=after_activation(model))
+            def make_quantizer(excl: tuple[str, ...]):
+                return QuantizeDynamic(replace(options, exclude=excl))
 
-    calibration = None
-    if mode == "static":
-        assert tokenized is not None
-        static_ops = [op for op in op_types if op in QDQ_OPS]
-        calibration = collect_ranges(
-            model, tokenized, method, static_ops, on_sample=lambda i: progress("calibrate", i, len(tokenized))
+        quantizer = make_quantizer(options.exclude)
+        if max_drop is not None:
+            assert holdout is not None
+            progress("reference outputs", 0, 0)
+            ranker = FidelityDrop(model, list(holdout))
+            if pairs is not None:
+                metric = StsDrop(model, pairs, tokenizer, input_types(model), seq_len)
+            else:
+                metric = ranker
+            quantizer = AccuracyAwareQuantize(
+                make_quantizer, op_types, options.exclude, ranker, metric, metric.name, max_drop, progress
+            )
+        progress(quantizer.name, 0, 0)
+        model, quant_reports = Pipeline([quantizer]).run(model)
+        reports += quant_reports
+
+        record = {
+            "mode": mode,
+            "ops": list(op_types),
+            "per_channel": per_channel,
+            "exclude": list(exclude),
+            "reduce_range": options.reduce_range,
+            "cpu": features.describe(),
+            "optimize": optimize,
+            "layout": quant_reports[-1].details.get("layout", "qdq"),
+            "int8_ops": quant_reports[-1].details.get("int8_ops", {}),
+            "dynamic_matmuls": list(options.dynamic_nodes),
+            "smooth": [
+                {"tensor": g["tensor"], "alpha": g["alpha"]}
+                for r in reports
+                if r.name == "smooth"
+                for g in r.details["smoothed"]
+            ],
+        }
+        if "fallback" in quant_reports[-1].details:
+            record["fallback"] = quant_reports[-1].details["fallback"]
+            record["fallback"]["eval_data"] = eval_data or "held-back calibration samples"
+        if calibration is not None:
+            record.update(
+                calibration={
+                    "method": method,
+                    "samples": calibration.samples,
+                    "seq_len": seq_len,
+                    "data": calib_data or "embedded corpus (calib/en.txt)",
+                }
+            )
+        progress("save", 0, 0)
+        with claim.staged() as tmp:
+            modelio.save(model, tmp)
+            modelio.copy_sidecars(ref.folder, tmp)
+            manifest = ref.derived_manifest(model)
+            manifest.add_step(f"quantize-{mode}", **record)
+            manifest.save(tmp)
+            verified = verify_staged(verify_loading, tmp, ref.folder, out)
+        return QuantizeResult(
+            out=out,
+            mode=mode,
+            steps=reports,
+            calibration=calibration,
+            size_before=ref.size_bytes(),
+            size_after=modelio.resolve(out).size_bytes(),
+            seconds=time.perf_counter() - start,
+            cpu=features.describe(),
+            options=record,
+            verified=verified,
         )
-
-        def make_quantizer(excl: tuple[str, ...]):
-            return QuantizeStatic(calibration.ranges, calibration.method, replace(options, exclude=excl))
-    else:
-
-        def make_quantizer(excl: tuple[str, ...]):
-            return QuantizeDynamic(replace(options, exclude=excl))
-
-    quantizer = make_quantizer(options.exclude)
-    if max_drop is not None:
-        assert holdout is not None
-        progress("reference outputs", 0, 0)
-        ranker = FidelityDrop(model, list(holdout))
-        if pairs is not None:
-            metric = StsDrop(model, pairs, tokenizer, input_types(model), seq_len)
-        else:
-            metric = ranker
-        quantizer = AccuracyAwareQuantize(
-            make_quantizer, op_types, options.exclude, ranker, metric, metric.name, max_drop, progress
-        )
-    progress(quantizer.name, 0, 0)
-    model, quant_reports = Pipeline([quantizer]).run(model)
-    reports += quant_reports
-
-    record = {
-        "mode": mode,
-        "ops": list(op_types),
-        "per_channel": per_channel,
-        "exclude": list(exclude),
-        "reduce_range": options.reduce_range,
-        "cpu": features.describe(),
-        "optimize": optimize,
-        "layout": quant_reports[-1].details.get("layout", "qdq"),
-        "int8_ops": quant_reports[-1].details.get("int8_ops", {}),
-        "dynamic_matmuls": list(options.dynamic_nodes),
-        "smooth": [
-            {"tensor": g["tensor"], "alpha": g["alpha"]}
-            for r in reports
-            if r.name == "smooth"
-            for g in r.details["smoothed"]
-        ],
-    }
-    if "fallback" in quant_reports[-1].details:
-        record["fallback"] = quant_reports[-1].details["fallback"]
-        record["fallback"]["eval_data"] = eval_data or "held-back calibration samples"
-    if calibration is not None:
-        record.update(
-            calibration={
-                "method": method,
-                "samples": calibration.samples,
-                "seq_len": seq_len,
-                "data": calib_data or "embedded corpus (calib/en.txt)",
-            }
-        )
-    progress("save", 0, 0)
-    with staged_dir(out) as tmp:
-        modelio.save(model, tmp)
-        modelio.copy_sidecars(ref.folder, tmp)
-        manifest = ref.derived_manifest(model)
-        manifest.add_step(f"quantize-{mode}", **record)
-        manifest.save(tmp)
-    return QuantizeResult(
-        out=out,
-        mode=mode,
-        steps=reports,
-        calibration=calibration,
-        size_before=ref.size_bytes(),
-        size_after=modelio.resolve(out).size_bytes(),
-        seconds=time.perf_counter() - start,
-        cpu=features.describe(),
-        options=record,
-    )
 
 
 def _check_excluded(model, exclude: tuple[str, ...]) -> None:

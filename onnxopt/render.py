@@ -24,6 +24,19 @@ console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ e
 err_console = Console(stderr=True)
 
 
+@contextlib.contextmanager
+def tables_on_stderr(active: bool = True) -> Iterator[None]:
+    """Send tables to stderr while a run's stdout carries machine output (`--json -`)."""
+    global console
+    kept = console
+    if active:
+        console = err_console
+    try:
+        yield
+    finally:
+        console = kept
+
+
 def size(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
@@ -117,7 +130,9 @@ def prune_result(r) -> None:
     console.print(table)
     for note in r.notes:
         console.print(f"note: {escape(note)}")
+    before, after = r.parameters
     console.print(
+        f"parameters: {before:,} -> {after:,} (whole model, read from the written file); "
         f"size: {size(r.size_before)} -> {size(r.size_after)}, {r.seconds:.1f} s in all"
         + ("; shapes unchanged (--mask-only)" if r.mask_only else "")
     )

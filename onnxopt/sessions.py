@@ -188,7 +188,9 @@ def _session_options(settings: SessionSettings, profile: bool, record_placement:
         if settings.execution_mode == "parallel"
         else ort.ExecutionMode.ORT_SEQUENTIAL
     )
-    options.log_severity_level = 3
+    # Fatal only: onnxruntime's own error lines (red, with ANSI codes even in a file) would reach
+    # the terminal beside onnxopt's one-line message for the same failure.
+    options.log_severity_level = 4
     if settings.intra_threads:
         options.intra_op_num_threads = settings.intra_threads
     # One inter-op thread unless asked: a second pool only helps parallel execution mode.
@@ -213,6 +215,7 @@ def make_session(
 
     if settings is None:
         settings = SessionSettings(provider=provider, intra_threads=threads)
+    ort.set_default_logger_severity(4)
     ok, why = available(settings.provider)
     if not ok:
         raise OnnxoptError(f"execution provider {settings.provider} is unavailable", why)
@@ -246,14 +249,13 @@ def make_session(
 
 def session_for_model(model, provider: str = "cpu"):
     """A session on an in-memory model: from bytes, or through a temporary file past 2 GB."""
-    import tempfile
-
+    from .leftovers import temp_dir
     from .modelio import is_large
     from .passes._files import write_temp_model
 
     if not is_large(model):
         return make_session(model.SerializeToString(), provider)
-    with tempfile.TemporaryDirectory(prefix="onnxopt-session-") as tmp:
+    with temp_dir("session") as tmp:
         return make_session(write_temp_model(model, Path(tmp)), provider)
 
 
@@ -288,10 +290,9 @@ def probe_session(model, tensors: list[str], provider: str = "cpu", only: bool =
     """A session on `model` with the intermediate `tensors` exposed as extra outputs (float).
     With `only`, they are its only outputs and the nodes they do not depend on are dropped, so a
     probe of an early layer does not run the layers above it."""
-    import tempfile
-
     import onnx
 
+    from .leftovers import temp_dir
     from .passes._files import write_temp_model
     from .passes.graph_index import keep_ancestors
 
@@ -304,7 +305,7 @@ def probe_session(model, tensors: list[str], provider: str = "cpu", only: bool =
     for name in tensors:
         if name not in present:
             probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    with tempfile.TemporaryDirectory(prefix="onnxopt-probe-") as tmp:
+    with temp_dir("probe") as tmp:
         return make_session(write_temp_model(probe, Path(tmp)), provider)
 
 

@@ -41,7 +41,7 @@ class VerifyResult:
     seconds: float
 
 
-def _run(folder: Path, task: str) -> tuple[str, str, np.ndarray, np.ndarray]:
+def _run(folder: Path, task: str, shown: Path) -> tuple[str, str, np.ndarray, np.ndarray]:
     import optimum.onnxruntime as ort_models
     from transformers import AutoTokenizer
 
@@ -66,12 +66,12 @@ def _run(folder: Path, task: str) -> tuple[str, str, np.ndarray, np.ndarray]:
     except Exception as exc:
         first = first_line(exc, 200)
         raise OnnxoptError(
-            f"{name}.from_pretrained({folder}) failed: {first}",
+            f"{name}.from_pretrained({shown}) failed: {first}",
             "the folder needs model.onnx with its config.json and tokenizer files",
         ) from exc
     key = next((k for k in _MAIN_OUTPUT if getattr(outputs, k, None) is not None), None)
     if key is None:
-        raise OnnxoptError(f"{name} on {folder} returned none of {_MAIN_OUTPUT}", "check the export task")
+        raise OnnxoptError(f"{name} on {shown} returned none of {_MAIN_OUTPUT}", "check the export task")
     mask = encoded["attention_mask"].numpy().astype(bool)
     return name, key, np.asarray(getattr(outputs, key).detach().numpy(), np.float64), mask
 
@@ -79,31 +79,33 @@ def _run(folder: Path, task: str) -> tuple[str, str, np.ndarray, np.ndarray]:
 def _task(folder: Path) -> str:
     manifest = Manifest.load(folder)
     if manifest is None or manifest.task in ("", "unknown"):
-        from .export import _task_from_config
+        from .export import task_from_config
 
         if not (folder / "config.json").is_file():
             raise OnnxoptError(
                 f"--verify-loading needs a model folder with config.json; {folder} has none",
                 "run it on folders made by `onnxopt export` and the commands after it",
             )
-        return _task_from_config(folder).removesuffix("-with-past")
+        return task_from_config(folder).removesuffix("-with-past")
     return manifest.task.removesuffix("-with-past")
 
 
-def verify_loading(folder: Path, reference: Path | None = None) -> VerifyResult:
+def verify_loading(folder: Path, reference: Path | None = None, shown_as: Path | None = None) -> VerifyResult:
     """Load `folder` with optimum, run the sample, and compare with `reference` (the command's input
-    folder) run the same way."""
+    folder) run the same way. The workflows call it on their staged folder, before it replaces
+    OUT, so a failing output never costs the previous one; `shown_as` is the name users see."""
     start = time.perf_counter()
+    shown = shown_as or folder
     task = _task(folder)
-    name, key, got, mask = _run(folder, task)
+    name, key, got, mask = _run(folder, task, shown)
     if not np.isfinite(got).all():
-        raise OnnxoptError(f"{folder}: {name} produced non-finite {key}", "the model is broken")
-    result = VerifyResult(str(folder), name, key, tuple(got.shape), None, None, None, 0.0)
+        raise OnnxoptError(f"{shown}: {name} produced non-finite {key}", "the model is broken")
+    result = VerifyResult(str(shown), name, key, tuple(got.shape), None, None, None, 0.0)
     if reference is not None and reference.is_dir():
-        _n, _k, want, _m = _run(reference, task)
+        _n, _k, want, _m = _run(reference, task, reference)
         if want.shape != got.shape:
             raise OnnxoptError(
-                f"{folder}: {key} has shape {got.shape}, the input model's {want.shape}",
+                f"{shown}: {key} has shape {got.shape}, the input model's {want.shape}",
                 "the optimized model no longer computes the same thing",
             )
         cosines, diffs = [], []
@@ -120,7 +122,7 @@ def verify_loading(folder: Path, reference: Path | None = None) -> VerifyResult:
         result.max_abs_diff = max(diffs)
         if result.min_cosine < MIN_COSINE:
             raise OnnxoptError(
-                f"{folder}: {key} differs from the input model's "
+                f"{shown}: {key} differs from the input model's "
                 f"(cosine {result.min_cosine:.4f} < {MIN_COSINE})",
                 "the output is broken, not merely approximated; try --no-optimize or a milder setting",
             )
@@ -128,13 +130,13 @@ def verify_loading(folder: Path, reference: Path | None = None) -> VerifyResult:
     return result
 
 
-def verify_output(folder: Path, reference: Path | None = None) -> VerifyResult:
-    """`verify_loading` for a folder this run just wrote: if it fails, the folder is removed, so a
-    failed run leaves nothing behind."""
-    import shutil
+def verify_staged(asked: bool, staged: Path, reference: Path | None, out: Path) -> VerifyResult | None:
+    """--verify-loading on a workflow's staged folder, before it replaces OUT: a failure leaves
+    the previous OUT as it was, and the staged folder is removed with the rest of the run."""
+    return verify_loading(staged, reference, shown_as=out) if asked else None
 
-    try:
-        return verify_loading(folder, reference)
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
+
+def verify_output(folder: Path, reference: Path | None = None) -> VerifyResult:
+    """`verify_loading` for a folder already in place; removed with the recipe runner's move to
+    `verify_staged`."""
+    return verify_loading(folder, reference)

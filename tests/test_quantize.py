@@ -169,14 +169,15 @@ def test_never_overwrites_input_or_existing_output(cli, tiny_bert_onnx, tmp_path
     assert_clean_error(code, err, "already exists")
 
 
-def test_overwrite_replaces_output(cli, tiny_bert_onnx, tmp_path):
+def test_overwrite_replaces_an_earlier_output(cli, tiny_bert_onnx, tmp_path):
     out = tmp_path / "q"
-    out.mkdir()
-    (out / "stale.txt").write_text("old")
+    code, _out, err = cli("quantize", tiny_bert_onnx, "--dynamic", "-o", out)
+    assert code == 0, err
+    (out / "stale.txt").write_text("old")  # an onnxopt output (it has onnxopt.json) is replaced whole
     code, _out, err = cli("quantize", tiny_bert_onnx, "--dynamic", "-o", out, "--overwrite")
     assert code == 0, err
     assert not (out / "stale.txt").exists() and (out / "model.onnx").is_file()
-    assert [p.name for p in tmp_path.iterdir()] == ["q"]  # no temporary folders left beside it
+    assert [p.name for p in tmp_path.iterdir()] == ["q"]  # no temporary folders or lock left beside it
 
 
 @pytest.mark.parametrize("mode", ["static", "dynamic"])

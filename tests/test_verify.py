@@ -52,9 +52,9 @@ def test_broken_output_is_refused_and_removed(cli, tiny_bert_onnx, tmp_path, mon
 
     real_run = verify._run
 
-    def scrambled(folder, task):
-        name, key, values, mask = real_run(folder, task)
-        if folder.name == "q":  # the output, not the input
+    def scrambled(folder, task, shown):
+        name, key, values, mask = real_run(folder, task, shown)
+        if shown.name == "q":  # the output, not the input
             values = np.random.default_rng(0).normal(size=values.shape)
         return name, key, values, mask
 
@@ -63,6 +63,17 @@ def test_broken_output_is_refused_and_removed(cli, tiny_bert_onnx, tmp_path, mon
     code, _o, err = cli("quantize", tiny_bert_onnx, "--dynamic", "-o", out, "--verify-loading")
     assert_clean_error(code, err, "differs from the input model's")
     assert not out.exists()
+    # Verification runs in the staged folder, before the rename: a failure with --overwrite leaves
+    # the previous good output exactly as it was (it used to delete both).
+    monkeypatch.setattr(verify, "_run", real_run)
+    code, _o, err = cli("quantize", tiny_bert_onnx, "--dynamic", "-o", out)
+    assert code == 0, err
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    monkeypatch.setattr(verify, "_run", scrambled)
+    code, _o, err = cli("quantize", tiny_bert_onnx, "--static", "-o", out, "--overwrite", "--verify-loading")
+    assert_clean_error(code, err, "differs from the input model's")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q"]
 
 
 def test_verify_needs_a_model_folder(cli, graph_file, tmp_path):

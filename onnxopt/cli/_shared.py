@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from .. import render
@@ -15,8 +13,7 @@ VERIFY_LOADING = typer.Option(
 )
 
 
-def verify_if_asked(asked: bool, out: Path, reference: Path | None) -> None:
-    if asked:
-        from ..verify import verify_output
-
-        render.verify_result(verify_output(out, reference))
+def show_verified(result) -> None:
+    """The --verify-loading line, when the workflow ran it (on its staged folder)."""
+    if getattr(result, "verified", None) is not None:
+        render.verify_result(result.verified)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
 
 import typer
 
 from .. import render
-from ..errors import OnnxoptError, first_line
+from ..errors import OnnxoptError, Terminated, first_line, os_error_message
+from ..leftovers import clean_stale_temp
 from . import bench, eval, export, inspect, optimize, prune, quantize, run
 
 app = typer.Typer(
@@ -28,7 +32,40 @@ app.command("eval")(eval.command)
 app.command("run")(run.command)
 
 
+_SIGNALS = {signal.SIGTERM: "terminated (SIGTERM)", signal.SIGHUP: "hung up (SIGHUP)"}
+
+
+def _raise_terminated(signum, _frame):
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _signals_as_exceptions():
+    """SIGTERM and SIGHUP end a run as Ctrl-C does: raised where they land, so staged outputs and
+    temporary folders are removed on the way out. Only the main thread can install handlers (an
+    embedding program's worker thread keeps the defaults)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _raise_terminated) for sig in _SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
+    with _signals_as_exceptions():
+        try:
+            clean_stale_temp()
+            return _run(argv)
+        except Terminated as exc:
+            render.error(f"{_SIGNALS.get(exc.signum, 'stopped')}; nothing was written")
+            return 128 + exc.signum
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         # Not standalone: typer returns an exit code instead of exiting, and turns Ctrl-C into 130.
         code = app(args=argv, prog_name="onnxopt", standalone_mode=False)
@@ -62,20 +99,19 @@ def main(argv: list[str] | None = None) -> int:
         render.error("interrupted; nothing was written")
         return 130
     except OSError as exc:  # a full disk, a vanished folder, a permission: the machine, not a bug
-        where = f" ({exc.filename})" if exc.filename else ""
-        render.error(
-            f"{exc.strerror or exc}{where}; nothing was written "
-            "(free some space, or choose another output location)"
-        )
+        render.error(os_error_message(exc))
+        return 2
+    except MemoryError:
+        render.error("out of memory; nothing was written (use smaller --batch, --seq-len or --calib values)")
         return 2
     except Exception as exc:
         # A bug of ours or of a library: still one line and exit 2 (outputs are staged, so nothing
         # half-written remains), and the traceback on request, for a report.
         if os.environ.get("ONNXOPT_DEBUG"):
             raise
-        first = first_line(exc, 200)
+        message = f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else type(exc).__name__
         render.error(
-            f"internal error: {type(exc).__name__}: {first} "
+            f"internal error: {message} "
             "(run again with ONNXOPT_DEBUG=1 for the traceback, and please report it)"
         )
         return 2

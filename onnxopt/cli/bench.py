@@ -10,7 +10,7 @@ import typer
 from .. import modelio, plots, render, selection
 from ..errors import OnnxoptError
 from ..measure import bench, parse_providers
-from ..outputs import write_text_atomic
+from ..outputs import check_output_file, write_text_atomic
 from ..sessions import SessionSettings
 from ..tuning import tune
 
@@ -48,16 +48,28 @@ def command(
         2.0, help="Time each model for at least this many seconds per batch size."
     ),
     warmup: int = typer.Option(2, help="Untimed runs first."),
-    json_path: Path | None = typer.Option(None, "--json", help="Also write the numbers to this JSON file."),
+    json_path: Path | None = typer.Option(
+        None, "--json", help="Also write the numbers to this JSON file ('-': standard output)."
+    ),
     plot_path: Path | None = typer.Option(None, "--plot", help="Draw latency (and accuracy) to this PNG."),
 ) -> None:
     """Time models interleaved on one or more providers: p50/p90/p99, throughput, first-run time,
     node placement, size, speedup; pick the fastest provider per model."""
+    # With `--json -` stdout carries the JSON alone (for `| jq`), and the tables go to stderr.
+    with render.tables_on_stderr(json_path is not None and str(json_path) == "-"):
+        _bench(models, batch, seq, ep, tune_settings, threads, runs, min_time, warmup, json_path, plot_path)
+
+
+def _bench(models, batch, seq, ep, tune_settings, threads, runs, min_time, warmup, json_path, plot_path):
     batches = parse_int_list(batch, "--batch")
     providers = parse_providers(ep)
-    if plot_path is not None:
-        plots.check_path(plot_path)  # before the measuring, not after
     refs = [modelio.resolve(m) for m in models]
+    inputs = [r.folder or r.onnx_path for r in refs]
+    # Both before the measuring, not after it: an unwritable or hostile path costs no minutes.
+    check_output_file(json_path, inputs, "--json")
+    check_output_file(plot_path, inputs, "--plot")
+    if plot_path is not None:
+        plots.check_path(plot_path)
     tuned: dict[str, dict[str, SessionSettings]] = {}
     if tune_settings:
         with render.progress_bar() as progress:

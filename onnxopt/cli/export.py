@@ -8,7 +8,7 @@ import typer
 
 from .. import render
 from ..export import export
-from ._shared import VERIFY_LOADING, verify_if_asked
+from ._shared import VERIFY_LOADING, show_verified
 
 
 def command(
@@ -34,8 +34,9 @@ def command(
             opset=opset,
             atol=atol,
             overwrite=overwrite,
+            verify_loading=verify_loading,
             trust_remote_code=trust_remote_code,
             on_stage=lambda msg: progress(msg, 0, 0),
         )
     render.export_result(result)
-    verify_if_asked(verify_loading, result.out, None)
+    show_verified(result)

@@ -8,7 +8,7 @@ import typer
 
 from .. import render
 from ..optimization import optimize
-from ._shared import VERIFY_LOADING, verify_if_asked
+from ._shared import VERIFY_LOADING, show_verified
 
 
 def command(
@@ -20,6 +20,8 @@ def command(
 ) -> None:
     """Fuse transformer ops (Attention, SkipLayerNorm, BiasGelu, EmbedLayerNorm) and check output parity."""
     with render.progress_bar() as progress:
-        result = optimize(model, output, atol=atol, overwrite=overwrite, on_progress=progress)
+        result = optimize(
+            model, output, atol=atol, overwrite=overwrite, verify_loading=verify_loading, on_progress=progress
+        )
     render.optimize_result(result)
-    verify_if_asked(verify_loading, result.out, model)
+    show_verified(result)

@@ -8,7 +8,7 @@ import typer
 
 from .. import render
 from ..pruning import DEFAULT_CALIB, DEFAULT_FLOOR, prune
-from ._shared import VERIFY_LOADING, verify_if_asked
+from ._shared import VERIFY_LOADING, show_verified
 
 
 def command(
@@ -48,7 +48,8 @@ def command(
             floor=per_layer_floor,
             seq_len=seq_len,
             overwrite=overwrite,
+            verify_loading=verify_loading,
             on_progress=progress,
         )
     render.prune_result(result)
-    verify_if_asked(verify_loading, result.out, model)
+    show_verified(result)

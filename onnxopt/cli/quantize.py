@@ -9,7 +9,7 @@ import typer
 from .. import render
 from ..errors import OnnxoptError
 from ..quantization import quantize
-from ._shared import VERIFY_LOADING, verify_if_asked
+from ._shared import VERIFY_LOADING, show_verified
 
 
 def command(
@@ -79,6 +79,7 @@ def command(
             seq_len=seq_len,
             optimize=optimize,
             overwrite=overwrite,
+            verify_loading=verify_loading,
             on_progress=progress,
             max_drop=max_drop,
             eval_data=eval_data,
@@ -87,4 +88,4 @@ def command(
             smooth=smooth,
         )
     render.quantize_result(result)
-    verify_if_asked(verify_loading, result.out, model)
+    show_verified(result)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import onnx
+
+from ..leftovers import temp_dir
 
 
 def write_temp_model(model: onnx.ModelProto, folder: Path, name: str = "in.onnx") -> Path:
@@ -23,7 +24,7 @@ def write_temp_model(model: onnx.ModelProto, folder: Path, name: str = "in.onnx"
 
 def through_files(model: onnx.ModelProto, tool: Callable[[Path, Path], None]) -> onnx.ModelProto:
     """Run `tool(input_path, output_path)` on a temporary copy and load what it wrote."""
-    with tempfile.TemporaryDirectory(prefix="onnxopt-") as tmp:
+    with temp_dir("tool") as tmp:
         src = write_temp_model(model, Path(tmp))
         dst = Path(tmp) / "out.onnx"
         with quiet():

@@ -41,6 +41,22 @@ class Graph:
     def weight_2d(self, name: str):
         return self.inits[name] if name in self.inits and len(self.inits[name].dims) == 2 else None
 
+    def uses(self, name: str) -> int:
+        """How many nodes read `name`, counting those that read it through Identity nodes (how
+        exporters share one tensor between layers, as ALBERT's layers share their weights)."""
+        count = 0
+        for user in self.consumers.get(name, []):
+            count += self.uses(user.output[0]) if user.op_type == "Identity" else 1
+        return count
+
+    def shared_weight(self, name: str) -> bool:
+        """Whether the weight `name` (an initializer, or an Identity of one) feeds several nodes."""
+        node = self.producer.get(name)
+        while node is not None and node.op_type == "Identity":
+            name = node.input[0]
+            node = self.producer.get(name)
+        return name in self.inits and self.uses(name) > 1
+
 
 def attributes(node: onnx.NodeProto) -> dict:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}

@@ -224,7 +224,11 @@ def find_attention_blocks(g: Graph) -> tuple[list[AttentionBlock], list[str]]:
         k = _head_projection(g, scores.input[1])
         v = _head_projection(g, context_mm.input[1])
         if not (q and k and v):
-            notes.append(f"{softmax.name}: Q/K/V are not separate projections (packed QKV)")
+            operands = (scores.input[0], scores.input[1], context_mm.input[1])
+            if any(_shared_projection(g, t) for t in operands):
+                notes.append(f"{softmax.name}: Q/K/V weights are shared with another layer")
+            else:
+                notes.append(f"{softmax.name}: Q/K/V are not separate projections (packed QKV)")
             continue
         merged = _merged_context(g, context_mm.output[0])
         reshape = g.producer.get(merged) if merged else None
@@ -252,6 +256,15 @@ def find_attention_blocks(g: Graph) -> tuple[list[AttentionBlock], list[str]]:
             AttentionBlock(len(blocks), q[0], k[0], v[0], out, heads, head_dim, out_node.input[0], shapes)
         )
     return blocks, [f"{note}; its heads are kept" for note in notes]
+
+
+def _shared_projection(g: Graph, tensor: str) -> bool:
+    """Whether the projection behind a scores/context operand reads a weight shared between layers."""
+    reshape = g.producer.get(_through(g, tensor, _PASS_THROUGH))
+    node = g.producer.get(reshape.input[0]) if reshape is not None and reshape.input else None
+    if node is not None and node.op_type == "Add":  # the bias Add: its MatMul is one input's producer
+        node = next((p for i in node.input if (p := g.producer.get(i)) and p.op_type == "MatMul"), None)
+    return node is not None and node.op_type in ("MatMul", "Gemm") and g.shared_weight(node.input[1])
 
 
 def _scores_matmul(g: Graph, tensor: str) -> onnx.NodeProto | None:

@@ -11,13 +11,13 @@ that is reported, never hidden.
 
 from __future__ import annotations
 
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 
+from ..leftovers import temp_dir
 from ._files import through_files
 from .base import Pass, PassResult
 from .cpu_int8_layout import CpuInt8Layout
@@ -160,7 +160,7 @@ class QuantizeStatic(Pass):
         dynamic_nodes = [n for n in opts.dynamic_nodes if n not in opts.exclude]
         if dynamic_nodes and "MatMul" in static_ops:
             dynamic_ops.append("MatMul")
-        with tempfile.TemporaryDirectory(prefix="onnxopt-ranges-") as tmp:
+        with temp_dir("ranges") as tmp:
             cache = Path(tmp) / "ranges.json"
             save_tensors_data(self.ranges, cache)
 
