@@ -45,9 +45,11 @@ def _clash(target: Path, inputs: Sequence[Path]) -> tuple[str, Path] | None:
     """How `target` (resolved) meets an input: ("overwrite", input) when it is or holds one,
     ("inside", input) when it lies inside an input folder; None if it does neither."""
     resolved = target.resolve()
-    for real in input_paths(inputs):
+    reals = input_paths(inputs)
+    for real in reals:
         if resolved == real or real.is_relative_to(resolved):
             return "would overwrite", real
+    for real in reals:
         if real.is_dir() and resolved.is_relative_to(real):
             return "lies inside", real
     return None
@@ -177,12 +179,13 @@ class OutputClaim:
 def claim_output(out: Path, inputs: Sequence[Path], overwrite: bool) -> Iterator[OutputClaim]:
     """Check OUT, take its lock, and clean what dead runs left beside it; on failure, also remove
     the parent folders this claim created."""
+    # First, so that a previous output a killed run moved aside is back before OUT is judged.
+    clean_stale_staging(out.absolute().parent)
     check_output(out, inputs, overwrite)
     made = _make_parents(out.parent)
     lock = _Lock(out)
     try:
         lock.acquire()
-        clean_stale_staging(out.parent)
         yield OutputClaim(out, made)
     except BaseException:
         lock.release()
