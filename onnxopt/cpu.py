@@ -31,15 +31,21 @@ class CpuFeatures:
         return "x86-64 without VNNI: u8 activations, s8 weights reduced to 7 bits to avoid saturation"
 
 
+def features_from(machine: str, cpuinfo: str) -> CpuFeatures:
+    """The features of a CPU described by `platform.machine()` and /proc/cpuinfo's text: a pure
+    function, so every branch (AMX, AVX512-VNNI, AVX2 only, ARM) is tested on any machine."""
+    flags: tuple[str, ...] = ()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags") or line.startswith("Features"):
+            flags = tuple(line.split(":", 1)[1].split())
+            break
+    return CpuFeatures(machine=machine, vnni=any(f in flags for f in _VNNI_FLAGS), flags=flags)
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_features() -> CpuFeatures:
-    machine = platform.machine()
-    flags: tuple[str, ...] = ()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = tuple(line.split(":", 1)[1].split())
-                break
+        cpuinfo = Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
-    return CpuFeatures(machine=machine, vnni=any(f in flags for f in _VNNI_FLAGS), flags=flags)
+        cpuinfo = ""
+    return features_from(platform.machine(), cpuinfo)
