@@ -6,22 +6,24 @@ cut at `limit`, so a large file costs no more than the samples taken from it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import itertools
 import json
 import random
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import OnnxoptError, first_line
+from .errors import OnnxoptError, cut, first_line, shorten
+from .files import regular_file
+from .textio import FIELD_LIMIT, LINE_LIMIT, bounded_lines, over_limit, read_rows
 
 Sample = str | tuple[str, str]
 _TEXT_SUFFIXES = {".txt", ".text", ".md"}
 _TABLE_SUFFIXES = {".csv", ".tsv"}
 _JSONL_SUFFIXES = {".jsonl", ".ndjson"}
+_FILE_SUFFIXES = _TEXT_SUFFIXES | _TABLE_SUFFIXES | _JSONL_SUFFIXES
 _DEFAULT_KEYS = ("text", "sentence", "sentence1", "question", "content")
-
 
 # The embedded corpora, both written for this project. `en`: English texts of every length (5 to
 # 173 tokens), what quantization calibrates on. `sentences`: single short sentences (captions,
@@ -75,58 +77,54 @@ def load_samples(
     """Read up to `limit` samples from a file, a local dataset folder, or a `datasets` hub name."""
     columns = parse_columns(text_column)
     path = Path(source)
-    if path.is_file():
-        samples = list(itertools.islice(_read_file(path, columns), limit))
-    elif path.is_dir():
+    if path.is_dir():
         samples = list(itertools.islice(_read_dataset(str(path), columns, split, local=True), limit))
-    elif path.suffix.lower() in _TEXT_SUFFIXES | _TABLE_SUFFIXES | _JSONL_SUFFIXES or "/" not in source:
-        # Looks like a file path (or a bare word): a hub lookup would only hide the typo.
-        raise OnnxoptError(
-            f"calibration data {source} does not exist", "check the path given to --calib-data"
-        )
+    elif path.exists() or path.is_symlink() or path.suffix.lower() in _FILE_SUFFIXES or "/" not in source:
+        # Anything on disk (FIFOs and devices included, refused by regular_file), or what looks
+        # like a file path or a bare word: a hub lookup would only hide the typo.
+        regular_file(path, "calibration data", "check the path given to --calib-data")
+        with contextlib.closing(_read_file(path, columns)) as reader:  # closed: its file too
+            samples = list(itertools.islice(reader, limit))
     else:
         samples = list(itertools.islice(_read_dataset(source, columns, split, local=False), limit))
     if not samples:
         raise OnnxoptError(
-            f"calibration data {source} holds no samples", "give a file with one non-empty sample per line"
+            f"calibration data {shorten(source)} holds no samples",
+            "give a file with one non-empty sample per line",
         )
     return samples
 
 
 def _read_file(path: Path, columns: list[str] | None) -> Iterator[Sample]:
-    suffix = path.suffix.lower()
-    try:
-        if suffix in _TABLE_SUFFIXES:
-            yield from _read_table(path, columns, delimiter="\t" if suffix == ".tsv" else ",")
-        elif suffix in _JSONL_SUFFIXES:
-            yield from _read_jsonl(path, columns)
-        else:
-            if columns:
-                raise OnnxoptError(
-                    f"--text-column does not apply to plain text {path}", "one sample per line is read"
-                )
-            yield from _read_lines(path)
-    except UnicodeDecodeError as exc:
-        raise OnnxoptError(f"{path} is not UTF-8 text", "save the calibration data as UTF-8") from exc
+    suffix = path.suffix.lower()  # every reader goes through bounded_lines, which checks UTF-8
+    if suffix in _TABLE_SUFFIXES:
+        yield from _read_table(path, columns, delimiter="\t" if suffix == ".tsv" else ",")
+    elif suffix in _JSONL_SUFFIXES:
+        yield from _read_jsonl(path, columns)
+    elif columns:
+        raise OnnxoptError(
+            f"--text-column does not apply to plain text {cut(str(path))}", "one sample per line is read"
+        )
+    else:
+        yield from _read_lines(path)
 
 
 def _read_lines(path: Path) -> Iterator[str]:
     with path.open(encoding="utf-8") as f:
-        for line in f:
+        for line in bounded_lines(f, path, FIELD_LIMIT):
             line = line.strip()
             if line:
                 yield line
 
 
 def _read_table(path: Path, columns: list[str] | None, delimiter: str) -> Iterator[Sample]:
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     # STS-style .tsv files carry stray quotes: quoting off for tabs, standard csv quoting for commas.
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     with path.open(encoding="utf-8", newline="") as f:
-        reader = csv.reader(f, delimiter=delimiter, quoting=quoting)
+        reader = read_rows(f, path, delimiter=delimiter, quoting=quoting)
         if columns is None:
             raise OnnxoptError(
-                f"{path} is a table: say which column holds the text",
+                f"{cut(str(path))} is a table: say which column holds the text",
                 "pass --text-column NAME (or INDEX; two for sentence pairs, e.g. 5,6)",
             )
         if all(c.isdigit() for c in columns):
@@ -136,7 +134,7 @@ def _read_table(path: Path, columns: list[str] | None, delimiter: str) -> Iterat
             missing = [c for c in columns if c not in header]
             if missing:
                 raise OnnxoptError(
-                    f"{path} has no column {missing[0]!r}",
+                    f"{cut(str(path))} has no column {shorten(missing[0])}",
                     f"its columns are: {', '.join(header[:12]) or '(none)'}",
                 )
             indexes = [header.index(c) for c in columns]
@@ -148,22 +146,27 @@ def _read_table(path: Path, columns: list[str] | None, delimiter: str) -> Iterat
 
 def _read_jsonl(path: Path, columns: list[str] | None) -> Iterator[Sample]:
     with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
+        for number, line in enumerate(bounded_lines(f, path, LINE_LIMIT), 1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise OnnxoptError(
-                    f"{path} line {number} is not JSON", "one JSON object or string per line"
+                    f"{cut(str(path))} line {number} is not JSON", "one JSON object or string per line"
                 ) from exc
             if isinstance(record, str):
-                yield from _as_sample([record])
-                continue
-            if not isinstance(record, dict):
-                raise OnnxoptError(f"{path} line {number} is not a JSON object", "one JSON object per line")
-            keys = _text_keys(list(record), columns, f"{path} line {number} has no field")
-            yield from _as_sample([str(record[k]) for k in keys])
+                values = [record]
+            elif isinstance(record, dict):
+                keys = _text_keys(list(record), columns, f"{cut(str(path))} line {number} has no field")
+                values = [str(record[k]) for k in keys]
+            else:
+                raise OnnxoptError(
+                    f"{cut(str(path))} line {number} is not a JSON object", "one JSON object per line"
+                )
+            if max(map(len, values)) > FIELD_LIMIT:
+                raise over_limit(path, number, "a field", FIELD_LIMIT)
+            yield from _as_sample(values)
 
 
 def _read_dataset(name: str, columns: list[str] | None, split: str, local: bool) -> Iterator[Sample]:
@@ -179,17 +182,18 @@ def _read_dataset(name: str, columns: list[str] | None, split: str, local: bool)
         if isinstance(ds, datasets.DatasetDict):
             if split not in ds:
                 raise OnnxoptError(
-                    f"dataset {name} has no split {split!r}", f"its splits are: {', '.join(ds)}"
+                    f"dataset {shorten(name)} has no split {shorten(split)}",
+                    f"its splits are: {', '.join(ds)}",
                 )
             ds = ds[split]
     except OnnxoptError:
         raise
     except Exception as exc:
         raise OnnxoptError(
-            f"cannot load dataset {name}: {first_line(exc, 160)}",
+            f"cannot load dataset {shorten(name)}: {first_line(exc, 160)}",
             "give a local file or dataset folder, or check the name and your network",
         ) from exc
-    keys = _text_keys(list(ds.column_names or []), columns, f"dataset {name} has no column")
+    keys = _text_keys(list(ds.column_names or []), columns, f"dataset {shorten(name)} has no column")
     for record in ds:
         yield from _as_sample([str(record[k]) for k in keys])
 
@@ -200,7 +204,7 @@ def _text_keys(available: list[str], columns: list[str] | None, missing_message:
     missing = [k for k in keys if k not in available]
     if missing:
         raise OnnxoptError(
-            f"{missing_message} {missing[0]!r}",
+            f"{missing_message} {shorten(missing[0])}",
             f"pass --text-column with one of: {', '.join(available[:12])}",
         )
     return keys

@@ -26,34 +26,35 @@ MODEL_SUFFIXES = {".onnx", ".data", ".safetensors", ".bin", ".gguf", ".msgpack",
 JSON_LIMIT = 64 << 20  # a config or tokenizer.json past 64 MiB is not one
 
 
-def _kind(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    return "not a regular file"
+MIB = 1 << 20
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
+          (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))  # fmt: skip
 
 
-def regular_file(path: Path, what: str = "file", max_bytes: int | None = None) -> Path:
-    """`path` if it is (or links to) a regular file of at most `max_bytes`; else one clear error.
-    Checked with stat before any open, so a FIFO or a device is never opened."""
-    shown = cut(str(path))
+def size_text(count: int) -> str:
+    """1,024 bytes, 1 MiB, 16.5 MiB: sizes in messages."""
+    return f"{count / MIB:g} MiB" if count >= MIB else f"{count:,} bytes"
+
+
+def regular_file(path: Path, what: str, hint: str = "", max_bytes: int | None = None) -> Path:
+    """`path` when it is a regular file (symbolic links followed) of at most `max_bytes`, else one
+    clear error. Checked before anything opens it: opening a FIFO blocks until someone writes to
+    it, and a device such as /dev/zero never ends."""
+    name = cut(str(path))
     try:
         info = path.stat()
-    except FileNotFoundError:
-        raise OnnxoptError(f"{what} {shown} does not exist", "check the path") from None
-    except OSError as exc:
-        raise OnnxoptError(f"cannot read {what} {shown}: {exc.strerror or first_line(exc)}") from exc
+    except FileNotFoundError as exc:
+        raise OnnxoptError(f"{what} {name} does not exist", hint or "check the path") from exc
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = getattr(exc, "strerror", None) or first_line(exc)
+        raise OnnxoptError(f"cannot read {what} {name}: {reason}", "check the path") from exc
     if not stat.S_ISREG(info.st_mode):
-        raise OnnxoptError(f"{what} {shown} is {_kind(info.st_mode)}, not a regular file", "give a file")
+        kind = next((k for test, k in _KINDS if test(info.st_mode)), "a special file")
+        raise OnnxoptError(f"{what} {name} is {kind}, not a regular file", hint or "give a regular file")
     if max_bytes is not None and info.st_size > max_bytes:
         raise OnnxoptError(
-            f"{what} {shown} is {info.st_size:,} bytes, over the {max_bytes:,} onnxopt reads",
-            "give a smaller file",
+            f"{what} {name} is {size_text(info.st_size)}, over the {size_text(max_bytes)} onnxopt reads",
+            hint or "give a smaller file",
         )
     return path
 
@@ -80,7 +81,7 @@ def file_in_folder(folder: Path, path: Path, what: str = "file", max_bytes: int 
             f"{what} {cut(str(path))} links to {cut(str(real))}, outside the model folder",
             "copy the file into the folder; onnxopt reads nothing outside it",
         )
-    return regular_file(path, what, max_bytes)
+    return regular_file(path, what, max_bytes=max_bytes)
 
 
 def _read_by_onnxopt(entry: Path) -> bool:

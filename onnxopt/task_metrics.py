@@ -7,7 +7,6 @@ Each reads its own data format, runs the model on the CPU provider and returns o
 from __future__ import annotations
 
 import collections
-import csv
 import json
 import re
 import string
@@ -17,11 +16,18 @@ from pathlib import Path
 import numpy as np
 
 from . import modelio
-from .errors import OnnxoptError
-from .samples import complete_inputs, input_types, load_tokenizer
+from .errors import OnnxoptError, cut, shorten
+from .files import MIB, regular_file, size_text
+from .samples import clip_text, complete_inputs, input_types, load_tokenizer
 from .sessions import make_session
+from .textio import read_rows
 
 _TEXT_NAMES = ("text", "sentence", "content", "review")
+# Files read whole are capped. SQuAD v1.1 train is 30 MB, v2.0 train 42 MB. Perplexity scores all
+# of its text, so it is never cut, but tokenizing it at once cost 1.5 GB peak and 13 s for 8 MB
+# here (a 50 MB one-word blob: 5.7 GB), so past 16 MiB it is refused; wikitext-2's test is 1.3 MB.
+SQUAD_LIMIT = 256 * MIB
+TEXT_LIMIT = 16 * MIB
 
 
 # What each kind of head must output, and what a model with those outputs is.
@@ -56,6 +62,21 @@ def _runner(model: Path, needs: str, threads: int | None = None, settings=None) 
     return _Runner(session, load_tokenizer(ref.folder), input_types(proto), config)
 
 
+def _read_capped(path: Path, what: str, hint: str, max_bytes: int) -> str:
+    """All the UTF-8 text of a regular file of at most `max_bytes`, for readers that need it at
+    once. The read itself stops past the cap, so a file that grew after the check, or whose size
+    the system misreports (/proc), is not read unbounded either."""
+    regular_file(path, what, hint, max_bytes)
+    with path.open("rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise OnnxoptError(f"{what} {cut(str(path))} is over the {size_text(max_bytes)} onnxopt reads", hint)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise OnnxoptError(f"{what} {cut(str(path))} is not UTF-8 text", "save it as UTF-8") from exc
+
+
 def _run(runner: _Runner, enc: dict, names: list[str]) -> list[np.ndarray]:
     feed = complete_inputs({k: v for k, v in enc.items() if k in runner.types}, runner.types)
     return runner.session.run(names, feed)
@@ -68,27 +89,29 @@ def load_labelled(
     path: Path, text_column: str | None, label_column: str
 ) -> list[tuple[tuple[str, ...], str]]:
     """A csv/tsv with a header: text column(s) and a label column."""
-    if not path.is_file():
-        raise OnnxoptError(f"{path} does not exist", "give a csv with a header, text and label columns")
+    hint = "give a csv with a header, text and label columns"
     delimiter = "\t" if path.suffix in (".tsv", ".tab") else ","
-    with path.open(encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f, delimiter=delimiter)
-        header = reader.fieldnames or []
+    with regular_file(path, "labelled data", hint).open(encoding="utf-8", newline="") as f:
+        reader = read_rows(f, path, delimiter=delimiter)
+        header = next((row for row in reader if row), [])  # blank lines before the header skipped
         texts = [c.strip() for c in text_column.split(",")] if text_column else None
         texts = texts or [next((n for n in _TEXT_NAMES if n in header), "")]
         missing = [c for c in [*texts, label_column] if c not in header]
         if missing:
             raise OnnxoptError(
-                f"{path} has no column {missing[0]!r}",
+                f"{cut(str(path))} has no column {shorten(missing[0])}",
                 f"its columns are: {', '.join(header[:12]) or '(none)'}; use --text-column / --label-column",
             )
-        rows = [
-            (tuple(row[c] for c in texts), row[label_column].strip())
-            for row in reader
-            if all((row[c] or "").strip() for c in texts) and (row[label_column] or "").strip()
-        ]
+        # As csv.DictReader: a later column of the same name wins, a short row reads "" beyond its end.
+        where = {name: i for i, name in enumerate(header)}
+        wanted = [where[c] for c in texts], where[label_column]
+        rows = []
+        for row in reader:
+            values = [row[i].strip() if i < len(row) else "" for i in [*wanted[0], wanted[1]]]
+            if all(values):
+                rows.append((tuple(row[i] for i in wanted[0]), values[-1]))
     if not rows:
-        raise OnnxoptError(f"{path} holds no labelled rows", "each row needs text and a label")
+        raise OnnxoptError(f"{cut(str(path))} holds no labelled rows", "each row needs text and a label")
     return rows
 
 
@@ -116,7 +139,9 @@ def classification_accuracy(
     correct = 0
     for i in range(0, len(rows), batch):
         chunk = rows[i : i + batch]
-        columns = list(zip(*[texts for texts, _ in chunk], strict=True))
+        columns = [
+            [clip_text(t, seq_len) for t in c] for c in zip(*[texts for texts, _ in chunk], strict=True)
+        ]
         enc = runner.tokenizer(
             *columns, padding=True, truncation=True, max_length=seq_len, return_tensors="np"
         )
@@ -143,10 +168,9 @@ class QaExample:
 
 
 def load_squad(path: Path) -> list[QaExample]:
-    if not path.is_file():
-        raise OnnxoptError(f"{path} does not exist", "give a SQuAD-format .json file")
+    text = _read_capped(path, "SQuAD data", "give a SQuAD-format .json file (at most 256 MiB)", SQUAD_LIMIT)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))["data"]
+        data = json.loads(text)["data"]
         examples = [
             QaExample(str(qa["id"]), qa["question"], para["context"], [a["text"] for a in qa["answers"]])
             for article in data
@@ -201,9 +225,10 @@ def qa_predictions(
     runner = _runner(model, "span", threads, settings)
     predictions = {}
     for ex in examples:
+        # Cut contexts keep their offsets: the answer span is read from the start of ex.context.
         enc = runner.tokenizer(
-            ex.question,
-            ex.context,
+            clip_text(ex.question, seq_len),
+            clip_text(ex.context, seq_len),
             truncation="only_second",
             max_length=seq_len,
             return_offsets_mapping=True,
@@ -228,11 +253,11 @@ def qa_predictions(
 
 
 def load_text(path: Path) -> list[str]:
-    if not path.is_file():
-        raise OnnxoptError(f"{path} does not exist", "give a UTF-8 text file, one passage per line")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    hint = "give a UTF-8 text file, one passage per line"
+    text = _read_capped(path, "perplexity text", f"{hint}, at most 16 MiB: all of it is scored", TEXT_LIMIT)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
-        raise OnnxoptError(f"{path} holds no text", "give a UTF-8 text file, one passage per line")
+        raise OnnxoptError(f"{cut(str(path))} holds no text", hint)
     return lines
 
 

@@ -86,7 +86,7 @@ def test_hub_name_failure_is_clean(monkeypatch):
         raise ConnectionError("offline")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(OnnxoptError, match="cannot load dataset org/corpus"):
+    with pytest.raises(OnnxoptError, match="cannot load dataset 'org/corpus'"):
         load_samples("org/corpus", 10)
 
 
