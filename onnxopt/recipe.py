@@ -7,20 +7,21 @@
       - eval: {task: sts, data: ../shared/data/stsb/sts-dev.csv}
       - bench: {batch: [1, 32]}
 
-Validated before anything runs: each bad key or value is one error naming its line. Relative
-paths are relative to the recipe file.
+Validated before anything runs: each bad key or value is one error naming its line, and
+every data file must exist. Relative paths are relative to the recipe file (else to the working
+directory). Hostile input costs one short error: see recipe_checks.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .errors import OnnxoptError
+from . import recipe_checks as checks
+from .errors import OnnxoptError, shorten
 
 MODEL_STEPS = ("export", "optimize", "quantize", "prune")  # steps that make a model
 REPORT_STEPS = ("eval", "bench")  # steps that measure models
@@ -30,8 +31,8 @@ def _int(v):
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _num(v):
-    return (isinstance(v, (int, float))) and not isinstance(v, bool)
+def _num(v):  # finite: `.inf` seconds or `.nan` tolerances would never end or never compare
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _choice(*values) -> tuple[Callable[[Any], bool], str]:
@@ -103,7 +104,8 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
                    "'all' or a list of step names"),
     },
 }  # fmt: skip
-_COMMON = {"name": _STR, "input": _STR}
+# `name` is checked by recipe_checks.check_step_name (it becomes a folder under OUT).
+_COMMON = {"name": (lambda v: True, "a plain name"), "input": _STR}
 for _kind in MODEL_STEPS:  # as the commands' --verify-loading
     SCHEMA[_kind]["verify_loading"] = _BOOL
 REQUIRED = {"prune": ("sparsity",)}
@@ -127,148 +129,166 @@ class Recipe:
     name: str = ""
 
 
-class _Lined(dict):
-    """A mapping that remembers the line of each key."""
-
-    line = 0
-    lines: dict
-
-
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Lined:
-    loader.flatten_mapping(node)
-    result = _Lined()
-    result.line = node.start_mark.line + 1
-    result.lines = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        line = key_node.start_mark.line + 1
-        if key in result:
-            raise OnnxoptError(f"{loader.name}:{line}: duplicate key {key!r}", "each key may appear once")
-        result[key] = loader.construct_object(value_node, deep=True)
-        result.lines[key] = line
-    return result
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def load(path: Path) -> Recipe:
-    if not path.is_file():
-        raise OnnxoptError(f"recipe {path} does not exist", "see recipes/ for examples")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise OnnxoptError(f"cannot read recipe {path}: {exc}", "a recipe is a UTF-8 YAML file") from exc
-    loader = _Loader(text)
-    loader.name = str(path)
-    try:
-        data = loader.get_single_data()
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise OnnxoptError(
-            f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})",
-            "check indentation and colons",
-        ) from exc
-    finally:
-        loader.dispose()
-    return _validate(path, data)
+def load(path: Path, model: str | None = None) -> Recipe:
+    """Read and check a recipe. `model` (--model) replaces the recipe's own, which is then not checked."""
+    return _validate(path, checks.parse(path), model)
 
 
 def _fail(path: Path, line: int, message: str, hint: str) -> None:
     raise OnnxoptError(f"{path}:{line}: {message}", hint)
 
 
-def _validate(path: Path, data: Any) -> Recipe:
-    if not isinstance(data, _Lined):
+def _listing(names: list[str]) -> str:
+    """Step names for a hint, cut like any echoed value."""
+    text = ", ".join(names) or "none"
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+def _validate(path: Path, data: Any, model_override: str | None) -> Recipe:
+    if not isinstance(data, checks.Lined):
         _fail(path, 1, "a recipe is a mapping with 'model' and 'steps'", "see recipes/ for examples")
     for key in data:
         if key not in ("model", "steps", "name"):
-            _fail(path, data.lines[key], f"unknown top-level key {key!r}", "known: name, model, steps")
-    model = data.get("model")
-    if model is not None and not isinstance(model, str):
-        _fail(
-            path,
-            data.lines["model"],
-            "'model' must be a folder, a hub id, or null",
-            "null: the bundled MiniLM",
-        )
-    if isinstance(model, str) and (path.parent / model).exists():
-        model = str((path.parent / model).resolve())
+            _fail(path, data.lines[key], f"unknown top-level key {shorten(key)}", "known: name, model, steps")
+    name = data.get("name") or path.stem
+    if not isinstance(name, str) or len(name) > 100 or not name.isprintable():
+        _fail(path, data.lines["name"], "'name' must be a one-line string", "e.g. name: minilm-int8")
+    model = _model(path, data, model_override)
     raw_steps = data.get("steps")
+    steps_line = data.lines.get("steps", data.line)
     if not isinstance(raw_steps, list) or not raw_steps:
-        _fail(
-            path, data.lines.get("steps", data.line), "'steps' must be a non-empty list", "e.g. - export: {}"
-        )
-    recipe = Recipe(path, model, name=str(data.get("name") or path.stem))
-    seen: list[Step] = []
-    for raw in raw_steps:
-        seen.append(_step(path, raw, seen, data.lines.get("steps", 1)))
-    if seen[0].kind != "export" and model is None:
-        _fail(
-            path, seen[0].line, "the first step needs a model", "start with `- export: {}`, or set model: DIR"
-        )
-    recipe.steps = seen
-    return recipe
+        _fail(path, steps_line, "'steps' must be a non-empty list", "e.g. - export: {}")
+    if len(raw_steps) > checks.MAX_STEPS:
+        message = f"{len(raw_steps)} steps; a recipe may have at most {checks.MAX_STEPS}"
+        _fail(path, steps_line, message, "split it into several recipes")
+    seen = _Seen()
+    steps = [_step(path, raw, seen, steps_line) for raw in raw_steps]
+    if steps[0].kind != "export" and model is None:
+        hint = "start with `- export: {}`, or set model: DIR"
+        _fail(path, steps[0].line, "the first step needs a model", hint)
+    return Recipe(path, model, steps, name)
 
 
-def _step(path: Path, raw: Any, earlier: list[Step], fallback_line: int) -> Step:
+def _model(path: Path, data: checks.Lined, override: str | None) -> str | None:
+    if override is not None:
+        return checks.resolve_model(override, Path.cwd(), "--model")
+    model = data.get("model")
+    if model is None:
+        return None
+    if not isinstance(model, str) or not model.strip():
+        where = data.lines["model"]
+        _fail(path, where, "'model' must be a folder, a hub id, or null", "null: the bundled MiniLM")
+    return checks.resolve_model(model, path.parent, f"{path}:{data.lines['model']}: model")
+
+
+@dataclass
+class _Seen:
+    """What the earlier steps define, as sets, so a long recipe is checked in linear time."""
+
+    names: set[str] = field(default_factory=set)  # case-folded: two folders differing in case clash
+    models: list[str] = field(default_factory=list)  # model steps, in order
+    model_set: set[str] = field(default_factory=set)
+
+
+def _step(path: Path, raw: Any, seen: _Seen, fallback_line: int) -> Step:
     line = getattr(raw, "line", fallback_line)
-    if not isinstance(raw, _Lined) or len(raw) != 1:
+    if not isinstance(raw, checks.Lined) or len(raw) != 1:
         _fail(
             path, line, "each step is one mapping: `- KIND: {options}`", f"KIND is one of {', '.join(SCHEMA)}"
         )
     ((kind, options),) = raw.items()
     if kind not in SCHEMA:
-        _fail(path, line, f"unknown step {kind!r}", f"known: {', '.join(SCHEMA)}")
-    options = options if options is not None else _Lined()
+        _fail(path, line, f"unknown step {shorten(kind)}", f"known: {', '.join(SCHEMA)}")
+    options = options if options is not None else checks.Lined()
     if not isinstance(options, dict):
         _fail(path, line, f"{kind}: options must be a mapping", "e.g. - quantize: {static: true}")
     lines = getattr(options, "lines", {})
+    _check_options(path, kind, options, lines, line)
+    name = options.get("name", f"{len(seen.names) + 1}-{kind}")
+    checks.check_step_name(name, f"{path}:{lines.get('name', line)}")
+    if name.casefold() in seen.names:
+        _fail(
+            path,
+            lines.get("name", line),
+            f"step name {name!r} is used twice",
+            "give each step its own name (names differing only in case count as the same)",
+        )
+    values = {k: v for k, v in options.items() if k not in _COMMON}
+    _check_references(path, kind, values, lines, line, seen, options.get("input"))
+    _check_data(path, kind, values, lines, line)
+    seen.names.add(name.casefold())
+    if kind in MODEL_STEPS:
+        seen.models.append(name)
+        seen.model_set.add(name)
+    return Step(kind, name, values, line, options.get("input"))
+
+
+def _check_options(path: Path, kind: str, options: dict, lines: dict, line: int) -> None:
     allowed = {**SCHEMA[kind], **_COMMON}
     for key, value in options.items():
         where = lines.get(key, line)
         if key not in allowed:
-            _fail(path, where, f"{kind}: unknown option {key!r}", f"known: {', '.join(sorted(allowed))}")
+            _fail(
+                path, where, f"{kind}: unknown option {shorten(key)}", f"known: {', '.join(sorted(allowed))}"
+            )
         check, what = allowed[key]
         if not check(value):
-            _fail(path, where, f"{kind}.{key}: expected {what}, got {value!r}", "fix the value")
+            _fail(path, where, f"{kind}.{key}: expected {what}, got {shorten(value)}", "fix the value")
     for key in REQUIRED.get(kind, ()):
         if key not in options:
             _fail(path, line, f"{kind}: option {key!r} is required", f"e.g. {key}: 0.5")
     if kind == "quantize" and bool(options.get("static")) == bool(options.get("dynamic")):
         _fail(path, line, "quantize: set exactly one of static: true and dynamic: true", "e.g. static: true")
-    values = {k: v for k, v in options.items() if k not in _COMMON}
-    for key in PATH_OPTIONS:
-        if key in values and (path.parent / values[key]).exists():
-            values[key] = str((path.parent / values[key]).resolve())
-    name = options.get("name") or f"{len(earlier) + 1}-{kind}"
-    if any(s.name == name for s in earlier):
-        _fail(
-            path, lines.get("name", line), f"step name {name!r} is used twice", "give each step its own name"
-        )
-    known = [s.name for s in earlier if s.kind in MODEL_STEPS]
-    source = options.get("input")
-    if source is not None and source not in known:
+
+
+def _check_references(path, kind, values, lines, line, seen: _Seen, source) -> None:
+    """`input`, bench's `models` and eval's `reference` name earlier model steps (or, for
+    `reference`, a model folder)."""
+    if source is not None and source not in seen.model_set:
         _fail(
             path,
             lines["input"],
-            f"{kind}.input: no earlier model step named {source!r}",
-            f"earlier model steps: {', '.join(known) or 'none'}",
+            f"{kind}.input: no earlier model step named {shorten(source)}",
+            f"earlier model steps: {_listing(seen.models)}",
         )
-    if kind != "export" and not known and source is None and kind in REPORT_STEPS:
+    if not seen.models and source is None and kind in REPORT_STEPS:
         _fail(path, line, f"{kind}: no model to measure yet", "put it after a model step")
     if kind == "bench" and isinstance(values.get("models"), list):
         for m in values["models"]:
-            if m not in known:
+            if m not in seen.model_set:
                 _fail(
                     path,
                     lines["models"],
-                    f"bench.models: no earlier model step named {m!r}",
-                    f"earlier model steps: {', '.join(known) or 'none'}",
+                    f"bench.models: no earlier model step named {shorten(m)}",
+                    f"earlier model steps: {_listing(seen.models)}",
                 )
-    return Step(kind, name, values, line, source)
+    if kind != "eval":
+        return
+    reference = values.get("reference")
+    if reference is not None and reference not in seen.model_set:
+        found = checks.find_path(reference, path.parent)
+        if found is None or not found.is_dir():
+            _fail(
+                path,
+                lines["reference"],
+                f"eval.reference: no earlier model step or model folder named {checks.echo(reference)}",
+                f"earlier model steps: {_listing(seen.models)}",
+            )
+        values["reference"] = str(found)
+    evaluated = source or seen.models[-1]  # there is one: checked above
+    if values.get("task", "fidelity") == "fidelity" and reference is None and evaluated == seen.models[0]:
+        _fail(path, line, "eval: fidelity compares two models, and this is the first", "add reference: STEP")
+
+
+def _check_data(path: Path, kind: str, values: dict, lines: dict, line: int) -> None:
+    """What the library would refuse only when the step runs, after the earlier steps' work: a
+    missing data file or option. Each data option becomes an absolute path (or stays a hub name)."""
+    if kind == "quantize" and "eval_data" in values and "max_drop" not in values:
+        _fail(path, lines["eval_data"], "quantize.eval_data is used by the max_drop search", "add max_drop")
+    if kind == "eval" and values.get("task", "fidelity") != "fidelity" and "data" not in values:
+        _fail(path, line, f"eval: the {values['task']} task needs data: FILE", "e.g. data: sts-dev.csv")
+    samples = {"calib_data": True, "eval_data": False, "data": values.get("task", "fidelity") == "fidelity"}
+    for key in PATH_OPTIONS:
+        if key in values:
+            where = f"{path}:{lines.get(key, line)}"
+            values[key] = checks.resolve_data(f"{kind}.{key}", values[key], path.parent, samples[key], where)

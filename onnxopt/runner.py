@@ -20,8 +20,8 @@ from . import modelio
 from .errors import OnnxoptError
 from .outputs import write_text_atomic
 from .recipe import MODEL_STEPS, PATH_OPTIONS, Recipe, Step
+from .recipe_checks import STATE_NAME, claim_out
 
-STATE_NAME = "recipe-state.json"
 Progress = Callable[[str, int, int], None]
 
 
@@ -127,7 +127,7 @@ def run(
     force: bool = False,
 ) -> RunResult:
     progress = on_progress or (lambda _s, _d, _t: None)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_out(out, recipe.model, [s.name for s in recipe.steps if s.kind in MODEL_STEPS])
     state = {"steps": {}} if force else _load_state(out)
     outputs: dict[str, Path] = {}  # model step name -> its folder
     latest: str | None = None
@@ -168,15 +168,6 @@ def run(
         else:
             hashes.pop(target, None)
             result, summary = _execute(step, recipe, target, reads, outputs, progress)
-            if step.options.get("verify_loading"):
-                from .verify import verify_output
-
-                checked = verify_output(target, reads.src if step.kind != "export" else None)
-                summary += f"; loads as {checked.model_class}" + (
-                    f" (min cosine {checked.min_cosine:.4f} vs input)"
-                    if checked.min_cosine is not None
-                    else ""
-                )
             state["steps"][step.name] = {"key": key, "kind": step.kind, "result": result, "summary": summary}
             write_text_atomic(out / STATE_NAME, json.dumps(state, indent=2, default=str) + "\n")
         results[step.name] = result
@@ -212,7 +203,7 @@ def _eval_reference(step: Step, outputs: dict[str, Path], source_name: str | Non
 
 # Recipe options the runner acts on itself rather than pass to the library, and those the library
 # spells differently.
-_RUNNER_OPTIONS = ("verify_loading", "reference", "static", "dynamic")
+_RUNNER_OPTIONS = ("reference", "static", "dynamic")
 _LIBRARY_NAMES = {"per_layer_floor": "floor"}
 
 
@@ -227,6 +218,15 @@ def _library_kwargs(options: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+def _loads(result) -> str:
+    """What --verify-loading found, checked by the workflow in its staged folder."""
+    checked = result.verified
+    if checked is None:
+        return ""
+    against = f" (min cosine {checked.min_cosine:.4f} vs input)" if checked.min_cosine is not None else ""
+    return f"; loads as {checked.model_class}{against}"
+
+
 def _execute(step, recipe, target, reads: _Reads, outputs, progress) -> tuple[Any, str]:
     o, src, reference = step.options, reads.src, reads.reference
     kwargs = _library_kwargs(o)
@@ -235,24 +235,24 @@ def _execute(step, recipe, target, reads: _Reads, outputs, progress) -> tuple[An
 
         r = export(recipe.model, target, **kwargs, overwrite=True, on_stage=lambda msg: progress(msg, 0, 0))
         worst = max(r.max_abs_diff.values()) if r.max_abs_diff else 0.0
-        return {"size_bytes": r.size_bytes}, f"{r.task}, opset {r.opset}, max abs diff vs PyTorch {worst:.1e}"
+        text = f"{r.task}, opset {r.opset}, max abs diff vs PyTorch {worst:.1e}"
+        return {"size_bytes": r.size_bytes}, text + _loads(r)
     if step.kind == "optimize":
         from .optimization import optimize
 
         r = optimize(src, target, **kwargs, overwrite=True, on_progress=progress)
-        return {}, f"parity max abs diff {r.parity.max_abs_diff:.1e}"
+        return {}, f"parity max abs diff {r.parity.max_abs_diff:.1e}" + _loads(r)
     if step.kind == "quantize":
         from .quantization import quantize
 
         mode = "static" if o.get("static") else "dynamic"
-        quantize(src, target, mode, **kwargs, overwrite=True, on_progress=progress)
-        size = modelio.resolve(target).size_bytes()
-        return {}, f"{mode} int8, {size / 1e6:.1f} MB"
+        r = quantize(src, target, mode, **kwargs, overwrite=True, on_progress=progress)
+        return {}, f"{mode} int8, {r.size_after / 1e6:.1f} MB" + _loads(r)
     if step.kind == "prune":
         from .pruning import prune
 
         r = prune(src, target, **kwargs, overwrite=True, on_progress=progress)
-        return {}, f"sparsity {o['sparsity']}, {r.seconds:.0f} s"
+        return {}, f"sparsity {o['sparsity']}, {r.seconds:.0f} s" + _loads(r)
     if step.kind == "eval":
         from .evaluation import evaluate
 

@@ -134,9 +134,3 @@ def verify_staged(asked: bool, staged: Path, reference: Path | None, out: Path) 
     """--verify-loading on a workflow's staged folder, before it replaces OUT: a failure leaves
     the previous OUT as it was, and the staged folder is removed with the rest of the run."""
     return verify_loading(staged, reference, shown_as=out) if asked else None
-
-
-def verify_output(folder: Path, reference: Path | None = None) -> VerifyResult:
-    """`verify_loading` for a folder already in place; removed with the recipe runner's move to
-    `verify_staged`."""
-    return verify_loading(folder, reference)

@@ -15,6 +15,8 @@ STSB = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "stsb
 
 @pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_recipes_validate(path):
+    if "sts-dev.csv" in path.read_text() and not STSB.is_file():
+        pytest.skip("reads STS-B dev, not found beside the repo (data files are checked at load time)")
     parsed = recipe.load(path)
     assert parsed.steps and parsed.steps[0].kind == "export"
 

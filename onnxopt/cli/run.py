@@ -19,9 +19,7 @@ def command(
 ) -> None:
     """Run a recipe's steps (export, optimize, prune, quantize, eval, bench); unchanged steps are
     skipped on a rerun; a table compares every model it made."""
-    parsed = recipe.load(recipe_path)
-    if model is not None:
-        parsed.model = str(Path(model).resolve()) if Path(model).exists() else model
+    parsed = recipe.load(recipe_path, model=model)  # checks --model as the recipe's own
     out = output or Path("build") / recipe_path.stem
     with render.progress_bar() as progress:
         result = runner.run(
