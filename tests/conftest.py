@@ -105,12 +105,16 @@ def tiny_bert_hf(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_bert_onnx(tmp_path_factory, tiny_bert_hf) -> Path:
-    """tiny BERT exported once through onnxopt's own export path."""
+    """tiny BERT exported once through onnxopt's own export path. Shared by many tests, so none may
+    write into it (eval and bench record into the manifest: copy it first); checked at the end."""
     from onnxopt.export import export
 
     out = tmp_path_factory.mktemp("onnx") / "fp32"
     export(str(tiny_bert_hf), out)
-    return out
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    yield out
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert after == before, "a test wrote into the shared tiny_bert_onnx fixture; copy it first"
 
 
 @pytest.fixture(scope="session")
