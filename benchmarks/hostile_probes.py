@@ -162,8 +162,12 @@ def probes(work: Path, m: dict[str, Path]) -> list[tuple[str, list, int, dict]]:
     )
     found.append(("bench --seq 600", ["bench", t, "--seq", "600", "--runs", "1", "--min-time", "0"], 2, {}))
     pairs = work / "pairs.csv"
+    evaluated = work / "evaluated"  # eval records its result in the model's manifest, by design
+    shutil.copytree(t, evaluated)
     pairs.write_text("g\tf\t2012\t1\t5.0\t" + "w " * 70_000 + "\ta b\n" + "g\tf\t2012\t2\t1.0\ta\tb\n")
-    found.append(("eval csv field over 131,072 bytes", ["eval", t, "--task", "sts", "--data", pairs], 0, {}))
+    found.append(
+        ("eval csv field of 140,000 bytes", ["eval", evaluated, "--task", "sts", "--data", pairs], 0, {})
+    )
     bad_tok = work / "bad-tokenizer"
     shutil.copytree(m["hf"], bad_tok)
     (bad_tok / "tokenizer.json").write_text("{ not a tokenizer")
@@ -189,7 +193,7 @@ def probes(work: Path, m: dict[str, Path]) -> list[tuple[str, list, int, dict]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=Path("/tmp/onnxopt-probes"))
+    parser.add_argument("--work", type=Path, default=Path("/tmp/probes-of-onnxopt"))
     args = parser.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)

@@ -55,7 +55,7 @@ def _clash(target: Path, inputs: Sequence[Path]) -> tuple[str, Path] | None:
     return None
 
 
-def _writable(folder: Path) -> None:
+def _writable(folder: Path, hint: str = "choose another -o") -> None:
     """Probe the nearest existing ancestor of `folder` for writing, so an unwritable OUT fails in
     the first second rather than after the work (onnxopt runs as root in containers, where
     os.access says yes to every permission, so the probe really creates and removes a folder)."""
@@ -63,7 +63,7 @@ def _writable(folder: Path) -> None:
     while not probe_in.exists():
         probe_in = probe_in.parent
     if not probe_in.is_dir():
-        raise OnnxoptError(f"cannot write to {cut(str(folder))}: {probe_in} is a file", "choose another -o")
+        raise OnnxoptError(f"cannot write to {cut(str(folder))}: {probe_in} is a file", hint)
     try:
         Path(tempfile.mkdtemp(prefix=".onnxopt-probe-", dir=probe_in)).rmdir()
     except OSError as exc:
@@ -249,7 +249,7 @@ def check_output_file(path: Path | None, inputs: Sequence[Path], option: str) ->
         raise OnnxoptError(
             f"{option} {shown} {clash[0]} the input {cut(str(clash[1]))}", "write it outside the inputs"
         )
-    _writable(path.parent)
+    _writable(path.parent, f"choose another {option} path")
 
 
 def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 
 from .datasources import Sample
-from .errors import OnnxoptError, shorten
+from .errors import OnnxoptError, first_line, shorten
 
 _ONNX_TO_NUMPY = {
     onnx.TensorProto.INT64: np.int64,
@@ -59,7 +59,7 @@ def load_tokenizer(folder: Path | None):
         return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
     except Exception as exc:
         raise OnnxoptError(
-            f"{folder} holds no usable tokenizer ({type(exc).__name__})",
+            f"{folder} holds no usable tokenizer ({type(exc).__name__}: {first_line(exc, 100)})",
             "export the model with `onnxopt export`, which copies the tokenizer files",
         ) from exc
 
