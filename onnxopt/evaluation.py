@@ -7,7 +7,14 @@ from pathlib import Path
 from . import limits, modelio, task_metrics
 from .datasources import embedded_samples, load_samples
 from .errors import OnnxoptError
-from .evaluate import EvalResult, load_sts_pairs, output_fidelity, sts_spearman_by_genre
+from .evaluate import (
+    PADDING_CHECK,
+    EvalResult,
+    load_sts_pairs,
+    output_fidelity,
+    padded_batch_agreement,
+    sts_spearman_by_genre,
+)
 from .samples import TokenizedSamples, input_types, load_tokenizer
 from .selection import runtime_settings
 
@@ -89,6 +96,10 @@ def _task_metric(
         ]
         values = [overall for overall, _ in scores]
         result.metric_name = "spearman_x100"
+        # In file order: batches then mix lengths, so most sentences carry padding.
+        texts = list(dict.fromkeys(p.first for p in pairs))[:PADDING_CHECK]
+        agree = [padded_batch_agreement(m, texts, seq_len, settings=s) for m, s in _pairs(models, settings)]
+        result.extras["padded-batch min cosine"] = (agree[0], agree[1] if len(agree) > 1 else None)
         for genre, value in scores[0][1].items():
             reference = scores[1][1][genre] if len(scores) > 1 else None
             result.extras[f"spearman_x100 {genre}"] = (value, reference)
@@ -140,3 +151,7 @@ def _record(result: EvalResult, data: str | None) -> dict:
             record[name] = value
             record[f"reference_{name}"] = reference
     return record
+
+
+def _pairs(models: list, settings: list):
+    return zip(models, settings, strict=True)

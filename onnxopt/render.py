@@ -304,10 +304,15 @@ def eval_result(r) -> None:
             table.add_row(f"reference {r.metric_name}", f"{r.reference_metric:.2f}")
             table.add_row("drop" if r.higher_is_better else "increase", f"{r.drop:.2f}")
     for name, (value, reference) in r.extras.items():
+        digits = 4 if "cosine" in name else 2
         table.add_row(
             name,
-            f"{value:.2f}"
-            + (f" (reference {reference:.2f}, {value - reference:+.2f})" if reference is not None else ""),
+            f"{value:.{digits}f}"
+            + (
+                f" (reference {reference:.{digits}f}, {value - reference:+.{digits}f})"
+                if reference is not None
+                else ""
+            ),
         )
     console.print(table)
 

@@ -95,12 +95,13 @@ def test_sts_reports_each_genre_with_enough_pairs(cli, tiny_bert_onnx, tiny_bert
     data = tmp_path / "pairs.csv"
     data.write_text(news + forum + few)
     result = evaluate(tiny_bert_dynamic, tiny_bert_onnx, task="sts", data=str(data), record=False)
-    assert set(result.extras) == {"spearman_x100 news", "spearman_x100 forum"}  # "few" has < 20 pairs
+    # "few" has < 20 pairs
+    assert set(result.extras) == {"spearman_x100 news", "spearman_x100 forum", "padded-batch min cosine"}
     # A genre's figure is the metric of that genre's pairs on their own.
     alone = tmp_path / "forum.csv"
     alone.write_text(forum)
     only = evaluate(tiny_bert_dynamic, tiny_bert_onnx, task="sts", data=str(alone), record=False)
-    assert only.extras == {}  # one genre: nothing to break down
+    assert set(only.extras) == {"padded-batch min cosine"}  # one genre: nothing to break down
     # Exact, on every CPU: each sentence is embedded alone, so the forum pairs are computed the
     # same way here as in their own file. (Dynamic int8 takes one activation scale per padded
     # batch; batched with other genres, this figure was 16.97 against 17.20 alone on an AVX2 CPU.)
@@ -134,3 +135,36 @@ def test_a_genre_gets_the_same_cosines_alone_or_among_others(tiny_bert_dynamic, 
     args = (make_session(ref.onnx_path, "cpu"), load_tokenizer(ref.folder), input_types(modelio.load(ref)))
     among_others = sts_cosines(*args, load_sts_pairs(mixed))[24:54]
     np.testing.assert_array_equal(among_others, sts_cosines(*args, load_sts_pairs(alone)))  # bit for bit
+
+
+def test_padding_that_is_no_longer_masked_shows_in_the_padded_batch_check(tiny_bert_onnx, tmp_path):
+    """Sentences are scored alone, which cannot see a model that stopped masking padding (the
+    static QDQ peer: STS-B dev 84.17 alone, 77.71 in padded batches). The check embeds the first
+    sentences both ways; here the model reads 1 - mask, so alone nothing differs (every position
+    masked alike) and in a padded batch real tokens attend to the padding."""
+    import onnx
+    from onnx import helper
+
+    broken = shutil.copytree(tiny_bert_onnx, tmp_path / "unmasked")
+    model = onnx.load(str(broken / "model.onnx"))
+    for node in model.graph.node:
+        node.input[:] = ["flipped_mask" if i == "attention_mask" else i for i in node.input]
+    model.graph.initializer.append(helper.make_tensor("one", onnx.TensorProto.INT64, [], [1]))
+    model.graph.node.insert(0, helper.make_node("Sub", ["one", "attention_mask"], ["flipped_mask"]))
+    # A random tiny BERT's attention adds little to its residual stream (weights of std 0.02), so
+    # its projections are scaled up for the padding to show.
+    from onnx import numpy_helper
+
+    weights = {n.input[1] for n in model.graph.node if n.op_type == "MatMul"}
+    for i, tensor in enumerate(model.graph.initializer):
+        if tensor.name in weights and len(tensor.dims) == 2:
+            scaled = numpy_helper.from_array(numpy_helper.to_array(tensor) * 20, tensor.name)
+            model.graph.initializer[i].CopyFrom(scaled)
+    onnx.save(model, str(broken / "model.onnx"))
+    data = tmp_path / "pairs.csv"
+    data.write_text(
+        _genre_rows("g", 30, 4, words_per_sentence=3) + _genre_rows("h", 30, 5, words_per_sentence=14)
+    )
+    result = evaluate(broken, tiny_bert_onnx, task="sts", data=str(data), record=False)
+    value, reference = result.extras["padded-batch min cosine"]
+    assert reference > 0.9999 and value < 0.99
