@@ -14,13 +14,13 @@ from pathlib import Path
 
 import peers
 
-from onnxopt import modelio
-from onnxopt.datasources import embedded_samples
-from onnxopt.evaluate import load_sts_pairs, sts_spearman
-from onnxopt.export import export
-from onnxopt.measure import bench
-from onnxopt.pruning import prune
-from onnxopt.quantization import quantize
+from onnxopt.data.sources import embedded_samples
+from onnxopt.evaluate.sts import load_sts_pairs, sts_spearman
+from onnxopt.export.workflow import export
+from onnxopt.io import model_files
+from onnxopt.prune.workflow import prune
+from onnxopt.quantize.workflow import quantize
+from onnxopt.runtime.measure import bench
 
 
 def main() -> None:
@@ -79,13 +79,13 @@ def main() -> None:
     print(f"built {len(models)} models in {time.perf_counter() - t0:.0f} s")
 
     scores = {name: sts_spearman(path, pairs, threads=args.threads) for name, path in models.items()}
-    refs = [modelio.resolve(p) for p in models.values()]
+    refs = [model_files.resolve(p) for p in models.values()]
     timings = bench(
         refs, [1, 32], 128, threads=args.threads, runs=args.runs, min_seconds=args.min_time
     ).timings
     rows = []
     for name, path in models.items():
-        by_batch = {t.batch: t for t in timings if t.model == modelio.resolve(path).name}
+        by_batch = {t.batch: t for t in timings if t.model == model_files.resolve(path).name}
         rows.append(
             {
                 "model": name,
@@ -95,7 +95,7 @@ def main() -> None:
                 "speedup_b32": round(by_batch[32].speedup, 2),
                 "p50_ms_b1": round(by_batch[1].p50_ms, 1),
                 "p50_ms_b32": round(by_batch[32].p50_ms, 1),
-                "size_mb": round(modelio.resolve(path).size_bytes() / 1e6, 1),
+                "size_mb": round(model_files.resolve(path).size_bytes() / 1e6, 1),
             }
         )
     header = "| model | STS-B dev | drop | speedup b1 | speedup b32 | size MB |\n|---|---|---|---|---|---|\n"

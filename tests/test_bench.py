@@ -56,10 +56,10 @@ def test_bench_bad_values(cli, tiny_bert_onnx, tmp_path):
 
 
 def test_min_time_adds_runs_for_fast_models(graph_file):
-    from onnxopt import modelio
-    from onnxopt.measure import bench
+    from onnxopt.io import model_files
+    from onnxopt.runtime.measure import bench
 
-    ref = modelio.resolve(graph_file("linear"))
+    ref = model_files.resolve(graph_file("linear"))
     (plain,) = bench([ref], [1], 4, runs=3).timings
     (longer,) = bench([ref], [1], 4, runs=3, min_seconds=0.05).timings
     assert plain.runs == 3

@@ -4,9 +4,9 @@ import numpy as np
 import onnx
 import pytest
 
-from onnxopt import graphs
-from onnxopt.calibrate import collect_ranges
 from onnxopt.errors import OnnxoptError
+from onnxopt.io import text_graphs
+from onnxopt.quantize.calibrate import collect_ranges
 
 
 def _inputs(n, seed=0):
@@ -33,7 +33,7 @@ def _one_shot_minmax(model, feeds, tmp_path):
 
 
 def test_streaming_minmax_equals_one_shot(tmp_path):
-    model = graphs.load("mlp")
+    model = text_graphs.load("mlp")
     feeds = _inputs(25)
     seen = []
     streamed = collect_ranges(model, iter(feeds), "minmax", ["MatMul"], on_sample=seen.append)
@@ -47,7 +47,7 @@ def test_streaming_minmax_equals_one_shot(tmp_path):
 
 def test_inputs_are_consumed_lazily():
     """A generator is read one sample at a time: nothing forces the whole set into memory."""
-    model = graphs.load("linear")
+    model = text_graphs.load("linear")
     produced = []
 
     def generate():
@@ -64,25 +64,25 @@ def test_inputs_are_consumed_lazily():
 
 @pytest.mark.parametrize("method", ["entropy", "percentile"])
 def test_histogram_methods_stream(method):
-    result = collect_ranges(graphs.load("mlp"), iter(_inputs(8)), method, ["MatMul"])
+    result = collect_ranges(text_graphs.load("mlp"), iter(_inputs(8)), method, ["MatMul"])
     assert result.samples == 8 and result.ranges.data
 
 
 def test_no_samples_is_an_error():
     with pytest.raises(OnnxoptError, match="no calibration samples"):
-        collect_ranges(graphs.load("linear"), iter([]), "minmax", ["MatMul"])
+        collect_ranges(text_graphs.load("linear"), iter([]), "minmax", ["MatMul"])
 
 
 def test_unknown_method():
     with pytest.raises(OnnxoptError, match="unknown calibration method"):
-        collect_ranges(graphs.load("linear"), iter(_inputs(1)), "median", ["MatMul"])
+        collect_ranges(text_graphs.load("linear"), iter(_inputs(1)), "median", ["MatMul"])
 
 
 def test_memory_does_not_grow_with_sample_count():
     """Peak traced memory for 60 samples stays near that for 6: activations are reduced per sample."""
     import tracemalloc
 
-    model = graphs.load("mlp")
+    model = text_graphs.load("mlp")
     rng = np.random.default_rng(0)
 
     def feeds(n):

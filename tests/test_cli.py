@@ -36,7 +36,7 @@ def test_unknown_option_is_one_line(tmp_path):
 def test_unexpected_exception_is_one_line_unless_debugging(cli, tiny_bert_onnx, monkeypatch):
     import pytest
 
-    from onnxopt import summary
+    from onnxopt.evaluate import summary
 
     def broken(*_a, **_k):
         raise ValueError("something nobody expected\nsecond line")

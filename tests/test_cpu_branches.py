@@ -14,8 +14,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from onnxopt import cpu, sessions
-from onnxopt.cpu import features_from
+from onnxopt.runtime import cpu, sessions
+from onnxopt.runtime.cpu import features_from
 
 INTEL_AMX = "flags\t\t: fpu sse2 avx2 avx512f avx512_vnni amx_bf16 amx_tile amx_int8\n"
 AMD_VNNI = "flags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_vnni avx512_bf16\n"
@@ -52,7 +52,7 @@ def _int8_weights(folder) -> list[np.ndarray]:
 def test_int8_weight_range_follows_the_cpu(cli, tiny_bert_onnx, tmp_path, monkeypatch, cpuinfo, limit):
     """Without VNNI, u8 x s8 products summed in 16 bits (vpmaddubsw) can saturate, so weights get 7
     bits; with VNNI they use all 8. Faked here, so both branches run on every CPU."""
-    import onnxopt.quantization as quantization
+    import onnxopt.quantize.workflow as quantization
 
     monkeypatch.setattr(quantization, "cpu_features", lambda: features_from("x86_64", cpuinfo))
     out = tmp_path / "q"

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from onnxopt.datasources import embedded_samples, load_samples
+from onnxopt.data.sources import embedded_samples, load_samples
 from onnxopt.errors import OnnxoptError
 
 

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from onnxopt.evaluate import load_sts_pairs, sts_spearman
-from onnxopt.pruning import prune
-from onnxopt.quantization import quantize
+from onnxopt.evaluate.sts import load_sts_pairs, sts_spearman
+from onnxopt.prune.workflow import prune
+from onnxopt.quantize.workflow import quantize
 from tests.conftest import STSB
 
 pytestmark = pytest.mark.slow

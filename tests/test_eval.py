@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from onnxopt.evaluation import evaluate
+from onnxopt.evaluate.workflow import evaluate
 from tests.conftest import assert_clean_error
 
 
@@ -122,17 +122,21 @@ def test_a_genre_gets_the_same_cosines_alone_or_among_others(tiny_bert_dynamic, 
     to 8.8e-5) with the sentences batched beside it. Each sentence is now embedded alone."""
     import numpy as np
 
-    from onnxopt import modelio
-    from onnxopt.evaluate import load_sts_pairs, sts_cosines
-    from onnxopt.samples import input_types, load_tokenizer
-    from onnxopt.sessions import make_session
+    from onnxopt.data.samples import input_types, load_tokenizer
+    from onnxopt.evaluate.sts import load_sts_pairs, sts_cosines
+    from onnxopt.io import model_files
+    from onnxopt.runtime.sessions import make_session
 
     mixed, alone = tmp_path / "mixed.csv", tmp_path / "alone.csv"
     forum = _genre_rows("forum", 30, 2)
     mixed.write_text(_genre_rows("news", 24, 1, words_per_sentence=12) + forum + _genre_rows("few", 5, 3))
     alone.write_text(forum)
-    ref = modelio.resolve(tiny_bert_dynamic)
-    args = (make_session(ref.onnx_path, "cpu"), load_tokenizer(ref.folder), input_types(modelio.load(ref)))
+    ref = model_files.resolve(tiny_bert_dynamic)
+    args = (
+        make_session(ref.onnx_path, "cpu"),
+        load_tokenizer(ref.folder),
+        input_types(model_files.load(ref)),
+    )
     among_others = sts_cosines(*args, load_sts_pairs(mixed))[24:54]
     np.testing.assert_array_equal(among_others, sts_cosines(*args, load_sts_pairs(alone)))  # bit for bit
 

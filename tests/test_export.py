@@ -4,9 +4,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from onnxopt import export as export_module
 from onnxopt.errors import OnnxoptError
-from onnxopt.export import resolve_source
+from onnxopt.export import workflow as export_module
+from onnxopt.export.workflow import resolve_source
 from tests.conftest import assert_clean_error
 
 

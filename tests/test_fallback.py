@@ -8,7 +8,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from onnxopt.quantization import quantize
+from onnxopt.quantize.workflow import quantize
 from tests.conftest import assert_clean_error
 
 LAYER = 1

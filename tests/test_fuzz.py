@@ -15,8 +15,8 @@ import onnx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from onnxopt import graphs
 from onnxopt.cli.app import main
+from onnxopt.io import text_graphs
 
 EXAMPLES = int(os.environ.get("ONNXOPT_FUZZ_EXAMPLES", "550"))  # per test: two tests, >= 1000 cases
 FUZZ = settings(
@@ -26,7 +26,7 @@ FUZZ = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-SEEDS = {name: graphs.load(name) for name in ("linear", "mlp")}
+SEEDS = {name: text_graphs.load(name) for name in ("linear", "mlp")}
 OP_TYPES = ["MatMul", "Add", "Relu", "Gemm", "Reshape", "Softmax", "Attention", "NoSuchOp", "", "Identity"]
 
 

@@ -5,7 +5,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from onnxopt import graphs
+from onnxopt.io import text_graphs
 from tests.conftest import assert_clean_error
 
 COMMANDS = {  # how each command is pointed at a model file; all must refuse it the same way
@@ -41,7 +41,7 @@ def test_random_bytes(cli, tmp_path, seed):
 
 
 def test_truncated_file(cli, tmp_path):
-    path = _model_dir(tmp_path, graphs.load("mlp"))
+    path = _model_dir(tmp_path, text_graphs.load("mlp"))
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     _refused_everywhere(cli, tmp_path, path, "is not a readable ONNX model")
@@ -49,7 +49,7 @@ def test_truncated_file(cli, tmp_path):
 
 @pytest.mark.parametrize("location", ["../secret.bin", "/etc/passwd", "sub/../../x.bin"])
 def test_external_data_outside_the_folder_is_refused(cli, tmp_path, location):
-    model = graphs.load("linear")
+    model = text_graphs.load("linear")
     weight = model.graph.initializer[0]
     weight.data_location = onnx.TensorProto.EXTERNAL
     weight.ClearField("float_data")
@@ -65,7 +65,7 @@ def test_external_data_outside_the_folder_is_refused(cli, tmp_path, location):
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_non_finite_weights_are_refused_by_name(cli, tmp_path, bad):
-    model = graphs.load("linear")
+    model = text_graphs.load("linear")
     values = numpy_helper.to_array(model.graph.initializer[0]).copy()
     values[1, 2] = bad
     model.graph.initializer[0].CopyFrom(numpy_helper.from_array(values, "w"))
@@ -76,18 +76,18 @@ def test_non_finite_weights_are_refused_by_name(cli, tmp_path, bad):
 
 
 def test_ir_version_newer_than_the_runtime(cli, tmp_path):
-    from onnxopt.modelio import runtime_max_ir_version
+    from onnxopt.io.model_files import runtime_max_ir_version
 
-    model = graphs.load("linear")
+    model = text_graphs.load("linear")
     model.ir_version = runtime_max_ir_version() + 1
     path = _model_dir(tmp_path, model)
     _refused_everywhere(cli, tmp_path, path, f"has IR version {model.ir_version}", "reads up to")
 
 
 def test_opset_newer_than_the_runtime(cli, tmp_path):
-    from onnxopt.modelio import runtime_max_opset
+    from onnxopt.io.model_files import runtime_max_opset
 
-    model = graphs.load("linear")
+    model = text_graphs.load("linear")
     model.opset_import[0].version = runtime_max_opset() + 1
     path = _model_dir(tmp_path, model)
     _refused_everywhere(cli, tmp_path, path, f"uses opset {runtime_max_opset() + 1}", "supports up to")
@@ -125,12 +125,12 @@ def test_calibration_text_with_blank_lines_unicode_and_long_samples(cli, tiny_be
 def test_full_disk_is_one_line_and_leaves_nothing(cli, tiny_bert_onnx, tmp_path, monkeypatch):
     import errno
 
-    from onnxopt import modelio
+    from onnxopt.io import model_files
 
     def full(*_args, **_kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "q"))
 
-    monkeypatch.setattr(modelio.onnx, "save_model", full)
+    monkeypatch.setattr(model_files.onnx, "save_model", full)
     code, _o, err = cli("quantize", tiny_bert_onnx, "--dynamic", "-o", tmp_path / "out" / "q")
     assert_clean_error(code, err, "No space left on device", "nothing was written")
     assert "internal error" not in err
@@ -149,14 +149,16 @@ def _onnxopt_temp_dirs():
 def test_ctrl_c_in_any_command_exits_130_and_cleans_up(
     cli, tiny_bert_hf, tiny_bert_onnx, tmp_path, monkeypatch, command
 ):
-    from onnxopt import modelio
+    from onnxopt.io import model_files
 
     def interrupted(*_args, **_kwargs):
         raise KeyboardInterrupt
 
     before = _onnxopt_temp_dirs()
-    monkeypatch.setattr(modelio.onnx, "save_model", interrupted)  # mid-write, inside the staged folder
-    monkeypatch.setattr("onnxopt.export.compare_with_torch", interrupted)  # export: after optimum wrote
+    monkeypatch.setattr(model_files.onnx, "save_model", interrupted)  # mid-write, inside the staged folder
+    monkeypatch.setattr(
+        "onnxopt.export.workflow.compare_with_torch", interrupted
+    )  # export: after optimum wrote
     out = tmp_path / "out" / "x"
     args = {
         "prune": ("prune", tiny_bert_onnx, "--sparsity", 0.25, "--calib", 4),

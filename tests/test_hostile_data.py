@@ -13,9 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from onnxopt.datasources import FIELD_LIMIT, load_samples
+from onnxopt.data.samples import (
+    CHARS_PER_TOKEN,
+    TokenizedSamples,
+    complete_inputs,
+    input_types,
+    load_tokenizer,
+)
+from onnxopt.data.sources import FIELD_LIMIT, load_samples
 from onnxopt.errors import OnnxoptError
-from onnxopt.samples import CHARS_PER_TOKEN, TokenizedSamples, complete_inputs, input_types, load_tokenizer
 from tests.conftest import assert_clean_error
 
 MIB = 1 << 20
@@ -132,7 +138,7 @@ def test_every_calibration_format_bounds_what_it_reads(tmp_path, name, content, 
 
 
 def test_any_csv_error_names_the_file_and_line(tmp_path):
-    from onnxopt.datasources import read_rows
+    from onnxopt.data.sources import read_rows
 
     path = tmp_path / "open.csv"
     path.write_text('a,b\nc,"never closed\n')
@@ -172,7 +178,7 @@ def test_sts_and_labelled_fields_over_1_mib_name_file_and_line(
 
 
 def test_labelled_fields_over_python_s_csv_limit_are_read(tmp_path, default_csv_limit):
-    from onnxopt.task_metrics import load_labelled
+    from onnxopt.evaluate.task_metrics import load_labelled
 
     table = tmp_path / "labelled.csv"
     table.write_text("text,label\nfine,pos\n" + "v" * 200_000 + ",neg\nshort row\n")
@@ -216,13 +222,14 @@ def test_long_samples_give_the_same_tokens_as_before(tiny_bert_onnx, seq_len):
 
 
 def test_eval_cuts_text_before_tokenizing(tiny_bert_onnx, monkeypatch, tmp_path):
-    from onnxopt import evaluate, modelio
-    from onnxopt.sessions import make_session
+    from onnxopt.evaluate import sts as evaluate
+    from onnxopt.io import model_files
+    from onnxopt.runtime.sessions import make_session
 
-    ref = modelio.resolve(tiny_bert_onnx)
+    ref = model_files.resolve(tiny_bert_onnx)
     recording = _Recording(load_tokenizer(tiny_bert_onnx))
     session = make_session(ref.onnx_path, "cpu")
-    types = input_types(modelio.load(ref, load_weights=False))
+    types = input_types(model_files.load(ref, load_weights=False))
     texts = ["a dog runs", "the cat " * 100_000]
     emb = evaluate.embed(session, recording, types, texts, seq_len=32)
     assert recording.longest == 32 * CHARS_PER_TOKEN and emb.shape[0] == 2
@@ -232,7 +239,7 @@ def test_eval_cuts_text_before_tokenizing(tiny_bert_onnx, monkeypatch, tmp_path)
 
 
 def test_task_metrics_cut_text_before_tokenizing(tmp_path, tmp_path_factory, monkeypatch):
-    from onnxopt import task_metrics
+    from onnxopt.evaluate import task_metrics
     from tests.conftest import build_tiny_bert, export_to
 
     recordings = []
@@ -311,7 +318,7 @@ def test_files_read_whole_are_capped(cli, tiny_bert_onnx, tmp_path):
 
 def test_the_read_itself_stops_at_the_cap(monkeypatch):
     """/proc files say they are empty and are not: the cap holds on what is read, not only on the size."""
-    from onnxopt import task_metrics
+    from onnxopt.evaluate import task_metrics
 
     monkeypatch.setattr(task_metrics, "TEXT_LIMIT", 64)
     assert Path("/proc/self/maps").stat().st_size == 0

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import pytest
 
-from onnxopt import graphs
+from onnxopt.io import text_graphs
 from tests.conftest import _WORDS, assert_clean_error
 
 FAST = ("--batch", "1", "--seq", "8", "--runs", "1", "--min-time", "0", "--warmup", "0")
@@ -120,7 +120,7 @@ def test_a_garbage_runtime_in_the_manifest_is_named(cli, model_copy, runtime):
 
 
 def test_an_absurd_fixed_input_dim_is_refused_before_allocating(cli, tmp_path):
-    model = graphs.load("linear")
+    model = text_graphs.load("linear")
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 10**12
     path = tmp_path / "huge.onnx"
     onnx.save(model, str(path))
@@ -153,7 +153,7 @@ def test_onnxruntime_logs_never_reach_the_terminal(tiny_bert_onnx, tmp_path):
 def test_a_bad_tokenizer_fails_export_before_the_exporter_runs(cli, tiny_bert_hf, tmp_path, monkeypatch):
     source = shutil.copytree(tiny_bert_hf, tmp_path / "src")
     (source / "tokenizer.json").write_text("{ this is not a tokenizer")
-    from onnxopt import export
+    from onnxopt.export import workflow as export
 
     monkeypatch.setattr(export, "_run_exporter", lambda *a, **k: pytest.fail("exported before checking"))
     start = time.perf_counter()
@@ -170,7 +170,7 @@ def test_an_image_model_is_named_as_such(cli, tmp_path, monkeypatch):
                        image_size=32, patch_size=16)  # fmt: skip
     ViTForImageClassification(config).save_pretrained(folder)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
-    from onnxopt import export
+    from onnxopt.export import workflow as export
 
     monkeypatch.setattr(export, "_run_exporter", lambda *a, **k: pytest.fail("exported an image model"))
     code, _o, err = cli("export", folder, "-o", tmp_path / "out")
@@ -265,12 +265,12 @@ HINTS = {
 
 @pytest.mark.parametrize("number, hint", HINTS.items())
 def test_os_errors_get_the_hint_of_their_errno(cli, model_copy, tmp_path, monkeypatch, number, hint):
-    from onnxopt import modelio
+    from onnxopt.io import model_files
 
     def fails(*_a, **_k):
         raise OSError(number, os.strerror(number), str(tmp_path / "q"))
 
-    monkeypatch.setattr(modelio.onnx, "save_model", fails)
+    monkeypatch.setattr(model_files.onnx, "save_model", fails)
     code, _o, err = cli("quantize", model_copy, "--dynamic", "-o", tmp_path / "q")
     assert_clean_error(code, err, os.strerror(number), hint, "nothing was written")
     assert not any(other in err for other in set(HINTS.values()) - {hint})

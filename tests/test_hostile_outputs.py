@@ -57,7 +57,7 @@ def test_overwrite_refuses_a_folder_onnxopt_did_not_make(cli, model_copy, tmp_pa
 def test_overwrite_of_the_working_folder_is_refused_before_any_work(cli, model_copy, tmp_path, monkeypatch):
     work = _foreign(tmp_path / "work")
     monkeypatch.chdir(work)
-    from onnxopt import quantization
+    from onnxopt.quantize import workflow as quantization
 
     def no_work(*_a, **_k):
         raise AssertionError("the fusion ran before the output was checked")
@@ -92,7 +92,7 @@ def test_input_model_linked_into_the_output_folder_is_never_overwritten(cli, mod
     assert _sha(d) == before
     # And the output rule on its own, should a linked input ever be read: D holds L's real file.
     from onnxopt.errors import OnnxoptError
-    from onnxopt.outputs import check_output
+    from onnxopt.io.outputs import check_output
 
     with pytest.raises(OnnxoptError, match="would overwrite the input"):
         check_output(d, [link], overwrite=True)
@@ -119,7 +119,7 @@ def test_bench_json_never_overwrites_a_model_or_a_device(cli, model_copy, tmp_pa
 
 
 def test_bench_json_in_an_unwritable_place_fails_before_measuring(cli, model_copy, tmp_path, monkeypatch):
-    from onnxopt import measure
+    from onnxopt.runtime import measure
 
     monkeypatch.setattr(measure, "bench", lambda *a, **k: pytest.fail("measured before checking --json"))
     blocker = tmp_path / "a-file"
@@ -133,7 +133,7 @@ def test_unwritable_output_fails_in_the_first_second(cli, model_copy, tmp_path, 
     hint names a read-only file system, not a full disk."""
     import errno
 
-    from onnxopt import outputs
+    from onnxopt.io import outputs
 
     def read_only(*_a, **_k):
         raise OSError(errno.EROFS, "Read-only file system", str(tmp_path))
@@ -224,7 +224,8 @@ def _leftovers(tmp_path: Path) -> list[str]:
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 @pytest.mark.parametrize("where", ["calibrate", "save"])
 def test_sigterm_and_sighup_clean_up_like_ctrl_c(cli, model_copy, tmp_path, monkeypatch, signum, code, where):
-    from onnxopt import calibrate, modelio
+    from onnxopt.io import model_files
+    from onnxopt.quantize import calibrate
 
     if where == "calibrate":
         real = calibrate.write_temp_model
@@ -241,7 +242,7 @@ def test_sigterm_and_sighup_clean_up_like_ctrl_c(cli, model_copy, tmp_path, monk
             os.kill(os.getpid(), signum)
             time.sleep(5)  # the handler raises here, inside the staged folder's write
 
-        monkeypatch.setattr(modelio.onnx, "save_model", arrive)
+        monkeypatch.setattr(model_files.onnx, "save_model", arrive)
     out = tmp_path / "out" / "q"
     start = time.perf_counter()
     got, _o, err = cli("quantize", model_copy, "--static", "--calib", "4", "-o", out)
@@ -256,10 +257,10 @@ def test_sigterm_exit_status_of_the_real_process(model_copy, tmp_path):
     """The same through the entry point, as a service manager stops it: exit status 143."""
     script = (
         "import os, signal, sys, time\n"
-        "from onnxopt import modelio\n"
+        "from onnxopt.io import model_files\n"
         "def arrive(*a, **k):\n"
         "    os.kill(os.getpid(), signal.SIGTERM); time.sleep(5)\n"
-        "modelio.onnx.save_model = arrive\n"
+        "model_files.onnx.save_model = arrive\n"
         "from onnxopt.cli.app import entry\n"
         f"sys.argv = ['onnxopt', 'quantize', {str(model_copy)!r}, '--dynamic',"
         f" '-o', {str(tmp_path / 'q')!r}]\n"

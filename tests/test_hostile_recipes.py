@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from onnxopt import recipe, recipe_checks
+from onnxopt.recipes import checks as recipe_checks
+from onnxopt.recipes import schema as recipe
 from tests.conftest import assert_clean_error, build_tiny_bert
 
 HEAD = "model: null\nsteps:\n  - export: {}\n"  # lines 1-3; each case's mistake comes after

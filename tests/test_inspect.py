@@ -1,4 +1,4 @@
-from onnxopt.summary import summarize
+from onnxopt.evaluate.summary import summarize
 from tests.conftest import assert_clean_error
 
 

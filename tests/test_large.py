@@ -31,11 +31,11 @@ def test_model_over_2gb_exports_prunes_and_quantizes(cli, tmp_path):
 
 
 def test_fusion_holds_embedding_tables_and_puts_them_back(tiny_bert_onnx, monkeypatch):
-    from onnxopt import modelio
+    from onnxopt.io import model_files
     from onnxopt.passes import fuse_transformer
 
-    model = modelio.load(modelio.resolve(tiny_bert_onnx))
-    plain = fuse_transformer.FuseTransformer("bert")(modelio.load(modelio.resolve(tiny_bert_onnx)))
+    model = model_files.load(model_files.resolve(tiny_bert_onnx))
+    plain = fuse_transformer.FuseTransformer("bert")(model_files.load(model_files.resolve(tiny_bert_onnx)))
     monkeypatch.setattr(fuse_transformer, "_HOLD_BYTES", 1)  # hold every Gather table, however small
     tables = {n.input[0] for n in model.graph.node if n.op_type == "Gather"}
     before = {

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from onnxopt import modelio, selection
-from onnxopt.measure import Timing, bench, parse_providers
-from onnxopt.sessions import SessionSettings, available, make_session, node_placement
+from onnxopt.io import model_files
+from onnxopt.runtime import selection
+from onnxopt.runtime.measure import Timing, bench, parse_providers
+from onnxopt.runtime.sessions import SessionSettings, available, make_session, node_placement
 from tests.conftest import assert_clean_error
 
 
@@ -58,7 +59,7 @@ def _timing(model, provider, p50, batch=1, cosine=1.0):
 def test_openvino_runs_for_real(tiny_bert_onnx):
     ok, why = available("openvino")
     assert ok, why
-    ref = modelio.resolve(tiny_bert_onnx)
+    ref = model_files.resolve(tiny_bert_onnx)
     report = bench([ref], [2], 16, runs=2, warmup=1, providers=["cpu", "openvino"])
     rows = {t.provider: t for t in report.timings}
     assert set(rows) == {"cpu", "openvino"}
@@ -73,7 +74,9 @@ def test_openvino_runs_for_real(tiny_bert_onnx):
 @pytest.mark.skipif(not OPENVINO_EXPECTED, reason="no OpenVINO plugin device on this platform or CPU")
 def test_openvino_reports_fallback_nodes(tiny_bert_dynamic):
     """Dynamic int8 uses contrib ops OpenVINO lacks: they must show up as CPU fallback, by op type."""
-    session = make_session(modelio.resolve(tiny_bert_dynamic).onnx_path, "openvino", record_placement=True)
+    session = make_session(
+        model_files.resolve(tiny_bert_dynamic).onnx_path, "openvino", record_placement=True
+    )
     counts, fallback = node_placement(session)
     assert counts.get("cpu", 0) > 0 and fallback
     assert sum(fallback.values()) == counts["cpu"]
@@ -145,7 +148,7 @@ def test_select_picks_fastest_at_smallest_batch_and_skips_drifting_outputs():
 
 
 def test_saved_settings_are_used_by_bench_and_eval(cli, bert_copy, tmp_path, monkeypatch):
-    ref = modelio.resolve(bert_copy)
+    ref = model_files.resolve(bert_copy)
     tuned = SessionSettings(provider="cpu", intra_threads=1, opt_level="extended")
     assert selection.record_tuned(ref, {"cpu": tuned})
     assert selection.saved_settings(ref, "cpu") == tuned
@@ -175,7 +178,7 @@ def test_tune_saves_the_best_settings(cli, bert_copy):
     assert "Tuning" in stdout
     manifest = json.loads((bert_copy / "onnxopt.json").read_text())
     best = SessionSettings.from_dict(manifest["runtime"]["tuned"]["cpu"])
-    from onnxopt.tuning import candidates
+    from onnxopt.runtime.tuning import candidates
 
     assert best in candidates("cpu")
     assert manifest["steps"][-1]["step"] == "tune"
@@ -184,7 +187,7 @@ def test_tune_saves_the_best_settings(cli, bert_copy):
 def test_plot_draws_latency_and_accuracy(cli, bert_copy, tiny_bert_dynamic, tmp_path):
     dyn = shutil.copytree(tiny_bert_dynamic, tmp_path / "dyn")
     for folder, value in ((bert_copy, 80.0), (dyn, 79.5)):
-        m = modelio.resolve(folder).manifest
+        m = model_files.resolve(folder).manifest
         m.add_step("eval", task="sts", metric="spearman_x100", value=value)
         m.save(folder)
     plain, both = tmp_path / "plain.png", tmp_path / "both.png"
@@ -202,7 +205,7 @@ def test_plot_draws_latency_and_accuracy(cli, bert_copy, tiny_bert_dynamic, tmp_
 
 
 def test_pareto_front():
-    from onnxopt.plots import pareto_front
+    from onnxopt.report.plots import pareto_front
 
     points = [(10.0, 80.0), (5.0, 79.0), (7.0, 78.0), (20.0, 80.5), (4.0, 70.0)]
     assert pareto_front(points) == [4, 1, 0, 3]
@@ -227,7 +230,7 @@ def test_bad_provider_inputs(cli, tiny_bert_onnx, tmp_path):
 
 
 def test_corrupt_saved_settings_give_a_clean_error(cli, bert_copy):
-    manifest = modelio.resolve(bert_copy).manifest
+    manifest = model_files.resolve(bert_copy).manifest
     manifest.runtime["tuned"] = {"cpu": {"provider": "cpu", "opt_level": "fastest"}}
     manifest.save(bert_copy)
     code, _o, err = cli("bench", bert_copy, "--batch", "1", *FAST)

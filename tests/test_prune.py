@@ -8,11 +8,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from onnxopt import graphs
+from onnxopt.io import text_graphs
 from onnxopt.passes.graph_index import Graph
 from onnxopt.passes.prune_structures import find_attention_blocks, find_ffn_blocks
-from onnxopt.pruning import _target_of, prune
-from onnxopt.quantization import quantize
+from onnxopt.prune.workflow import _target_of, prune
+from onnxopt.quantize.workflow import quantize
 from tests.conftest import assert_clean_error, build_tiny_bert, export_to
 
 
@@ -150,7 +150,7 @@ def test_refit_target_is_the_sum_with_the_skip_connection(bert4):
 
 
 def test_refit_target_without_a_skip_connection_is_the_projection_output():
-    model = graphs.load("mlp")
+    model = text_graphs.load("mlp")
     for k, node in enumerate(model.graph.node):
         node.name = f"n{k}"
     graph = Graph(model)

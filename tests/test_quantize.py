@@ -5,7 +5,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from onnxopt.quantization import quantize
+from onnxopt.quantize.workflow import quantize
 from tests.conftest import assert_clean_error
 
 
@@ -215,12 +215,13 @@ def test_gelu_fed_matmuls_get_dynamic_scales_unless_all_static(tiny_bert_onnx, t
 
 
 def test_ctrl_c_mid_run_exits_130_and_leaves_nothing(cli, tiny_bert_onnx, tmp_path, monkeypatch):
-    import onnxopt.quantization as quantization_module
+    import onnxopt.quantize.workflow as quantization_module
 
     def interrupted(*_args, **_kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(quantization_module.modelio, "copy_sidecars", interrupted)  # inside the staged write
+    # inside the staged write
+    monkeypatch.setattr(quantization_module.model_files, "copy_sidecars", interrupted)
     code, _out, err = cli("quantize", tiny_bert_onnx, "--dynamic", "-o", tmp_path / "q")
     assert code == 130
     assert err.strip() == "onnxopt: error: interrupted; nothing was written"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from onnxopt import recipe
+from onnxopt.recipes import schema as recipe
 from tests.conftest import assert_clean_error, build_tiny_bert, build_tiny_gpt2
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"

@@ -1,8 +1,8 @@
 import numpy as np
 import onnx
 
-from onnxopt.samples import padded_batches
-from onnxopt.sessions import probe_session
+from onnxopt.data.samples import padded_batches
+from onnxopt.runtime.sessions import probe_session
 
 
 def _feed(n: int, with_mask: bool = True) -> dict:

@@ -9,14 +9,14 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from onnxopt import modelio
-from onnxopt.calibrate import collect_channel_stats
-from onnxopt.datasources import embedded_samples
+from onnxopt.data.samples import TokenizedSamples, input_types, load_tokenizer
+from onnxopt.data.sources import embedded_samples
+from onnxopt.io import model_files
 from onnxopt.passes.fuse_transformer import FuseTransformer
 from onnxopt.passes.smooth import Smooth, find_groups
-from onnxopt.quantization import quantize
-from onnxopt.samples import TokenizedSamples, input_types, load_tokenizer
-from onnxopt.sessions import probe_session
+from onnxopt.quantize.calibrate import collect_channel_stats
+from onnxopt.quantize.workflow import quantize
+from onnxopt.runtime.sessions import probe_session
 from tests.conftest import assert_clean_error
 
 
@@ -31,7 +31,7 @@ def _outputs(model, feeds):
 
 @pytest.mark.parametrize("fused", [False, True], ids=["unfused", "fused"])
 def test_smoothing_is_exact_before_quantization(tiny_bert_onnx, fused):
-    model = modelio.load(modelio.resolve(tiny_bert_onnx))
+    model = model_files.load(model_files.resolve(tiny_bert_onnx))
     if fused:
         model = FuseTransformer("bert")(model).model
     groups, _ = find_groups(model)
@@ -57,7 +57,7 @@ def test_smoothing_is_exact_before_quantization(tiny_bert_onnx, fused):
 
 
 def test_channel_stats_stream_with_bounded_rows(tiny_bert_onnx):
-    model = modelio.load(modelio.resolve(tiny_bert_onnx))
+    model = model_files.load(model_files.resolve(tiny_bert_onnx))
     tensor = find_groups(model)[0][0].tensor
     feeds = _feeds(tiny_bert_onnx, model, 30)
     stats = collect_channel_stats(model, feeds, [tensor], max_rows=50)[tensor]
@@ -120,7 +120,7 @@ def _tensor_errors(folder, reference, names, feeds):
 
 
 def test_smoothing_lowers_int8_error_where_layernorm_outputs_have_outliers(outlier, tmp_path):
-    from onnxopt.optimization import optimize
+    from onnxopt.optimize.workflow import optimize
 
     optimize(outlier, tmp_path / "fused")  # same graph as the quantized ones, in fp32
     plain = quantize(outlier, tmp_path / "plain", "static", calib=16, smooth=False)
@@ -129,7 +129,7 @@ def test_smoothing_lowers_int8_error_where_layernorm_outputs_have_outliers(outli
     assert all(0 < g["alpha"] < 1 for g in smooth.options["smooth"])
     # The FFN up projections read the planted LayerNorm outputs; X.W is what smoothing preserves.
     names = [f"/encoder/layer.{i}/intermediate/dense/MatMul_output_0" for i in range(2)]
-    feeds = _feeds(outlier, modelio.load(modelio.resolve(outlier)), 16)
+    feeds = _feeds(outlier, model_files.load(model_files.resolve(outlier)), 16)
     before = _tensor_errors(tmp_path / "plain", tmp_path / "fused", names, feeds)
     after = _tensor_errors(tmp_path / "smooth", tmp_path / "fused", names, feeds)
     assert all(a < 0.5 * b for a, b in zip(after, before, strict=True)), (after, before)

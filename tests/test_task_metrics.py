@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from onnxopt.evaluation import evaluate
-from onnxopt.task_metrics import squad_scores
+from onnxopt.evaluate.task_metrics import squad_scores
+from onnxopt.evaluate.workflow import evaluate
 from tests.conftest import assert_clean_error, build_tiny_bert, export_to
 
 TEXTS = [
@@ -97,7 +97,7 @@ def test_qa_predictions_are_context_spans(tmp_path, tmp_path_factory, cli):
     code, out, err = cli("eval", onnx_dir, "--reference", onnx_dir, "--task", "qa", "--data", data)
     assert code == 0, err
     step = json.loads((onnx_dir / "onnxopt.json").read_text())["steps"][-1]
-    from onnxopt.task_metrics import load_squad, qa_predictions
+    from onnxopt.evaluate.task_metrics import load_squad, qa_predictions
 
     examples = load_squad(data)
     want = _torch_spans(hf, examples)

@@ -1,6 +1,6 @@
 import numpy as np
 
-from onnxopt.unit_selection import allocate, kept_units, removal_curve
+from onnxopt.prune.unit_selection import allocate, kept_units, removal_curve
 
 
 def test_curve_removes_cheapest_first_in_whole_steps_down_to_the_floor():

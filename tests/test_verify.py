@@ -39,7 +39,7 @@ def test_quantize_verify_loading_per_task(cli, tiny_exports, tmp_path, task, mod
 
 
 def test_verify_compares_with_the_input(tiny_bert_onnx):
-    from onnxopt.verify import verify_loading
+    from onnxopt.evaluate.verify import verify_loading
 
     same = verify_loading(tiny_bert_onnx, tiny_bert_onnx)
     assert same.min_cosine == pytest.approx(1.0) and same.max_abs_diff == 0.0
@@ -48,7 +48,7 @@ def test_verify_compares_with_the_input(tiny_bert_onnx):
 def test_broken_output_is_refused_and_removed(cli, tiny_bert_onnx, tmp_path, monkeypatch):
     import numpy as np
 
-    from onnxopt import verify
+    from onnxopt.evaluate import verify
 
     real_run = verify._run
 
@@ -87,7 +87,7 @@ def test_optimum_without_tokenizer_files(cli, tiny_bert_onnx, tmp_path):
     folder = shutil.copytree(tiny_bert_onnx, tmp_path / "bare")
     for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
         (folder / name).unlink(missing_ok=True)
-    from onnxopt.verify import verify_loading
+    from onnxopt.evaluate.verify import verify_loading
 
     with pytest.raises(Exception, match="from_pretrained"):
         verify_loading(folder)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from .. import render
+from onnxopt.report import render
 
 VERIFY_LOADING = typer.Option(
     False,

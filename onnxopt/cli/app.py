@@ -10,10 +10,10 @@ import threading
 
 import typer
 
-from .. import render
-from ..errors import OnnxoptError, Terminated, first_line, os_error_message
-from ..leftovers import clean_stale_temp
-from . import bench, eval, export, inspect, optimize, prune, quantize, run
+from onnxopt.cli import bench, eval, export, inspect, optimize, prune, quantize, run
+from onnxopt.errors import OnnxoptError, Terminated, first_line, os_error_message
+from onnxopt.io.leftovers import clean_stale_temp
+from onnxopt.report import render
 
 app = typer.Typer(
     name="onnxopt",

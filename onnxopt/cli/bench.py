@@ -7,12 +7,14 @@ from pathlib import Path
 
 import typer
 
-from .. import modelio, plots, render, selection
-from ..errors import OnnxoptError
-from ..measure import bench, parse_providers
-from ..outputs import check_output_file, write_text_atomic
-from ..sessions import SessionSettings
-from ..tuning import tune
+from onnxopt.errors import OnnxoptError
+from onnxopt.io import model_files
+from onnxopt.io.outputs import check_output_file, write_text_atomic
+from onnxopt.report import plots, render
+from onnxopt.runtime import selection
+from onnxopt.runtime.measure import bench, parse_providers
+from onnxopt.runtime.sessions import SessionSettings
+from onnxopt.runtime.tuning import tune
 
 
 def parse_int_list(spec: str, option: str) -> list[int]:
@@ -63,7 +65,7 @@ def command(
 def _bench(models, batch, seq, ep, tune_settings, threads, runs, min_time, warmup, json_path, plot_path):
     batches = parse_int_list(batch, "--batch")
     providers = parse_providers(ep)
-    refs = [modelio.resolve(m) for m in models]
+    refs = [model_files.resolve(m) for m in models]
     inputs = [r.folder or r.onnx_path for r in refs]
     # Both before the measuring, not after it: an unwritable or hostile path costs no minutes.
     check_output_file(json_path, inputs, "--json")
@@ -86,7 +88,7 @@ def _bench(models, batch, seq, ep, tune_settings, threads, runs, min_time, warmu
                 selection.record_tuned(ref, result.best)
                 render.tune_result(result)
 
-    def variants(ref: modelio.ModelRef, provider: str) -> list[SessionSettings]:
+    def variants(ref: model_files.ModelRef, provider: str) -> list[SessionSettings]:
         if provider in tuned.get(ref.name, {}):
             return [tuned[ref.name][provider]]
         return [selection.saved_settings(ref, provider, threads)]

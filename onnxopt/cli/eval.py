@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from .. import render
-from ..evaluation import evaluate
+from onnxopt.evaluate.workflow import evaluate
+from onnxopt.report import render
 
 
 def command(

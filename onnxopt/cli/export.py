@@ -6,9 +6,9 @@ from pathlib import Path
 
 import typer
 
-from .. import render
-from ..export import export
-from ._shared import VERIFY_LOADING, show_verified
+from onnxopt.cli._shared import VERIFY_LOADING, show_verified
+from onnxopt.export.workflow import export
+from onnxopt.report import render
 
 
 def command(

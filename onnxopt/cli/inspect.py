@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from .. import render
-from ..summary import summarize
+from onnxopt.evaluate.summary import summarize
+from onnxopt.report import render
 
 
 def command(

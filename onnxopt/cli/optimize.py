@@ -6,9 +6,9 @@ from pathlib import Path
 
 import typer
 
-from .. import render
-from ..optimization import optimize
-from ._shared import VERIFY_LOADING, show_verified
+from onnxopt.cli._shared import VERIFY_LOADING, show_verified
+from onnxopt.optimize.workflow import optimize
+from onnxopt.report import render
 
 
 def command(

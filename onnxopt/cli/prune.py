@@ -6,9 +6,9 @@ from pathlib import Path
 
 import typer
 
-from .. import render
-from ..pruning import DEFAULT_CALIB, DEFAULT_FLOOR, prune
-from ._shared import VERIFY_LOADING, show_verified
+from onnxopt.cli._shared import VERIFY_LOADING, show_verified
+from onnxopt.prune.workflow import DEFAULT_CALIB, DEFAULT_FLOOR, prune
+from onnxopt.report import render
 
 
 def command(

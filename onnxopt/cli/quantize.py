@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
-from .. import render
-from ..errors import OnnxoptError
-from ..quantization import quantize
-from ._shared import VERIFY_LOADING, show_verified
+from onnxopt.cli._shared import VERIFY_LOADING, show_verified
+from onnxopt.errors import OnnxoptError
+from onnxopt.quantize.workflow import quantize
+from onnxopt.report import render
 
 
 def command(

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import typer
 
-from .. import recipe, render, runner
+from onnxopt.recipes import runner
+from onnxopt.recipes import schema as recipe
+from onnxopt.report import render
 
 
 def command(

@@ -26,8 +26,8 @@ from __future__ import annotations
 import onnx
 from onnx import helper
 
-from .base import Pass, PassResult, op_histogram
-from .graph_index import Graph, attributes, keep_ancestors
+from onnxopt.passes.base import Pass, PassResult, op_histogram
+from onnxopt.passes.graph_index import Graph, attributes, keep_ancestors
 
 _MS = "com.microsoft"
 # Ops that onnxruntime fuses with a DequantizeLinear feeding them: such a DQ must stay.

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import onnx
 
-from ._files import quiet
-from .base import Pass, PassResult, op_histogram
+from onnxopt.passes.base import Pass, PassResult, op_histogram
+from onnxopt.silence import quiet
 
 # Hugging Face model_type -> onnxruntime.transformers fusion family.
 _FUSION_FAMILY = {

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import onnx
 
-from ..errors import first_line
-from ._files import quiet
-from .base import Pass, PassResult
+from onnxopt.errors import first_line
+from onnxopt.passes.base import Pass, PassResult
+from onnxopt.silence import quiet
 
 
 class InferShapes(Pass):

@@ -14,9 +14,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .base import Pass, PassResult
-from .graph_index import Graph, drop_unused_initializers
-from .prune_structures import AttentionBlock, FfnBlock, Linear, ShapeConst
+from onnxopt.passes.base import Pass, PassResult
+from onnxopt.passes.graph_index import Graph, drop_unused_initializers
+from onnxopt.passes.prune_structures import AttentionBlock, FfnBlock, Linear, ShapeConst
 
 
 @dataclass

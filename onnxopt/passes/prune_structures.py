@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from .graph_index import Graph, attributes
+from onnxopt.passes.graph_index import Graph, attributes
 
 _ELEMENTWISE = {
     "Mul",

@@ -1,6 +1,6 @@
 """int8 quantization passes, on top of onnxruntime.quantization.
 
-Static: activation ranges come from our own streaming calibration (onnxopt.calibrate) and are
+Static: activation ranges come from our own streaming calibration (onnxopt.quantize.calibrate) and are
 handed to `quantize_static` through its calibration cache, so the tool never holds activations.
 Ops with a static int8 kernel on the CPU provider (MatMul, Gemm) get QDQ pairs; by default
 CpuInt8Layout then rewrites them into the int8 kernels the CPU provider runs fastest (see there).
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import onnx
 
-from ..leftovers import temp_dir
-from ._files import through_files
-from .base import Pass, PassResult
-from .cpu_int8_layout import CpuInt8Layout
+from onnxopt.io.leftovers import temp_dir
+from onnxopt.io.scratch import through_files
+from onnxopt.passes.base import Pass, PassResult
+from onnxopt.passes.cpu_int8_layout import CpuInt8Layout
 
 QDQ_OPS = ("MatMul", "Gemm")
 DYNAMIC_ONLY_OPS = ("Attention", "EmbedLayerNormalization")
@@ -69,7 +69,7 @@ def _dynamic_tool(opts: QuantOptions, op_types, nodes: list[str] | None = None):
 def _has_external_data(src: Path) -> bool:
     # A model written with external data (past 2 GB) must be saved the same way by the quantizer:
     # its output still holds what it does not quantize (a large fp32 embedding, say).
-    from ..modelio import data_file
+    from onnxopt.io.model_files import data_file
 
     return data_file(src).is_file()
 
@@ -146,7 +146,7 @@ class QuantizeStatic(Pass):
     name = "quantize-static"
 
     def __init__(self, ranges, method, options: QuantOptions):
-        self.ranges = ranges  # onnxruntime TensorsData from onnxopt.calibrate
+        self.ranges = ranges  # onnxruntime TensorsData from onnxopt.quantize.calibrate
         self.method = method  # onnxruntime CalibrationMethod the ranges were computed with
         self.options = options
 

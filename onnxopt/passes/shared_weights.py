@@ -8,8 +8,8 @@ So such blocks are left whole, and the report says so.
 
 from __future__ import annotations
 
-from .graph_index import Graph
-from .prune_structures import FfnBlock
+from onnxopt.passes.graph_index import Graph
+from onnxopt.passes.prune_structures import FfnBlock
 
 
 def without_shared_weights(g: Graph, blocks: list) -> tuple[list, list[str]]:

@@ -23,8 +23,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .base import Pass, PassResult
-from .graph_index import attributes
+from onnxopt.passes.base import Pass, PassResult
+from onnxopt.passes.graph_index import attributes
 
 ALPHAS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 # Producer op -> (indices of its gamma and beta inputs). Only output 0 is the normalized tensor.
@@ -146,7 +146,7 @@ def quant_error(stats, weights: list[np.ndarray], scales: np.ndarray) -> float:
 class Smooth(Pass):
     """Fold per-channel smoothing scales into the graph, alpha chosen per activation.
 
-    `stats` maps each group's tensor to its onnxopt.calibrate.ChannelStats; `alphas` are the
+    `stats` maps each group's tensor to its onnxopt.quantize.calibrate.ChannelStats; `alphas` are the
     candidates (a fixed alpha: one value). A group whose best simulated error is not below the
     unsmoothed one is left alone.
     """

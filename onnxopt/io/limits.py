@@ -1,0 +1,82 @@
+"""What a model can take: the longest sequence its positions allow, and feeds it could never need.
+
+Checked before any session is made, so the error names the limit instead of onnxruntime's
+truncated C++ message about a Gather index or numpy's MemoryError.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+
+from onnxopt.errors import OnnxoptError, cut
+from onnxopt.io import files
+from onnxopt.io.model_files import ModelRef
+
+# Models whose position ids start after the padding index, so max_position_embeddings overstates
+# the longest sequence by pad_token_id + 1 (RoBERTa: 514 positions, 512 tokens).
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer", "mpnet", "ibert")
+FEED_LIMIT = 4 << 30  # bytes of synthetic inputs per model: past this a fixed dim is not real
+
+
+def max_sequence_length(folder: Path | None) -> tuple[int, str] | None:
+    """The longest sequence the model's position embeddings allow, and the config key that says so."""
+    config = files.read_config(folder)
+    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+        value = files.positive_int(config, key, folder)
+        if value is not None:
+            if config.get("model_type") in _OFFSET_POSITIONS:
+                value -= int(config.get("pad_token_id") or 1) + 1
+            return value, key
+    return None
+
+
+def check_sequence_length(ref: ModelRef, seq: int, option: str = "--seq-len") -> None:
+    """Refuse a sequence length the model cannot take, naming the limit (onnxruntime's own error is
+    a truncated C++ message about a Gather index)."""
+    limit = max_sequence_length(ref.folder)
+    if limit is not None and seq > limit[0]:
+        raise OnnxoptError(
+            f"{option} {seq} exceeds {ref.name}'s {limit[1]} {limit[0]}",
+            f"use {option} {limit[0]} or less",
+        )
+
+
+def check_feed_size(model: onnx.ModelProto, name: str, batch: int, seq: int) -> None:
+    """Refuse inputs whose fixed dims would need more memory than any real model's (a dim of 1e12,
+    say), before numpy tries to allocate them."""
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        count = 1
+        for i, d in enumerate(dims):
+            count *= d.dim_value if d.dim_value > 0 else (batch if i == 0 else seq)
+        if count * 8 > FEED_LIMIT:
+            shape = [d.dim_value or d.dim_param or "?" for d in dims]
+            raise OnnxoptError(
+                f"{name}: input {cut(value.name)} of shape {cut(str(shape))} would need "
+                f"{count * 8 / 2**30:,.0f} GiB at batch {batch}, seq {seq}",
+                "a fixed dim that large is not a real model's; export the model again",
+            )
+
+
+def embedding_rows(model: onnx.ModelProto) -> int | None:
+    """Rows of the table that `input_ids` indexes (the word embedding), when it is an initializer."""
+    tables = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Gather" and len(node.input) == 2 and node.input[1] == "input_ids":
+            table = tables.get(node.input[0])
+            if table is not None and table.dims:
+                return int(table.dims[0])
+    return None
+
+
+def check_vocab(model: onnx.ModelProto, ref: ModelRef, vocab_size: int) -> None:
+    """Refuse a config.json whose vocab_size exceeds the word-embedding table: token ids past the
+    table make onnxruntime fail with a Gather index error."""
+    rows = embedding_rows(model)
+    if rows is not None and vocab_size > rows:
+        raise OnnxoptError(
+            f"{ref.name}: config.json says vocab_size {vocab_size}, but the embedding table has {rows} rows",
+            "fix vocab_size in config.json, or export the model again",
+        )

@@ -1,0 +1,83 @@
+"""`onnxopt.json`: where a model folder came from and every step applied to it since."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+MANIFEST_NAME = "onnxopt.json"
+_TRACKED_LIBRARIES = ("onnxopt", "onnx", "onnxruntime", "optimum-onnx", "transformers", "torch")
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name in _TRACKED_LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+@dataclass
+class Manifest:
+    source: str
+    task: str
+    opset: int
+    libraries: dict[str, str] = field(default_factory=library_versions)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    # How to run the model: {"selected": SessionSettings dict, "tuned": {provider: settings dict}},
+    # written by `bench --ep auto` and `bench --tune`, read by later `bench` and `eval` runs.
+    runtime: dict[str, Any] = field(default_factory=dict)
+
+    def add_step(self, name: str, **record: Any) -> None:
+        self.steps.append({"step": name, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **record})
+
+    def step_names(self) -> list[str]:
+        return [s["step"] for s in self.steps]
+
+    def save(self, folder: Path) -> None:
+        from onnxopt.io.outputs import write_text_atomic
+
+        write_text_atomic(folder / MANIFEST_NAME, json.dumps(asdict(self), indent=2, default=str) + "\n")
+
+    @classmethod
+    def load(cls, folder: Path) -> Manifest | None:
+        """The folder's manifest, None when it has none; a damaged one is one clear error, never a
+        crash further on (a `runtime` that is not a mapping once surfaced as an internal error)."""
+        from onnxopt.io.files import read_json
+
+        path = folder / MANIFEST_NAME
+        if not path.exists() and not path.is_symlink():
+            return None
+        data = read_json(folder, MANIFEST_NAME)
+        try:
+            manifest = cls(
+                source=str(data["source"]),
+                task=str(data["task"]),
+                opset=int(data["opset"]),
+                libraries=dict(data.get("libraries") or {}),
+                steps=[dict(step) for step in data.get("steps") or []],
+                runtime=dict(data.get("runtime") or {}),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise _damaged(path, f"{type(exc).__name__}: {exc}") from exc
+        for key in ("selected", "tuned"):
+            if not isinstance(manifest.runtime.get(key, {}), dict):
+                raise _damaged(path, f"runtime.{key} is not a mapping")
+        if not all(isinstance(v, dict) for v in manifest.runtime.get("tuned", {}).values()):
+            raise _damaged(path, "runtime.tuned holds a value that is not a mapping")
+        return manifest
+
+
+def _damaged(path: Path, why: str):
+    from onnxopt.errors import OnnxoptError
+
+    return OnnxoptError(
+        f"{path} is damaged ({why[:100]})",
+        'delete its "runtime" entry (written by `bench --ep auto` / `--tune`), or export the model again',
+    )

@@ -1,0 +1,316 @@
+"""Building onnxruntime inference sessions for one execution provider, with explicit settings.
+
+OpenVINO comes as a plugin (`onnxruntime-ep-openvino`) registered with the plain `onnxruntime`
+wheel at run time, so the two packages never ship the same files. A build that has OpenVINO
+compiled in (the `onnxruntime-openvino` wheel) is used the classic way when present.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from onnxopt.errors import OnnxoptError, first_line
+
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+}
+SHORT_NAMES = {v: k for k, v in PROVIDERS.items()}
+OPT_LEVELS = ("disable", "basic", "extended", "all")
+EXECUTION_MODES = ("sequential", "parallel")
+OPENVINO_DEVICES = ("CPU", "GPU", "NPU")
+_PLUGIN_REGISTRATION = "onnxopt-openvino"
+_plugin_registered = False
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """Everything that decides how a session runs. Saved in a model's manifest by `bench --ep auto`
+    and `--tune`, and read back by later `bench` and `eval` runs."""
+
+    provider: str = "cpu"
+    intra_threads: int | None = None  # None: onnxruntime's (or OpenVINO's) own choice
+    inter_threads: int | None = None
+    opt_level: str = "all"
+    execution_mode: str = "sequential"
+    # OpenVINO: "device" (CPU/GPU/NPU, chosen by us) and any OpenVINO provider option, e.g.
+    # "load_config" with INFERENCE_PRECISION_HINT or PERFORMANCE_HINT.
+    provider_options: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        provider_name(self.provider)
+        if self.opt_level not in OPT_LEVELS:
+            raise OnnxoptError(
+                f"unknown graph optimization level {self.opt_level!r}", f"use one of {OPT_LEVELS}"
+            )
+        if self.execution_mode not in EXECUTION_MODES:
+            raise OnnxoptError(
+                f"unknown execution mode {self.execution_mode!r}", f"use one of {EXECUTION_MODES}"
+            )
+        for threads in (self.intra_threads, self.inter_threads):
+            if threads is not None and threads < 1:
+                raise OnnxoptError(f"thread counts must be at least 1, got {threads}", "or leave them unset")
+        device = self.provider_options.get("device", "CPU")
+        if device not in OPENVINO_DEVICES:
+            raise OnnxoptError(f"unknown OpenVINO device {device!r}", f"use one of {OPENVINO_DEVICES}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SessionSettings:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        known["provider_options"] = {
+            str(k): str(v) for k, v in dict(known.get("provider_options", {})).items()
+        }
+        return cls(**known)
+
+    def describe(self) -> str:
+        """A short label for tables: only what differs from the defaults."""
+        parts = []
+        if self.intra_threads:
+            parts.append(f"intra {self.intra_threads}")
+        if self.inter_threads:
+            parts.append(f"inter {self.inter_threads}")
+        if self.opt_level != "all":
+            parts.append(f"opt {self.opt_level}")
+        if self.execution_mode != "sequential":
+            parts.append(self.execution_mode)
+        parts.extend(f"{k}={v}" for k, v in sorted(self.provider_options.items()))
+        return ", ".join(parts) or "defaults"
+
+
+def provider_name(short: str) -> str:
+    key = short.strip().lower()
+    if key not in PROVIDERS:
+        raise OnnxoptError(f"unknown execution provider {short!r}", f"use one of: {', '.join(PROVIDERS)}")
+    return PROVIDERS[key]
+
+
+def _gpu_present() -> bool:
+    return bool(shutil.which("nvidia-smi")) or any(Path("/dev").glob("nvidia[0-9]*"))
+
+
+def _openvino_plugin():
+    """The OpenVINO plugin module, registered with onnxruntime once per process; None if absent."""
+    global _plugin_registered
+    try:
+        import onnxruntime_ep_openvino as plugin
+    except ImportError:
+        return None
+    if not _plugin_registered:
+        import onnxruntime as ort
+
+        try:
+            ort.register_execution_provider_library(_PLUGIN_REGISTRATION, plugin.get_library_path())
+        except Exception as exc:  # already registered by this process, or a broken install
+            if "already" not in str(exc).lower():
+                return None
+        _plugin_registered = True
+    return plugin
+
+
+def _openvino_devices(device: str = "CPU") -> list:
+    import onnxruntime as ort
+
+    if _openvino_plugin() is None:
+        return []
+    return [
+        d
+        for d in ort.get_ep_devices()
+        if d.ep_name == PROVIDERS["openvino"]
+        and d.ep_metadata.get("ov_device") == device
+        and "ov_meta_device" not in d.ep_metadata
+    ]
+
+
+def _cpu_vendor() -> str:
+    """The CPU's vendor as onnxruntime sees it ("Intel", "AMD", ...); "" if it does not say."""
+    import onnxruntime as ort
+
+    for device in ort.get_ep_devices():
+        if device.device.type == ort.OrtHardwareDeviceType.CPU:
+            return device.device.vendor
+    return ""
+
+
+def available(short: str) -> tuple[bool, str]:
+    """Whether the provider can run here, and if not, why and how to get it."""
+    import onnxruntime as ort
+
+    name = provider_name(short)
+    built_in = name in ort.get_available_providers()
+    if short == "openvino":
+        if _openvino_devices() or built_in:
+            return True, ""
+        if _openvino_plugin() is None:
+            return False, (
+                "the OpenVINO plugin is not installed; `pip install onnxruntime-ep-openvino` "
+                "(x86-64 Linux or Windows; `make install` does it there)"
+            )
+        vendor = _cpu_vendor()
+        if vendor and "intel" not in vendor.lower():
+            # The plugin's factory offers devices only on Intel hardware, CPUs included, though
+            # OpenVINO's CPU plugin itself runs on AMD (onnxruntime PR #31981 lifts the check).
+            return False, (
+                f"the OpenVINO plugin offers its CPU device only on Intel CPUs, and this CPU is {vendor} "
+                "(onnxruntime PR #31981 lifts that)"
+            )
+        return False, "the OpenVINO plugin is installed but found no CPU device on this machine"
+    if short == "cuda":
+        if built_in and _gpu_present():
+            return True, ""
+        if not built_in:
+            return False, (
+                f"onnxruntime {ort.__version__} here is a build without CUDA; on a machine with an NVIDIA "
+                "GPU run `make install ORT=gpu` (onnxruntime-gpu in place of onnxruntime)"
+            )
+        return False, "onnxruntime-gpu is installed but no NVIDIA GPU or driver was found"
+    return True, ""
+
+
+def _session_options(settings: SessionSettings, profile: bool, record_placement: bool):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[settings.opt_level]
+    options.execution_mode = (
+        ort.ExecutionMode.ORT_PARALLEL
+        if settings.execution_mode == "parallel"
+        else ort.ExecutionMode.ORT_SEQUENTIAL
+    )
+    # Fatal only: onnxruntime's own error lines (red, with ANSI codes even in a file) would reach
+    # the terminal beside onnxopt's one-line message for the same failure.
+    options.log_severity_level = 4
+    if settings.intra_threads:
+        options.intra_op_num_threads = settings.intra_threads
+    # One inter-op thread unless asked: a second pool only helps parallel execution mode.
+    options.inter_op_num_threads = settings.inter_threads or 1
+    options.enable_profiling = profile
+    if record_placement:
+        options.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
+    return options
+
+
+def make_session(
+    onnx_path: Path | bytes,
+    provider: str = "cpu",
+    threads: int | None = None,
+    profile: bool = False,
+    settings: SessionSettings | None = None,
+    record_placement: bool = False,
+):
+    """One session on one provider. `settings` wins over `provider`/`threads` when given.
+    Threads: intra-op count (None lets onnxruntime pick); inter-op is 1 unless settings say otherwise."""
+    import onnxruntime as ort
+
+    if settings is None:
+        settings = SessionSettings(provider=provider, intra_threads=threads)
+    ort.set_default_logger_severity(4)
+    ok, why = available(settings.provider)
+    if not ok:
+        raise OnnxoptError(f"execution provider {settings.provider} is unavailable", why)
+    options = _session_options(settings, profile, record_placement)
+    name = provider_name(settings.provider)
+    provider_options = dict(settings.provider_options)
+    providers: list | None = [name] if name == PROVIDERS["cpu"] else [name, PROVIDERS["cpu"]]
+    if settings.provider == "openvino":
+        device = provider_options.pop("device", "CPU")
+        if settings.intra_threads:
+            provider_options.setdefault("num_of_threads", str(settings.intra_threads))
+        devices = _openvino_devices(device)
+        if devices:  # the plugin
+            options.add_provider_for_devices(devices, provider_options)
+            providers = None
+        elif name in ort.get_available_providers():  # an onnxruntime build with OpenVINO inside
+            providers = [(name, {"device_type": device, **provider_options}), PROVIDERS["cpu"]]
+        else:
+            raise OnnxoptError(f"OpenVINO has no {device} device here", "use device CPU")
+    try:
+        source = onnx_path if isinstance(onnx_path, bytes) else str(onnx_path)
+        return ort.InferenceSession(source, options, providers=providers)
+    except Exception as exc:
+        what = "the model" if isinstance(onnx_path, bytes) else str(onnx_path)
+        first = first_line(exc, 200)
+        raise OnnxoptError(
+            f"onnxruntime cannot load {what} on {settings.provider}: {first}",
+            "check the model with `onnxopt inspect`, or export it again",
+        ) from exc
+
+
+def session_for_model(model, provider: str = "cpu"):
+    """A session on an in-memory model: from bytes, or through a temporary file past 2 GB."""
+    from onnxopt.io.leftovers import temp_dir
+    from onnxopt.io.model_files import is_large
+    from onnxopt.io.scratch import write_temp_model
+
+    if not is_large(model):
+        return make_session(model.SerializeToString(), provider)
+    with temp_dir("session") as tmp:
+        return make_session(write_temp_model(model, Path(tmp)), provider)
+
+
+def check_loads(onnx_path: Path) -> None:
+    """Refuse an input onnxruntime cannot load before any pass works on it: passes and
+    onnxruntime's own tools assume a well-formed graph and fail obscurely on a broken one."""
+    make_session(onnx_path, "cpu", threads=1)
+
+
+def node_placement(session) -> tuple[dict[str, int], dict[str, int]]:
+    """Nodes per provider (short names) and the op types that fell back to the CPU provider, for a
+    session made with `record_placement=True`. Counts are of the optimized graph's nodes, before
+    a provider fuses them into its own subgraphs."""
+    counts: dict[str, int] = {}
+    fallback: dict[str, int] = {}
+    try:
+        subgraphs = session.get_provider_graph_assignment_info()
+    except Exception:  # older onnxruntime, or recording not enabled
+        return counts, fallback
+    main = session.get_providers()[0]
+    for subgraph in subgraphs:
+        short = SHORT_NAMES.get(subgraph.ep_name, subgraph.ep_name)
+        nodes = subgraph.get_nodes()
+        counts[short] = counts.get(short, 0) + len(nodes)
+        if subgraph.ep_name != main:
+            for node in nodes:
+                fallback[node.op_type] = fallback.get(node.op_type, 0) + 1
+    return counts, fallback
+
+
+def probe_session(model, tensors: list[str], provider: str = "cpu", only: bool = False):
+    """A session on `model` with the intermediate `tensors` exposed as extra outputs (float).
+    With `only`, they are its only outputs and the nodes they do not depend on are dropped, so a
+    probe of an early layer does not run the layers above it."""
+    import onnx
+
+    from onnxopt.io.leftovers import temp_dir
+    from onnxopt.io.scratch import write_temp_model
+    from onnxopt.passes.graph_index import keep_ancestors
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    if only:
+        del probe.graph.output[:]
+        keep_ancestors(probe.graph, tensors)
+    present = {o.name for o in probe.graph.output}
+    for name in tensors:
+        if name not in present:
+            probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    with temp_dir("probe") as tmp:
+        return make_session(write_temp_model(probe, Path(tmp)), provider)
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
