@@ -15,7 +15,8 @@ from pathlib import Path
 import peers
 
 from onnxopt.data.sources import embedded_samples
-from onnxopt.evaluate.sts import load_sts_pairs, sts_spearman
+from onnxopt.data.sts_pairs import load_sts_pairs
+from onnxopt.evaluate.sts import sts_spearman
 from onnxopt.export.workflow import export
 from onnxopt.io import model_files
 from onnxopt.prune.workflow import prune
@@ -40,13 +41,13 @@ def main() -> None:
     t0 = time.perf_counter()
     export(None, work / "fp32", overwrite=True)
     models["fp32"] = work / "fp32"
-    quantize(work / "fp32", work / "dynamic", "dynamic", overwrite=True)
+    quantize(work / "fp32", work / "dynamic", mode="dynamic", overwrite=True)
     models["dynamic int8"] = work / "dynamic"
-    quantize(work / "fp32", work / "static", "static", calib=40, overwrite=True)
+    quantize(work / "fp32", work / "static", mode="static", calib=40, overwrite=True)
     models["static int8 (--calib 40)"] = work / "static"
-    quantize(work / "fp32", work / "no-smooth", "static", calib=40, smooth=False, overwrite=True)
+    quantize(work / "fp32", work / "no-smooth", mode="static", calib=40, smooth=False, overwrite=True)
     models["static int8 --no-smooth"] = work / "no-smooth"
-    quantize(work / "fp32", work / "all-static", "static", calib=40, all_static=True, overwrite=True)
+    quantize(work / "fp32", work / "all-static", mode="static", calib=40, all_static=True, overwrite=True)
     models["static int8 --all-static"] = work / "all-static"
     if args.max_drop is not None:
         # The search measures on a slice of the train split, so the dev figures below stay held out.
@@ -56,20 +57,20 @@ def main() -> None:
         quantize(
             work / "fp32",
             work / "max-drop",
-            "static",
+            mode="static",
             calib=40,
             max_drop=args.max_drop,
             eval_data=str(search_pairs),
             overwrite=True,
         )
         models[f"static int8 --max-drop {args.max_drop:g}"] = work / "max-drop"
-    prune(work / "fp32", work / "pruned", 0.6, heads=False, overwrite=True)
+    prune(work / "fp32", work / "pruned", sparsity=0.6, heads=False, overwrite=True)
     models["pruned FFN (--sparsity 0.6 --no-heads)"] = work / "pruned"
-    quantize(work / "pruned", work / "pruned-static", "static", calib=40, overwrite=True)
+    quantize(work / "pruned", work / "pruned-static", mode="static", calib=40, overwrite=True)
     models["pruned FFN + static int8"] = work / "pruned-static"
-    prune(work / "fp32", work / "pruned-heads", 0.5, overwrite=True)  # issue 4's setting
+    prune(work / "fp32", work / "pruned-heads", sparsity=0.5, overwrite=True)  # issue 4's setting
     models["pruned heads+FFN (--sparsity 0.5)"] = work / "pruned-heads"
-    quantize(work / "pruned-heads", work / "pruned-heads-static", "static", calib=40, overwrite=True)
+    quantize(work / "pruned-heads", work / "pruned-heads-static", mode="static", calib=40, overwrite=True)
     models["pruned heads+FFN + static int8"] = work / "pruned-heads-static"
     texts = embedded_samples(40)
     models["peer: ORT quantize_static QDQ"] = peers.ort_static_qdq(work / "fp32", work / "peer-static", texts)

@@ -92,7 +92,7 @@ def build_tiny_gpt2(folder: Path, hidden: int = 32, layers: int = 2, heads: int 
 
 
 def export_to(folder: Path, out: Path) -> Path:
-    from onnxopt.export import export
+    from onnxopt.export.workflow import export
 
     export(str(folder), out)
     return out
@@ -107,7 +107,7 @@ def tiny_bert_hf(tmp_path_factory) -> Path:
 def tiny_bert_onnx(tmp_path_factory, tiny_bert_hf) -> Path:
     """tiny BERT exported once through onnxopt's own export path. Shared by many tests, so none may
     write into it (eval and bench record into the manifest: copy it first); checked at the end."""
-    from onnxopt.export import export
+    from onnxopt.export.workflow import export
 
     out = tmp_path_factory.mktemp("onnx") / "fp32"
     export(str(tiny_bert_hf), out)
@@ -119,10 +119,10 @@ def tiny_bert_onnx(tmp_path_factory, tiny_bert_hf) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_bert_dynamic(tmp_path_factory, tiny_bert_onnx) -> Path:
-    from onnxopt.quantization import quantize
+    from onnxopt.quantize.workflow import quantize
 
     out = tmp_path_factory.mktemp("onnx") / "dyn"
-    quantize(tiny_bert_onnx, out, "dynamic")
+    quantize(tiny_bert_onnx, out, mode="dynamic")
     return out
 
 
@@ -135,11 +135,11 @@ def tiny_gpt2_onnx(tmp_path_factory) -> Path:
 @pytest.fixture
 def graph_file(tmp_path):
     """Write one of graphs/*.onnxtxt as a binary .onnx file and return its path."""
-    from onnxopt import graphs
+    from onnxopt.io import text_graphs
 
     def write(name: str) -> Path:
         path = tmp_path / f"{name}.onnx"
-        onnx.save(graphs.load(name), str(path))
+        onnx.save(text_graphs.load(name), str(path))
         return path
 
     return write
@@ -158,10 +158,20 @@ def cli(capsys):
     return run
 
 
+def error_lines(err: str) -> list[str]:
+    """stderr without the progress lines (stderr is not a terminal in tests, so each stage prints one)."""
+    from onnxopt.report.console import PROGRESS
+
+    return [line for line in err.splitlines() if line.strip() and not line.startswith(PROGRESS)]
+
+
 def assert_clean_error(code: int, err: str, *fragments: str) -> None:
-    """Exit 2, exactly one line on stderr that contains every fragment, and no traceback."""
+    """Exit 2, exactly one error line on stderr that contains every fragment, and no traceback.
+    Progress lines (stderr is not a terminal here, so each stage prints one) are not errors."""
+    from onnxopt.report.console import PROGRESS
+
     assert code == 2, err
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith(PROGRESS)]
     assert len(lines) == 1, err
     assert lines[0].startswith("onnxopt: error: ")
     assert "Traceback" not in err

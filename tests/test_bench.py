@@ -11,7 +11,7 @@ def test_bench_two_models_interleaved_with_json(cli, tiny_bert_onnx, tiny_bert_d
         tiny_bert_dynamic,
         "--batch",
         "1,4",
-        "--seq",
+        "--seq-len",
         16,
         "--runs",
         3,
@@ -48,11 +48,11 @@ def test_bench_bad_values(cli, tiny_bert_onnx, tmp_path):
     code, _o, err = cli("bench", tiny_bert_onnx, "--batch", "0")
     assert_clean_error(code, err, "--batch takes positive integers")
     code, _o, err = cli("bench", tiny_bert_onnx, "--runs", "0")
-    assert_clean_error(code, err, "--runs must be at least 1")
+    assert_clean_error(code, err, "--runs must be a positive integer, got 0")
     code, _o, err = cli("bench", tmp_path / "missing")
     assert_clean_error(code, err, "does not exist")
-    code, _o, err = cli("bench", tiny_bert_onnx, "--seq", "abc")
-    assert_clean_error(code, err, "--seq")
+    code, _o, err = cli("bench", tiny_bert_onnx, "--seq-len", "abc")
+    assert_clean_error(code, err, "--seq-len")
 
 
 def test_min_time_adds_runs_for_fast_models(graph_file):

@@ -14,7 +14,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from onnxopt.runtime import cpu, sessions
+from onnxopt.runtime import cpu, providers
 from onnxopt.runtime.cpu import features_from
 
 INTEL_AMX = "flags\t\t: fpu sse2 avx2 avx512f avx512_vnni amx_bf16 amx_tile amx_int8\n"
@@ -78,9 +78,9 @@ def fake_openvino(monkeypatch):
     """The plugin's view of the machine, faked: (plugin installed, CPU vendor, devices offered)."""
 
     def fake(installed: bool, vendor: str, devices: list):
-        monkeypatch.setattr(sessions, "_openvino_plugin", lambda: object() if installed else None)
-        monkeypatch.setattr(sessions, "_cpu_vendor", lambda: vendor)
-        monkeypatch.setattr(sessions, "_openvino_devices", lambda device="CPU": list(devices))
+        monkeypatch.setattr(providers, "openvino_plugin", lambda: object() if installed else None)
+        monkeypatch.setattr(providers, "cpu_vendor", lambda: vendor)
+        monkeypatch.setattr(providers, "openvino_devices", lambda device="CPU": list(devices))
 
     return fake
 
@@ -101,7 +101,7 @@ def test_openvino_availability_per_branch(fake_openvino, installed, vendor, devi
     if "OpenVINOExecutionProvider" in ort.get_available_providers():
         pytest.skip("an onnxruntime build with OpenVINO built in: the plugin path does not decide")
     fake_openvino(installed, vendor, devices)
-    available, why = sessions.available("openvino")
+    available, why = providers.available("openvino")
     assert available is ok
     assert says in why
 
@@ -109,7 +109,7 @@ def test_openvino_availability_per_branch(fake_openvino, installed, vendor, devi
 def test_openvino_on_a_faked_amd_cpu_through_bench(cli, fake_openvino, tiny_bert_onnx, tmp_path):
     fake_openvino(True, "AMD", [])
     model = shutil.copytree(tiny_bert_onnx, tmp_path / "m")
-    code, stdout, err = cli("bench", model, "--ep", "all", "--batch", "1", "--seq", "8", "--runs", "1",
+    code, stdout, err = cli("bench", model, "--ep", "all", "--batch", "1", "--seq-len", "8", "--runs", "1",
                             "--min-time", "0", "--warmup", "0")  # fmt: skip
     assert code == 0, err
     assert "openvino: unavailable" in stdout and "only on Intel CPUs" in stdout

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from onnxopt.evaluate.sts import load_sts_pairs, sts_spearman
+from onnxopt.data.sts_pairs import load_sts_pairs
+from onnxopt.evaluate.sts import sts_spearman
 from onnxopt.prune.workflow import prune
 from onnxopt.quantize.workflow import quantize
 from tests.conftest import STSB
@@ -34,7 +35,7 @@ def test_bundled_model_pipeline(cli, minilm):
         dynamic,
         "--batch",
         "1,4",
-        "--seq",
+        "--seq-len",
         64,
         "--runs",
         3,
@@ -62,11 +63,11 @@ def test_bundled_int8_accuracy_on_stsb_dev(minilm):
 def test_bundled_pruned_heads_and_ffn_keep_accuracy(minilm):
     """Issue 4's bar: half the encoder's linear weights gone (heads and FFN), STS-B dev drop <= 0.5,
     and <= 0.8 after static int8 (measured 0.16 and 0.21)."""
-    result = prune(minilm / "fp32", minilm / "pruned", 0.5)
+    result = prune(minilm / "fp32", minilm / "pruned", sparsity=0.5)
     before, after = result.linear_params
     assert after <= 0.6 * before
     assert {r.kind for r in result.layers if r.kept < r.units} == {"attention", "ffn"}
-    quantize(minilm / "pruned", minilm / "pruned-int8", "static", calib=40)
+    quantize(minilm / "pruned", minilm / "pruned-int8", mode="static", calib=40)
     pairs = load_sts_pairs(STSB / "sts-dev.csv")
     scores = {n: sts_spearman(minilm / n, pairs, threads=2) for n in ("fp32", "pruned", "pruned-int8")}
     assert scores["fp32"] - scores["pruned"] <= 0.5, scores

@@ -9,7 +9,7 @@ from tests.conftest import assert_clean_error
 
 
 def test_fidelity_of_a_model_with_itself_is_exact(tiny_bert_onnx):
-    result = evaluate(tiny_bert_onnx, tiny_bert_onnx, limit=5, record=False)
+    result = evaluate(tiny_bert_onnx, reference=tiny_bert_onnx, limit=5, record=False)
     assert result.fidelity.samples == 5
     assert result.fidelity.min_cosine > 0.999999 and result.fidelity.max_abs_diff == 0.0
 
@@ -54,7 +54,7 @@ def _spearman_by_hand(model_dir, pairs_file) -> float:
 def test_sts_spearman_and_drop(tiny_bert_onnx, tiny_bert_dynamic, tmp_path):
     data = tmp_path / "pairs.csv"
     data.write_text(_genre_rows("g", 40, 7))  # int8 moves ranks (39.00 vs 39.44 on one VNNI CPU)
-    result = evaluate(tiny_bert_dynamic, tiny_bert_onnx, task="sts", data=str(data), record=False)
+    result = evaluate(tiny_bert_dynamic, reference=tiny_bert_onnx, task="sts", data=str(data), record=False)
     assert result.metric_name == "spearman_x100"
     # Ranks of cosines: float rounding that differs here from onnxopt's pooling cannot move them
     # unless two cosines tie to 1e-7, so the figures agree to the last digit.
@@ -66,13 +66,13 @@ def test_sts_spearman_and_drop(tiny_bert_onnx, tiny_bert_dynamic, tmp_path):
 
 def test_eval_errors(cli, tiny_bert_onnx, tmp_path):
     code, _o, err = cli("eval", tiny_bert_onnx, "--task", "bleu")
-    assert_clean_error(code, err, "unknown eval task 'bleu'")
+    assert_clean_error(code, err, "'bleu' is not one of 'fidelity', 'sts'")
     code, _o, err = cli("eval", tiny_bert_onnx)
     assert_clean_error(code, err, "needs a reference model")
     code, _o, err = cli("eval", tiny_bert_onnx, "--task", "sts")
     assert_clean_error(code, err, "--data")
     code, _o, err = cli("eval", tiny_bert_onnx, "--reference", tiny_bert_onnx, "--limit", 0)
-    assert_clean_error(code, err, "--limit must be at least 1")
+    assert_clean_error(code, err, "--limit must be a positive integer, got 0")
     empty = tmp_path / "empty.csv"
     empty.write_text("not\tenough\n")
     code, _o, err = cli("eval", tiny_bert_onnx, "--task", "sts", "--data", empty)
@@ -94,13 +94,13 @@ def test_sts_reports_each_genre_with_enough_pairs(cli, tiny_bert_onnx, tiny_bert
     news, forum, few = _genre_rows("news", 24, 1), _genre_rows("forum", 30, 2), _genre_rows("few", 5, 3)
     data = tmp_path / "pairs.csv"
     data.write_text(news + forum + few)
-    result = evaluate(tiny_bert_dynamic, tiny_bert_onnx, task="sts", data=str(data), record=False)
+    result = evaluate(tiny_bert_dynamic, reference=tiny_bert_onnx, task="sts", data=str(data), record=False)
     # "few" has < 20 pairs
     assert set(result.extras) == {"spearman_x100 news", "spearman_x100 forum", "padded-batch min cosine"}
     # A genre's figure is the metric of that genre's pairs on their own.
     alone = tmp_path / "forum.csv"
     alone.write_text(forum)
-    only = evaluate(tiny_bert_dynamic, tiny_bert_onnx, task="sts", data=str(alone), record=False)
+    only = evaluate(tiny_bert_dynamic, reference=tiny_bert_onnx, task="sts", data=str(alone), record=False)
     assert set(only.extras) == {"padded-batch min cosine"}  # one genre: nothing to break down
     # Exact, on every CPU: each sentence is embedded alone, so the forum pairs are computed the
     # same way here as in their own file. (Dynamic int8 takes one activation scale per padded
@@ -123,7 +123,8 @@ def test_a_genre_gets_the_same_cosines_alone_or_among_others(tiny_bert_dynamic, 
     import numpy as np
 
     from onnxopt.data.samples import input_types, load_tokenizer
-    from onnxopt.evaluate.sts import load_sts_pairs, sts_cosines
+    from onnxopt.data.sts_pairs import load_sts_pairs
+    from onnxopt.evaluate.sts import sts_cosines
     from onnxopt.io import model_files
     from onnxopt.runtime.sessions import make_session
 
@@ -169,6 +170,6 @@ def test_padding_that_is_no_longer_masked_shows_in_the_padded_batch_check(tiny_b
     data.write_text(
         _genre_rows("g", 30, 4, words_per_sentence=3) + _genre_rows("h", 30, 5, words_per_sentence=14)
     )
-    result = evaluate(broken, tiny_bert_onnx, task="sts", data=str(data), record=False)
+    result = evaluate(broken, reference=tiny_bert_onnx, task="sts", data=str(data), record=False)
     value, reference = result.extras["padded-batch min cosine"]
     assert reference > 0.9999 and value < 0.99

@@ -35,7 +35,7 @@ def planted(tiny_bert_onnx, tmp_path_factory):
 
 
 def test_fallback_keeps_the_planted_node_in_fp32(planted, tmp_path):
-    result = quantize(planted, tmp_path / "q", "static", calib=8, max_drop=0.0001)
+    result = quantize(planted, tmp_path / "q", mode="static", calib=8, max_drop=0.0001)
     fallback = result.options["fallback"]
     assert fallback["kept_fp32"], fallback
     first = fallback["kept_fp32"][0]
@@ -53,7 +53,7 @@ def test_fallback_keeps_the_planted_node_in_fp32(planted, tmp_path):
 
 
 def test_loose_bound_keeps_everything_quantized(planted, tmp_path):
-    result = quantize(planted, tmp_path / "q", "static", calib=8, max_drop=100.0)
+    result = quantize(planted, tmp_path / "q", mode="static", calib=8, max_drop=100.0)
     fallback = result.options["fallback"]
     assert fallback["reached"] and fallback["kept_fp32"] == []
     assert fallback["final_drop"] == fallback["start_drop"]
@@ -88,7 +88,7 @@ def test_sts_eval_data_drives_the_search(planted, tmp_path, cli):
 
 def test_fallback_option_errors(cli, planted, tmp_path):
     code, _o, err = cli("quantize", planted, "--static", "--max-drop", "-1", "-o", tmp_path / "q")
-    assert_clean_error(code, err, "--max-drop must be 0 or more")
+    assert_clean_error(code, err, "--max-drop must be a number, 0 or more")
     code, _o, err = cli("quantize", planted, "--static", "--eval-data", "x.csv", "-o", tmp_path / "q")
     assert_clean_error(code, err, "pass --max-drop")
     code, _o, err = cli(

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from onnxopt.cli.app import main
 from onnxopt.io import text_graphs
+from tests.conftest import error_lines
 
 EXAMPLES = int(os.environ.get("ONNXOPT_FUZZ_EXAMPLES", "550"))  # per test: two tests, >= 1000 cases
 FUZZ = settings(
@@ -41,7 +42,7 @@ def _run_cli(model_bytes: bytes, quantize: bool = False) -> None:
                 str(path),
                 "--batch",
                 "1",
-                "--seq",
+                "--seq-len",
                 "4",
                 "--runs",
                 "1",
@@ -59,7 +60,7 @@ def _run_cli(model_bytes: bytes, quantize: bool = False) -> None:
                 code = main(args)  # an exception escaping here fails the case
             assert code in (0, 2), (args[0], code, err.getvalue())
             if code == 2:
-                lines = [line for line in err.getvalue().splitlines() if line.strip()]
+                lines = error_lines(err.getvalue())
                 assert len(lines) == 1 and lines[0].startswith("onnxopt: error: "), err.getvalue()
                 assert "Traceback" not in err.getvalue()
                 assert "internal error" not in err.getvalue(), err.getvalue()  # a bug, however clean

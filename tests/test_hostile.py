@@ -6,7 +6,7 @@ import pytest
 from onnx import numpy_helper
 
 from onnxopt.io import text_graphs
-from tests.conftest import assert_clean_error
+from tests.conftest import assert_clean_error, error_lines
 
 COMMANDS = {  # how each command is pointed at a model file; all must refuse it the same way
     "quantize": lambda model, out: ("quantize", model, "--dynamic", "-o", out),
@@ -76,7 +76,7 @@ def test_non_finite_weights_are_refused_by_name(cli, tmp_path, bad):
 
 
 def test_ir_version_newer_than_the_runtime(cli, tmp_path):
-    from onnxopt.io.model_files import runtime_max_ir_version
+    from onnxopt.io.saving import runtime_max_ir_version
 
     model = text_graphs.load("linear")
     model.ir_version = runtime_max_ir_version() + 1
@@ -85,7 +85,7 @@ def test_ir_version_newer_than_the_runtime(cli, tmp_path):
 
 
 def test_opset_newer_than_the_runtime(cli, tmp_path):
-    from onnxopt.io.model_files import runtime_max_opset
+    from onnxopt.io.saving import runtime_max_opset
 
     model = text_graphs.load("linear")
     model.opset_import[0].version = runtime_max_opset() + 1
@@ -167,6 +167,6 @@ def test_ctrl_c_in_any_command_exits_130_and_cleans_up(
     }[command]
     code, _o, err = cli(*args, "-o", out)
     assert code == 130, err
-    assert err.strip() == "onnxopt: error: interrupted; nothing was written"
+    assert error_lines(err) == ["onnxopt: error: interrupted; nothing was written"]
     assert not out.exists() and (not out.parent.exists() or list(out.parent.iterdir()) == [])
     assert _onnxopt_temp_dirs() <= before

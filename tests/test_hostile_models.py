@@ -18,9 +18,9 @@ import onnx
 import pytest
 
 from onnxopt.io import text_graphs
-from tests.conftest import _WORDS, assert_clean_error
+from tests.conftest import _WORDS, assert_clean_error, error_lines
 
-FAST = ("--batch", "1", "--seq", "8", "--runs", "1", "--min-time", "0", "--warmup", "0")
+FAST = ("--batch", "1", "--seq-len", "8", "--runs", "1", "--min-time", "0", "--warmup", "0")
 
 
 @pytest.fixture
@@ -130,8 +130,12 @@ def test_an_absurd_fixed_input_dim_is_refused_before_allocating(cli, tmp_path):
 
 
 def test_a_sequence_past_the_position_table_names_the_limit(cli, model_copy, tmp_path):
-    code, _o, err = cli("bench", model_copy, "--seq", "600", "--batch", "1", "--runs", "1", "--min-time", "0")
-    assert_clean_error(code, err, "--seq 600 exceeds", "max_position_embeddings 512", "use --seq 512 or less")
+    code, _o, err = cli(
+        "bench", model_copy, "--seq-len", "600", "--batch", "1", "--runs", "1", "--min-time", "0"
+    )
+    assert_clean_error(
+        code, err, "--seq-len 600 exceeds", "max_position_embeddings 512", "--seq-len 512 or less"
+    )
     assert "\x1b[" not in err and "onnxruntime" not in err  # no red onnxruntime log line beside it
     code, _o, err = cli("quantize", model_copy, "--static", "--seq-len", "1000", "-o", tmp_path / "q")
     assert_clean_error(code, err, "--seq-len 1000 exceeds")
@@ -145,8 +149,10 @@ def test_onnxruntime_logs_never_reach_the_terminal(tiny_bert_onnx, tmp_path):
     shutil.copytree(tiny_bert_onnx, folder)
     (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))  # no position limit known
     onnx.save(model, str(folder / "model.onnx"))
-    result, _s = _onnxopt("bench", folder, "--seq", "600", "--batch", "1", "--runs", "1", "--min-time", "0")
-    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    result, _s = _onnxopt(
+        "bench", folder, "--seq-len", "600", "--batch", "1", "--runs", "1", "--min-time", "0"
+    )
+    assert result.returncode == 2 and len(error_lines(result.stderr)) == 1, result.stderr
     assert "\x1b[" not in result.stderr and "[E:onnxruntime" not in result.stderr
 
 
@@ -249,7 +255,7 @@ def test_an_internal_error_without_a_message_names_its_type_once(cli, model_copy
     def broken(*_a, **_k):
         raise KeyError()
 
-    monkeypatch.setattr("onnxopt.cli.inspect.summarize", broken)
+    monkeypatch.setattr("onnxopt.evaluate.summary.summarize", broken)
     code, _o, err = cli("inspect", model_copy)
     assert_clean_error(code, err, "internal error: KeyError (run again with ONNXOPT_DEBUG=1")
 

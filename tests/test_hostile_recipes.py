@@ -201,7 +201,7 @@ def test_unreadable_values_are_one_line_errors(cli, tmp_path, text, line, messag
 def test_numbers_must_be_finite(cli, tmp_path, value):
     path = write(tmp_path, HEAD + f"  - bench: {{min_time: {value}}}\n")
     code, _o, err = cli("run", path, "-o", tmp_path / "out")
-    assert_clean_error(code, err, "recipe.yaml:4: bench.min_time: expected a number of seconds")
+    assert_clean_error(code, err, "recipe.yaml:4: bench.min_time: expected a number, 0 or more")
 
 
 # -- 4. every file a step reads exists before the first step runs ------------------------------

@@ -26,7 +26,9 @@ def test_model_over_2gb_exports_prunes_and_quantizes(cli, tmp_path):
     # large embedding tables is tested below at small scale.
     code, _o, err = cli("quantize", pruned, "--dynamic", "--no-optimize", "-o", quantized)
     assert code == 0, err
-    code, _o, err = cli("bench", quantized, "--batch", "1", "--seq", "8", "--runs", "1", "--min-time", "0")
+    code, _o, err = cli(
+        "bench", quantized, "--batch", "1", "--seq-len", "8", "--runs", "1", "--min-time", "0"
+    )
     assert code == 0, err
 
 

@@ -3,26 +3,26 @@ import onnxruntime as ort
 import pytest
 
 from onnxopt.errors import OnnxoptError
-from onnxopt.io import model_files, text_graphs
+from onnxopt.io import model_files, saving, text_graphs
 from onnxopt.io.outputs import check_output, staged_dir
 
 
 def test_saved_ir_version_loads_in_the_installed_runtime(tmp_path):
     model = text_graphs.load("linear")
     model.ir_version = onnx.IR_VERSION + 5  # newer than anything the runtime reads
-    path = model_files.save(model, tmp_path)
+    path = saving.save(model, tmp_path)
     saved = onnx.load(str(path))
-    assert saved.ir_version <= model_files.runtime_max_ir_version()
+    assert saved.ir_version <= saving.runtime_max_ir_version()
     ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
 def test_runtime_max_ir_version_is_probed():
-    assert 8 <= model_files.runtime_max_ir_version() <= onnx.IR_VERSION
+    assert 8 <= saving.runtime_max_ir_version() <= onnx.IR_VERSION
 
 
 def test_large_models_go_external(tmp_path, monkeypatch):
-    monkeypatch.setattr(model_files, "_TWO_GB", 10)  # pretend every model is over 2 GB
-    path = model_files.save(text_graphs.load("mlp"), tmp_path)
+    monkeypatch.setattr(saving, "_TWO_GB", 10)  # pretend every model is over 2 GB
+    path = saving.save(text_graphs.load("mlp"), tmp_path)
     assert (tmp_path / "model.onnx.data").is_file()
     ref = model_files.resolve(tmp_path)
     assert ref.size_bytes() > path.stat().st_size

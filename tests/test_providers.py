@@ -11,7 +11,8 @@ import pytest
 
 from onnxopt.io import model_files
 from onnxopt.runtime import selection
-from onnxopt.runtime.measure import Timing, bench, parse_providers
+from onnxopt.runtime.config import BenchConfig
+from onnxopt.runtime.measure import Timing, bench
 from onnxopt.runtime.sessions import SessionSettings, available, make_session, node_placement
 from tests.conftest import assert_clean_error
 
@@ -27,7 +28,7 @@ def _intel_cpu() -> bool:
 X86_PLUGIN_PLATFORM = platform.machine() in ("x86_64", "AMD64") and sys.platform in ("linux", "win32")
 INTEL_CPU = _intel_cpu()
 OPENVINO_EXPECTED = X86_PLUGIN_PLATFORM and INTEL_CPU
-FAST = ("--runs", "2", "--min-time", "0", "--warmup", "1", "--seq", "16")
+FAST = ("--runs", "2", "--min-time", "0", "--warmup", "1", "--seq-len", "16")
 
 
 @pytest.fixture
@@ -220,7 +221,7 @@ def test_bad_provider_inputs(cli, tiny_bert_onnx, tmp_path):
     assert_clean_error(code, err, "--ep needs at least one provider")
     code, _o, err = cli("bench", tiny_bert_onnx, "--plot", tmp_path / "x.jpg")
     assert_clean_error(code, err, "--plot writes a PNG file")
-    assert parse_providers("CPU, openvino,cpu") == ["cpu", "openvino"]
+    assert BenchConfig(ep="CPU, openvino,cpu").providers == ["cpu", "openvino"]
     with pytest.raises(Exception, match="unknown graph optimization level"):
         SessionSettings(opt_level="max")
     with pytest.raises(Exception, match="unknown OpenVINO device"):

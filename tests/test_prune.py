@@ -11,7 +11,8 @@ import pytest
 from onnxopt.io import text_graphs
 from onnxopt.passes.graph_index import Graph
 from onnxopt.passes.prune_structures import find_attention_blocks, find_ffn_blocks
-from onnxopt.prune.workflow import _target_of, prune
+from onnxopt.prune.refit import target_of
+from onnxopt.prune.workflow import prune
 from onnxopt.quantize.workflow import quantize
 from tests.conftest import assert_clean_error, build_tiny_bert, export_to
 
@@ -50,8 +51,8 @@ def _weight_shapes(folder):
 
 
 def test_bert_folding_equals_masking_and_shrinks(bert4, tmp_path):
-    folded = prune(bert4, tmp_path / "fold", 0.5, calib=24)
-    prune(bert4, tmp_path / "mask", 0.5, calib=24, mask_only=True)
+    folded = prune(bert4, tmp_path / "fold", sparsity=0.5, calib=24)
+    prune(bert4, tmp_path / "mask", sparsity=0.5, calib=24, mask_only=True)
     for seq in (5, 17):  # several lengths: the rewritten reshapes hold no stale sizes
         np.testing.assert_allclose(
             _outputs(tmp_path / "fold", seq=seq), _outputs(tmp_path / "mask", seq=seq), atol=1e-4
@@ -75,14 +76,14 @@ def test_bert_folding_equals_masking_and_shrinks(bert4, tmp_path):
 
 
 def test_sparsity_zero_is_the_identity(bert4, tmp_path):
-    prune(bert4, tmp_path / "same", 0.0, calib=4)
+    prune(bert4, tmp_path / "same", sparsity=0.0, calib=4)
     np.testing.assert_allclose(_outputs(tmp_path / "same"), _outputs(bert4), atol=1e-6)
     assert _weight_shapes(tmp_path / "same") == _weight_shapes(bert4)
 
 
 def test_gpt2_ffn_is_folded_and_heads_are_reported(tiny_gpt2_onnx, tmp_path):
-    folded = prune(tiny_gpt2_onnx, tmp_path / "fold", 0.5, calib=24)
-    prune(tiny_gpt2_onnx, tmp_path / "mask", 0.5, calib=24, mask_only=True)
+    folded = prune(tiny_gpt2_onnx, tmp_path / "fold", sparsity=0.5, calib=24)
+    prune(tiny_gpt2_onnx, tmp_path / "mask", sparsity=0.5, calib=24, mask_only=True)
     vocab = 70
     for seq in (4, 11):
         np.testing.assert_allclose(
@@ -98,8 +99,8 @@ def test_gpt2_ffn_is_folded_and_heads_are_reported(tiny_gpt2_onnx, tmp_path):
 
 
 def test_pruned_model_still_fuses_and_quantizes(bert4, tmp_path):
-    result = prune(bert4, tmp_path / "p", 0.5, calib=16)
-    quantize(tmp_path / "p", tmp_path / "q", "dynamic")
+    result = prune(bert4, tmp_path / "p", sparsity=0.5, calib=16)
+    quantize(tmp_path / "p", tmp_path / "q", mode="dynamic")
     model = onnx.load(str(tmp_path / "q" / "model.onnx"))
     attention = [n for n in model.graph.node if n.op_type == "QAttention"]
     assert len(attention) == 2
@@ -111,7 +112,7 @@ def test_pruned_model_still_fuses_and_quantizes(bert4, tmp_path):
 def test_prune_errors(cli, bert4, tiny_bert_dynamic, tmp_path):
     for bad in ("1", "-0.1", "nan"):
         code, _o, err = cli("prune", bert4, "-o", tmp_path / "x", "--sparsity", bad)
-        assert_clean_error(code, err, "--sparsity must be in [0, 1)")
+        assert_clean_error(code, err, "--sparsity must be a number in [0, 1)")
     code, _o, err = cli("prune", bert4, "-o", tmp_path / "x", "--sparsity", "0.5", "--no-heads", "--no-ffn")
     assert_clean_error(code, err, "nothing to prune")
     code, _o, err = cli("prune", bert4, "-o", tmp_path / "x", "--sparsity", "0.5", "--per-layer-floor", "0")
@@ -143,7 +144,7 @@ def test_refit_target_is_the_sum_with_the_skip_connection(bert4):
     projections = [b.down for b in find_ffn_blocks(graph)] + [b.out for b in attention]
     assert len(projections) == 4
     for proj in projections:
-        target, residual = _target_of(graph, proj)
+        target, residual = target_of(graph, proj)
         add = graph.producer[target]
         assert add.op_type == "Add" and residual in add.input and graph.const(residual) is None
         assert [n.op_type for n in graph.consumers[target]] == ["LayerNormalization"]
@@ -155,4 +156,4 @@ def test_refit_target_without_a_skip_connection_is_the_projection_output():
         node.name = f"n{k}"
     graph = Graph(model)
     (block,) = find_ffn_blocks(graph)
-    assert _target_of(graph, block.down) == ("y", None)
+    assert target_of(graph, block.down) == ("y", None)

@@ -85,7 +85,7 @@ def test_gpt2_recipe_runs_then_skips_then_reruns_what_changed(cli, tiny_gpt2_hf,
     assert stdout.count("(unchanged: skipped)") == 4
 
     # A changed option reruns that step and everything that depends on its output.
-    recipe_path.write_text(recipe_path.read_text().replace("seq: 64", "seq: 32"))
+    recipe_path.write_text(recipe_path.read_text().replace("seq_len: 64", "seq_len: 32"))
     code, stdout, err = cli("run", recipe_path, "--model", tiny_gpt2_hf, "-o", out)
     assert code == 0, err
     assert stdout.count("(unchanged: skipped)") == 3

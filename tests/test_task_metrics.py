@@ -45,13 +45,13 @@ def test_classification_accuracy_matches_pytorch(classifier, tmp_path):
         "sentence,label\n" + "".join(f"{t},{lab}\n" for t, lab in zip(TEXTS, labels, strict=True))
     )
     want = 100 * np.mean([p == {"neg": 0, "pos": 1}[lab] for p, lab in zip(predicted, labels, strict=True)])
-    result = evaluate(onnx_dir, onnx_dir, task="classification", data=str(data), record=False)
+    result = evaluate(onnx_dir, reference=onnx_dir, task="classification", data=str(data), record=False)
     assert result.metric_name == "accuracy_x100"
     assert result.metric == pytest.approx(want) and result.drop == 0
     numeric = tmp_path / "numeric.csv"
     numeric.write_text("text,y\n" + "".join(f"{t},{p}\n" for t, p in zip(TEXTS, predicted, strict=True)))
     result = evaluate(
-        onnx_dir, None, task="classification", data=str(numeric), label_column="y", record=False
+        onnx_dir, reference=None, task="classification", data=str(numeric), label_column="y", record=False
     )
     assert result.metric == 100.0
 
@@ -139,7 +139,9 @@ def test_perplexity_matches_pytorch(tiny_gpt2_onnx, tmp_path):
     text = "the cat sits in the park . the dog runs with a red car at night . hello world !"
     data = tmp_path / "text.txt"
     data.write_text(text + "\n")
-    result = evaluate(tiny_gpt2_onnx, None, task="perplexity", data=str(data), seq_len=8, record=False)
+    result = evaluate(
+        tiny_gpt2_onnx, reference=None, task="perplexity", data=str(data), seq_len=8, record=False
+    )
     hf = json.loads((tiny_gpt2_onnx / "onnxopt.json").read_text())["source"]
     tok, model = AutoTokenizer.from_pretrained(hf), AutoModelForCausalLM.from_pretrained(hf)
     ids = tok(text, return_tensors="pt")["input_ids"][0]

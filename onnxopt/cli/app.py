@@ -1,4 +1,9 @@
-"""The `onnxopt` command: one small module per subcommand, errors turned into one line and exit 2."""
+"""The `onnxopt` command: one small module per subcommand, errors turned into one line and exit 2.
+
+Only typer and the configs are imported to build the commands, so `onnxopt --help` and an error
+on a missing path answer in a fraction of a second; each command imports its workflow (onnx,
+onnxruntime, torch) when it runs.
+"""
 
 from __future__ import annotations
 
@@ -10,26 +15,54 @@ import threading
 
 import typer
 
-from onnxopt.cli import bench, eval, export, inspect, optimize, prune, quantize, run
+from onnxopt import __version__
+from onnxopt.cli import bench, common, eval, export, inspect, optimize, prune, quantize, run
 from onnxopt.errors import OnnxoptError, Terminated, first_line, os_error_message
-from onnxopt.io.leftovers import clean_stale_temp
-from onnxopt.report import render
 
 app = typer.Typer(
     name="onnxopt",
     help="Export, quantize, prune and benchmark transformer models in ONNX.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: rich's truncated option names at 80 columns (`--trust-remote-co…`) and
+    # showed <bool> after every flag.
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 100},
 )
-app.command("export")(export.command)
-app.command("optimize")(optimize.command)
-app.command("quantize")(quantize.command)
-app.command("prune")(prune.command)
-app.command("bench")(bench.command)
-app.command("inspect")(inspect.command)
-app.command("eval")(eval.command)
-app.command("run")(run.command)
+for name, module in [
+    ("export", export),
+    ("optimize", optimize),
+    ("quantize", quantize),
+    ("prune", prune),
+    ("bench", bench),
+    ("inspect", inspect),
+    ("eval", eval),
+    ("run", run),
+]:
+    app.command(name)(module.command)
+
+
+def _version(asked: bool) -> None:
+    if asked:
+        sys.stdout.write(f"onnxopt {__version__}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def options(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress: results and errors only."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Every stage on its own line, with times."),
+) -> None:
+    """Export, quantize, prune and benchmark transformer models in ONNX."""
+    common.VERBOSITY.quiet, common.VERBOSITY.verbose = quiet, verbose
+
+
+def error(message: str) -> None:
+    """One line on stderr, no markup surprises, no wrapping."""
+    sys.stderr.write(f"onnxopt: error: {message}\n")
 
 
 _SIGNALS = {signal.SIGTERM: "terminated (SIGTERM)", signal.SIGHUP: "hung up (SIGHUP)"}
@@ -56,12 +89,15 @@ def _signals_as_exceptions():
 
 
 def main(argv: list[str] | None = None) -> int:
+    common.VERBOSITY.quiet = common.VERBOSITY.verbose = False
     with _signals_as_exceptions():
         try:
+            from onnxopt.io.leftovers import clean_stale_temp
+
             clean_stale_temp()
             return _run(argv)
         except Terminated as exc:
-            render.error(f"{_SIGNALS.get(exc.signum, 'stopped')}; nothing was written")
+            error(f"{_SIGNALS.get(exc.signum, 'stopped')}; nothing was written")
             return 128 + exc.signum
 
 
@@ -70,19 +106,10 @@ def _run(argv: list[str] | None) -> int:
         # Not standalone: typer returns an exit code instead of exiting, and turns Ctrl-C into 130.
         code = app(args=argv, prog_name="onnxopt", standalone_mode=False)
         if code == 130:
-            render.error("interrupted; nothing was written")
+            error("interrupted; nothing was written")
         return code if isinstance(code, int) else 0
     except OnnxoptError as exc:
-        render.error(str(exc))
-        return 2
-    except ModuleNotFoundError as exc:
-        if not (exc.name or "").startswith("onnxruntime"):
-            raise
-        # onnxruntime comes from an extra so that the CPU and GPU builds never overwrite each other.
-        render.error(
-            f"{exc.name} is not installed (pip install 'onnxopt[cpu]', or 'onnxopt[gpu]' for CUDA; "
-            "`make install` does it)"
-        )
+        error(str(exc))
         return 2
     except typer.Exit as exc:
         return exc.exit_code
@@ -93,28 +120,38 @@ def _run(argv: list[str] | None) -> int:
             if ctx is not None and ctx.parent is not None
             else "onnxopt --help"
         )
-        render.error(f"{exc.format_message()} (see `{where}`)")
+        error(f"{exc.format_message()} (see `{where}`)")
         return 2
     except (KeyboardInterrupt, typer.Abort):
-        render.error("interrupted; nothing was written")
+        error("interrupted; nothing was written")
         return 130
-    except OSError as exc:  # a full disk, a vanished folder, a permission: the machine, not a bug
-        render.error(os_error_message(exc))
-        return 2
-    except MemoryError:
-        render.error("out of memory; nothing was written (use smaller --batch, --seq-len or --calib values)")
-        return 2
     except Exception as exc:
-        # A bug of ours or of a library: still one line and exit 2 (outputs are staged, so nothing
-        # half-written remains), and the traceback on request, for a report.
-        if os.environ.get("ONNXOPT_DEBUG"):
-            raise
-        message = f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else type(exc).__name__
-        render.error(
-            f"internal error: {message} "
-            "(run again with ONNXOPT_DEBUG=1 for the traceback, and please report it)"
+        return _unexpected(exc)
+
+
+def _unexpected(exc: Exception) -> int:
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").startswith("onnxruntime"):
+        # onnxruntime comes from an extra so that the CPU and GPU builds never overwrite each other.
+        error(
+            f"{exc.name} is not installed (pip install 'onnxopt[cpu]', or 'onnxopt[gpu]' for CUDA; "
+            "`make install` does it)"
         )
         return 2
+    if isinstance(exc, OSError):  # a full disk, a vanished folder, a permission: the machine, not a bug
+        error(os_error_message(exc))
+        return 2
+    if isinstance(exc, MemoryError):
+        error("out of memory; nothing was written (use smaller --batch, --seq-len or --calib values)")
+        return 2
+    # A bug of ours or of a library: still one line and exit 2 (outputs are staged, so nothing
+    # half-written remains), and the traceback on request, for a report.
+    if os.environ.get("ONNXOPT_DEBUG") or common.VERBOSITY.verbose:
+        raise exc
+    message = f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else type(exc).__name__
+    error(
+        f"internal error: {message} (run again with ONNXOPT_DEBUG=1 for the traceback, and please report it)"
+    )
+    return 2
 
 
 def entry() -> None:

@@ -2,41 +2,42 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import typer
 
-from onnxopt.cli._shared import VERIFY_LOADING, show_verified
-from onnxopt.export.workflow import export
-from onnxopt.report import render
+from onnxopt.cli import common
+from onnxopt.cli.options import command as make_command
+from onnxopt.export.config import ExportConfig
+
+SOURCE = inspect.Parameter(
+    "model",
+    common.KW,
+    annotation=str | None,
+    default=typer.Argument(
+        None, help="Local Hugging Face folder or hub id; default: the bundled all-MiniLM-L6-v2."
+    ),
+)
 
 
-def command(
-    model: str | None = typer.Argument(
-        None, help="Local Hugging Face folder or hub id; default: bundled all-MiniLM-L6-v2."
-    ),
-    output: Path = typer.Option(
-        ..., "-o", "--output", help="Folder to write model.onnx, tokenizer and manifest to."
-    ),
-    task: str = typer.Option("auto", help="optimum task, e.g. feature-extraction, text-classification."),
-    opset: int | None = typer.Option(None, help="ONNX opset (default: optimum's choice for the model)."),
-    atol: float = typer.Option(1e-4, help="Fail if ONNX and PyTorch outputs differ by more than this."),
-    overwrite: bool = typer.Option(False, help="Replace OUTPUT if it exists."),
-    verify_loading: bool = VERIFY_LOADING,
-    trust_remote_code: bool = typer.Option(False, help="Allow model code from the hub to run."),
+def run(
+    config: ExportConfig, model: str | None, output: Path, overwrite: bool, json_path: Path | None
 ) -> None:
-    """Export a Hugging Face model to ONNX and check it against PyTorch."""
-    with render.progress_bar() as progress:
-        result = export(
-            model,
-            output,
-            task=task,
-            opset=opset,
-            atol=atol,
-            overwrite=overwrite,
-            verify_loading=verify_loading,
-            trust_remote_code=trust_remote_code,
-            on_stage=lambda msg: progress(msg, 0, 0),
-        )
-    render.export_result(result)
-    show_verified(result)
+    common.check_json(json_path, [Path(model)] if model and Path(model).exists() else [])
+    with common.progress(f"export {model or 'the bundled all-MiniLM-L6-v2'}") as progress:
+        from onnxopt.export.workflow import export  # torch and optimum: seconds to import
+
+        result = export(model, output, config, overwrite=overwrite, on_progress=progress)
+    from onnxopt.report import tables
+
+    common.finish(result, json_path, tables.export_result)
+
+
+command = make_command(
+    ExportConfig,
+    run,
+    "Export a Hugging Face model to ONNX and check it against PyTorch.",
+    arguments=[SOURCE],
+    extras=[common.OUTPUT, common.OVERWRITE, common.JSON],
+)

@@ -2,33 +2,74 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import typer
 
-from onnxopt.recipes import runner
-from onnxopt.recipes import schema as recipe
-from onnxopt.report import render
+from onnxopt.cli import common
+from onnxopt.cli.options import command as make_command
 
-
-def command(
-    recipe_path: Path = typer.Argument(..., help="Recipe file (YAML); see recipes/."),
-    output: Path | None = typer.Option(
-        None, "-o", "--output", help="Folder for every step's output (default: build/<recipe name>)."
+RECIPE = inspect.Parameter(
+    "recipe_path",
+    common.KW,
+    annotation=Path,
+    default=typer.Argument(..., help="Recipe file (YAML); see recipes/."),
+)
+EXTRAS = [
+    inspect.Parameter(
+        "output",
+        common.KW,
+        annotation=Path | None,
+        default=typer.Option(
+            None, "-o", "--output", help="Folder for every step's output (default: build/<recipe name>)."
+        ),
     ),
-    model: str | None = typer.Option(None, "--model", help="Use this model (folder or hub id) instead."),
-    force: bool = typer.Option(False, "--force", help="Run every step, even those already done."),
+    inspect.Parameter(
+        "model",
+        common.KW,
+        annotation=str | None,
+        default=typer.Option(
+            None, "--model", help="Use this model (folder or hub id) instead of the recipe's."
+        ),
+    ),
+    inspect.Parameter(
+        "force",
+        common.KW,
+        annotation=bool,
+        default=typer.Option(False, "--force", help="Run every step, even those already done."),
+    ),
+    common.JSON,
+]
+
+
+def run(
+    _config: None,
+    recipe_path: Path,
+    output: Path | None,
+    model: str | None,
+    force: bool,
+    json_path: Path | None,
 ) -> None:
-    """Run a recipe's steps (export, optimize, prune, quantize, eval, bench); unchanged steps are
-    skipped on a rerun; a table compares every model it made."""
-    parsed = recipe.load(recipe_path, model=model)  # checks --model as the recipe's own
+    from onnxopt.recipes import runner, schema
+
+    parsed = schema.load(recipe_path, model=model)  # checks --model as the recipe's own
+    common.check_json(json_path, [recipe_path])
     out = output or Path("build") / recipe_path.stem
-    with render.progress_bar() as progress:
+    with common.progress(f"run {parsed.name}") as progress:
         result = runner.run(
-            parsed,
-            out,
-            on_step=lambda step: progress(f"{step.name}", 0, 0),
-            on_progress=progress,
-            force=force,
+            parsed, out, on_step=lambda step: progress(step.name, 0, 0), on_progress=progress, force=force
         )
-    render.recipe_result(result)
+    from onnxopt.report import model_tables
+
+    common.finish(result, json_path, model_tables.recipe_result)
+
+
+command = make_command(
+    None,
+    run,
+    "Run a recipe's steps (export, optimize, prune, quantize, eval, bench); unchanged steps are "
+    "skipped on a rerun; a table compares every model it made.",
+    arguments=[RECIPE],
+    extras=EXTRAS,
+)

@@ -1,51 +1,18 @@
-"""Task metrics on real data. STS: Spearman (x100) between gold scores and embedding cosines."""
+"""STS: Spearman (x100) between gold scores and the cosines of sentence embeddings."""
 
 from __future__ import annotations
 
-import csv
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from onnxopt.data.samples import clip_text, complete_inputs, input_types, load_tokenizer
-from onnxopt.data.textio import read_rows
-from onnxopt.errors import OnnxoptError, cut
+from onnxopt.data.sts_pairs import StsPair
 from onnxopt.io import model_files
-from onnxopt.io.files import regular_file
 from onnxopt.runtime.sessions import make_session
 
 # A genre's own Spearman is reported only with this many pairs; fewer rank too noisily to compare.
 MIN_GENRE_PAIRS = 20
-
-
-@dataclass
-class StsPair:
-    score: float
-    first: str
-    second: str
-    genre: str = ""  # the source column of the STS Benchmark layout (MSRpar, headlines, ...)
-
-
-def load_sts_pairs(path: Path) -> list[StsPair]:
-    """STS Benchmark layout: tab separated, no header, quoting off; the source (genre) in column 2,
-    score and sentences in columns 5-7."""
-    hint = "point at an STS-style .csv such as sts-dev.csv"
-    pairs = []
-    with regular_file(path, "STS data", hint).open(encoding="utf-8", newline="") as f:
-        for row in read_rows(f, path, delimiter="\t", quoting=csv.QUOTE_NONE):
-            if len(row) < 7:
-                continue
-            try:
-                pairs.append(StsPair(float(row[4]), row[5], row[6], row[1]))
-            except ValueError:
-                continue
-    if not pairs:
-        raise OnnxoptError(
-            f"{cut(str(path))} holds no STS pairs",
-            "expected tab-separated rows with score, sentence 1, sentence 2",
-        )
-    return pairs
 
 
 def embed(session, tokenizer, types, texts: list[str], seq_len: int = 128, batch: int = 64) -> np.ndarray:
@@ -133,57 +100,3 @@ def _spearman_x100(pairs: list[StsPair], cosines: np.ndarray) -> float:
 def sts_score(session, tokenizer, types, pairs: list[StsPair], seq_len: int = 128) -> float:
     """Spearman (x100) between gold scores and the cosine of the two sentences' embeddings."""
     return _spearman_x100(pairs, sts_cosines(session, tokenizer, types, pairs, seq_len))
-
-
-@dataclass
-class Fidelity:
-    samples: int
-    mean_cosine: float
-    min_cosine: float
-    max_abs_diff: float
-
-
-@dataclass
-class EvalResult:
-    model: str
-    reference: str | None
-    task: str
-    fidelity: Fidelity | None = None
-    metric_name: str | None = None
-    metric: float | None = None
-    reference_metric: float | None = None
-    higher_is_better: bool = True
-    # Further figures of the same task (SQuAD's exact match beside F1): name -> (value, reference).
-    extras: dict[str, tuple[float, float | None]] = field(default_factory=dict)
-    runtime: str = "cpu"  # the execution provider the model ran on
-
-    @property
-    def drop(self) -> float | None:
-        """How much worse than the reference (positive = worse), whichever way the metric points."""
-        if self.metric is None or self.reference_metric is None:
-            return None
-        diff = self.reference_metric - self.metric
-        return diff if self.higher_is_better else -diff
-
-
-def output_fidelity(model: Path, reference: Path, feeds, settings: tuple = (None, None)) -> Fidelity:
-    """Compare the first output of two models on the same inputs: cosine per sample, max abs difference.
-    `settings`: how to run the model and the reference (default: the CPU provider)."""
-    refs = [model_files.resolve(model), model_files.resolve(reference)]
-    sessions = [make_session(r.onnx_path, "cpu", settings=s) for r, s in zip(refs, settings, strict=True)]
-    cosines, worst, count = [], 0.0, 0
-    for feed in feeds:
-        got, want = (s.run(None, feed)[0].astype(np.float64) for s in sessions)
-        if got.shape != want.shape:
-            raise OnnxoptError(
-                f"{refs[0].name} and {refs[1].name} give outputs of different shapes "
-                f"{got.shape} vs {want.shape}",
-                "compare a model with the one it was made from",
-            )
-        a, b = got.ravel(), want.ravel()
-        cosines.append(float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30)))
-        worst = max(worst, float(np.max(np.abs(a - b))))
-        count += 1
-    if not count:
-        raise OnnxoptError("no samples to compare", "give --limit above 0, or a non-empty --data file")
-    return Fidelity(count, float(np.mean(cosines)), float(np.min(cosines)), worst)

@@ -79,7 +79,7 @@ def _run(folder: Path, task: str, shown: Path) -> tuple[str, str, np.ndarray, np
 def _task(folder: Path) -> str:
     manifest = Manifest.load(folder)
     if manifest is None or manifest.task in ("", "unknown"):
-        from onnxopt.export.workflow import task_from_config
+        from onnxopt.io.hf_config import task_from_config
 
         if not (folder / "config.json").is_file():
             raise OnnxoptError(

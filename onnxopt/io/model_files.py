@@ -6,18 +6,21 @@ files copied from the source, and the manifest. Commands accept either a folder 
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import helper
 
 from onnxopt.errors import OnnxoptError, cut, first_line, shorten
 from onnxopt.io import files
 from onnxopt.io.files import check_folder_files, file_in_folder, regular_file
 from onnxopt.io.manifest import MANIFEST_NAME, Manifest
+from onnxopt.io.saving import (
+    MODEL_FILE,
+    runtime_max_ir_version,
+    runtime_max_opset,
+)
 
 _FLOAT_TYPES = (
     onnx.TensorProto.FLOAT,
@@ -25,9 +28,6 @@ _FLOAT_TYPES = (
     onnx.TensorProto.DOUBLE,
     onnx.TensorProto.BFLOAT16,
 )
-
-MODEL_FILE = "model.onnx"
-_TWO_GB = 2**31
 
 
 @dataclass
@@ -48,7 +48,7 @@ class ModelRef:
     def size_bytes(self) -> int:
         """Size on disk of the model file and its external data files."""
         total = self.onnx_path.stat().st_size
-        for loc in _external_locations(self.onnx_path):
+        for loc in external_locations(self.onnx_path):
             data = self.onnx_path.parent / loc
             if data.is_file():
                 total += data.stat().st_size
@@ -209,7 +209,7 @@ def check_versions(model: onnx.ModelProto, path: Path) -> None:
         )
 
 
-def _external_locations(path: Path) -> set[str]:
+def external_locations(path: Path) -> set[str]:
     try:
         return _external_locations_of(onnx.load(str(path), load_external_data=False))
     except Exception:
@@ -224,102 +224,6 @@ def _external_locations_of(model: onnx.ModelProto) -> set[str]:
                 if entry.key == "location":
                     locations.add(entry.value)
     return locations
-
-
-@functools.lru_cache(maxsize=1)
-def runtime_max_ir_version() -> int:
-    """The newest IR version the installed onnxruntime loads, found by asking it.
-
-    onnx can write IR versions newer than onnxruntime reads (onnx 1.23 writes IR 12+, older
-    runtimes stop at 10 or 11), so models are saved at the newest IR version the runtime accepts.
-    """
-    for ir in range(onnx.IR_VERSION, 6, -1):
-        if _runtime_loads(ir, 13):
-            return ir
-    return 7
-
-
-@functools.lru_cache(maxsize=1)
-def runtime_max_opset() -> int:
-    """The newest default-domain opset the installed onnxruntime loads, found by asking it."""
-    ir = min(runtime_max_ir_version(), onnx.IR_VERSION)
-    for opset in range(onnx.defs.onnx_opset_version(), 12, -1):
-        if _runtime_loads(ir, opset):
-            return opset
-    return 13
-
-
-def _runtime_loads(ir: int, opset: int) -> bool:
-    """Whether onnxruntime loads a one-Identity model at this IR version and opset."""
-    import onnxruntime as ort
-
-    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
-    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [x], [y])
-    probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    probe.ir_version = ir
-    try:
-        ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
-        return True
-    except Exception:
-        return False
-
-
-def loadable_ir_version(model: onnx.ModelProto) -> int:
-    needed = helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
-    return max(needed, min(model.ir_version, runtime_max_ir_version()))
-
-
-def save(model: onnx.ModelProto, folder: Path, name: str = MODEL_FILE) -> Path:
-    """Save into `folder`, at an IR version the runtime reads; weights go external past 2 GB."""
-    model.ir_version = loadable_ir_version(model)
-    path = folder / name
-    write_model(model, path)
-    return path
-
-
-def is_large(model: onnx.ModelProto) -> bool:
-    """Past 2 GB a model cannot be one protobuf; protobuf even refuses to size it, so that counts."""
-    try:
-        return model.ByteSize() >= _TWO_GB
-    except Exception:  # EncodeError: "Failed to serialize proto"
-        return True
-
-
-def data_file(path: Path) -> Path:
-    """Where `write_model` puts the weights of a large model: `<name>.data` beside it."""
-    return path.with_name(path.name + ".data")
-
-
-def write_model(model: onnx.ModelProto, path: Path) -> None:
-    """Write as it is; weights go to `data_file(path)` past 2 GB or when they already were external."""
-    if is_large(model) or _has_external(model):
-        _to_raw_data(model)
-        onnx.save_model(
-            model,
-            str(path),
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=data_file(path).name,
-            size_threshold=0,
-        )
-    else:
-        onnx.save_model(model, str(path))
-
-
-def _to_raw_data(model: onnx.ModelProto) -> None:
-    """onnx moves only raw_data tensors to external files; tensors in typed fields would stay inline."""
-    from onnx import numpy_helper
-
-    for i, tensor in enumerate(model.graph.initializer):
-        if tensor.data_location != onnx.TensorProto.EXTERNAL and not tensor.HasField("raw_data"):
-            model.graph.initializer[i].CopyFrom(
-                numpy_helper.from_array(numpy_helper.to_array(tensor), tensor.name)
-            )
-
-
-def _has_external(model: onnx.ModelProto) -> bool:
-    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
 
 
 def copy_sidecars(src_folder: Path | None, dst_folder: Path) -> list[str]:

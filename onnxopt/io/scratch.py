@@ -13,7 +13,7 @@ from onnxopt.silence import quiet
 
 
 def write_temp_model(model: onnx.ModelProto, folder: Path, name: str = "in.onnx") -> Path:
-    from onnxopt.io.model_files import write_model
+    from onnxopt.io.saving import write_model
 
     path = folder / name
     write_model(model, path)

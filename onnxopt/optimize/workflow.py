@@ -10,16 +10,19 @@ from pathlib import Path
 from onnxopt.data.samples import TokenizedSamples, input_types, load_tokenizer, synthetic_inputs
 from onnxopt.data.sources import embedded_samples
 from onnxopt.errors import OnnxoptError
-from onnxopt.evaluate.sts import Fidelity, output_fidelity
+from onnxopt.evaluate.fidelity import Fidelity, output_fidelity
 from onnxopt.evaluate.verify import verify_staged
-from onnxopt.io import model_files
+from onnxopt.io import model_files, saving
+from onnxopt.io.hf_config import model_type
 from onnxopt.io.outputs import claim_output
+from onnxopt.optimize.config import OptimizeConfig
+from onnxopt.options import config_from
 from onnxopt.passes import Pipeline, StepReport
 from onnxopt.passes.fuse_transformer import FuseTransformer
-from onnxopt.quantize.workflow import model_type_of
 from onnxopt.runtime.sessions import check_loads
 
 PARITY_SAMPLES = 8
+Progress = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -35,38 +38,37 @@ class OptimizeResult:
 def optimize(
     src: Path,
     out: Path,
-    atol: float = 1e-3,
+    config: OptimizeConfig | None = None,
     overwrite: bool = False,
-    on_progress: Callable[[str, int, int], None] | None = None,
-    verify_loading: bool = False,
+    on_progress: Progress | None = None,
+    **options,
 ) -> OptimizeResult:
+    config = config_from(OptimizeConfig, config, options)
     progress = on_progress or (lambda _stage, _done, _total: None)
     start = time.perf_counter()
     ref = model_files.resolve(src)
     with claim_output(out, [ref.folder or ref.onnx_path], overwrite) as claim:
         model = model_files.load(ref)
         check_loads(ref.onnx_path)
-        model, reports = Pipeline([FuseTransformer(model_type_of(ref.folder))]).run(
-            model, on_step=lambda name: progress(name, 0, 0)
-        )
+        fuse = FuseTransformer(model_type(ref.folder))
+        model, reports = Pipeline([fuse]).run(model, on_step=lambda name: progress(name, 0, 0))
         with claim.staged() as tmp:
-            model_files.save(model, tmp)
+            saving.save(model, tmp)
             model_files.copy_sidecars(ref.folder, tmp)
             progress("parity check", 0, 0)
             parity = output_fidelity(tmp, ref.folder or ref.onnx_path, _parity_inputs(ref, model))
-            if not parity.max_abs_diff <= atol:
+            if not parity.max_abs_diff <= config.atol:
                 raise OnnxoptError(
                     f"optimized outputs differ from the input model's by {parity.max_abs_diff:.2e}, "
-                    f"above --atol {atol:g}",
+                    f"above --atol {config.atol:g}",
                     "raise --atol if fused kernels' rounding is acceptable, or skip optimization",
                 )
             manifest = ref.derived_manifest(model)
-            manifest.add_step(
-                "optimize", fused=reports[0].details.get("fused", {}), parity=vars(parity), atol=atol
-            )
+            fused = reports[0].details.get("fused", {})
+            manifest.add_step("optimize", fused=fused, parity=vars(parity), atol=config.atol)
             manifest.save(tmp)
-            verified = verify_staged(verify_loading, tmp, ref.folder, out)
-        return OptimizeResult(out, reports, parity, atol, time.perf_counter() - start, verified)
+            verified = verify_staged(config.verify_loading, tmp, ref.folder, out)
+        return OptimizeResult(out, reports, parity, config.atol, time.perf_counter() - start, verified)
 
 
 def _parity_inputs(ref, model):

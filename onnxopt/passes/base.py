@@ -1,7 +1,15 @@
 """Pass infrastructure, after onnx-ir's `PassBase.call(model) -> PassResult`.
 
-A pass is a small object with a `name` and a `call(model)`; a Pipeline runs passes in order and
-records a StepReport per pass (time taken, op counts before and after, the pass's own details).
+A pass is a small object with a `name`, a `call(model)` and two declarations, as in onnx-ir:
+- `in_place`: it changes the model object it was given and returns that same object;
+- `changes_input`: the model object it was given is changed at all.
+A functional pass (neither) copies; callers may keep using its input. In place is for a tool that
+rewrites the model it is handed anyway (FuseTransformer), where a copy first would hold a model
+past 2 GB twice.
+
+A Pipeline is a pass that runs passes in order and records a StepReport per pass (time taken, op
+counts before and after, the pass's own details); pipelines nest, and their steps are reported
+flattened, in the order they ran.
 """
 
 from __future__ import annotations
@@ -14,6 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import onnx
+
+
+class PassContractError(RuntimeError):
+    """A pass returned a model object that contradicts its `in_place` declaration."""
 
 
 @dataclass
@@ -41,12 +53,22 @@ class StepReport:
 
 class Pass(abc.ABC):
     name: str = "pass"
+    # Functional by default: the common case, and the safe one for callers that reuse the input.
+    in_place: bool = False
+    changes_input: bool = False
 
     @abc.abstractmethod
     def call(self, model: onnx.ModelProto) -> PassResult: ...
 
     def __call__(self, model: onnx.ModelProto) -> PassResult:
-        return self.call(model)
+        result = self.call(model)
+        # Object identity only: cheap. Whether a functional pass left its input's contents alone
+        # is checked by the tests (serialized before and after), not here.
+        if self.in_place and result.model is not model:
+            raise PassContractError(f"pass {self.name!r} is declared in place but returned another model")
+        if not self.in_place and result.model is model:
+            raise PassContractError(f"pass {self.name!r} is declared not in place but returned its input")
+        return result
 
 
 def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
@@ -56,15 +78,38 @@ def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
 ProgressCallback = Callable[[str], None]
 
 
-class Pipeline:
-    def __init__(self, passes: Sequence[Pass]):
+class Pipeline(Pass):
+    """Passes run in order, as one pass. `call` returns the last model and, in
+    `details["steps"]`, the StepReport of every pass, nested pipelines' steps flattened."""
+
+    def __init__(self, passes: Sequence[Pass], name: str = "pipeline"):
         self.passes = list(passes)
+        self.name = name
+
+    @property
+    def in_place(self) -> bool:
+        return all(p.in_place for p in self.passes)
+
+    @property
+    def changes_input(self) -> bool:
+        # Only the first pass sees the caller's object; later ones see what it returned, which is
+        # the caller's object again only if it is in place (onnx-ir's Sequential reasons the same).
+        first = self.passes[0] if self.passes else None
+        return first is not None and (first.in_place or first.changes_input)
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        model, reports = self.run(model)
+        return PassResult(model, any(r.modified for r in reports), {"steps": reports})
 
     def run(
         self, model: onnx.ModelProto, on_step: ProgressCallback | None = None
     ) -> tuple[onnx.ModelProto, list[StepReport]]:
-        reports = []
+        reports: list[StepReport] = []
         for p in self.passes:
+            if isinstance(p, Pipeline):
+                model, inner = p.run(model, on_step)
+                reports += inner
+                continue
             if on_step is not None:
                 on_step(p.name)
             before = op_histogram(model)

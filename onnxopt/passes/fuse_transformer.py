@@ -34,7 +34,16 @@ FUSED_OPS = (
 
 
 class FuseTransformer(Pass):
+    """In place: the fusion tool rewrites the ModelProto it is handed, so a functional pass would
+    have to copy the whole model first, and for a model past 2 GB that second copy is what this
+    path avoids (`_hold_embedding_tables` shrinks its tables so the tool's own copies stay small).
+
+    details: `family` and `fused` (count per fused op type) when it ran; `skipped` ({"graph":
+    reason}) when it did not."""
+
     name = "fuse"
+    in_place = True
+    changes_input = True
 
     def __init__(self, model_type: str | None):
         self.model_type = model_type
@@ -42,11 +51,10 @@ class FuseTransformer(Pass):
     def call(self, model: onnx.ModelProto) -> PassResult:
         family = _FUSION_FAMILY.get((self.model_type or "").lower())
         if family is None:
-            return PassResult(
-                model, False, {"skipped": f"no fusion rules for model type {self.model_type!r}"}
-            )
+            reason = f"no fusion rules for model type {self.model_type!r}"
+            return PassResult(model, False, {"skipped": {"graph": reason}})
         if any(n.op_type in ("Attention", "MultiHeadAttention") for n in model.graph.node):
-            return PassResult(model, False, {"skipped": "graph is already fused"})
+            return PassResult(model, False, {"skipped": {"graph": "graph is already fused"}})
         from onnxruntime.transformers.optimizer import optimize_model
 
         before = op_histogram(model)
@@ -55,14 +63,14 @@ class FuseTransformer(Pass):
             with quiet():
                 # num_heads/hidden_size 0: read them from the graph's Reshape constants, per layer.
                 optimized = optimize_model(model, model_type=family, num_heads=0, hidden_size=0, opt_level=0)
-            fused = optimized.model
+            if optimized.model is not model:  # at opt_level 0 it fuses the proto it is given; if
+                model.CopyFrom(optimized.model)  # that changes, the copy is cheap: tables are held
         finally:
             _restore(model, held)
-        _restore(fused, held)
-        _import_used_domains(fused)
-        after = op_histogram(fused)
+        _import_used_domains(model)
+        after = op_histogram(model)
         fusions = {op: after.get(op, 0) for op in FUSED_OPS if after.get(op, 0) > before.get(op, 0)}
-        return PassResult(fused, bool(fusions), {"family": family, "fused": fusions})
+        return PassResult(model, bool(fusions), {"family": family, "fused": fusions})
 
 
 _HOLD_BYTES = 256 * 2**20

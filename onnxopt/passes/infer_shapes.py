@@ -17,7 +17,12 @@ from onnxopt.silence import quiet
 
 
 class InferShapes(Pass):
+    """details: `method` ("symbolic" or "onnx") and `typed` (value_info entries); after a fallback
+    also `skipped` ({"symbolic": reason}) and, as before, `fallback_reason` (the same reason)."""
+
     name = "infer-shapes"
+    in_place = False  # both inferences return a new model (symbolic copies its input first)
+    changes_input = False
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
@@ -31,9 +36,8 @@ class InferShapes(Pass):
         except Exception as exc:  # the tool raises bare Exceptions on unsupported graphs
             reason = f"symbolic inference failed: {first_line(exc, 200)}"
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-        return PassResult(
-            inferred, True, {"method": "onnx", "fallback_reason": reason, "typed": _typed_count(inferred)}
-        )
+        details = {"method": "onnx", "fallback_reason": reason, "skipped": {"symbolic": reason}}
+        return PassResult(inferred, True, {**details, "typed": _typed_count(inferred)})
 
 
 def _typed_count(model: onnx.ModelProto) -> int:

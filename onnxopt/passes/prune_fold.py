@@ -45,6 +45,9 @@ def head_channels(heads, head_dim: int) -> np.ndarray:
 
 
 class FoldPruned(Pass):
+    in_place = False  # slices a copy: the prune workflow folds the same model again per re-fit
+    changes_input = False
+
     def __init__(self, ffn: list[FfnPlan], heads: list[HeadPlan], mask_only: bool = False):
         self.ffn, self.heads, self.mask_only = ffn, heads, mask_only
         self.name = "prune-mask" if mask_only else "prune-fold"

@@ -2,8 +2,9 @@
 
 Static: activation ranges come from our own streaming calibration (onnxopt.quantize.calibrate) and are
 handed to `quantize_static` through its calibration cache, so the tool never holds activations.
-Ops with a static int8 kernel on the CPU provider (MatMul, Gemm) get QDQ pairs; by default
-CpuInt8Layout then rewrites them into the int8 kernels the CPU provider runs fastest (see there).
+Ops with a static int8 kernel on the CPU provider (MatMul, Gemm) get QDQ pairs. These passes
+produce the portable form only; `quantizer_with_layout` adds the separate CpuInt8Layout pass,
+which rewrites it into the int8 kernels the CPU provider runs fastest (see there).
 onnxruntime has no static int8 kernel for the fused Attention and EmbedLayerNormalization ops,
 so those get int8 weights with dynamic activation scales (QAttention, QEmbedLayerNormalization);
 that is reported, never hidden.
@@ -11,7 +12,6 @@ that is reported, never hidden.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,25 +19,28 @@ import onnx
 
 from onnxopt.io.leftovers import temp_dir
 from onnxopt.io.scratch import through_files
-from onnxopt.passes.base import Pass, PassResult
+from onnxopt.passes.base import Pass, PassResult, Pipeline
 from onnxopt.passes.cpu_int8_layout import CpuInt8Layout
+from onnxopt.passes.int8_ops import INT8_OPS, int8_op_counts
 
 QDQ_OPS = ("MatMul", "Gemm")
 DYNAMIC_ONLY_OPS = ("Attention", "EmbedLayerNormalization")
 SUPPORTED_OPS = QDQ_OPS + DYNAMIC_ONLY_OPS
 DEFAULT_OPS = SUPPORTED_OPS
-INT8_OPS = (
-    "QLinearMatMul",
-    "MatMulInteger",
-    "DynamicQuantizeMatMul",
-    "MatMulIntegerToFloat",
-    "QAttention",
-    "QEmbedLayerNormalization",
-    "QGemm",
-    "DequantizeLinear",
-    "QuantizeLinear",
-    "DynamicQuantizeLinear",
-)
+__all__ = [  # INT8_OPS and int8_op_counts live in int8_ops.py; read from here too, as before
+    "DEFAULT_OPS",
+    "DYNAMIC_ONLY_OPS",
+    "INT8_OPS",
+    "PORTABLE_LAYOUT",
+    "QDQ_OPS",
+    "SUPPORTED_OPS",
+    "QuantOptions",
+    "QuantizeDynamic",
+    "QuantizeStatic",
+    "after_activation",
+    "int8_op_counts",
+    "quantizer_with_layout",
+]
 
 
 def _no_types_extra() -> dict:
@@ -69,14 +72,9 @@ def _dynamic_tool(opts: QuantOptions, op_types, nodes: list[str] | None = None):
 def _has_external_data(src: Path) -> bool:
     # A model written with external data (past 2 GB) must be saved the same way by the quantizer:
     # its output still holds what it does not quantize (a large fp32 embedding, say).
-    from onnxopt.io.model_files import data_file
+    from onnxopt.io.saving import data_file
 
     return data_file(src).is_file()
-
-
-def int8_op_counts(model: onnx.ModelProto) -> dict[str, int]:
-    counts = Counter(n.op_type for n in model.graph.node if n.op_type in INT8_OPS)
-    return dict(sorted(counts.items()))
 
 
 @dataclass(frozen=True)
@@ -87,16 +85,19 @@ class QuantOptions:
     exclude: tuple[str, ...] = ()
     # MatMul nodes that get dynamic activation scales even in static mode (see after_activation).
     dynamic_nodes: tuple[str, ...] = ()
-    # Rewrite the result for onnxruntime's CPU int8 kernels (passes/cpu_int8_layout.py); off keeps
-    # the portable QDQ form that other runtimes (OpenVINO, TensorRT) read.
-    cpu_layout: bool = True
 
 
-def _laid_out(model: onnx.ModelProto, opts: QuantOptions) -> tuple[onnx.ModelProto, dict]:
-    if not opts.cpu_layout:
-        return model, {"layout": "qdq"}
-    result = CpuInt8Layout().call(model)
-    return result.model, {"layout": "onnxruntime-cpu", "rewrites": result.details}
+# The value of details["layout"] for what the quantize passes write; CpuInt8Layout says its own.
+PORTABLE_LAYOUT = "qdq"
+
+
+def quantizer_with_layout(quantizer: Pass, cpu_layout: bool) -> Pass:
+    """`quantizer`, followed by CpuInt8Layout when `cpu_layout`: one pass either way, named after
+    the quantizer. Without the layout the portable QDQ form stays, which other runtimes (OpenVINO,
+    TensorRT) read."""
+    if not cpu_layout:
+        return quantizer
+    return Pipeline([quantizer, CpuInt8Layout()], name=quantizer.name)
 
 
 _HEAVY_TAILED = ("Gelu", "BiasGelu", "FastGelu", "QuickGelu")
@@ -119,21 +120,20 @@ def after_activation(model: onnx.ModelProto) -> tuple[str, ...]:
 
 class QuantizeDynamic(Pass):
     name = "quantize-dynamic"
+    in_place = False  # through files: the input model is written out, never changed
+    changes_input = False
 
     def __init__(self, options: QuantOptions):
         self.options = options
 
     def call(self, model: onnx.ModelProto) -> PassResult:
-
         opts = self.options
-
         quantized = through_files(model, _dynamic_tool(opts, opts.op_types))
-        quantized, layout = _laid_out(quantized, opts)
         return PassResult(
             quantized,
             True,
             {
-                **layout,
+                "layout": PORTABLE_LAYOUT,
                 "int8_ops": int8_op_counts(quantized),
                 "weights": "s8",
                 "activations": "u8 (dynamic)",
@@ -144,6 +144,8 @@ class QuantizeDynamic(Pass):
 
 class QuantizeStatic(Pass):
     name = "quantize-static"
+    in_place = False  # through files: the input model is written out, never changed
+    changes_input = False
 
     def __init__(self, ranges, method, options: QuantOptions):
         self.ranges = ranges  # onnxruntime TensorsData from onnxopt.quantize.calibrate
@@ -188,12 +190,14 @@ class QuantizeStatic(Pass):
             targets = [n.name for n in quantized.graph.node if n.op_type in DYNAMIC_ONLY_OPS] + dynamic_nodes
 
             quantized = through_files(quantized, _dynamic_tool(opts, dynamic_ops, targets))
-        quantized, layout = _laid_out(quantized, opts)
+        if quantized is model:  # nothing to quantize: still a new object, as a functional pass returns
+            quantized = onnx.ModelProto()
+            quantized.CopyFrom(model)
         return PassResult(
             quantized,
             True,
             {
-                **layout,
+                "layout": PORTABLE_LAYOUT,
                 "int8_ops": int8_op_counts(quantized),
                 "weights": "s8",
                 "activations": "u8",

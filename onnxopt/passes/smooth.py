@@ -149,9 +149,14 @@ class Smooth(Pass):
     `stats` maps each group's tensor to its onnxopt.quantize.calibrate.ChannelStats; `alphas` are the
     candidates (a fixed alpha: one value). A group whose best simulated error is not below the
     unsmoothed one is left alone.
+
+    details: `smoothed` (one entry per smoothed activation) and `skipped` ({tensor: reason} for
+    every candidate activation left alone).
     """
 
     name = "smooth"
+    in_place = False  # works on a copy: the caller's model keeps its unsmoothed weights
+    changes_input = False
 
     def __init__(self, stats: dict, alphas: tuple[float, ...] = ALPHAS, only_if_better: bool = True):
         self.stats = stats

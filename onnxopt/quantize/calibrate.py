@@ -20,7 +20,7 @@ import onnx
 
 from onnxopt.errors import OnnxoptError
 from onnxopt.io.leftovers import temp_dir
-from onnxopt.io.model_files import is_large
+from onnxopt.io.saving import is_large
 from onnxopt.io.scratch import write_temp_model
 from onnxopt.silence import quiet
 

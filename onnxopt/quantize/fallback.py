@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from onnxopt.evaluate.sts import StsPair, sts_score
+from onnxopt.data.sts_pairs import StsPair
+from onnxopt.evaluate.sts import sts_score
 from onnxopt.passes.base import Pass, PassResult
 from onnxopt.runtime.sessions import session_for_model
 

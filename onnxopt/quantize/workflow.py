@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -10,28 +9,30 @@ from pathlib import Path
 
 from onnxopt.data.samples import TokenizedSamples, input_types, load_tokenizer
 from onnxopt.data.sources import embedded_samples, load_samples
+from onnxopt.data.sts_pairs import load_sts_pairs
 from onnxopt.errors import OnnxoptError
-from onnxopt.evaluate.sts import load_sts_pairs
 from onnxopt.evaluate.verify import verify_staged
-from onnxopt.io import limits, model_files
-from onnxopt.io.files import read_config
+from onnxopt.io import limits, model_files, saving
+from onnxopt.io.hf_config import model_type
 from onnxopt.io.outputs import claim_output
+from onnxopt.options import config_from
 from onnxopt.passes import Pipeline, StepReport
 from onnxopt.passes.fuse_transformer import FuseTransformer
 from onnxopt.passes.infer_shapes import InferShapes
 from onnxopt.passes.quantize import (
-    DEFAULT_OPS,
     INT8_OPS,
     QDQ_OPS,
-    SUPPORTED_OPS,
     QuantizeDynamic,
     QuantizeStatic,
     QuantOptions,
     after_activation,
+    quantizer_with_layout,
 )
 from onnxopt.passes.smooth import Smooth, find_groups
-from onnxopt.quantize.calibrate import METHODS, CalibrationResult, collect_channel_stats, collect_ranges
+from onnxopt.quantize.calibrate import collect_channel_stats, collect_ranges
+from onnxopt.quantize.config import QuantizeConfig
 from onnxopt.quantize.fallback import AccuracyAwareQuantize, FidelityDrop, StsDrop
+from onnxopt.quantize.record import check_excluded, run_record
 from onnxopt.runtime.cpu import cpu_features
 from onnxopt.runtime.sessions import check_loads
 
@@ -41,219 +42,176 @@ HOLDOUT = 32  # held-back samples for the accuracy-aware search
 
 
 @dataclass
+class CalibrationSummary:
+    samples: int
+    seconds: float
+    peak_rss_mb: float
+    method: str
+
+
+@dataclass
 class QuantizeResult:
     out: Path
     mode: str
     steps: list[StepReport]
-    calibration: CalibrationResult | None
+    calibration: CalibrationSummary | None
     size_before: int
     size_after: int
     seconds: float
     cpu: str
-    options: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)  # what the manifest records
     verified: object = None  # VerifyResult, when --verify-loading ran (in the staged folder)
 
 
-def model_type_of(folder: Path | None) -> str | None:
-    model_type = read_config(folder).get("model_type")
-    return model_type if isinstance(model_type, str) else None
+@dataclass
+class _Data:
+    """The text a run needs, read before any heavy work so bad input fails fast."""
 
-
-def parse_ops(spec: str | None) -> tuple[str, ...]:
-    if not spec:
-        return DEFAULT_OPS
-    ops = tuple(op.strip() for op in spec.split(",") if op.strip())
-    unknown = [op for op in ops if op not in SUPPORTED_OPS]
-    if unknown or not ops:
-        raise OnnxoptError(
-            f"cannot quantize op type {unknown[0] if unknown else spec!r}",
-            f"--ops takes a comma list of: {', '.join(SUPPORTED_OPS)}",
-        )
-    return ops
+    calibration: TokenizedSamples | None = None
+    holdout: TokenizedSamples | None = None
+    tokenizer: object = None
+    pairs: list | None = None
 
 
 def quantize(
     src: Path,
     out: Path,
-    mode: str,
-    calib: int = 40,
-    calib_data: str | None = None,
-    text_column: str | None = None,
-    method: str = "minmax",
-    per_channel: bool = True,
-    ops: str | None = None,
-    exclude: tuple[str, ...] = (),
-    seq_len: int = 128,
-    optimize: bool = True,
+    config: QuantizeConfig | None = None,
     overwrite: bool = False,
     on_progress: Progress | None = None,
-    max_drop: float | None = None,
-    eval_data: str | None = None,
-    all_static: bool = False,
-    smooth: bool | None = None,
-    qdq: bool = False,
-    verify_loading: bool = False,
+    **options,
 ) -> QuantizeResult:
+    """Quantize the model at `src` to int8 into `out`: fuse, infer shapes, smooth, calibrate
+    (static), quantize, lay out for the CPU provider (unless --qdq), verify if asked."""
+    config = config_from(QuantizeConfig, config, options)
     progress = on_progress or (lambda _stage, _done, _total: None)
-    if mode not in ("static", "dynamic"):
-        raise OnnxoptError(f"unknown quantization mode {mode!r}", "pass --static or --dynamic")
-    if method not in METHODS:
-        raise OnnxoptError(f"unknown calibration method {method!r}", f"use one of: {', '.join(METHODS)}")
-    if mode == "static" and calib < 1:
-        raise OnnxoptError(f"--calib must be at least 1, got {calib}", "40 samples are usually enough")
-    if max_drop is not None and max_drop < 0:
-        raise OnnxoptError(f"--max-drop must be 0 or more, got {max_drop:g}", "e.g. --max-drop 0.1")
-    if eval_data is not None and max_drop is None:
-        raise OnnxoptError("--eval-data is used by the accuracy-aware search", "pass --max-drop X with it")
-    if seq_len < 1:
-        raise OnnxoptError(f"--seq-len must be at least 1, got {seq_len}", "128 suits most sentence models")
-    op_types = parse_ops(ops)
     start = time.perf_counter()
     ref = model_files.resolve(src)
-    limits.check_sequence_length(ref, seq_len, "--seq-len")
+    limits.check_sequence_length(ref, config.seq_len, "--seq-len")
     with claim_output(out, [ref.folder or ref.onnx_path], overwrite) as claim:
-        model = model_files.load(ref)
-        check_loads(ref.onnx_path)
-        already = sorted({n.op_type for n in model.graph.node if n.op_type in INT8_OPS})
-        if already:
-            raise OnnxoptError(
-                f"{ref.name} is already quantized (it has {', '.join(already[:3])})",
-                "quantize the fp32 model instead",
-            )
-        if smooth is None:  # on wherever calibration text can be tokenized; dynamic works without it
-            smooth = mode == "static" or ref.has_tokenizer()
-        features = cpu_features()
-        options = QuantOptions(
-            op_types=op_types,
-            per_channel=per_channel,
-            reduce_range=features.reduce_range,
-            exclude=tuple(exclude),
-            cpu_layout=not qdq,
+        model = _fp32(ref)
+        smooth = (
+            config.smooth if config.smooth is not None else config.mode == "static" or ref.has_tokenizer()
         )
-
-        # Static needs samples before any heavy work, so bad calibration input fails fast.
-        tokenized = holdout = None
-        if mode == "static" or max_drop is not None or smooth:
-            tokenizer = load_tokenizer(ref.folder)
-            wanted = calib + (HOLDOUT if max_drop is not None else 0)
-            if calib_data:
-                samples = load_samples(calib_data, wanted, text_column)
-            else:
-                samples = embedded_samples(wanted, clip=max_drop is not None)
-            # Accuracy checks use samples calibration never saw, when the data has enough of them.
-            holdout_samples = samples[calib:] or samples[:HOLDOUT]
-            tokenized = TokenizedSamples(samples[:calib], tokenizer, input_types(model), seq_len)
-            holdout = TokenizedSamples(holdout_samples, tokenizer, input_types(model), seq_len)
-        pairs = load_sts_pairs(Path(eval_data)) if eval_data else None
-
-        prepare = [InferShapes()]
-        if optimize:
-            prepare.insert(0, FuseTransformer(model_type_of(ref.folder)))
-        model, reports = Pipeline(prepare).run(model, on_step=lambda name: progress(name, 0, 0))
-        _check_excluded(model, exclude)
-        if smooth:
-            assert tokenized is not None
-            progress("smooth", 0, 0)
-            tensors = [group.tensor for group in find_groups(model)[0]]
-            stats = collect_channel_stats(model, tokenized, tensors)
-            model, smooth_reports = Pipeline([Smooth(stats)]).run(model)
-            reports += smooth_reports
-        if mode == "static" and not all_static:
-            options = replace(options, dynamic_nodes=after_activation(model))
-
-        calibration = None
-        if mode == "static":
-            assert tokenized is not None
-            static_ops = [op for op in op_types if op in QDQ_OPS]
-            calibration = collect_ranges(
-                model,
-                tokenized,
-                method,
-                static_ops,
-                on_sample=lambda i: progress("calibrate", i, len(tokenized)),
-            )
-
-            def make_quantizer(excl: tuple[str, ...]):
-                return QuantizeStatic(calibration.ranges, calibration.method, replace(options, exclude=excl))
-        else:
-
-            def make_quantizer(excl: tuple[str, ...]):
-                return QuantizeDynamic(replace(options, exclude=excl))
-
-        quantizer = make_quantizer(options.exclude)
-        if max_drop is not None:
-            assert holdout is not None
-            progress("reference outputs", 0, 0)
-            ranker = FidelityDrop(model, list(holdout))
-            if pairs is not None:
-                metric = StsDrop(model, pairs, tokenizer, input_types(model), seq_len)
-            else:
-                metric = ranker
-            quantizer = AccuracyAwareQuantize(
-                make_quantizer, op_types, options.exclude, ranker, metric, metric.name, max_drop, progress
-            )
+        data = _read_data(ref, model, config, smooth)
+        model, reports = _prepare(model, ref, config, data, smooth, progress)
+        quantizer, calibration, options = _quantizer(model, config, data, progress)
         progress(quantizer.name, 0, 0)
         model, quant_reports = Pipeline([quantizer]).run(model)
         reports += quant_reports
-
-        record = {
-            "mode": mode,
-            "ops": list(op_types),
-            "per_channel": per_channel,
-            "exclude": list(exclude),
-            "reduce_range": options.reduce_range,
-            "cpu": features.describe(),
-            "optimize": optimize,
-            "layout": quant_reports[-1].details.get("layout", "qdq"),
-            "int8_ops": quant_reports[-1].details.get("int8_ops", {}),
-            "dynamic_matmuls": list(options.dynamic_nodes),
-            "smooth": [
-                {"tensor": g["tensor"], "alpha": g["alpha"]}
-                for r in reports
-                if r.name == "smooth"
-                for g in r.details["smoothed"]
-            ],
-        }
-        if "fallback" in quant_reports[-1].details:
-            record["fallback"] = quant_reports[-1].details["fallback"]
-            record["fallback"]["eval_data"] = eval_data or "held-back calibration samples"
-        if calibration is not None:
-            record.update(
-                calibration={
-                    "method": method,
-                    "samples": calibration.samples,
-                    "seq_len": seq_len,
-                    "data": calib_data or "embedded corpus (calib/en.txt)",
-                }
-            )
+        record = run_record(config, options, reports, calibration, cpu_features().describe(), model)
         progress("save", 0, 0)
         with claim.staged() as tmp:
-            model_files.save(model, tmp)
+            saving.save(model, tmp)
             model_files.copy_sidecars(ref.folder, tmp)
             manifest = ref.derived_manifest(model)
-            manifest.add_step(f"quantize-{mode}", **record)
+            manifest.add_step(f"quantize-{config.mode}", **record)
             manifest.save(tmp)
-            verified = verify_staged(verify_loading, tmp, ref.folder, out)
+            verified = verify_staged(config.verify_loading, tmp, ref.folder, out)
+        summary = None
+        if calibration is not None:
+            summary = CalibrationSummary(
+                calibration.samples, calibration.seconds, calibration.peak_rss_mb, config.method
+            )
+        size_after, seconds = model_files.resolve(out).size_bytes(), time.perf_counter() - start
         return QuantizeResult(
-            out=out,
-            mode=mode,
-            steps=reports,
-            calibration=calibration,
-            size_before=ref.size_bytes(),
-            size_after=model_files.resolve(out).size_bytes(),
-            seconds=time.perf_counter() - start,
-            cpu=features.describe(),
-            options=record,
-            verified=verified,
+            out,
+            config.mode,
+            reports,
+            summary,
+            ref.size_bytes(),
+            size_after,
+            seconds,
+            record["cpu"],
+            record,
+            verified,
         )
 
 
-def _check_excluded(model, exclude: tuple[str, ...]) -> None:
-    names = [n.name for n in model.graph.node]
-    for name in exclude:
-        if name not in names:
-            close = difflib.get_close_matches(name, names, n=3)
-            hint = (
-                f"did you mean: {', '.join(close)}" if close else "run `onnxopt inspect --nodes` to list them"
-            )
-            raise OnnxoptError(f"--exclude names node {name!r}, which the (fused) graph does not have", hint)
+def _fp32(ref: model_files.ModelRef):
+    model = model_files.load(ref)
+    check_loads(ref.onnx_path)
+    already = sorted({n.op_type for n in model.graph.node if n.op_type in INT8_OPS})
+    if already:
+        raise OnnxoptError(
+            f"{ref.name} is already quantized (it has {', '.join(already[:3])})",
+            "quantize the fp32 model instead",
+        )
+    return model
+
+
+def _read_data(ref, model, config: QuantizeConfig, smooth: bool) -> _Data:
+    data = _Data(pairs=load_sts_pairs(Path(config.eval_data)) if config.eval_data else None)
+    if not (config.mode == "static" or config.max_drop is not None or smooth):
+        return data  # dynamic int8 without smoothing reads no text
+    data.tokenizer = load_tokenizer(ref.folder)
+    wanted = config.calib + (HOLDOUT if config.max_drop is not None else 0)
+    if config.calib_data:
+        samples = load_samples(config.calib_data, wanted, config.text_column)
+    else:
+        samples = embedded_samples(wanted, clip=config.max_drop is not None)
+    # Accuracy checks use samples calibration never saw, when the data has enough of them.
+    types = input_types(model)
+    data.calibration = TokenizedSamples(samples[: config.calib], data.tokenizer, types, config.seq_len)
+    data.holdout = TokenizedSamples(
+        samples[config.calib :] or samples[:HOLDOUT], data.tokenizer, types, config.seq_len
+    )
+    return data
+
+
+def _prepare(model, ref, config: QuantizeConfig, data: _Data, smooth: bool, progress):
+    """Fusion (unless --no-optimize) and shape inference, then smoothing."""
+    prepare = [FuseTransformer(model_type(ref.folder))] if config.optimize else []
+    model, reports = Pipeline([*prepare, InferShapes()]).run(model, on_step=lambda name: progress(name, 0, 0))
+    check_excluded(model, config.exclude)
+    if smooth:
+        progress("smooth", 0, 0)
+        tensors = [group.tensor for group in find_groups(model)[0]]
+        stats = collect_channel_stats(model, data.calibration, tensors)
+        model, smooth_reports = Pipeline([Smooth(stats)]).run(model)
+        reports += smooth_reports
+    return model, reports
+
+
+def _quantizer(model, config: QuantizeConfig, data: _Data, progress):
+    """The quantizer pass (wrapped in the accuracy-aware search with --max-drop), the calibration
+    it used, and its options."""
+    options = QuantOptions(
+        op_types=config.ops,
+        per_channel=config.per_channel,
+        reduce_range=cpu_features().reduce_range,
+        exclude=config.exclude,
+    )
+    if config.mode == "static" and not config.all_static:
+        options = replace(options, dynamic_nodes=after_activation(model))
+    calibration = None
+    if config.mode == "static":
+        static_ops = [op for op in config.ops if op in QDQ_OPS]
+        count = len(data.calibration)
+        calibration = collect_ranges(
+            model,
+            data.calibration,
+            config.method,
+            static_ops,
+            on_sample=lambda i: progress("calibrate", i, count),
+        )
+
+        def make_quantizer(excl: tuple[str, ...]):
+            quantizer = QuantizeStatic(calibration.ranges, calibration.method, replace(options, exclude=excl))
+            return quantizer_with_layout(quantizer, not config.qdq)
+    else:
+
+        def make_quantizer(excl: tuple[str, ...]):
+            return quantizer_with_layout(QuantizeDynamic(replace(options, exclude=excl)), not config.qdq)
+
+    if config.max_drop is None:
+        return make_quantizer(options.exclude), calibration, options
+    progress("reference outputs", 0, 0)
+    ranker = FidelityDrop(model, list(data.holdout))
+    metric = ranker
+    if data.pairs is not None:
+        metric = StsDrop(model, data.pairs, data.tokenizer, input_types(model), config.seq_len)
+    search = AccuracyAwareQuantize(
+        make_quantizer, config.ops, options.exclude, ranker, metric, metric.name, config.max_drop, progress
+    )
+    return search, calibration, options

@@ -11,7 +11,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,10 @@ from onnxopt import __version__ as onnxopt_version
 from onnxopt.errors import OnnxoptError
 from onnxopt.io import model_files
 from onnxopt.io.outputs import write_text_atomic
+from onnxopt.recipes import steps
 from onnxopt.recipes.checks import STATE_NAME, claim_out
-from onnxopt.recipes.schema import MODEL_STEPS, PATH_OPTIONS, Recipe, Step
+from onnxopt.recipes.schema import PATH_OPTIONS, Recipe, Step
+from onnxopt.recipes.steps import MODEL_STEPS
 
 Progress = Callable[[str, int, int], None]
 
@@ -70,7 +72,7 @@ def model_hash(folder: Path) -> str:
     manifest, which eval and bench annotate)."""
     ref = model_files.resolve(folder)
     files = [ref.onnx_path] + [
-        ref.onnx_path.parent / loc for loc in model_files._external_locations(ref.onnx_path)
+        ref.onnx_path.parent / loc for loc in model_files.external_locations(ref.onnx_path)
     ]
     return _hash_files([f for f in files if f.is_file()])
 
@@ -119,6 +121,46 @@ def _load_state(out: Path) -> dict:
         return {"steps": {}}  # a damaged state only costs a rerun
 
 
+@dataclass
+class _Run:
+    """One recipe run's state: where each model went, the hashes read so far, the saved state."""
+
+    recipe: Recipe
+    out: Path
+    state: dict
+    outputs: dict[str, Path] = field(default_factory=dict)  # model step name -> its folder
+    latest: str | None = None
+    results: dict[str, Any] = field(default_factory=dict)
+    hashes: dict[Path, str] = field(default_factory=dict)  # input folders hashed once per run
+
+    def hashed(self, folder: Path) -> str:
+        if folder not in self.hashes:
+            self.hashes[folder] = model_hash(folder)
+        return self.hashes[folder]
+
+    def reads(self, step: Step) -> _Reads:
+        """What the step reads: its model (the previous one, a named one, or the recipe's ONNX
+        folder), eval's reference, bench's models."""
+        source_name = step.input or self.latest
+        model = self.recipe.model
+        return _Reads(
+            source_name,
+            self.outputs[source_name] if source_name else (Path(model) if model else None),
+            _eval_reference(step, self.outputs, source_name) if step.kind == "eval" else None,
+            list(self.outputs) if step.options.get("models", "all") == "all" else step.options["models"],
+        )
+
+    def key(self, step: Step, reads: _Reads) -> str:
+        if step.kind == "export":
+            inputs = [_source_hash(self.recipe.model)]
+        elif step.kind == "bench":
+            inputs = [self.hashed(self.outputs[n]) for n in reads.bench_names]
+        else:
+            reference = self.hashed(reads.reference) if reads.reference is not None else ""
+            inputs = [self.hashed(reads.src), reference]
+        return _step_key(step, inputs)
+
+
 def run(
     recipe: Recipe,
     out: Path,
@@ -128,63 +170,42 @@ def run(
 ) -> RunResult:
     progress = on_progress or (lambda _s, _d, _t: None)
     claim_out(out, recipe.model, [s.name for s in recipe.steps if s.kind in MODEL_STEPS])
-    state = {"steps": {}} if force else _load_state(out)
-    outputs: dict[str, Path] = {}  # model step name -> its folder
-    latest: str | None = None
-    outcomes: list[StepOutcome] = []
-    results: dict[str, Any] = {}
-    hashes: dict[Path, str] = {}  # input folders are read once per run, not once per step using them
-
-    def hashed(folder: Path) -> str:
-        if folder not in hashes:
-            hashes[folder] = model_hash(folder)
-        return hashes[folder]
-
+    current = _Run(recipe, out, {"steps": {}} if force else _load_state(out))
+    outcomes = []
     for step in recipe.steps:
         if on_step:
             on_step(step)
-        source_name = step.input or latest
-        # What the step reads: its model (the previous one, a named one, or the recipe's ONNX
-        # folder), eval's reference, bench's models.
-        reads = _Reads(
-            source_name,
-            outputs[source_name] if source_name else (Path(recipe.model) if recipe.model else None),
-            _eval_reference(step, outputs, source_name) if step.kind == "eval" else None,
-            list(outputs) if step.options.get("models", "all") == "all" else step.options["models"],
-        )
-        if step.kind == "export":
-            inputs = [_source_hash(recipe.model)]
-        elif step.kind == "bench":
-            inputs = [hashed(outputs[n]) for n in reads.bench_names]
-        else:
-            inputs = [hashed(reads.src), hashed(reads.reference) if reads.reference is not None else ""]
-        key = _step_key(step, inputs)
-        target = out / step.name
-        saved = state["steps"].get(step.name, {})
-        done = saved.get("key") == key and (step.kind not in MODEL_STEPS or (target / "model.onnx").is_file())
-        start = time.perf_counter()
-        if done:
-            result, summary = saved.get("result"), saved.get("summary", "") + " (unchanged: skipped)"
-        else:
-            hashes.pop(target, None)
-            result, summary = _execute(step, recipe, target, reads, outputs, progress)
-            state["steps"][step.name] = {"key": key, "kind": step.kind, "result": result, "summary": summary}
-            write_text_atomic(out / STATE_NAME, json.dumps(state, indent=2, default=str) + "\n")
-        results[step.name] = result
-        if step.kind in MODEL_STEPS:
-            outputs[step.name] = target
-            latest = step.name
-        outcomes.append(
-            StepOutcome(
-                step.name,
-                step.kind,
-                done,
-                time.perf_counter() - start,
-                str(target) if step.kind in MODEL_STEPS else None,
-                summary,
-            )
-        )
-    return RunResult(recipe.name, out, outcomes, _compare(recipe, outputs, results))
+        outcomes.append(_run_step(current, step, progress))
+    return RunResult(recipe.name, out, outcomes, _compare(recipe, current.outputs, current.results))
+
+
+def _run_step(current: _Run, step: Step, progress) -> StepOutcome:
+    """One step, skipped when its key (options and input hashes) is the one its state saved."""
+    reads = current.reads(step)
+    key = current.key(step, reads)
+    target = current.out / step.name
+    saved = current.state["steps"].get(step.name, {})
+    done = saved.get("key") == key and (step.kind not in MODEL_STEPS or (target / "model.onnx").is_file())
+    start = time.perf_counter()
+    if done:
+        result, summary = saved.get("result"), saved.get("summary", "") + " (unchanged: skipped)"
+    else:
+        current.hashes.pop(target, None)
+        result, summary = _execute(step, current.recipe, target, reads, current.outputs, progress)
+        current.state["steps"][step.name] = {
+            "key": key,
+            "kind": step.kind,
+            "result": result,
+            "summary": summary,
+        }
+        text = json.dumps(current.state, indent=2, default=str) + "\n"
+        write_text_atomic(current.out / STATE_NAME, text)
+    current.results[step.name] = result
+    if step.kind in MODEL_STEPS:
+        current.outputs[step.name] = target
+        current.latest = step.name
+    folder = str(target) if step.kind in MODEL_STEPS else None
+    return StepOutcome(step.name, step.kind, done, time.perf_counter() - start, folder, summary)
 
 
 def _eval_reference(step: Step, outputs: dict[str, Path], source_name: str | None) -> Path | None:
@@ -201,92 +222,17 @@ def _eval_reference(step: Step, outputs: dict[str, Path], source_name: str | Non
     return outputs[first] if first is not None and first != source_name else None
 
 
-# Recipe options the runner acts on itself rather than pass to the library, and those the library
-# spells differently.
-_RUNNER_OPTIONS = ("reference", "static", "dynamic")
-_LIBRARY_NAMES = {"per_layer_floor": "floor"}
-
-
-def _library_kwargs(options: dict[str, Any]) -> dict[str, Any]:
-    """A step's options as the library function's keyword arguments. Options the recipe leaves out
-    are not passed, so they take the library's defaults, which are the CLI's too."""
-    kwargs = {_LIBRARY_NAMES.get(k, k): v for k, v in options.items() if k not in _RUNNER_OPTIONS}
-    if "ops" in kwargs:
-        kwargs["ops"] = ",".join(kwargs["ops"])
-    if "exclude" in kwargs:
-        kwargs["exclude"] = tuple(kwargs["exclude"])
-    return kwargs
-
-
-def _loads(result) -> str:
-    """What --verify-loading found, checked by the workflow in its staged folder."""
-    checked = result.verified
-    if checked is None:
-        return ""
-    against = f" (min cosine {checked.min_cosine:.4f} vs input)" if checked.min_cosine is not None else ""
-    return f"; loads as {checked.model_class}{against}"
-
-
 def _execute(step, recipe, target, reads: _Reads, outputs, progress) -> tuple[Any, str]:
-    o, src, reference = step.options, reads.src, reads.reference
-    kwargs = _library_kwargs(o)
-    if step.kind == "export":
-        from onnxopt.export.workflow import export
-
-        r = export(recipe.model, target, **kwargs, overwrite=True, on_stage=lambda msg: progress(msg, 0, 0))
-        worst = max(r.max_abs_diff.values()) if r.max_abs_diff else 0.0
-        text = f"{r.task}, opset {r.opset}, max abs diff vs PyTorch {worst:.1e}"
-        return {"size_bytes": r.size_bytes}, text + _loads(r)
-    if step.kind == "optimize":
-        from onnxopt.optimize.workflow import optimize
-
-        r = optimize(src, target, **kwargs, overwrite=True, on_progress=progress)
-        return {}, f"parity max abs diff {r.parity.max_abs_diff:.1e}" + _loads(r)
-    if step.kind == "quantize":
-        from onnxopt.quantize.workflow import quantize
-
-        mode = "static" if o.get("static") else "dynamic"
-        r = quantize(src, target, mode, **kwargs, overwrite=True, on_progress=progress)
-        return {}, f"{mode} int8, {r.size_after / 1e6:.1f} MB" + _loads(r)
-    if step.kind == "prune":
-        from onnxopt.prune.workflow import prune
-
-        r = prune(src, target, **kwargs, overwrite=True, on_progress=progress)
-        return {}, f"sparsity {o['sparsity']}, {r.seconds:.0f} s" + _loads(r)
+    """Run one step: its config from the recipe's values, then the workflow, as the command does."""
+    values = dict(step.options)
     if step.kind == "eval":
-        from onnxopt.evaluate.workflow import evaluate
-
-        r = evaluate(src, reference, **kwargs)
-        result = {
-            "model": reads.source_name,
-            "metric": r.metric_name,
-            "value": r.metric,
-            "drop": r.drop,
-            "reference": r.reference,
-            "reference_step": next((n for n, f in outputs.items() if f == reference), None),
-            "reference_value": r.reference_metric,
-        }
-        if r.fidelity is not None:
-            result.update(metric="min cosine", value=r.fidelity.min_cosine)
-        text = f"{result['metric']} {result['value']:.4f}" if result["value"] is not None else "done"
-        return result, text + (f", drop {r.drop:.2f}" if r.drop is not None else "")
-    from onnxopt.runtime.measure import bench, parse_providers
-
-    names = reads.bench_names
-    refs = [model_files.resolve(outputs[n]) for n in names]
-    report = bench(
-        refs,
-        o.get("batch", [1, 32]),
-        o.get("seq", 128),
-        threads=o.get("threads"),
-        runs=o.get("runs", 20),
-        providers=parse_providers(o.get("ep", "cpu")),
-        min_seconds=o.get("min_time", 2.0),
-        on_progress=lambda d, t: progress("timing", d, t),
-    )
-    by_path = {str(outputs[n]): n for n in names}
-    rows = [{**asdict(t), "step": by_path.get(t.model, t.model)} for t in report.timings]
-    return {"timings": rows}, f"{len(refs)} models, batches {o.get('batch', [1, 32])}"
+        values.pop("reference", None)  # resolved by the runner: an earlier step's folder, or a path
+    config = steps.config_for(step.kind, values)
+    if step.kind in MODEL_STEPS:
+        return steps.make_model(step.kind, config, recipe.model, reads.src, target, progress)
+    if step.kind == "eval":
+        return steps.evaluate_step(config, reads.src, reads.reference, reads.source_name, outputs)
+    return steps.bench_step(config, reads.bench_names, outputs, progress)
 
 
 def _compare(recipe: Recipe, outputs: dict[str, Path], results: dict[str, Any]) -> list[ModelRow]:

@@ -14,101 +14,23 @@ directory). Hostile input costs one short error: see recipe_checks.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from onnxopt.errors import OnnxoptError, shorten
-from onnxopt.recipes import checks
+from onnxopt.recipes import checks, steps
+from onnxopt.recipes.steps import MODEL_STEPS, REPORT_STEPS
 
-MODEL_STEPS = ("export", "optimize", "quantize", "prune")  # steps that make a model
-REPORT_STEPS = ("eval", "bench")  # steps that measure models
-
-
-def _int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _num(v):  # finite: `.inf` seconds or `.nan` tolerances would never end or never compare
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _choice(*values) -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: v in values), f"one of {', '.join(map(str, values))}"
-
-
-_BOOL = (lambda v: isinstance(v, bool), "true or false")
-_INT = (lambda v: _int(v) and v > 0, "a positive integer")
-_NUM = (_num, "a number")
-_STR = (lambda v: isinstance(v, str) and v != "", "a string")
-_PATH = _STR
-_OPT_BOOL = (lambda v: v is None or isinstance(v, bool), "true, false or null")
-_STR_LIST = (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of strings")
-_INT_LIST = (
-    lambda v: isinstance(v, list) and v and all(_int(x) and x > 0 for x in v),
-    "a list of positive integers",
-)
-
-# kind -> option -> (check, what it must be). `input` (the step whose model to use) and `name`
-# are accepted by every step.
-SCHEMA: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
-    "export": {"task": _STR, "opset": _INT, "atol": _NUM, "trust_remote_code": _BOOL},
-    "optimize": {"atol": _NUM},
-    "quantize": {
-        "static": _BOOL,
-        "dynamic": _BOOL,
-        "calib": _INT,
-        "calib_data": _PATH,
-        "text_column": _STR,
-        "method": _choice("minmax", "entropy", "percentile"),
-        "per_channel": _BOOL,
-        "ops": _STR_LIST,
-        "exclude": _STR_LIST,
-        "seq_len": _INT,
-        "optimize": _BOOL,
-        "max_drop": _NUM,
-        "eval_data": _PATH,
-        "smooth": _OPT_BOOL,
-        "all_static": _BOOL,
-    },
-    "prune": {
-        "sparsity": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
-        "calib": _INT,
-        "calib_data": _PATH,
-        "text_column": _STR,
-        "heads": _BOOL,
-        "ffn": _BOOL,
-        "mask_only": _BOOL,
-        "per_layer_floor": (lambda v: _num(v) and 0 < v <= 1, "a number in (0, 1]"),
-        "seq_len": _INT,
-    },
-    "eval": {
-        "task": _choice("fidelity", "sts", "classification", "qa", "perplexity"),
-        "data": _PATH,
-        "reference": _STR,
-        "limit": _INT,
-        "seq_len": _INT,
-        "text_column": _STR,
-        "label_column": _STR,
-    },
-    "bench": {
-        "batch": _INT_LIST,
-        "seq": _INT,
-        "ep": _STR,
-        "runs": _INT,
-        "min_time": (lambda v: _num(v) and v >= 0, "a number of seconds, 0 or more"),
-        "threads": _INT,
-        "models": (lambda v: v == "all" or (isinstance(v, list) and all(isinstance(x, str) for x in v)),
-                   "'all' or a list of step names"),
-    },
-}  # fmt: skip
 # `name` is checked by recipe_checks.check_step_name (it becomes a folder under OUT).
-_COMMON = {"name": (lambda v: True, "a plain name"), "input": _STR}
-for _kind in MODEL_STEPS:  # as the commands' --verify-loading
-    SCHEMA[_kind]["verify_loading"] = _BOOL
-REQUIRED = {"prune": ("sparsity",)}
+_COMMON = {
+    "name": (lambda v: True, "a plain name"),
+    "input": (lambda v: isinstance(v, str) and v != "", "a string"),
+}
+# Every option of every step, from the workflows' configs: the commands' own options, by the same
+# names (with `_` for `-`), types, choices and bounds.
+SCHEMA = {kind: steps.schema(kind) for kind in steps.CONFIGS}
+REQUIRED = {kind: steps.required(kind) for kind in steps.CONFIGS}
 PATH_OPTIONS = ("calib_data", "eval_data", "data")
 
 
@@ -216,6 +138,7 @@ def _step(path: Path, raw: Any, seen: _Seen, fallback_line: int) -> Step:
     values = {k: v for k, v in options.items() if k not in _COMMON}
     _check_references(path, kind, values, lines, line, seen, options.get("input"))
     _check_data(path, kind, values, lines, line)
+    _check_rules(path, kind, values, line)
     seen.names.add(name.casefold())
     if kind in MODEL_STEPS:
         seen.models.append(name)
@@ -237,8 +160,15 @@ def _check_options(path: Path, kind: str, options: dict, lines: dict, line: int)
     for key in REQUIRED.get(kind, ()):
         if key not in options:
             _fail(path, line, f"{kind}: option {key!r} is required", f"e.g. {key}: 0.5")
-    if kind == "quantize" and bool(options.get("static")) == bool(options.get("dynamic")):
-        _fail(path, line, "quantize: set exactly one of static: true and dynamic: true", "e.g. static: true")
+
+
+def _check_rules(path: Path, kind: str, values: dict, line: int) -> None:
+    """The rules between options are the config's own, as on the command line; checked last, so
+    the more precise messages of the checks above come first."""
+    try:
+        steps.config_for(kind, {k: v for k, v in values.items() if k != "reference"})  # a step name here
+    except OnnxoptError as exc:
+        _fail(path, line, f"{kind}: {steps.recipe_words(exc.message)}", steps.recipe_words(exc.hint))
 
 
 def _check_references(path, kind, values, lines, line, seen: _Seen, source) -> None:

@@ -66,7 +66,6 @@ def plot(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
 
     selected = selected or {}
     accuracy = {m: a for m, a in (accuracy or {}).items() if any(t.model == m for t in timings)}
@@ -79,43 +78,8 @@ def plot(
     panels = len(batches) + (1 if len(accuracy) >= 2 else 0)
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 1.2 + 0.55 * len(models) * len(providers)))
     axes = list(axes) if panels > 1 else [axes]
-    height = 0.8 / len(providers)
     for ax, batch in zip(axes, batches, strict=False):
-        for k, provider in enumerate(providers):
-            for m, model in enumerate(models):
-                row = next(
-                    (t for t in timings if t.model == model and t.provider == provider and t.batch == batch),
-                    None,
-                )
-                if row is None:
-                    continue
-                y = m + (k - (len(providers) - 1) / 2) * height
-                is_selected = selected.get(model) == provider
-                ax.barh(
-                    y,
-                    row.p50_ms,
-                    height=height * 0.9,
-                    color=_COLORS.get(provider, "#8172B2"),
-                    edgecolor="black" if is_selected else "none",
-                    linewidth=1.5 if is_selected else 0,
-                )
-                ax.errorbar(
-                    row.p50_ms,
-                    y,
-                    xerr=[[0], [row.p99_ms - row.p50_ms]],
-                    fmt="none",
-                    ecolor="black",
-                    capsize=3,
-                )
-                ax.text(row.p99_ms, y, f" {row.p50_ms:.1f}", va="center", fontsize=8)
-        ax.set_yticks(range(len(models)), [_short(m) for m in models])
-        ax.invert_yaxis()
-        ax.set_xlabel("latency, ms (bar p50, whisker to p99)")
-        seq = timings[0].seq
-        ax.set_title(f"batch {batch}, seq {seq}" + ("; outlined: selected" if selected else ""))
-        handles = [Patch(color=_COLORS.get(p, "#8172B2"), label=p) for p in providers]
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
-        ax.margins(x=0.15)
+        _latency_panel(ax, timings, batch, models, providers, selected)
     if len(accuracy) >= 2:
         _accuracy_panel(axes[-1], timings, selected, accuracy, batches[0])
     fig.tight_layout()
@@ -123,6 +87,40 @@ def plot(
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
     write_atomic(path, lambda f: f.write(buffer.getvalue()))
+
+
+def _latency_panel(ax, timings, batch: int, models: list, providers: list, selected: dict) -> None:
+    from matplotlib.patches import Patch
+
+    height = 0.8 / len(providers)
+    for k, provider in enumerate(providers):
+        for m, model in enumerate(models):
+            row = next(
+                (t for t in timings if t.model == model and t.provider == provider and t.batch == batch), None
+            )
+            if row is None:
+                continue
+            y = m + (k - (len(providers) - 1) / 2) * height
+            is_selected = selected.get(model) == provider
+            ax.barh(
+                y,
+                row.p50_ms,
+                height=height * 0.9,
+                color=_COLORS.get(provider, "#8172B2"),
+                edgecolor="black" if is_selected else "none",
+                linewidth=1.5 if is_selected else 0,
+            )
+            ax.errorbar(
+                row.p50_ms, y, xerr=[[0], [row.p99_ms - row.p50_ms]], fmt="none", ecolor="black", capsize=3
+            )
+            ax.text(row.p99_ms, y, f" {row.p50_ms:.1f}", va="center", fontsize=8)
+    ax.set_yticks(range(len(models)), [_short(m) for m in models])
+    ax.invert_yaxis()
+    ax.set_xlabel("latency, ms (bar p50, whisker to p99)")
+    ax.set_title(f"batch {batch}, seq {timings[0].seq}" + ("; outlined: selected" if selected else ""))
+    handles = [Patch(color=_COLORS.get(p, "#8172B2"), label=p) for p in providers]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    ax.margins(x=0.15)
 
 
 def _accuracy_panel(ax, timings, selected, accuracy: dict[str, Accuracy], batch: int) -> None:
@@ -172,3 +170,12 @@ def recorded_accuracy(ref) -> Accuracy | None:
             metric = str(step.get("metric", "metric"))
             return Accuracy(float(step["value"]), metric, metric != "perplexity")
     return None
+
+
+def plot_bench(result, models, path: Path) -> None:
+    """`bench --plot`: the run's latencies, and accuracy where `eval` recorded it in the manifests."""
+    from onnxopt.io import model_files
+
+    refs = [model_files.resolve(m) for m in models]
+    accuracy = {ref.name: a for ref in refs if (a := recorded_accuracy(ref)) is not None}
+    plot(result.results, path, result.selected, accuracy)

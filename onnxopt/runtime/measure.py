@@ -15,7 +15,8 @@ from onnxopt.errors import OnnxoptError, first_line
 from onnxopt.io import limits, model_files
 from onnxopt.io.files import positive_int, read_config
 from onnxopt.io.model_files import ModelRef
-from onnxopt.runtime.sessions import SessionSettings, available, make_session, node_placement, provider_name
+from onnxopt.runtime.providers import available
+from onnxopt.runtime.sessions import SessionSettings, make_session, node_placement
 
 _MAX_RUNS = 1000
 
@@ -90,21 +91,6 @@ def _checked_run(c: _Candidate, feed: dict, batch: int) -> list:
         ) from exc
 
 
-def parse_providers(spec: str) -> list[str]:
-    """`cpu`, `cpu,openvino`, `all` or `auto` -> provider short names (all known ones for all/auto)."""
-    from onnxopt.runtime.sessions import PROVIDERS
-
-    key = spec.strip().lower()
-    if key in ("all", "auto"):
-        return list(PROVIDERS)
-    names = [p.strip().lower() for p in key.split(",") if p.strip()]
-    if not names:
-        raise OnnxoptError("--ep needs at least one provider", "e.g. --ep cpu,openvino, or --ep all")
-    for name in names:
-        provider_name(name)
-    return list(dict.fromkeys(names))
-
-
 def _compare(outputs: list, reference: list) -> tuple[float, float]:
     diff, cosine = 0.0, 1.0
     for got, want in zip(outputs, reference, strict=True):
@@ -152,8 +138,38 @@ def bench(
     if runs < 1 or warmup < 0:
         raise OnnxoptError(f"--runs must be at least 1, got {runs}", "20 runs give a stable median")
     if seq < 1 or not batches or any(b < 1 for b in batches):
-        raise OnnxoptError("batch sizes and --seq must be positive", "e.g. --batch 1,32 --seq 128")
-    unavailable, usable = [], []
+        raise OnnxoptError("batch sizes and --seq-len must be positive", "e.g. --batch 1,32 --seq-len 128")
+    usable, unavailable = _usable(providers)
+
+    def default_variants(_ref: ModelRef, provider: str) -> list[SessionSettings]:
+        return [SessionSettings(provider=provider, intra_threads=threads)]
+
+    models = {id(ref): model_files.load(ref, load_weights=False) for ref in refs}
+    for ref in refs:  # the model's limits before any session is made, each named
+        limits.check_sequence_length(ref, seq, "--seq-len")
+        limits.check_vocab(models[id(ref)], ref, _vocab_size(ref))
+        for batch in batches:
+            limits.check_feed_size(models[id(ref)], ref.name, batch, seq)
+    variants = variants_for or default_variants
+    candidates = [_Candidate(ref, s) for ref in refs for provider in usable for s in variants(ref, provider)]
+    clock = _Clock(candidates, batches, runs, warmup, on_progress)
+    # Read once per model, not once per batch size: size_bytes parses the model file.
+    sizes = {ref.name: ref.size_bytes() for ref in refs}
+    vocab_sizes = {ref.name: _vocab_size(ref) for ref in refs}
+    timings: list[Timing] = []
+    for b_index, batch in enumerate(batches):
+        feeds = {
+            id(ref): synthetic_inputs(models[id(ref)], batch, seq, vocab_sizes[ref.name]) for ref in refs
+        }
+        if b_index == 0:
+            _first_runs(candidates, feeds, batch)
+        samples = clock.time(feeds, batch, min_seconds)
+        timings += _timings(candidates, samples, batch, seq, sizes)
+    return BenchReport(timings, unavailable)
+
+
+def _usable(providers: Sequence[str]) -> tuple[list[str], list[Unavailable]]:
+    usable, unavailable = [], []
     for provider in providers:
         ok, why = available(provider)
         (usable.append(provider) if ok else unavailable.append(Unavailable(provider, why)))
@@ -162,99 +178,93 @@ def bench(
             "none of the requested execution providers can run here",
             "; ".join(f"{u.provider}: {u.reason}" for u in unavailable),
         )
-    if variants_for is None:
+    return usable, unavailable
 
-        def variants_for(_ref: ModelRef, provider: str) -> list[SessionSettings]:
-            return [SessionSettings(provider=provider, intra_threads=threads)]
 
-    models = {id(ref): model_files.load(ref, load_weights=False) for ref in refs}
-    for ref in refs:  # the model's limits before any session is made, each named
-        limits.check_sequence_length(ref, seq, "--seq")
-        limits.check_vocab(models[id(ref)], ref, _vocab_size(ref))
-        for batch in batches:
-            limits.check_feed_size(models[id(ref)], ref.name, batch, seq)
-    candidates = [
-        _Candidate(ref, s) for ref in refs for provider in usable for s in variants_for(ref, provider)
-    ]
-    # Providers' thread pools disturb each other when runs alternate between them (onnxruntime's
-    # threads spin after a run, OpenVINO's TBB workers too): measured here, the CPU provider's p50
-    # rose ~30% when alternated with OpenVINO run by run. So with several providers, each turn
-    # starts with one untimed run that lets the pool settle.
-    settle = len({c.settings.provider for c in candidates}) > 1
-    planned = {b: runs for b in batches}
-    done = 0
+def _first_runs(candidates: list[_Candidate], feeds: dict, batch: int) -> None:
+    for c in candidates:
+        # First-run time is what a server pays at start: session creation and one inference.
+        start = time.perf_counter()
+        c.session = make_session(c.ref.onnx_path, settings=c.settings, record_placement=True)
+        c.first_outputs = _checked_run(c, feeds[id(c.ref)], batch)
+        c.first_run_ms = (time.perf_counter() - start) * 1000
+        c.nodes, c.fallback = node_placement(c.session)
+    _compare_with_cpu(candidates)
 
-    def tick() -> None:
-        nonlocal done
-        done += 1
-        if on_progress:
-            per_turn = 2 if settle else 1
-            on_progress(
-                done,
-                sum(planned.values()) * len(candidates) * per_turn + len(batches) * len(candidates) * warmup,
+
+class _Clock:
+    """The timed runs of one bench, and its progress count."""
+
+    def __init__(self, candidates, batches, runs: int, warmup: int, on_progress):
+        self.candidates, self.runs, self.warmup, self.on_progress = candidates, runs, warmup, on_progress
+        # Providers' thread pools disturb each other when runs alternate between them (onnxruntime's
+        # threads spin after a run, OpenVINO's TBB workers too): measured here, the CPU provider's p50
+        # rose ~30% when alternated with OpenVINO run by run. So with several providers, each turn
+        # starts with one untimed run that lets the pool settle.
+        self.settle = len({c.settings.provider for c in candidates}) > 1
+        self.planned = {b: runs for b in batches}
+        self.done = 0
+
+    def tick(self) -> None:
+        self.done += 1
+        if self.on_progress:
+            per_turn = 2 if self.settle else 1
+            n = len(self.candidates)
+            self.on_progress(
+                self.done, sum(self.planned.values()) * n * per_turn + len(self.planned) * n * self.warmup
             )
 
-    # Read once per model, not once per batch size: size_bytes parses the model file.
-    sizes = {ref.name: ref.size_bytes() for ref in refs}
-    vocab_sizes = {ref.name: _vocab_size(ref) for ref in refs}
-    timings: list[Timing] = []
-    for b_index, batch in enumerate(batches):
-        feeds_by_model = {
-            id(ref): synthetic_inputs(models[id(ref)], batch, seq, vocab_sizes[ref.name]) for ref in refs
-        }
-        if b_index == 0:
-            for c in candidates:
-                # First-run time is what a server pays at start: session creation and one inference.
-                start = time.perf_counter()
-                c.session = make_session(c.ref.onnx_path, settings=c.settings, record_placement=True)
-                c.first_outputs = _checked_run(c, feeds_by_model[id(c.ref)], batch)
-                c.first_run_ms = (time.perf_counter() - start) * 1000
-                c.nodes, c.fallback = node_placement(c.session)
-            _compare_with_cpu(candidates)
+    def time(self, feeds: dict, batch: int, min_seconds: float) -> list[list[float]]:
+        candidates = self.candidates
         samples: list[list[float]] = [[] for _ in candidates]
         fastest_ms = float("inf")
-        for _ in range(max(warmup, 1 if min_seconds else 0)):
+        for _ in range(max(self.warmup, 1 if min_seconds else 0)):
             for c in candidates:
                 start = time.perf_counter()
-                _checked_run(c, feeds_by_model[id(c.ref)], batch)
+                _checked_run(c, feeds[id(c.ref)], batch)
                 fastest_ms = min(fastest_ms, (time.perf_counter() - start) * 1000)
-                tick()
+                self.tick()
         if min_seconds and fastest_ms > 0:
-            planned[batch] = min(_MAX_RUNS, max(runs, math.ceil(min_seconds * 1000 / fastest_ms)))
-        for r in range(planned[batch]):
+            self.planned[batch] = min(_MAX_RUNS, max(self.runs, math.ceil(min_seconds * 1000 / fastest_ms)))
+        for r in range(self.planned[batch]):
             # Rotate the starting pair each round so no pair always runs right after another.
             for k in range(len(candidates)):
-                i = (r + k) % len(candidates)
-                if settle:
-                    candidates[i].session.run(None, feeds_by_model[id(candidates[i].ref)])
-                    tick()
+                c = candidates[(r + k) % len(candidates)]
+                if self.settle:
+                    c.session.run(None, feeds[id(c.ref)])
+                    self.tick()
                 start = time.perf_counter()
-                candidates[i].session.run(None, feeds_by_model[id(candidates[i].ref)])
-                samples[i].append((time.perf_counter() - start) * 1000)
-                tick()
-        base = float(np.median(samples[0]))
-        for c, ms in zip(candidates, samples, strict=True):
-            p50, p90, p99 = (float(np.percentile(ms, q)) for q in (50, 90, 99))
-            timings.append(
-                Timing(
-                    model=c.ref.name,
-                    provider=c.settings.provider,
-                    batch=batch,
-                    seq=seq,
-                    runs=len(ms),
-                    p50_ms=p50,
-                    p90_ms=p90,
-                    p99_ms=p99,
-                    mean_ms=float(np.mean(ms)),
-                    throughput=batch * 1000 / p50,
-                    size_bytes=sizes[c.ref.name],
-                    speedup=base / p50,
-                    first_run_ms=c.first_run_ms,
-                    nodes_by_provider=dict(c.nodes),
-                    fallback_ops=dict(c.fallback),
-                    settings=c.settings.as_dict(),
-                    max_abs_diff_vs_cpu=c.max_abs_diff_vs_cpu,
-                    min_cosine_vs_cpu=c.min_cosine_vs_cpu,
-                )
+                c.session.run(None, feeds[id(c.ref)])
+                samples[(r + k) % len(candidates)].append((time.perf_counter() - start) * 1000)
+                self.tick()
+        return samples
+
+
+def _timings(candidates, samples, batch: int, seq: int, sizes: dict) -> list[Timing]:
+    base = float(np.median(samples[0]))
+    timings = []
+    for c, ms in zip(candidates, samples, strict=True):
+        p50, p90, p99 = (float(np.percentile(ms, q)) for q in (50, 90, 99))
+        timings.append(
+            Timing(
+                model=c.ref.name,
+                provider=c.settings.provider,
+                batch=batch,
+                seq=seq,
+                runs=len(ms),
+                p50_ms=p50,
+                p90_ms=p90,
+                p99_ms=p99,
+                mean_ms=float(np.mean(ms)),
+                throughput=batch * 1000 / p50,
+                size_bytes=sizes[c.ref.name],
+                speedup=base / p50,
+                first_run_ms=c.first_run_ms,
+                nodes_by_provider=dict(c.nodes),
+                fallback_ops=dict(c.fallback),
+                settings=c.settings.as_dict(),
+                max_abs_diff_vs_cpu=c.max_abs_diff_vs_cpu,
+                min_cosine_vs_cpu=c.min_cosine_vs_cpu,
             )
-    return BenchReport(timings, unavailable)
+        )
+    return timings

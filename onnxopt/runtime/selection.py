@@ -120,7 +120,7 @@ def saved_settings(ref: ModelRef, provider: str, threads: int | None = None) -> 
 def runtime_settings(ref: ModelRef, threads: int | None = None) -> SessionSettings:
     """How to run `ref` for evaluation: its selected provider and settings, if it has any and the
     provider is available here; else the CPU provider."""
-    from onnxopt.runtime.sessions import available
+    from onnxopt.runtime.providers import available
 
     selected = _runtime(ref).get("selected")
     if selected and available(selected.get("provider", "cpu"))[0]:

@@ -1,30 +1,22 @@
 """Building onnxruntime inference sessions for one execution provider, with explicit settings.
-
-OpenVINO comes as a plugin (`onnxruntime-ep-openvino`) registered with the plain `onnxruntime`
-wheel at run time, so the two packages never ship the same files. A build that has OpenVINO
-compiled in (the `onnxruntime-openvino` wheel) is used the classic way when present.
-"""
+Which providers can run here, and OpenVINO's plugin: onnxopt.runtime.providers."""
 
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from onnxopt.choices import EXECUTION_MODES, OPT_LEVELS
 from onnxopt.errors import OnnxoptError, first_line
-
-PROVIDERS = {
-    "cpu": "CPUExecutionProvider",
-    "openvino": "OpenVINOExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-}
-SHORT_NAMES = {v: k for k, v in PROVIDERS.items()}
-OPT_LEVELS = ("disable", "basic", "extended", "all")
-EXECUTION_MODES = ("sequential", "parallel")
-OPENVINO_DEVICES = ("CPU", "GPU", "NPU")
-_PLUGIN_REGISTRATION = "onnxopt-openvino"
-_plugin_registered = False
+from onnxopt.runtime.providers import (
+    OPENVINO_DEVICES,
+    PROVIDERS,
+    SHORT_NAMES,
+    available,
+    openvino_devices,
+    provider_name,
+)
 
 
 @dataclass(frozen=True)
@@ -84,95 +76,6 @@ class SessionSettings:
         return ", ".join(parts) or "defaults"
 
 
-def provider_name(short: str) -> str:
-    key = short.strip().lower()
-    if key not in PROVIDERS:
-        raise OnnxoptError(f"unknown execution provider {short!r}", f"use one of: {', '.join(PROVIDERS)}")
-    return PROVIDERS[key]
-
-
-def _gpu_present() -> bool:
-    return bool(shutil.which("nvidia-smi")) or any(Path("/dev").glob("nvidia[0-9]*"))
-
-
-def _openvino_plugin():
-    """The OpenVINO plugin module, registered with onnxruntime once per process; None if absent."""
-    global _plugin_registered
-    try:
-        import onnxruntime_ep_openvino as plugin
-    except ImportError:
-        return None
-    if not _plugin_registered:
-        import onnxruntime as ort
-
-        try:
-            ort.register_execution_provider_library(_PLUGIN_REGISTRATION, plugin.get_library_path())
-        except Exception as exc:  # already registered by this process, or a broken install
-            if "already" not in str(exc).lower():
-                return None
-        _plugin_registered = True
-    return plugin
-
-
-def _openvino_devices(device: str = "CPU") -> list:
-    import onnxruntime as ort
-
-    if _openvino_plugin() is None:
-        return []
-    return [
-        d
-        for d in ort.get_ep_devices()
-        if d.ep_name == PROVIDERS["openvino"]
-        and d.ep_metadata.get("ov_device") == device
-        and "ov_meta_device" not in d.ep_metadata
-    ]
-
-
-def _cpu_vendor() -> str:
-    """The CPU's vendor as onnxruntime sees it ("Intel", "AMD", ...); "" if it does not say."""
-    import onnxruntime as ort
-
-    for device in ort.get_ep_devices():
-        if device.device.type == ort.OrtHardwareDeviceType.CPU:
-            return device.device.vendor
-    return ""
-
-
-def available(short: str) -> tuple[bool, str]:
-    """Whether the provider can run here, and if not, why and how to get it."""
-    import onnxruntime as ort
-
-    name = provider_name(short)
-    built_in = name in ort.get_available_providers()
-    if short == "openvino":
-        if _openvino_devices() or built_in:
-            return True, ""
-        if _openvino_plugin() is None:
-            return False, (
-                "the OpenVINO plugin is not installed; `pip install onnxruntime-ep-openvino` "
-                "(x86-64 Linux or Windows; `make install` does it there)"
-            )
-        vendor = _cpu_vendor()
-        if vendor and "intel" not in vendor.lower():
-            # The plugin's factory offers devices only on Intel hardware, CPUs included, though
-            # OpenVINO's CPU plugin itself runs on AMD (onnxruntime PR #31981 lifts the check).
-            return False, (
-                f"the OpenVINO plugin offers its CPU device only on Intel CPUs, and this CPU is {vendor} "
-                "(onnxruntime PR #31981 lifts that)"
-            )
-        return False, "the OpenVINO plugin is installed but found no CPU device on this machine"
-    if short == "cuda":
-        if built_in and _gpu_present():
-            return True, ""
-        if not built_in:
-            return False, (
-                f"onnxruntime {ort.__version__} here is a build without CUDA; on a machine with an NVIDIA "
-                "GPU run `make install ORT=gpu` (onnxruntime-gpu in place of onnxruntime)"
-            )
-        return False, "onnxruntime-gpu is installed but no NVIDIA GPU or driver was found"
-    return True, ""
-
-
 def _session_options(settings: SessionSettings, profile: bool, record_placement: bool):
     import onnxruntime as ort
 
@@ -227,7 +130,7 @@ def make_session(
         device = provider_options.pop("device", "CPU")
         if settings.intra_threads:
             provider_options.setdefault("num_of_threads", str(settings.intra_threads))
-        devices = _openvino_devices(device)
+        devices = openvino_devices(device)
         if devices:  # the plugin
             options.add_provider_for_devices(devices, provider_options)
             providers = None
@@ -250,7 +153,7 @@ def make_session(
 def session_for_model(model, provider: str = "cpu"):
     """A session on an in-memory model: from bytes, or through a temporary file past 2 GB."""
     from onnxopt.io.leftovers import temp_dir
-    from onnxopt.io.model_files import is_large
+    from onnxopt.io.saving import is_large
     from onnxopt.io.scratch import write_temp_model
 
     if not is_large(model):

@@ -1,4 +1,5 @@
-"""The CPU int8 layout: a block in the QDQ form quantize_static writes, rewritten for the CPU kernels."""
+"""The CPU int8 layout pass: its five rules in order (each tested in cpu_int8_layout/), on a block in
+the QDQ form quantize_static writes, rewritten for the CPU kernels."""
 
 import numpy as np
 import onnx
@@ -6,6 +7,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxopt.passes.cpu_int8_layout import CpuInt8Layout
+from tests.passes.util import graph, nodes, unchanged_by
 
 H, F = 16, 32
 RNG = np.random.default_rng(0)
@@ -83,14 +85,22 @@ def _run(model, feed, optimized_path=None):
 
 def test_block_is_rewritten_into_cpu_int8_kernels():
     model, _feed = _qdq_block()
-    result = CpuInt8Layout().call(model)
+    result = unchanged_by(CpuInt8Layout(), model)
     assert result.modified
     assert result.details == {
-        "static_matmuls": 1,
-        "dynamic_matmuls": 1,
-        "float_qdq_removed": 1,
-        "biases_folded": 2,
-        "skip_layernorms_unfused": 1,
+        "layout": "onnxruntime-cpu",
+        "rewrites": {
+            "static_matmuls": 1,
+            "dynamic_matmuls": 1,
+            "float_qdq_removed": 1,
+            "biases_folded": 2,
+            "skip_layernorms_unfused": 1,
+        },
+        "skipped": {  # the DQs the static rewrite left unread: they go with the dead nodes
+            "dq_x": "float Q/DQ: nothing reads it",
+            "dq_w1": "float Q/DQ: its input is not a QuantizeLinear output",
+        },
+        "int8_ops": {"DynamicQuantizeMatMul": 1, "MatMulIntegerToFloat": 1, "QuantizeLinear": 1},
     }
     ops = [n.op_type for n in result.model.graph.node]
     assert ops == [
@@ -104,7 +114,27 @@ def test_block_is_rewritten_into_cpu_int8_kernels():
     by_name = {n.name: n for n in result.model.graph.node}
     assert list(by_name["dense"].input)[-1] == "bias1"  # SkipLayerNorm's bias moved into the MatMul
     assert list(by_name["up"].input)[-1] == "bias2"  # and BiasGelu's
-    assert model.graph.node[3].op_type == "MatMul"  # the input model is left alone
+    assert {o.domain for o in result.model.opset_import} == {"", "com.microsoft"}
+    assert not result.model.graph.value_info
+
+
+def test_unread_nodes_and_weights_go_and_the_microsoft_domain_is_declared():
+    model = graph("qdq_matmul")  # opset "" only: the rewrites bring com.microsoft ops
+    result = unchanged_by(CpuInt8Layout(), model)
+    assert nodes(result.model) == [
+        ("q_x", "QuantizeLinear", ["x", "x_scale", "x_zp"], ["x_q"]),
+        ("dq_x", "DequantizeLinear", ["x_q", "x_scale", "x_zp"], ["x_dq"]),
+        ("dense", "MatMulIntegerToFloat", ["x_q", "w_q", "x_scale", "w_scale", "x_zp", "w_zp", "b"], ["h"]),
+        ("act", "Relu", ["h"], ["y"]),
+        ("fp32_dense", "MatMul", ["x_dq", "w_f"], ["z"]),
+    ]
+    assert "h_scale" not in {t.name for t in result.model.graph.initializer}  # dq_h's, unread now
+    assert [(o.domain, o.version) for o in result.model.opset_import] == [("", 18), ("com.microsoft", 1)]
+    assert result.details["skipped"] == {
+        "fp32_dense": "static MatMul: input 1 is not a DequantizeLinear output",
+        "dq_x": "float Q/DQ: read by MatMul, which onnxruntime fuses with it",
+        "dq_w": "float Q/DQ: its input is not a QuantizeLinear output",
+    }
 
 
 def _float_reference(model, x):
@@ -144,8 +174,15 @@ def test_onnxruntime_does_not_fuse_the_layernorm_back(tmp_path):
 
 def test_float_graph_is_left_unchanged(graph_file):
     model = onnx.load(str(graph_file("mlp")))
-    result = CpuInt8Layout().call(model)
-    assert not result.modified and result.details == {}
+    result = unchanged_by(CpuInt8Layout(), model)
+    assert not result.modified
+    reason = "static MatMul: input 0 is not a DequantizeLinear output"
+    assert result.details == {
+        "layout": "onnxruntime-cpu",
+        "rewrites": {},
+        "skipped": {"h": reason, "o": reason},  # unnamed MatMuls: named by their outputs
+        "int8_ops": {},
+    }
     assert [n.op_type for n in result.model.graph.node] == [n.op_type for n in model.graph.node]
 
 
@@ -159,4 +196,5 @@ def test_dequantize_feeding_a_matmul_it_cannot_rewrite_is_kept():
     result = CpuInt8Layout().call(model)
     ops = [n.op_type for n in result.model.graph.node]
     assert "MatMul" in ops and "DequantizeLinear" in ops and "MatMulIntegerToFloat" not in ops
+    assert result.details["skipped"]["dense"] == "static MatMul: input 1 is not a DequantizeLinear output"
     assert _close(_run(result.model, feed), _run(model, feed))

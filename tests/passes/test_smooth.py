@@ -1,4 +1,5 @@
-"""Activation smoothing: exact before quantization, and it helps int8 where one channel dominates."""
+"""Activation smoothing: exact before quantization, and it helps int8 where one channel dominates.
+The small-graph tests come first; the tiny BERT ones check the fused ops and the whole workflow."""
 
 import json
 import shutil
@@ -14,10 +15,58 @@ from onnxopt.data.sources import embedded_samples
 from onnxopt.io import model_files
 from onnxopt.passes.fuse_transformer import FuseTransformer
 from onnxopt.passes.smooth import Smooth, find_groups
-from onnxopt.quantize.calibrate import collect_channel_stats
+from onnxopt.quantize.calibrate import ChannelStats, collect_channel_stats
 from onnxopt.quantize.workflow import quantize
 from onnxopt.runtime.sessions import probe_session
 from tests.conftest import assert_clean_error
+from tests.passes.util import feed_for, graph, inits, nodes, run, unchanged_by
+
+
+def _layernorm_stats(model, rows=64) -> dict:
+    """ChannelStats of `h`, the LayerNorm output of graphs/layernorm_linear, computed in numpy."""
+    t = inits(model)
+    x = feed_for(model, rows=rows)["x"].astype(np.float64)
+    h = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5) * t["gamma"] + t["beta"]
+    return {"h": ChannelStats(np.abs(h).max(0), h.min(0), h.max(0), h[: rows // 2])}
+
+
+def test_a_layernorm_output_is_smoothed_into_gamma_beta_and_the_weight_rows():
+    model = graph("layernorm_linear")  # channel 2 of h is 20x the others (gamma)
+    result = unchanged_by(Smooth(_layernorm_stats(model)), model)
+    (applied,) = result.details["smoothed"]
+    assert result.modified and applied["tensor"] == "h" and applied["weights"] == ["proj"]
+    assert applied["residual_muls"] == 1 and applied["error_after"] < applied["error_before"] / 10
+    assert result.details["skipped"] == {"n": "feeds no weight"}
+    # The residual branch reads h times s, right after the LayerNorm; the projection reads h / s.
+    assert nodes(result.model) == [
+        ("ln", "LayerNormalization", ["x", "gamma", "beta"], ["h"]),
+        ("ln_unsmooth", "Mul", ["h", "h_smooth_scale"], ["h_unsmoothed"]),
+        ("proj", "MatMul", ["h", "w"], ["p"]),
+        ("proj_bias", "Add", ["p", "b"], ["y"]),
+        ("residual", "Add", ["h_unsmoothed", "x"], ["r"]),
+        ("ln_out", "LayerNormalization", ["x", "gamma2", "beta2"], ["n"]),
+    ]
+    before, after = inits(model), inits(result.model)
+    scales = after["h_smooth_scale"]
+    np.testing.assert_allclose(after["gamma"], before["gamma"] / scales, rtol=1e-6)
+    np.testing.assert_allclose(after["w"], before["w"] * scales[:, None], rtol=1e-6)
+    assert scales[2] == scales.max()  # the outlier channel is divided the most
+    feed = feed_for(model)
+    for got, want in zip(run(result.model, feed), run(model, feed), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_candidates_left_alone_carry_their_reasons():
+    model = graph("layernorm_linear")
+    result = unchanged_by(Smooth({}), model)
+    assert not result.modified and nodes(result.model) == nodes(model)
+    assert result.details == {
+        "smoothed": [],
+        "skipped": {"h": "no calibration statistics", "n": "feeds no weight"},
+    }
+    model.graph.output[1].name = "h"  # h itself a graph output
+    next(n for n in model.graph.node if n.name == "residual").output[0] = "unused"
+    assert find_groups(model)[1]["h"] == "is a graph output"
 
 
 def _feeds(folder, model, count=12):
@@ -44,7 +93,7 @@ def test_smoothing_is_exact_before_quantization(tiny_bert_onnx, fused):
     )
     feeds = _feeds(tiny_bert_onnx, model)
     stats = collect_channel_stats(model, feeds, [g.tensor for g in groups])
-    result = Smooth(stats, alphas=(0.5,), only_if_better=False)(model)
+    result = unchanged_by(Smooth(stats, alphas=(0.5,), only_if_better=False), model)
     assert len(result.details["smoothed"]) == len(groups)
     before = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     after = {t.name: numpy_helper.to_array(t) for t in result.model.graph.initializer}
@@ -123,8 +172,8 @@ def test_smoothing_lowers_int8_error_where_layernorm_outputs_have_outliers(outli
     from onnxopt.optimize.workflow import optimize
 
     optimize(outlier, tmp_path / "fused")  # same graph as the quantized ones, in fp32
-    plain = quantize(outlier, tmp_path / "plain", "static", calib=16, smooth=False)
-    smooth = quantize(outlier, tmp_path / "smooth", "static", calib=16, smooth=True)
+    plain = quantize(outlier, tmp_path / "plain", mode="static", calib=16, smooth=False)
+    smooth = quantize(outlier, tmp_path / "smooth", mode="static", calib=16, smooth=True)
     assert plain.options["smooth"] == [] and smooth.options["smooth"]
     assert all(0 < g["alpha"] < 1 for g in smooth.options["smooth"])
     # The FFN up projections read the planted LayerNorm outputs; X.W is what smoothing preserves.

@@ -1,0 +1,19 @@
+"""The choice lists of options, in one place.
+
+The configs (and through them the command line's help and the recipe schema), the passes and the
+runtime all read them from here, so they cannot disagree (the recipe schema once carried its own
+copies). Standard library only: the CLI imports this before anything heavy.
+"""
+
+QUANTIZE_MODES = ("static", "dynamic")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+# Op types with a static int8 kernel on the CPU provider, and the fused ops that only have
+# dynamic-activation int8 kernels (QAttention, QEmbedLayerNormalization).
+QDQ_OPS = ("MatMul", "Gemm")
+DYNAMIC_ONLY_OPS = ("Attention", "EmbedLayerNormalization")
+QUANTIZE_OPS = QDQ_OPS + DYNAMIC_ONLY_OPS
+EVAL_TASKS = ("fidelity", "sts", "classification", "qa", "perplexity")
+PROVIDERS = ("cpu", "openvino", "cuda")
+PROVIDER_SETS = ("all", "auto")  # every provider; every provider and save the fastest
+OPT_LEVELS = ("disable", "basic", "extended", "all")
+EXECUTION_MODES = ("sequential", "parallel")

@@ -1,0 +1,47 @@
+"""`onnxopt eval`'s options, written once: the command line and the recipe schema derive from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from onnxopt.choices import EVAL_TASKS
+from onnxopt.errors import OnnxoptError
+from onnxopt.options import Options, option
+
+# task -> (what its --data must be, hint)
+NEEDS = {
+    "sts": ("pairs with gold scores", "pass --data path/to/sts-dev.csv"),
+    "classification": ("a labelled csv", "pass --data FILE with text and label columns"),
+    "qa": ("a SQuAD-format json", "pass --data FILE"),
+    "perplexity": ("a text file", "pass --data FILE"),
+}
+SEQ_LEN = {"qa": 384}  # the default --seq-len is 128 but for these tasks
+
+
+@dataclass(frozen=True)
+class EvalConfig(Options):
+    reference: str | None = option(
+        None,
+        "Reference model folder, e.g. the fp32 export (in recipes: an earlier step's name).",
+        metavar="DIR",
+    )
+    task: str = option("fidelity", "What to measure (fidelity: outputs vs --reference).", choices=EVAL_TASKS)
+    data: str | None = option(
+        None,
+        "fidelity: text/csv/jsonl samples; sts: an STS .csv; classification: csv with a header; "
+        "qa: SQuAD .json; perplexity: a text file.",
+        metavar="PATH",
+    )
+    limit: int = option(64, "Samples to compare for fidelity.", low=1)
+    seq_len: int | None = option(None, "Truncate inputs to this many tokens (default 128; qa 384).", low=1)
+    text_column: str | None = option(None, "Column(s) holding the text, for csv/jsonl data.")
+    label_column: str = option("label", "Column holding the label, for classification.")
+
+    def check(self) -> None:
+        if self.task != "fidelity" and self.data is None:
+            what, hint = NEEDS[self.task]
+            raise OnnxoptError(f"the {self.task} task needs {what}", hint)
+
+    @property
+    def tokens(self) -> int:
+        return self.seq_len or SEQ_LEN.get(self.task, 128)

@@ -1,0 +1,16 @@
+"""`onnxopt export`'s options, written once: the command line and the recipe schema derive from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from onnxopt.options import VERIFY_HELP, Options, option
+
+
+@dataclass(frozen=True)
+class ExportConfig(Options):
+    task: str = option("auto", "optimum task, e.g. feature-extraction, text-classification.")
+    opset: int | None = option(None, "ONNX opset (default: optimum's choice for the model).", low=7)
+    atol: float = option(1e-4, "Fail if ONNX and PyTorch outputs differ by more than this.", low=0)
+    trust_remote_code: bool = option(False, "Allow model code from the hub to run.")
+    verify_loading: bool = option(False, VERIFY_HELP)

@@ -1,0 +1,57 @@
+"""What a prune run reports, read back from the written model: per block, the projections'
+weights before and after (every linear weight is one multiply-add per token), and the whole
+model's parameters. Read from the file, not from the plan: a structure the fold could not apply
+shows here, instead of a claimed -50% (ALBERT's shared layers once grew the model)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from onnxopt.passes.graph_index import Graph
+from onnxopt.passes.prune_fold import HeadPlan
+from onnxopt.passes.prune_structures import FfnBlock
+
+
+@dataclass
+class LayerReport:
+    kind: str  # "attention" or "ffn"
+    layer: int
+    units: int
+    kept: int
+    params_before: int
+    params_after: int
+
+
+def linear_params(g: Graph, block, nonzero: bool) -> int:
+    """Weights of a block's projections as the graph `g` has them (by node name: folding keeps
+    names and swaps inputs); with `nonzero`, only the non-zero ones (--mask-only keeps shapes)."""
+    nodes = [block.up, block.down] if isinstance(block, FfnBlock) else [block.q, block.k, block.v, block.out]
+    total = 0
+    for linear in nodes:
+        weight = g.nodes[linear.node].input[1]
+        if nonzero:
+            total += int(np.count_nonzero(g.const(weight)))
+        else:
+            total += int(np.prod(g.inits[weight].dims))
+    return total
+
+
+def measured(before: Graph, after: Graph, head_plans, ffn_plans, mask_only: bool) -> list[LayerReport]:
+    layers = [
+        LayerReport(
+            "attention" if isinstance(p, HeadPlan) else "ffn",
+            p.block.layer,
+            p.block.heads if isinstance(p, HeadPlan) else p.block.width,
+            len(p.keep),
+            linear_params(before, p.block, False),
+            linear_params(after, p.block, mask_only),
+        )
+        for p in [*head_plans, *ffn_plans]
+    ]
+    return sorted(layers, key=lambda r: (r.layer, r.kind))
+
+
+def parameters(model) -> int:
+    return sum(int(np.prod(t.dims)) for t in model.graph.initializer)

@@ -1,0 +1,61 @@
+"""`onnxopt quantize`'s options, written once: the command line and the recipe schema derive from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from onnxopt.choices import CALIBRATION_METHODS, QUANTIZE_MODES, QUANTIZE_OPS
+from onnxopt.errors import OnnxoptError
+from onnxopt.options import Options, option
+
+
+@dataclass(frozen=True)
+class QuantizeConfig(Options):
+    mode: str | None = option(
+        None,
+        "static: activation ranges from calibration; dynamic: ranges at run time.",
+        choices=QUANTIZE_MODES,
+        as_flags=True,
+    )
+    calib: int = option(40, "Calibration samples (static).", low=1)
+    calib_data: str | None = option(
+        None,
+        "Text/csv/tsv/jsonl file, dataset folder or `datasets` name; default: the embedded corpus.",
+        metavar="PATH",
+    )
+    text_column: str | None = option(None, "Column(s) holding the text: NAME or INDEX, two for pairs.")
+    method: str = option("minmax", "Calibration method.", choices=CALIBRATION_METHODS)
+    per_channel: bool = option(True, "Per-channel weight scales.")
+    ops: tuple[str, ...] = option(
+        QUANTIZE_OPS, "Op types to quantize.", choices=QUANTIZE_OPS, metavar="MatMul,Gemm"
+    )
+    exclude: tuple[str, ...] = option((), "Node names to keep in fp32.", metavar="NODE,NODE")
+    seq_len: int = option(128, "Truncate calibration samples to this many tokens.", low=1)
+    optimize: bool = option(True, "Fuse transformer ops first.")
+    max_drop: float | None = option(
+        None, "Keep the most sensitive nodes in fp32 until the accuracy drop is at most this.", low=0
+    )
+    eval_data: str | None = option(
+        None,
+        "STS pairs file for --max-drop (Spearman points); default: fidelity on held-back samples.",
+        metavar="PATH",
+    )
+    smooth: bool | None = option(
+        None, "Fold SmoothQuant scales, alpha searched per activation (default: on with a tokenizer)."
+    )
+    all_static: bool = option(False, "Static scales for GELU outputs too (default: dynamic there).")
+    qdq: bool = option(False, "Keep portable QDQ (OpenVINO, TensorRT); default: CPU-provider kernels.")
+    verify_loading: bool = option(
+        False, "Load OUTPUT with optimum's ORTModelFor<Task>; compare with the input."
+    )
+
+    def check(self) -> None:
+        if self.mode is None:
+            raise OnnxoptError(
+                "choose exactly one of --static and --dynamic",
+                "e.g. `onnxopt quantize DIR --static --calib 40 -o OUT`",
+            )
+        if self.eval_data is not None and self.max_drop is None:
+            raise OnnxoptError(
+                "--eval-data is used by the accuracy-aware search", "pass --max-drop X with it"
+            )

@@ -1,0 +1,55 @@
+"""What a quantize run records in the manifest, and the checks of node names it was given."""
+
+from __future__ import annotations
+
+import difflib
+
+from onnxopt.errors import OnnxoptError
+from onnxopt.passes.int8_ops import int8_op_counts
+from onnxopt.quantize.config import QuantizeConfig
+
+
+def run_record(config: QuantizeConfig, options, reports, calibration, cpu: str, model) -> dict:
+    """The manifest's record of a quantize run: options, CPU, layout, smoothing, and the int8 ops
+    counted in the quantized model itself."""
+    quant = next((r.details for r in reversed(reports) if "fallback" in r.details), {})
+    record = {
+        "mode": config.mode,
+        "ops": list(config.ops),
+        "per_channel": config.per_channel,
+        "exclude": list(config.exclude),
+        "reduce_range": options.reduce_range,
+        "cpu": cpu,
+        "optimize": config.optimize,
+        "layout": "qdq" if config.qdq else "onnxruntime-cpu",
+        "int8_ops": int8_op_counts(model),
+        "dynamic_matmuls": list(options.dynamic_nodes),
+        "smooth": [
+            {"tensor": g["tensor"], "alpha": g["alpha"]}
+            for r in reports
+            if r.name == "smooth"
+            for g in r.details["smoothed"]
+        ],
+    }
+    if "fallback" in quant:
+        record["fallback"] = quant["fallback"]
+        record["fallback"]["eval_data"] = config.eval_data or "held-back calibration samples"
+    if calibration is not None:
+        record["calibration"] = {
+            "method": config.method,
+            "samples": calibration.samples,
+            "seq_len": config.seq_len,
+            "data": config.calib_data or "embedded corpus (calib/en.txt)",
+        }
+    return record
+
+
+def check_excluded(model, exclude: tuple[str, ...]) -> None:
+    names = [n.name for n in model.graph.node]
+    for name in exclude:
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=3)
+            hint = (
+                f"did you mean: {', '.join(close)}" if close else "run `onnxopt inspect --nodes` to list them"
+            )
+            raise OnnxoptError(f"--exclude names node {name!r}, which the (fused) graph does not have", hint)

@@ -1,0 +1,120 @@
+"""Tables of the commands that make models: export, optimize, quantize, prune, and the
+--verify-loading line. Each reads the workflow's result dataclass; nothing is computed here."""
+
+from __future__ import annotations
+
+from rich.markup import escape
+from rich.table import Table
+
+from onnxopt.report.console import out, size
+from onnxopt.report.steps import step_summary
+
+
+def export_result(r) -> None:
+    table = Table(title=f"Exported to {r.out}", show_header=False)
+    table.add_row("source", r.source)
+    table.add_row("task", r.task)
+    table.add_row("opset", str(r.opset))
+    for name, diff in r.max_abs_diff.items():
+        table.add_row(f"max |onnx - torch| ({name})", f"{diff:.2e}  (atol {r.atol:g})")
+    table.add_row("size", size(r.size_bytes))
+    table.add_row("time", f"{r.seconds:.1f} s")
+    out().print(table)
+
+
+def _steps_table(title: str) -> Table:
+    table = Table(title=escape(title))
+    for col in ("step", "time", "what changed"):
+        table.add_column(col)
+    return table
+
+
+def quantize_result(r) -> None:
+    table = _steps_table(f"Quantized ({r.mode}) to {r.out}")
+    for step in r.steps:
+        if step.name.startswith("quantize") and r.calibration is not None:
+            c = r.calibration
+            method = r.options["calibration"]["method"]
+            table.add_row(
+                "calibrate",
+                f"{c.seconds:.1f} s",
+                f"{c.samples} samples, {method}, streaming (peak RSS {c.peak_rss_mb:.0f} MB)",
+            )
+        table.add_row(step.name, f"{step.seconds:.1f} s", step_summary(step))
+    out().print(table)
+    if "fallback" in r.options:
+        fallback_table(r.options["fallback"])
+    out().print(f"int8 types: {r.cpu}")
+    out().print(
+        f"size: {size(r.size_before)} -> {size(r.size_after)} "
+        f"({r.size_before / max(r.size_after, 1):.1f}x smaller), {r.seconds:.1f} s in all"
+    )
+
+
+def prune_result(r) -> None:
+    verb = "Masked" if r.mask_only else "Pruned"
+    table = Table(
+        title=escape(f"{verb} to {r.out} (sparsity {r.sparsity:g}, {r.samples} calibration samples)")
+    )
+    # Every linear weight is one multiply-add per token: one column says both.
+    for col in ("layer", "block", "kept", "linear params = MACs/token"):
+        table.add_column(col, justify="left" if col in ("layer", "block") else "right")
+    for layer in r.layers:
+        unit = "heads" if layer.kind == "attention" else "neurons"
+        change = f"{layer.params_before:,} -> {layer.params_after:,}"
+        table.add_row(str(layer.layer), layer.kind, f"{layer.kept}/{layer.units} {unit}", change)
+    before, after = r.linear_params
+    table.add_row("all", "", "", f"{before:,} -> {after:,} (-{100 * (1 - after / max(before, 1)):.1f}%)")
+    out().print(table)
+    for note in r.notes:
+        out().print(f"note: {escape(note)}")
+    before, after = r.parameters
+    out().print(
+        f"parameters: {before:,} -> {after:,} (whole model, read from the written file); "
+        f"size: {size(r.size_before)} -> {size(r.size_after)}, {r.seconds:.1f} s in all"
+        + ("; shapes unchanged (--mask-only)" if r.mask_only else "")
+    )
+
+
+def _counts(counts: dict) -> str:
+    return ", ".join(f"{op} x{n}" for op, n in counts.items())
+
+
+def optimize_result(r) -> None:
+    table = _steps_table(f"Optimized to {r.out}")
+    for step in r.steps:
+        table.add_row(step.name, f"{step.seconds:.1f} s", step_summary(step))
+    p = r.parity
+    table.add_row(
+        "parity",
+        "",
+        f"{p.samples} samples: max abs diff {p.max_abs_diff:.2e} (atol {r.atol:g}), "
+        f"min cosine {p.min_cosine:.6f}",
+    )
+    out().print(table)
+
+
+def fallback_table(f: dict) -> None:
+    unit = "Spearman points" if f["metric"] == "sts" else "100 x (1 - output cosine)"
+    table = Table(title=f"Accuracy-aware fallback: drop in {unit}, bound {f['max_drop']:g}")
+    for col in ("kept in fp32", "op", "sensitivity", "drop after"):
+        table.add_column(col, justify="left" if col in ("kept in fp32", "op") else "right")
+    table.add_row("(all quantized)", "", "", f"{f['start_drop']:.3f}")
+    for k in f["kept_fp32"]:
+        table.add_row(escape(k["node"]), k["op_type"], f"{k['sensitivity']:.3f}", f"{k['drop_after']:.3f}")
+    out().print(table)
+    verdict = "reached" if f["reached"] else "NOT reached; the best model found was kept"
+    out().print(
+        f"bound {verdict}: drop {f['final_drop']:.3f} with {len(f['kept_fp32'])} of "
+        f"{f['candidates']} nodes in fp32 ({f['eval_data']})"
+    )
+
+
+def verify_result(r) -> None:
+    line = (
+        f"verified: {r.model_class}.from_pretrained({escape(r.folder)}) ran a sample, "
+        f"{r.output} {list(r.shape)}"
+    )
+    if r.reference is not None:
+        line += f"; vs the input model: min cosine {r.min_cosine:.5f}, max abs diff {r.max_abs_diff:.3e}"
+    out().print(line + f" ({r.seconds:.1f} s)")

@@ -1,0 +1,83 @@
+"""The `bench` workflow: optional tuning, interleaved timing of every model on every provider,
+and the provider chosen per model by measurement (saved in its manifest with --ep auto).
+
+Here rather than in the CLI so recipes reach all of it: the command only renders the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from onnxopt.io import model_files
+from onnxopt.io.outputs import check_output_file
+from onnxopt.options import config_from
+from onnxopt.runtime import selection
+from onnxopt.runtime.config import BenchConfig
+from onnxopt.runtime.measure import Timing, Unavailable, bench
+from onnxopt.runtime.sessions import SessionSettings
+from onnxopt.runtime.tuning import TuneResult, tune
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class BenchResult:
+    results: list[Timing]
+    unavailable: list[Unavailable]
+    selected: dict[str, str]  # model -> the provider chosen for it (several providers, or --ep auto)
+    threads: int | None
+    selections: list[selection.Selection] = field(default_factory=list)
+    tuning: list[TuneResult] = field(default_factory=list)
+
+
+def run_bench(
+    models: Sequence[Path], config: BenchConfig | None = None, on_progress: Progress | None = None, **options
+) -> BenchResult:
+    config = config_from(BenchConfig, config, options)
+    progress = on_progress or (lambda _stage, _done, _total: None)
+    refs = [model_files.resolve(m) for m in models]
+    # Before the measuring, not after it: an unwritable or hostile path costs no minutes.
+    check_output_file(config.plot, [r.folder or r.onnx_path for r in refs], "--plot")
+    tuning = [_tuned(ref, config, progress) for ref in refs] if config.tune else []
+    tuned = {t.model: t.best for t in tuning}
+
+    def variants(ref: model_files.ModelRef, provider: str) -> list[SessionSettings]:
+        if provider in tuned.get(ref.name, {}):
+            return [tuned[ref.name][provider]]
+        return [selection.saved_settings(ref, provider, config.threads)]
+
+    report = bench(
+        refs,
+        config.batch,
+        config.seq_len,
+        runs=config.runs,
+        warmup=config.warmup,
+        providers=config.providers,
+        min_seconds=config.min_time,
+        variants_for=variants,
+        on_progress=lambda done, total: progress("timing", done, total),
+    )
+    measured = {t.provider for t in report.timings}
+    chosen = selection.select(report.timings) if len(measured) > 1 or config.select else {}
+    if config.select:
+        for ref in refs:
+            selection.record(ref, chosen[ref.name])
+    selected = {model: s.provider for model, s in chosen.items()}
+    return BenchResult(
+        report.timings, report.unavailable, selected, config.threads, list(chosen.values()), tuning
+    )
+
+
+def _tuned(ref: model_files.ModelRef, config: BenchConfig, progress: Progress) -> TuneResult:
+    result = tune(
+        ref,
+        config.providers,
+        min(config.batch),
+        config.seq_len,
+        threads=config.threads,
+        on_progress=lambda done, total: progress(f"tuning {ref.name}", done, total),
+    )
+    selection.record_tuned(ref, result.best)
+    return result

@@ -1,0 +1,104 @@
+"""The pass contract (onnx-ir's in_place / changes_input) and Pipeline as a pass that nests."""
+
+import onnx
+import pytest
+from onnx import helper
+
+from onnxopt.passes import Pass, PassResult, Pipeline
+from onnxopt.passes.base import PassContractError
+from tests.passes.util import graph, unchanged_by
+
+
+class AddRelu(Pass):
+    """Functional: appends a Relu after the graph output, on a copy."""
+
+    name = "add-relu"
+
+    def call(self, model):
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
+        old = out.graph.output[0].name
+        out.graph.node.append(helper.make_node("Relu", [old], [f"{old}_relu"], name=f"{old}_relu"))
+        out.graph.output[0].name = f"{old}_relu"
+        return PassResult(out, True, {"added": f"{old}_relu"})
+
+
+class RenameGraph(Pass):
+    """In place: renames the graph."""
+
+    name = "rename"
+    in_place = True
+    changes_input = True
+
+    def call(self, model):
+        model.graph.name = "renamed"
+        return PassResult(model, True, {})
+
+
+class Liar(Pass):
+    """Declares itself functional but hands back its input."""
+
+    name = "liar"
+
+    def call(self, model):
+        return PassResult(model, False, {})
+
+
+def test_a_functional_pass_returns_a_new_model_and_leaves_its_input():
+    result = unchanged_by(AddRelu(), graph("linear"))
+    assert [n.op_type for n in result.model.graph.node] == ["MatMul", "Add", "Relu"]
+
+
+def test_the_declared_contract_is_checked_by_identity():
+    model = graph("linear")
+    with pytest.raises(PassContractError, match="'liar' is declared not in place"):
+        Liar()(model)
+
+    class Copier(RenameGraph):
+        def call(self, model):
+            return AddRelu().call(model)
+
+    with pytest.raises(PassContractError, match="declared in place but returned another model"):
+        Copier()(model)
+    assert RenameGraph()(model).model is model and model.graph.name == "renamed"
+
+
+def test_nested_pipelines_report_their_steps_flattened_in_order():
+    seen = []
+    inner = Pipeline([AddRelu(), AddRelu()], name="inner")
+    outer = Pipeline([AddRelu(), inner, Pipeline([], name="empty"), AddRelu()], name="outer")
+    model, reports = outer.run(graph("linear"), on_step=seen.append)
+    assert seen == ["add-relu"] * 4
+    assert [r.details["added"] for r in reports] == [
+        "y_relu",
+        "y_relu_relu",
+        "y_relu_relu_relu",
+        "y_relu_relu_relu_relu",
+    ]
+    assert [r.ops_after.get("Relu", 0) for r in reports] == [1, 2, 3, 4]
+    assert reports[1].op_changes() == {"Relu": 1}
+    assert model.graph.output[0].name == "y_relu_relu_relu_relu"
+
+
+def test_a_pipeline_is_a_pass_whose_details_carry_the_steps():
+    model = graph("linear")
+    result = unchanged_by(Pipeline([AddRelu(), Pipeline([AddRelu()])], name="both"), model)
+    assert result.modified
+    assert [s.name for s in result.details["steps"]] == ["add-relu", "add-relu"]
+    assert [n.op_type for n in result.model.graph.node] == ["MatMul", "Add", "Relu", "Relu"]
+
+
+def test_a_pipeline_declares_what_its_passes_do():
+    functional, in_place = AddRelu(), RenameGraph()
+    assert (Pipeline([functional, in_place]).in_place, Pipeline([functional, in_place]).changes_input) == (
+        False,
+        False,
+    )
+    assert (Pipeline([in_place, functional]).in_place, Pipeline([in_place, functional]).changes_input) == (
+        False,
+        True,
+    )
+    assert Pipeline([in_place, Pipeline([in_place])]).in_place
+    model = graph("linear")
+    assert Pipeline([in_place, in_place])(model).model is model
+    assert Pipeline([]).in_place and not Pipeline([]).changes_input
