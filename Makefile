@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/onnxopt export -o $(OUT)/fp32 --overwrite
 	$(BIN)/onnxopt quantize $(OUT)/fp32 --static --calib 40 -o $(OUT)/int8 --overwrite
-	$(BIN)/onnxopt bench $(OUT)/fp32 $(OUT)/int8 --batch 1,32 --seq 128
+	$(BIN)/onnxopt bench $(OUT)/fp32 $(OUT)/int8 --batch 1,32 --seq-len 128
 
 test: install
 	$(BIN)/python -m pytest -q --durations=10

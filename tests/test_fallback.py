@@ -60,30 +60,33 @@ def test_loose_bound_keeps_everything_quantized(planted, tmp_path):
 
 
 def test_sts_eval_data_drives_the_search(planted, tmp_path, cli):
-    pairs = tmp_path / "pairs.csv"
+    """With --eval-data the drop is in Spearman points on those pairs. Their gold scores are the fp32
+    model's own cosines, so fp32 scores 100 and int8 starts below it: the search must run."""
+    from onnxopt.data.samples import input_types, load_tokenizer
+    from onnxopt.data.sts_pairs import StsPair
+    from onnxopt.evaluate.sts import sts_cosines
+    from onnxopt.io import model_files
+    from onnxopt.runtime.sessions import make_session
+
     rng = np.random.default_rng(0)
     words = "a man plays music the dog runs in park cat eats food red car blue book".split()
-    lines = [
-        f"g\tf\t2012\t{i}\t{rng.uniform(0, 5):.2f}\t{' '.join(rng.choice(words, 5))}\t"
-        f"{' '.join(rng.choice(words, 5))}"
-        for i in range(30)
-    ]
-    pairs.write_text("\n".join(lines) + "\n")
-    code, out, err = cli(
-        "quantize",
-        planted,
-        "--static",
-        "--calib",
-        8,
-        "--max-drop",
-        50,
-        "--eval-data",
-        pairs,
-        "-o",
-        tmp_path / "q",
-    )
+    texts = [(" ".join(rng.choice(words, 5)), " ".join(rng.choice(words, 5))) for _ in range(30)]
+    ref = model_files.resolve(planted)
+    session = make_session(ref.onnx_path)
+    types = input_types(model_files.load(ref, load_weights=False))
+    gold = sts_cosines(session, load_tokenizer(ref.folder), types, [StsPair(0.0, a, b) for a, b in texts])
+    pairs = tmp_path / "pairs.csv"
+    rows = [f"g\tf\t2012\t{i}\t{5 * gold[i]:.6f}\t{a}\t{b}\n" for i, (a, b) in enumerate(texts)]
+    pairs.write_text("".join(rows))
+    out = tmp_path / "q"
+    search = ("--max-drop", 0, "--eval-data", pairs)
+    code, stdout, err = cli("quantize", planted, "--static", "--calib", 8, *search, "-o", out)
     assert code == 0, err
-    assert "drop in Spearman points" in out and "bound reached" in out
+    fallback = json.loads((out / "onnxopt.json").read_text())["steps"][-1]["fallback"]
+    assert fallback["metric"] == "sts" and fallback["eval_data"] == str(pairs)
+    assert fallback["start_drop"] > 0 and fallback["kept_fp32"], fallback
+    assert fallback["final_drop"] < fallback["start_drop"]
+    assert "drop in Spearman points" in stdout
 
 
 def test_fallback_option_errors(cli, planted, tmp_path):

@@ -2,6 +2,7 @@
 
 import shutil
 
+import numpy as np
 import pytest
 
 from tests.conftest import assert_clean_error, build_tiny_bert, export_to
@@ -35,7 +36,16 @@ def test_quantize_verify_loading_per_task(cli, tiny_exports, tmp_path, task, mod
 
     kwargs = {"use_cache": False, "use_io_binding": False} if task == "text-generation" else {}
     model = getattr(ort_models, model_class).from_pretrained(out, **kwargs)
-    assert model is not None
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    encoded = tokenizer(["a dog runs in the park"], return_tensors="pt")
+    outputs = model(**encoded)
+    main = next(
+        getattr(outputs, k) for k in ("last_hidden_state", "logits", "start_logits") if hasattr(outputs, k)
+    )
+    assert main.shape[0] == 1 and np.isfinite(main.detach().numpy()).all()
 
 
 def test_verify_compares_with_the_input(tiny_bert_onnx):
