@@ -37,6 +37,7 @@ class Spec:
     # A choice spelled as one flag per value on the command line and one boolean key per value in
     # recipes (--static / --dynamic, `static: true`), exactly one of them given.
     as_flags: bool = False
+    choice_help: tuple[str, ...] = ()  # with as_flags: each flag's own help, in the order of choices
     cli: bool = True  # on the command line
     recipe: bool = True  # in recipes
     metavar: str | None = None

@@ -16,7 +16,9 @@ MODELS = inspect.Parameter(
     common.KW,
     annotation=list[Path],
     default=typer.Argument(
-        ..., help="Model folders or .onnx files; speedups are against the first, on the first provider."
+        ...,
+        metavar="MODEL...",
+        help="Model folders or .onnx files; speedups are against the first, on the first provider.",
     ),
 )
 

@@ -29,13 +29,15 @@ VERBOSITY = Verbosity()
 
 
 def model_argument(help: str = "Model folder (from `onnxopt export`) or .onnx file.") -> inspect.Parameter:
-    return inspect.Parameter("model", KW, default=typer.Argument(..., help=help), annotation=Path)
+    return inspect.Parameter(
+        "model", KW, default=typer.Argument(..., help=help, metavar="MODEL"), annotation=Path
+    )
 
 
 OUTPUT = inspect.Parameter(
     "output",
     KW,
-    default=typer.Option(..., "-o", "--output", help="Folder to write the result to."),
+    default=typer.Option(..., "-o", "--output", metavar="OUT", help="Folder to write the result to."),
     annotation=Path,
 )
 OVERWRITE = inspect.Parameter(

@@ -16,7 +16,9 @@ SOURCE = inspect.Parameter(
     common.KW,
     annotation=str | None,
     default=typer.Argument(
-        None, help="Local Hugging Face folder or hub id; default: the bundled all-MiniLM-L6-v2."
+        None,
+        metavar="[MODEL]",
+        help="Local Hugging Face folder or hub id; default: the bundled all-MiniLM-L6-v2.",
     ),
 )
 

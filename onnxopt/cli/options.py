@@ -21,6 +21,7 @@ from onnxopt.errors import OnnxoptError
 from onnxopt.options import Field, fields_of, parse_list
 
 KW = inspect.Parameter.KEYWORD_ONLY
+_METAVARS = {int: "N", float: "X", str: "TEXT"}
 
 
 def _flag_name(f: Field) -> str:
@@ -37,7 +38,7 @@ def _bool_option(f: Field) -> inspect.Parameter:
 
 
 def _value_option(f: Field) -> inspect.Parameter:
-    extra: dict[str, Any] = {"help": f.spec.help, "metavar": f.spec.metavar}
+    extra: dict[str, Any] = {"help": f.spec.help, "metavar": f.spec.metavar or _METAVARS.get(f.base)}
     if f.is_list:
         shown = ",".join(str(v) for v in f.default) if f.default else "none"
         among = f"; of {', '.join(f.spec.choices)}" if f.spec.choices else ""
@@ -69,14 +70,12 @@ def parameters(config_class: type) -> list[inspect.Parameter]:
         if not f.spec.cli:
             continue
         if f.spec.as_flags:
+            helps = f.spec.choice_help or tuple(f"{choice}: {f.spec.help}" for choice in f.spec.choices)
             found += [
                 inspect.Parameter(
-                    choice,
-                    KW,
-                    default=typer.Option(False, f"--{choice}", help=f"{choice}: {f.spec.help}"),
-                    annotation=bool,
+                    choice, KW, default=typer.Option(False, f"--{choice}", help=text), annotation=bool
                 )
-                for choice in f.spec.choices
+                for choice, text in zip(f.spec.choices, helps, strict=True)
             ]
         elif f.base is bool:
             found.append(_bool_option(f))

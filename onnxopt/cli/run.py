@@ -14,7 +14,7 @@ RECIPE = inspect.Parameter(
     "recipe_path",
     common.KW,
     annotation=Path,
-    default=typer.Argument(..., help="Recipe file (YAML); see recipes/."),
+    default=typer.Argument(..., metavar="RECIPE", help="Recipe file (YAML); see recipes/."),
 )
 EXTRAS = [
     inspect.Parameter(

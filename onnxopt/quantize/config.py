@@ -13,9 +13,13 @@ from onnxopt.options import Options, option
 class QuantizeConfig(Options):
     mode: str | None = option(
         None,
-        "static: activation ranges from calibration; dynamic: ranges at run time.",
+        "static or dynamic int8.",
         choices=QUANTIZE_MODES,
         as_flags=True,
+        choice_help=(
+            "Static int8: activation ranges from calibration.",
+            "Dynamic int8: activation ranges at run time.",
+        ),
     )
     calib: int = option(40, "Calibration samples (static).", low=1)
     calib_data: str | None = option(
