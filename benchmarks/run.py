@@ -107,16 +107,31 @@ def main() -> None:
     ]
     table = header + "\n".join(lines) + "\n"
     note = (
-        f"\nCPU provider, {args.threads} threads, seq 128; models timed interleaved, "
+        f"\n{cpu_name()}; CPU provider, {args.threads} threads, seq 128; models timed interleaved, "
         f"at least {args.runs} runs and {args.min_time:g} s each per batch size; "
         "speedups vs fp32 from the same run.\n"
     )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(
-        json.dumps({"rows": rows, "threads": args.threads, "runs": args.runs}, indent=2) + "\n"
+        json.dumps({"rows": rows, "cpu": cpu_name(), "threads": args.threads, "runs": args.runs}, indent=2)
+        + "\n"
     )
     (args.out / "results.md").write_text(table + note)
     print(table + note)
+
+
+def cpu_name() -> str:
+    """The machine the figures come from: its CPU model and the int8 path it offers."""
+    import platform
+
+    from onnxopt.runtime.cpu import cpu_features
+
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor() or platform.machine(),
+    )  # fmt: skip
+    return f"{model} ({cpu_features().describe().split(':')[0]})"
 
 
 if __name__ == "__main__":
