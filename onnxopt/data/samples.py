@@ -14,6 +14,7 @@ import onnx
 
 from onnxopt.data.sources import Sample
 from onnxopt.errors import OnnxoptError, first_line, shorten
+from onnxopt.io.cache_layout import CacheLayout, cache_layout, empty_past
 
 _ONNX_TO_NUMPY = {
     onnx.TensorProto.INT64: np.int64,
@@ -42,9 +43,20 @@ def _graph_inputs(model: onnx.ModelProto):
     return [i for i in model.graph.input if i.name not in initializers]
 
 
-def input_types(model: onnx.ModelProto) -> dict[str, type]:
-    """Graph inputs (not initializers) and the numpy dtype each takes."""
-    return {i.name: _ONNX_TO_NUMPY.get(i.type.tensor_type.elem_type, np.int64) for i in _graph_inputs(model)}
+class InputTypes(dict):
+    """Graph inputs (not initializers) -> the numpy dtype each takes; `cache` is the KV-cache layout
+    of a decoder exported with past (its past inputs are then filled with empty tensors: a prefill),
+    None otherwise."""
+
+    cache: CacheLayout | None = None
+
+
+def input_types(model: onnx.ModelProto) -> InputTypes:
+    types = InputTypes(
+        {i.name: _ONNX_TO_NUMPY.get(i.type.tensor_type.elem_type, np.int64) for i in _graph_inputs(model)}
+    )
+    types.cache = cache_layout(model)
+    return types
 
 
 def load_tokenizer(folder: Path | None):
@@ -91,8 +103,11 @@ class TokenizedSamples:
 def complete_inputs(encoded: dict[str, np.ndarray], types: dict[str, type]) -> dict[str, np.ndarray]:
     """Cast to the graph's dtypes and fill inputs a tokenizer does not produce."""
     ids = encoded["input_ids"]
-    feed = {}
+    cache = getattr(types, "cache", None)
+    feed = empty_past(cache, len(ids)) if cache is not None else {}
     for name, dtype in types.items():
+        if name in feed:
+            continue
         if name in encoded:
             feed[name] = encoded[name].astype(dtype)
         elif name == "attention_mask":
@@ -109,8 +124,8 @@ def complete_inputs(encoded: dict[str, np.ndarray], types: dict[str, type]) -> d
 # Inputs a tokenizer does not give, by what they say about the model: (name prefixes, what it is,
 # what to do). T5 was told to export without past key values, which it already was.
 _UNFILLABLE = (
-    (("past_key_values", "past."), "a KV-cache input; this command runs models without the cache",
-     "export without past key values (the default task, not text-generation-with-past)"),
+    (("past.",), "a KV-cache input of a layout onnxopt does not know",
+     "export with optimum's -with-past task, whose cache inputs are past_key_values.*"),
     (("decoder_input_ids", "decoder_attention_mask", "encoder_outputs", "encoder_hidden_states"),
      "an encoder-decoder (seq2seq) model, which this command does not run yet",
      "use an encoder-only or decoder-only text model (BERT, RoBERTa, GPT-2, ...)"),
@@ -139,7 +154,9 @@ def synthetic_inputs(
     if "input_ids" in types:
         # Low ids are special tokens in most vocabularies; tiny test vocabularies have few ids at all.
         ids = rng.integers(min(100, vocab_size // 2), vocab_size, size=(batch, seq))
-        feed = complete_inputs({"input_ids": ids}, {k: v for k, v in types.items() if k in TOKEN_INPUTS})
+        tokens = InputTypes({k: v for k, v in types.items() if k in TOKEN_INPUTS})
+        tokens.cache = types.cache  # a decoder with past: empty past tensors, a prefill
+        feed = complete_inputs({"input_ids": ids}, tokens)
     for value in _graph_inputs(model):
         if value.name in feed:
             continue

@@ -1,0 +1,103 @@
+"""Generation through a decoder's KV cache with onnxruntime: a prefill of the prompt, then one
+token at a time, each step feeding the previous step's `present.*` back as `past_key_values.*`.
+
+optimum exports a decoder "with past" as one graph whose past inputs may be empty (past length
+0): the prefill and every decode step run the same session. Everything that generates (export's
+check against PyTorch, `bench --generate`, perplexity through the cache, greedy agreement, the
+calibration of static int8 and GPTQ) goes through `Decoder`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import numpy as np
+
+from onnxopt.io.cache_layout import CacheLayout, empty_past
+
+
+class Decoder:
+    """A with-past decoder session: prefill and decode steps, greedy generation, timing."""
+
+    def __init__(self, session, layout: CacheLayout, int_type=np.int64):
+        self.session, self.layout, self.int_type = session, layout, int_type
+        self.outputs = ["logits", *layout.present]
+
+    def empty_past(self, batch: int) -> dict[str, np.ndarray]:
+        return empty_past(self.layout, batch)
+
+    def feed(self, ids: np.ndarray, past: dict[str, np.ndarray], past_length: int) -> dict[str, np.ndarray]:
+        """The inputs of one step: `ids` (batch, n) after `past_length` cached tokens."""
+        batch, n = ids.shape
+        feed = {"input_ids": ids.astype(self.int_type), **past}
+        if "attention_mask" in self.layout.inputs:
+            feed["attention_mask"] = np.ones((batch, past_length + n), self.int_type)
+        if "position_ids" in self.layout.inputs:
+            positions = np.arange(past_length, past_length + n, dtype=self.int_type)
+            feed["position_ids"] = np.broadcast_to(positions, (batch, n)).copy()
+        return feed
+
+    def step(self, ids: np.ndarray, past: dict, past_length: int) -> tuple[np.ndarray, dict]:
+        """Logits of the last position, and the cache after these tokens."""
+        values = self.session.run(self.outputs, self.feed(ids, past, past_length))
+        cache = dict(zip(self.layout.past, values[1:], strict=True))
+        return values[0][:, -1, :], cache
+
+    def greedy(self, prompt: np.ndarray, new_tokens: int) -> np.ndarray:
+        """`new_tokens` tokens after each prompt row, always the most likely one (batch, new_tokens)."""
+        return np.stack(list(self._greedy_steps(prompt, new_tokens)), axis=1)
+
+    def _greedy_steps(self, prompt: np.ndarray, new_tokens: int) -> Iterator[np.ndarray]:
+        logits, past = self.step(prompt, self.empty_past(len(prompt)), 0)
+        length = prompt.shape[1]
+        for _ in range(new_tokens):
+            token = logits.argmax(-1)
+            yield token
+            logits, past = self.step(token[:, None], past, length)
+            length += 1
+
+    def recorded_feeds(self, prompt: np.ndarray, new_tokens: int) -> Iterator[dict[str, np.ndarray]]:
+        """Every feed a greedy generation gives the session, prefill first: calibration data in
+        which the cache inputs carry real values, as they do when the model serves."""
+        past, length = self.empty_past(len(prompt)), 0
+        ids = prompt
+        for _ in range(new_tokens + 1):
+            feed = self.feed(ids, past, length)
+            yield feed
+            values = self.session.run(self.outputs, feed)
+            past = dict(zip(self.layout.past, values[1:], strict=True))
+            length += ids.shape[1]
+            ids = values[0][:, -1, :].argmax(-1)[:, None]
+
+    def timed(self, prompt: np.ndarray, new_tokens: int) -> tuple[float, list[float]]:
+        """Time to the first token (the prefill) and the time of each further token, in ms."""
+        start = time.perf_counter()
+        logits, past = self.step(prompt, self.empty_past(len(prompt)), 0)
+        first = (time.perf_counter() - start) * 1000
+        length, steps = prompt.shape[1], []
+        for _ in range(new_tokens - 1):
+            token = logits.argmax(-1)[:, None]
+            start = time.perf_counter()
+            logits, past = self.step(token, past, length)
+            steps.append((time.perf_counter() - start) * 1000)
+            length += 1
+        return first, steps
+
+    def token_log_likelihoods(self, ids: np.ndarray, chunk: int, context: int) -> np.ndarray:
+        """log p(token_i | tokens before it) for i >= 1 of one sequence, read `chunk` tokens at a time
+        through the cache (what generation sees), the cache restarting past `context` tokens."""
+        found = []
+        past, length = self.empty_past(1), 0
+        for start in range(0, len(ids) - 1, chunk):
+            piece = ids[start : start + chunk + 1]
+            if length + len(piece) - 1 > context:
+                past, length = self.empty_past(1), 0
+            values = self.session.run(self.outputs, self.feed(piece[None, :-1], past, length))
+            past = dict(zip(self.layout.past, values[1:], strict=True))
+            length += len(piece) - 1
+            logits = values[0][0].astype(np.float64)
+            logits -= logits.max(1, keepdims=True)
+            log_probs = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+            found.append(log_probs[np.arange(len(piece) - 1), piece[1:]])
+        return np.concatenate(found) if found else np.zeros(0)
