@@ -11,6 +11,10 @@ The division is folded where it costs nothing:
 - into the gamma and beta of the LayerNormalization / SkipLayerNormalization /
   EmbedLayerNormalization that produces X; in a post-LN encoder (BERT) the same output also feeds
   the residual branch, which gets a Mul by s to see the original values;
+- into the gamma of an RMSNorm (decoders: Llama, Qwen2, Mistral), unfused (the final Mul by gamma,
+  found by the graph's shape: onnxopt.passes.smooth_producers) or fused (SimplifiedLayerNormalization,
+  SkipSimplifiedLayerNormalization, RMSNormalization); a pre-norm decoder's residual reads the
+  norm's input, so no Mul is needed there;
 - into the V columns (weights and bias) of a fused Attention op, whose output channels are the
   value channels, for the attention output projection.
 """
@@ -25,10 +29,9 @@ from onnx import numpy_helper
 
 from onnxopt.passes.base import Pass, PassResult
 from onnxopt.passes.graph_index import attributes
+from onnxopt.passes.smooth_producers import constant_aliases, drop_orphaned_identities, rms_gammas, smoothable
 
 ALPHAS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
-# Producer op -> (indices of its gamma and beta inputs). Only output 0 is the normalized tensor.
-_NORMS = {"LayerNormalization": (1, 2), "SkipLayerNormalization": (2, 3), "EmbedLayerNormalization": (5, 6)}
 
 
 @dataclass
@@ -40,6 +43,7 @@ class SmoothGroup:
     fold: str  # "norm" or "attention-v"
     weights: list[tuple[str, str, bool]] = field(default_factory=list)  # (node, initializer, rows on axis 1)
     others: list[tuple[str, int]] = field(default_factory=list)  # (node, input index) needing original X
+    params: tuple[int, ...] = ()  # "norm": the producer's inputs divided by s (gamma, beta)
 
 
 def _weight_of(node: onnx.NodeProto, tensor: str, inits: dict) -> tuple[str, bool] | None:
@@ -67,24 +71,21 @@ def find_groups(model: onnx.ModelProto) -> tuple[list[SmoothGroup], dict[str, st
         for i in node.input:
             consumers.setdefault(i, []).append(node)
     graph_outputs = {o.name for o in graph.output}
+    rms, aliases = rms_gammas(model), constant_aliases(model)
     groups, skipped = [], {}
     for node in graph.node:
-        if node.op_type in _NORMS:
-            fold, tensor = "norm", node.output[0]
-            owned = [node.input[i] for i in _NORMS[node.op_type] if i < len(node.input) and node.input[i]]
-        elif node.op_type == "Attention" and node.domain == "com.microsoft" and len(node.input) > 2:
-            fold, tensor = "attention-v", node.output[0]
-            owned = [node.input[1], node.input[2]]
-            attrs = {a.name for a in node.attribute}
-            if "qkv_hidden_sizes" in attrs:
-                skipped[node.name] = "Attention with qkv_hidden_sizes"
-                continue
-        else:
+        candidate = smoothable(node, rms, aliases)
+        if candidate is None:
             continue
+        if isinstance(candidate, str):
+            skipped[node.name] = candidate
+            continue
+        fold, params, owned = candidate
+        tensor = node.output[0]
         if not node.name:
             skipped[tensor] = "its producer has no name"
             continue
-        group = SmoothGroup(tensor, node.name, fold)
+        group = SmoothGroup(tensor, node.name, fold, params=params)
         for consumer in consumers.get(tensor, []):
             if consumer.op_type in ("Shape", "Size"):  # read the shape only, never the values
                 continue
@@ -168,6 +169,8 @@ class Smooth(Pass):
         model_copy.CopyFrom(model)
         groups, skipped = find_groups(model_copy)
         inits = {t.name: t for t in model_copy.graph.initializer}
+        aliases = constant_aliases(model_copy)  # rescaled through a copy, which may orphan the Identity
+        inits.update({alias: inits[name] for alias, name in aliases.items()})
         nodes = {n.name: n for n in model_copy.graph.node}
         applied, muls = [], {}
         for group in groups:
@@ -208,6 +211,7 @@ class Smooth(Pass):
                 ordered.extend(muls.get(node.name, []))
             del model_copy.graph.node[:]
             model_copy.graph.node.extend(ordered)
+        drop_orphaned_identities(model, model_copy, aliases)
         return PassResult(model_copy, bool(applied), {"smoothed": applied, "skipped": skipped})
 
 
@@ -220,13 +224,14 @@ def _set(init: onnx.TensorProto, value: np.ndarray) -> None:
 
 
 def _own(model, node: onnx.NodeProto, index: int, inits: dict) -> onnx.TensorProto:
-    """The initializer at `node.input[index]`, copied under a new name if any other input uses it.
+    """The initializer at `node.input[index]`, copied under a new name if any other input uses it
+    or if it is an Identity of an initializer (`inits` maps such aliases to their source).
 
     Exporters share identical tensors (a fresh model's LayerNorm gammas are all ones), and
     rescaling one user must not rescale the others."""
     name = node.input[index]
     users = sum(i == name for n in model.graph.node for i in n.input)
-    if users == 1:
+    if users == 1 and inits[name].name == name:
         return inits[name]
     copy = onnx.TensorProto()
     copy.CopyFrom(inits[name])
@@ -240,10 +245,9 @@ def _own(model, node: onnx.NodeProto, index: int, inits: dict) -> onnx.TensorPro
 def _apply(model, group: SmoothGroup, scales: np.ndarray, inits: dict, nodes: dict, muls: dict) -> None:
     producer = nodes[group.producer]
     if group.fold == "norm":
-        for index in _NORMS[producer.op_type]:
-            if index < len(producer.input) and producer.input[index]:
-                init = _own(model, producer, index, inits)
-                _set(init, numpy_helper.to_array(init) / scales)
+        for index in group.params:
+            init = _own(model, producer, index, inits)
+            _set(init, numpy_helper.to_array(init) / scales)
     else:  # attention-v: the last third of the packed QKV weight and bias
         weight, bias = _own(model, producer, 1, inits), _own(model, producer, 2, inits)
         w, b = numpy_helper.to_array(weight).copy(), numpy_helper.to_array(bias).copy()
