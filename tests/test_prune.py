@@ -1,4 +1,5 @@
-"""Structured pruning on tiny BERT and GPT-2 models: folding equals masking, shapes really shrink."""
+"""Structured pruning on tiny BERT and GPT-2 models: folding equals masking, shapes really shrink.
+Decoders with grouped-query attention and gated FFNs: tests/test_prune_decoders.py."""
 
 import json
 import shutil
@@ -9,6 +10,7 @@ import onnxruntime as ort
 import pytest
 
 from onnxopt.io import text_graphs
+from onnxopt.io.cache_layout import cache_layout, empty_past
 from onnxopt.passes.graph_index import Graph
 from onnxopt.passes.prune_structures import find_attention_blocks, find_ffn_blocks
 from onnxopt.prune.refit import target_of
@@ -27,8 +29,11 @@ def bert4(tmp_path_factory):
 def _outputs(folder, batch=2, seq=9, vocab=60):
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
-    feed = {}
+    layout = cache_layout(onnx.load(str(folder / "model.onnx")))
+    feed = empty_past(layout, batch) if layout else {}  # a decoder with past: a prefill
     for i in session.get_inputs():
+        if i.name in feed:
+            continue
         if i.name == "input_ids":
             feed[i.name] = rng.integers(5, vocab, (batch, seq))
         elif i.name == "position_ids":
@@ -81,7 +86,9 @@ def test_sparsity_zero_is_the_identity(bert4, tmp_path):
     assert _weight_shapes(tmp_path / "same") == _weight_shapes(bert4)
 
 
-def test_gpt2_ffn_is_folded_and_heads_are_reported(tiny_gpt2_onnx, tmp_path):
+def test_gpt2_packed_attention_and_ffn_are_folded(tiny_gpt2_onnx, tmp_path):
+    """GPT-2 packs Q, K and V in one projection (c_attn) split in three: each section loses the
+    same heads' columns, and the Split sizes follow."""
     folded = prune(tiny_gpt2_onnx, tmp_path / "fold", sparsity=0.5, calib=24)
     prune(tiny_gpt2_onnx, tmp_path / "mask", sparsity=0.5, calib=24, mask_only=True)
     vocab = 70
@@ -91,11 +98,19 @@ def test_gpt2_ffn_is_folded_and_heads_are_reported(tiny_gpt2_onnx, tmp_path):
             _outputs(tmp_path / "mask", seq=seq, vocab=vocab),
             atol=1e-4,
         )
-    assert {r.kind for r in folded.layers} == {"ffn"}
+    assert sorted((r.layer, r.kind) for r in folded.layers) == [
+        (0, "attention"),
+        (0, "ffn"),
+        (1, "attention"),
+        (1, "ffn"),
+    ]
     assert all(r.kept < r.units for r in folded.layers)
-    assert folded.notes and "heads" in " ".join(folded.notes)  # packed c_attn: said, not hidden
+    assert not any("heads are kept" in note for note in folded.notes)
+    kept = {(r.kind, r.layer): r.kept for r in folded.layers}
     shapes = _weight_shapes(tmp_path / "fold")
-    assert shapes["/transformer/h.0/mlp/c_proj/Gemm"][0] == folded.layers[0].kept
+    assert shapes["/transformer/h.0/mlp/c_proj/Gemm"][0] == kept[("ffn", 0)]
+    assert shapes["/transformer/h.0/attn/c_attn/Gemm"] == (32, 3 * 16 * kept[("attention", 0)])
+    assert shapes["/transformer/h.0/attn/c_proj/Gemm"] == (16 * kept[("attention", 0)], 32)
 
 
 def test_pruned_model_still_fuses_and_quantizes(bert4, tmp_path):

@@ -1,9 +1,11 @@
 """Apply a pruning plan: slice the weights of kept units (fold) or zero the others (mask).
 
-Folding makes the matrices physically smaller and rewrites, per layer, the Reshape constants that
-carry the widths (head count, heads * head_dim, FFN width), so the model really gets faster.
-Masking keeps every shape and zeroes what folding would remove; both compute the same function.
-Every changed tensor gets a new initializer owned by its node, since exporters share equal tensors.
+Folding makes the matrices physically smaller and rewrites, per layer, the shape constants that
+carry the widths (head count, heads * head_dim, FFN width, the sizes and bounds that cut a packed
+projection), so the model really gets faster; a decoder's cache inputs and outputs are told their
+new K/V head count, layer by layer. Masking keeps every shape and zeroes what folding would
+remove; both compute the same function. Every changed tensor gets a new initializer owned by its
+node, since exporters share equal tensors.
 """
 
 from __future__ import annotations
@@ -30,18 +32,26 @@ class FfnPlan:
 @dataclass
 class HeadPlan:
     block: AttentionBlock
-    keep: list[int]  # head indices
-    out_weight: np.ndarray  # [len(keep) * head_dim, out]
+    keep: list[int]  # unit indices: heads, or K/V head groups under grouped-query attention
+    out_weight: np.ndarray  # [len(keep) * group_size * head_dim, out]
     out_bias: np.ndarray | None
 
     @property
     def channels(self) -> np.ndarray:
-        return head_channels(self.keep, self.block.head_dim)
+        return query_channels(self.block, self.keep)
 
 
 def head_channels(heads, head_dim: int) -> np.ndarray:
     """The hidden channels of the given heads (head h owns channels h*d .. h*d + d - 1)."""
     return np.concatenate([np.arange(h * head_dim, (h + 1) * head_dim) for h in heads]).astype(np.int64)
+
+
+def query_channels(block: AttentionBlock, units) -> np.ndarray:
+    """The context channels (rows of the output projection) of the kept units: under grouped-query
+    attention, query head h reads K/V head h // group_size (repeat_kv), so unit g is query heads
+    g * group_size .. (g + 1) * group_size - 1."""
+    n = block.group_size
+    return head_channels([u * n + r for u in units for r in range(n)], block.head_dim)
 
 
 class FoldPruned(Pass):
@@ -58,27 +68,64 @@ class FoldPruned(Pass):
         g = Graph(out)
         for plan in self.ffn:
             b = plan.block
-            _columns(g, b.up, plan.keep, b.width, self.mask_only)
+            # A packed gate/up projection holds each neuron twice: columns j and F + j.
+            columns = np.concatenate([offset + plan.keep for offset in b.up_offsets])
+            _columns(g, b.up, columns, b.width * len(b.up_offsets), self.mask_only)
+            if b.gate is not None:
+                _columns(g, b.gate, plan.keep, b.width, self.mask_only)
             _rows(g, b.down, plan.keep, b.width, plan.down_weight, plan.down_bias, self.mask_only)
             if not self.mask_only:
-                _shapes(g, b.shapes, len(plan.keep))
+                _shapes(g, b.shapes, len(plan.keep), b.width)
         for plan in self.heads:
-            b, channels = plan.block, plan.channels
+            b = plan.block
+            for proj, kept, width in _head_columns(g, b, plan.keep, self.mask_only):
+                _columns(g, proj, kept, width, self.mask_only)
             width = b.heads * b.head_dim
-            for proj in (b.q, b.k, b.v):
-                # Masking zeroes V only: a head with zero values adds nothing, whatever it attends to.
-                if not self.mask_only or proj is b.v:
-                    _columns(g, proj, channels, width, self.mask_only)
-            _rows(g, b.out, channels, width, plan.out_weight, plan.out_bias, self.mask_only)
+            _rows(g, b.out, plan.channels, width, plan.out_weight, plan.out_bias, self.mask_only)
             if not self.mask_only:
-                _shapes(g, [s for s in b.shapes if s.value == b.heads], len(plan.keep))
-                _shapes(g, [s for s in b.shapes if s.value == width], len(channels))
+                _shapes(g, b.shapes, len(plan.keep), b.groups)
+                _cache_heads(g, b.cache, b.groups, len(plan.keep))
         drop_unused_initializers(out.graph)
         changed = bool(self.ffn or self.heads)
         return PassResult(out, changed, {"mask_only": self.mask_only})
 
 
-def _set_input(g: Graph, node_name: str, old: str, value: np.ndarray, role: str) -> None:
+def _head_columns(g: Graph, b: AttentionBlock, units, v_only: bool):
+    """(projection, columns it keeps, its width) for each of Q, K, V's projections (one for packed
+    QKV, whose sections tile its output). Masking zeroes V only: a head with zero values adds
+    nothing, whatever it attends to."""
+    d = b.head_dim
+    sections = [
+        (b.q, b.offsets[0], b.heads * d, query_channels(b, units)),
+        (b.k, b.offsets[1], b.groups * d, head_channels(units, d)),
+        (b.v, b.offsets[2], b.groups * d, head_channels(units, d)),
+    ]
+    dropped: dict[str, tuple[Linear, list[np.ndarray]]] = {}
+    for proj, offset, size, kept in sections:
+        entry = dropped.setdefault(proj.node, (proj, []))
+        if not v_only or proj is b.v:
+            entry[1].append(offset + np.setdiff1d(np.arange(size), kept))
+    found = []
+    for proj, gone in dropped.values():
+        width = g.inits[proj.weight].dims[1]
+        if gone:
+            found.append((proj, np.setdiff1d(np.arange(width), np.concatenate(gone)).astype(np.int64), width))
+    return found
+
+
+def _cache_heads(g: Graph, names: list[str], heads: int, kept: int) -> None:
+    """Past inputs and present outputs (batch, kv_heads, length, head_dim) of a layer whose K/V
+    heads were cut: their declared dim 1 says the new count, so a cache is allocated to fit."""
+    for value in [*g.model.graph.input, *g.model.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if value.name in names and len(dims) == 4 and dims[1].dim_value == heads:
+            dims[1].dim_value = kept
+
+
+def _set_input(
+    g: Graph, node_name: str, old: str, value: np.ndarray, role: str, at: int | None = None
+) -> None:
+    """Point `node_name`'s input `old` (only input `at`, when given) at a new initializer `value`."""
     node = g.nodes[node_name]
     name = f"{node_name}/{role}_pruned"
     if value.dtype == np.float64:
@@ -90,7 +137,7 @@ def _set_input(g: Graph, node_name: str, old: str, value: np.ndarray, role: str)
         g.model.graph.initializer.append(tensor)
         g.inits[name] = g.model.graph.initializer[-1]
     for i, x in enumerate(node.input):
-        if x == old:
+        if x == old and at in (None, i):
             node.input[i] = name
 
 
@@ -131,24 +178,29 @@ def _current(g: Graph, node_name: str, original: str, role: str) -> str:
     return replaced if replaced in g.nodes[node_name].input else original
 
 
-def _shapes(g: Graph, consts: list[ShapeConst], value: int) -> None:
+def _shapes(g: Graph, consts: list[ShapeConst], kept: int, units: int) -> None:
+    """Rewrite each recorded shape element to its value with `kept` of `units` units: every one is
+    proportional to the units (head count, heads * head_dim, F, a packed section's bound)."""
     for const in consts:
+        value = const.value * kept // units
         reshape = g.nodes[const.reshape]
-        source = reshape.input[1]
+        source = reshape.input[const.input]
+        role = f"shape{const.index}" if const.input == 1 else f"input{const.input}_{const.index}"
         direct = g.const(source)
         if direct is not None:
             new = direct.copy()
             new.ravel()[const.index] = value
-            _set_input(g, reshape.name, source, new, f"shape{const.index}")
+            _set_input(g, reshape.name, source, new, role, const.input)
             continue
         concat = g.producer[source]
         position = 0
-        for piece in list(concat.input):
+        for k, piece in enumerate(list(concat.input)):
             v = g.const(piece)
             size = 1 if v is None else v.size
             if v is not None and position <= const.index < position + size:
                 new = v.copy().reshape(-1)
                 new[const.index - position] = value
-                _set_input(g, concat.name, piece, new.reshape(v.shape).astype(v.dtype), f"piece{const.index}")
+                piece_value = new.reshape(v.shape).astype(v.dtype)
+                _set_input(g, concat.name, piece, piece_value, f"piece{const.index}", k)
                 break
             position += size

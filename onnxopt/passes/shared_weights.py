@@ -9,7 +9,7 @@ So such blocks are left whole, and the report says so.
 from __future__ import annotations
 
 from onnxopt.passes.graph_index import Graph
-from onnxopt.passes.prune_structures import FfnBlock
+from onnxopt.passes.prune_structures import FfnBlock, block_linears
 
 
 def without_shared_weights(g: Graph, blocks: list) -> tuple[list, list[str]]:
@@ -19,8 +19,7 @@ def without_shared_weights(g: Graph, blocks: list) -> tuple[list, list[str]]:
     kept, notes = [], []
     for block in blocks:
         ffn = isinstance(block, FfnBlock)
-        linears = [block.up, block.down] if ffn else [block.q, block.k, block.v, block.out]
-        shared = next((lin for lin in linears if g.shared_weight(lin.weight)), None)
+        shared = next((lin for lin in block_linears(block) if g.shared_weight(lin.weight)), None)
         if shared is None:
             kept.append(block)
         else:

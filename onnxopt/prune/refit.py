@@ -13,12 +13,29 @@ from pathlib import Path
 
 import numpy as np
 
+from onnxopt.io.cache_layout import cache_layout, empty_past
 from onnxopt.passes.graph_index import Graph
+from onnxopt.runtime.sessions import probe_session
 
 # Ridge strength relative to the mean diagonal of the Gram matrix. --sparsity 0.5 on
 # all-MiniLM-L6-v2, STS-B dev / train drop: 3e-3 0.27 / 1.79, 1e-2 0.17 / 1.60, 3e-2 0.17 / 1.43,
 # 1e-1 0.39 / 1.58.
 RIDGE = 3e-2
+
+
+class PrefillProbe:
+    """A probe session on `model` (only what `tensors` need) fed prompt batches: a decoder exported
+    with past gets empty past tensors shaped from this graph's own cache inputs, since folding
+    changes a layer's K/V head count and so the shape its past must have."""
+
+    def __init__(self, model, tensors: list[str]):
+        self.session = probe_session(model, tensors, only=True)
+        self.layout = cache_layout(model)
+
+    def run(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if self.layout is not None:
+            feed = {**feed, **empty_past(self.layout, len(feed["input_ids"]))}
+        return self.session.run(names, feed)
 
 
 def token_rows(value: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 
 from onnxopt.passes.graph_index import Graph
 from onnxopt.passes.prune_fold import HeadPlan
-from onnxopt.passes.prune_structures import FfnBlock
+from onnxopt.passes.prune_structures import block_linears
 
 
 @dataclass
@@ -26,10 +26,10 @@ class LayerReport:
 
 def linear_params(g: Graph, block, nonzero: bool) -> int:
     """Weights of a block's projections as the graph `g` has them (by node name: folding keeps
-    names and swaps inputs); with `nonzero`, only the non-zero ones (--mask-only keeps shapes)."""
-    nodes = [block.up, block.down] if isinstance(block, FfnBlock) else [block.q, block.k, block.v, block.out]
+    names and swaps inputs); with `nonzero`, only the non-zero ones (--mask-only keeps shapes).
+    A packed projection (GPT-2's c_attn, Phi-3's qkv_proj) counts once."""
     total = 0
-    for linear in nodes:
+    for linear in block_linears(block):
         weight = g.nodes[linear.node].input[1]
         if nonzero:
             total += int(np.count_nonzero(g.const(weight)))
@@ -44,7 +44,7 @@ def measured(before: Graph, after: Graph, head_plans, ffn_plans, mask_only: bool
             "attention" if isinstance(p, HeadPlan) else "ffn",
             p.block.layer,
             p.block.heads if isinstance(p, HeadPlan) else p.block.width,
-            len(p.keep),
+            len(p.keep) * p.block.group_size if isinstance(p, HeadPlan) else len(p.keep),
             linear_params(before, p.block, False),
             linear_params(after, p.block, mask_only),
         )
@@ -55,3 +55,24 @@ def measured(before: Graph, after: Graph, head_plans, ffn_plans, mask_only: bool
 
 def parameters(model) -> int:
     return sum(int(np.prod(t.dims)) for t in model.graph.initializer)
+
+
+def cache_widths(written: Graph, head_plans) -> list[dict]:
+    """Per layer, the K/V heads of a decoder's cache (or of grouped-query attention) before and
+    kept, and dim 1 of its past_key_values.* / present.* as the written graph declares it:
+    config.json has one num_key_value_heads for every layer, so the per-layer widths live here."""
+    declared = {
+        v.name: v.type.tensor_type.shape.dim[1].dim_value
+        for v in [*written.model.graph.input, *written.model.graph.output]
+        if len(v.type.tensor_type.shape.dim) == 4
+    }
+    return [
+        {
+            "layer": p.block.layer,
+            "kv_heads": p.block.groups,
+            "kv_kept": len(p.keep),
+            "cache": {name: declared.get(name) for name in p.block.cache},
+        }
+        for p in head_plans
+        if p.block.kv_heads or p.block.cache
+    ]

@@ -6,6 +6,11 @@ output over calibration tokens (samples run in padded batches; padding rows are 
 never counted), and each unit type's budget, a fraction of its blocks' linear weights, goes to
 the cheapest steps across all layers (onnxopt.prune.unit_selection). Each block keeps at least the
 floor; FFN widths move in multiples of 16 for the GEMM kernels. The re-fits: onnxopt.prune.refit.
+
+Decoders exported with their KV cache are calibrated on prefills (empty past tensors). Under
+grouped-query attention a unit is a K/V head and its query heads; cutting one changes that
+layer's cache shape, which the folded graph declares and the manifest records layer by layer
+(config.json, with one count for every layer, is left alone).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from onnxopt.data.samples import TokenizedSamples, input_types, load_tokenizer, padded_batches
+from onnxopt.data.samples import InputTypes, TokenizedSamples, input_types, load_tokenizer, padded_batches
 from onnxopt.data.sources import embedded_samples, load_samples
 from onnxopt.errors import OnnxoptError
 from onnxopt.evaluate.verify import verify_staged
@@ -25,15 +30,15 @@ from onnxopt.io.outputs import claim_output
 from onnxopt.options import config_from
 from onnxopt.passes import Pipeline, StepReport
 from onnxopt.passes.graph_index import Graph
-from onnxopt.passes.prune_fold import FfnPlan, FoldPruned, HeadPlan, head_channels
+from onnxopt.passes.prune_fold import FfnPlan, FoldPruned, HeadPlan, query_channels
 from onnxopt.passes.prune_structures import find_attention_blocks, find_ffn_blocks
 from onnxopt.passes.quantize import INT8_OPS
 from onnxopt.passes.shared_weights import shared_linears, without_shared_weights
 from onnxopt.prune.config import PruneConfig
 from onnxopt.prune.curves import ffn_curve, head_curve, keep_per_block
-from onnxopt.prune.refit import refit, statistics, target_of
-from onnxopt.prune.report import LayerReport, measured, parameters
-from onnxopt.runtime.sessions import check_loads, probe_session
+from onnxopt.prune.refit import PrefillProbe, refit, statistics, target_of
+from onnxopt.prune.report import LayerReport, cache_widths, measured, parameters
+from onnxopt.runtime.sessions import check_loads
 
 Progress = Callable[[str, int, int], None]
 _FUSED = ("Attention", "SkipLayerNormalization", "EmbedLayerNormalization", "MultiHeadAttention", "BiasGelu")
@@ -94,7 +99,10 @@ def prune(
             written = model_files.load(model_files.resolve(tmp), load_weights=config.mask_only)
             layers = measured(graph, Graph(written), head_plans, ffn_plans, config.mask_only)
             counts = (parameters(model), parameters(written))
+            blocks.notes += _cache_notes(head_plans, config.mask_only)
             record = _record(config, len(feeds), layers, counts, blocks.notes)
+            if any(p.block.kv_heads or p.block.cache for p in head_plans):
+                record["kv_heads"] = cache_widths(Graph(written), head_plans)
             model_files.copy_sidecars(ref.folder, tmp)
             manifest = ref.derived_manifest(pruned)
             manifest.add_step("prune", **record)
@@ -148,7 +156,8 @@ def _blocks(graph: Graph, ref, config: PruneConfig) -> _Blocks:
     if not ffn and not attention:
         raise OnnxoptError(
             f"found no FFN or attention blocks to prune in {ref.name}",
-            "onnxopt prunes unfused transformer exports (BERT, RoBERTa, DistilBERT, MiniLM, GPT-2)",
+            "onnxopt prunes unfused transformer exports (BERT, RoBERTa, DistilBERT, MiniLM, GPT-2, "
+            "Llama, Qwen2, Mistral, Phi-3)",
         )
     return blocks
 
@@ -161,7 +170,12 @@ def _feeds(ref, model, config: PruneConfig) -> TokenizedSamples:
         samples = load_samples(config.calib_data, config.calib, config.text_column)
     else:
         samples = embedded_samples(config.calib, clip=True, corpus="sentences")
-    return TokenizedSamples(samples, tokenizer, input_types(model), config.seq_len)
+    # Prompts only: a decoder's empty past tensors are added per batch by the session that runs
+    # it (PrefillProbe), shaped by that graph, since padded batching pads every input's axis 1.
+    types = input_types(model)
+    past = set(types.cache.past) if types.cache is not None else set()
+    prompts = InputTypes({name: dtype for name, dtype in types.items() if name not in past})
+    return TokenizedSamples(samples, tokenizer, prompts, config.seq_len)
 
 
 def _plans(model, graph: Graph, blocks: _Blocks, feeds, config: PruneConfig, progress):
@@ -176,7 +190,7 @@ def _plans(model, graph: Graph, blocks: _Blocks, feeds, config: PruneConfig, pro
         # block's target (its output plus the skip connection), spilled to disk so memory stays
         # flat however much text is used.
         sums = [t for t, _ in targets.values()]
-        probe = probe_session(model, tensors + sums, only=True)
+        probe = PrefillProbe(model, tensors + sums)
         grams, wanted = statistics(probe, batches, tensors, sums, Path(spill))
         # One budget per unit type: priced by output norm, heads looked cheap per parameter and a
         # shared budget pruned them to the floor (STS-B dev drop 6.4 at 0.5, against 3.6 this way).
@@ -209,17 +223,32 @@ def _plan(model, graph, job, targets, wanted, batches, ffn_plans, head_plans) ->
         proj, tensor, width, channels = block.down, block.hidden_input, block.width, keep
     else:
         proj, tensor, width = block.out, block.context, block.heads * block.head_dim
-        channels = head_channels(keep, block.head_dim)
+        channels = query_channels(block, keep)
     weight, bias = graph.const(proj.weight), graph.const(proj.bias) if proj.bias else None
     if len(channels) < width:  # a block that keeps everything stays exactly as it was
         target, residual = targets[proj.node]
         probed = [tensor] + ([residual] if residual else [])
-        current = probe_session(FoldPruned(ffn_plans, head_plans)(model).model, probed, only=True)
+        current = PrefillProbe(FoldPruned(ffn_plans, head_plans)(model).model, probed)
         weight, bias = refit(current, batches, tensor, residual, wanted[target], channels, bias)
     if kind == "ffn":
         ffn_plans.append(FfnPlan(block, channels, weight, bias))
     else:
         head_plans.append(HeadPlan(block, keep, weight, bias))
+
+
+def _cache_notes(head_plans, mask_only: bool) -> list[str]:
+    """What a decoder whose K/V heads were cut needs from whatever runs it: the cache is per layer."""
+    cut = [p for p in head_plans if p.block.cache and len(p.keep) < p.block.groups]
+    if mask_only or not cut:
+        return []
+    widths = ", ".join(str(len(p.keep)) for p in head_plans if p.block.cache)
+    return [
+        f"K/V heads kept per layer: {widths} of {cut[0].block.groups}; the cache shape is per layer "
+        "in the graph (dim 1 of past_key_values.* and present.*). config.json is left as it was, "
+        "since one head count for every layer cannot say this; optimum's ORTModelForCausalLM, "
+        "which sizes the first empty cache from config.json, cannot run the model, while "
+        "onnxopt's Decoder (runtime.generation) reads the cache shapes from the graph"
+    ]
 
 
 def _record(config: PruneConfig, samples: int, layers, counts, notes) -> dict:

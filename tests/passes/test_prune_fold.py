@@ -1,12 +1,17 @@
-"""FoldPruned: slicing kept units (fold) computes what zeroing the others (mask) does, on a copy."""
+"""FoldPruned: slicing kept units (fold) computes what zeroing the others (mask) does, on a copy:
+plain, gated and packed FFNs, BERT heads, grouped-query attention with its cache, packed QKV."""
 
 import numpy as np
 import onnx
+import pytest
 
+from onnxopt.io.cache_layout import cache_layout
 from onnxopt.passes.graph_index import Graph
-from onnxopt.passes.prune_fold import FfnPlan, FoldPruned, HeadPlan, head_channels
+from onnxopt.passes.prune_fold import FfnPlan, FoldPruned, HeadPlan, head_channels, query_channels
 from onnxopt.passes.prune_structures import find_attention_blocks, find_ffn_blocks
+from onnxopt.runtime.generation import Decoder
 from tests.passes.util import feed_for, graph, inits, nodes, run, unchanged_by
+from tests.test_prune_decoders import exported_decoder
 
 KEEP = np.array([0, 3, 5])
 
@@ -68,3 +73,81 @@ def test_heads_fold_rewrites_the_reshape_constants_and_matches_masking(tiny_bert
     names = {i.name for i in model.graph.input}
     feed = {k: v for k, v in feed.items() if k in names}
     np.testing.assert_allclose(run(folded, feed)[0], run(masked, feed)[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["swiglu", "glu_packed"])
+def test_gated_and_packed_ffns_fold_as_they_mask(name):
+    model = graph(name)
+    (block,) = find_ffn_blocks(Graph(model))
+    plan = FfnPlan(block, KEEP, inits(model)["w_down"][KEEP], None)
+    folded = unchanged_by(FoldPruned([plan], []), model).model
+    masked = FoldPruned([plan], [], mask_only=True)(model).model
+    shapes = {t.name: list(t.dims) for t in folded.graph.initializer}
+    if name == "swiglu":  # neuron j is column j of gate and of up
+        assert shapes["gate/weight_pruned"] == shapes["up/weight_pruned"] == [4, 3]
+        np.testing.assert_array_equal(inits(folded)["gate/weight_pruned"], inits(model)["w_gate"][:, KEEP])
+    else:  # columns j and 8 + j of the packed projection, and the Split sizes follow
+        packed = inits(model)["w_gate_up"]
+        np.testing.assert_array_equal(inits(folded)["gate_up/weight_pruned"], packed[:, [*KEEP, *(KEEP + 8)]])
+        split = next(n for n in folded.graph.node if n.name == "chunk")
+        assert inits(folded)[split.input[1]].tolist() == [3, 3]
+    assert shapes["down/weight_pruned"] == [3, 4]
+    feed = feed_for(model)
+    np.testing.assert_allclose(run(folded, feed)[0], run(masked, feed)[0], rtol=1e-5, atol=1e-6)
+
+
+def _keep_second_unit(model):
+    """A plan that keeps unit 1 (a K/V head and its query heads) of every attention block."""
+    g = Graph(model)
+    blocks, notes = find_attention_blocks(g)
+    assert notes == []
+    return [HeadPlan(b, [1], g.const(b.out.weight)[query_channels(b, [1])], None) for b in blocks]
+
+
+def _prefill_then_step(model, ids):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    decoder = Decoder(session, cache_layout(model))
+    whole, _ = decoder.step(ids, decoder.empty_past(len(ids)), 0)
+    _, past = decoder.step(ids[:, :-1], decoder.empty_past(len(ids)), 0)
+    return whole, decoder.step(ids[:, -1:], past, ids.shape[1] - 1)[0], past
+
+
+@pytest.mark.parametrize("kind", ["llama", "phi3"])
+def test_grouped_query_heads_fold_with_the_cache_dims(kind, tmp_path_factory):
+    """Unit 1 of 2 is K/V head 1 and query heads 2 and 3: Q keeps 16 of 32 columns, K and V 8 of 16
+    (Phi-3: the three sections of qkv_proj, its Slice bounds moved), the output projection 16 rows;
+    the cache inputs and outputs say 1 head; fold and mask agree, through the cache too."""
+    model = onnx.load(str(exported_decoder(tmp_path_factory, kind) / "model.onnx"))
+    plans = _keep_second_unit(model)
+    assert query_channels(plans[0].block, [1]).tolist() == list(range(16, 32))
+    folded = unchanged_by(FoldPruned([], plans), model).model
+    masked = FoldPruned([], plans, mask_only=True)(model).model
+    shapes = {
+        n.name: list(t.dims) for n in folded.graph.node for t in folded.graph.initializer if t.name in n.input
+    }
+    prefix = "/model/layers.0/self_attn"
+    if kind == "llama":
+        assert shapes[f"{prefix}/q_proj/MatMul"] == [32, 16] and shapes[f"{prefix}/k_proj/MatMul"] == [32, 8]
+        assert shapes[f"{prefix}/v_proj/MatMul"] == [32, 8]
+    else:
+        assert shapes[f"{prefix}/qkv_proj/MatMul"] == [32, 32]
+        g = Graph(folded)
+        bounds = {
+            n.name.rsplit("/", 1)[-1]: [g.const(i).tolist() for i in n.input[1:3]]
+            for n in folded.graph.node
+            if n.op_type == "Slice" and n.input[0] == f"{prefix}/qkv_proj/MatMul_output_0"
+        }
+        assert bounds == {"Slice": [[0], [16]], "Slice_1": [[16], [24]], "Slice_2": [[24], [2**63 - 1]]}
+    assert shapes[f"{prefix}/o_proj/MatMul"] == [16, 32]
+    layout = cache_layout(folded)
+    assert set(layout.heads.values()) == {1} and set(cache_layout(masked).heads.values()) == {2}
+    assert all(
+        o.type.tensor_type.shape.dim[1].dim_value == 1 for o in folded.graph.output if "present" in o.name
+    )
+    ids = np.random.default_rng(1).integers(3, 70, (2, 7))
+    whole, stepped, past = _prefill_then_step(folded, ids)
+    assert {v.shape[1] for v in past.values()} == {1}
+    np.testing.assert_allclose(stepped, whole, atol=1e-4)
+    np.testing.assert_allclose(_prefill_then_step(masked, ids)[0], whole, atol=1e-4)

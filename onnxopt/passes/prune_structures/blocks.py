@@ -1,5 +1,5 @@
 """The structures pruning finds (projections, FFN and attention blocks, width-carrying shape
-constants), and the graph walks both finders share."""
+constants), and the graph walks the finders share."""
 
 from __future__ import annotations
 
@@ -22,11 +22,14 @@ class Linear:
 
 @dataclass
 class ShapeConst:
-    """One element of a Reshape target shape that must change when width changes."""
+    """One element of a constant shape vector that must change when width changes: a Reshape or
+    Expand target, Split sizes, Slice bounds. Every one is proportional to its block's unit count
+    (heads * head_dim, a section bound of a packed projection), so folding scales it by kept / units."""
 
-    reshape: str
+    reshape: str  # the node reading the vector
     index: int  # position in the shape vector
     value: int
+    input: int = 1  # which input of the node holds the vector (Slice ends: 2)
 
 
 @dataclass
@@ -37,6 +40,10 @@ class FfnBlock:
     width: int
     hidden_input: str  # the down projection's input tensor (activations, F channels)
     shapes: list[ShapeConst] = field(default_factory=list)
+    gate: Linear | None = None  # gated FFN (SwiGLU, GeGLU): a second projection, sliced as `up` is
+    # Where each neuron's columns sit in up's output: [0, F] when gate and up are one packed
+    # projection whose output is split in halves (Phi-3's gate_up_proj, ModernBERT's Wi).
+    up_offsets: list[int] = field(default_factory=lambda: [0])
 
 
 @dataclass
@@ -50,6 +57,32 @@ class AttentionBlock:
     head_dim: int
     context: str  # the output projection's input tensor (heads * head_dim channels)
     shapes: list[ShapeConst] = field(default_factory=list)
+    # Grouped-query attention: `heads // kv_heads` query heads read each K/V head, and a unit is such
+    # a group (0: one K/V head per query head, as in BERT).
+    kv_heads: int = 0
+    offsets: tuple[int, int, int] = (0, 0, 0)  # q, k, v first column in their projection (packed QKV)
+    cache: list[str] = field(default_factory=list)  # past inputs and present outputs: dim 1 is kv_heads
+
+    @property
+    def groups(self) -> int:
+        return self.kv_heads or self.heads
+
+    @property
+    def group_size(self) -> int:
+        return self.heads // self.groups
+
+
+def block_linears(block) -> list[Linear]:
+    """A block's projections, each once (packed QKV is one projection read three times)."""
+    if isinstance(block, FfnBlock):
+        found = [block.up, block.gate, block.down]
+    else:
+        found = [block.q, block.k, block.v, block.out]
+    unique: dict[str, Linear] = {}
+    for linear in found:
+        if linear is not None:
+            unique.setdefault(linear.node, linear)
+    return list(unique.values())
 
 
 def linear_ending_at(g: Graph, tensor: str) -> tuple[Linear, int] | None:
@@ -105,6 +138,22 @@ def reshape_consts(g: Graph, reshape: onnx.NodeProto, wanted: int) -> list[Shape
     return found
 
 
+def shape_elements(g: Graph, shape: str) -> list[int | None] | None:
+    """A shape vector element by element (None where computed), when it is a constant or a Concat of
+    constant and computed pieces (the computed pieces taken as single dims, as reshape_consts does)."""
+    value = g.const(shape)
+    if value is not None:
+        return [int(x) for x in value.ravel().tolist()]
+    concat = g.producer.get(shape)
+    if concat is None or concat.op_type != "Concat":
+        return None
+    elements: list[int | None] = []
+    for piece in concat.input:
+        v = g.const(piece)
+        elements += [None] if v is None else [int(x) for x in v.ravel().tolist()]
+    return elements
+
+
 def down_projection(g: Graph, node: onnx.NodeProto) -> Linear:
     """The projection `node` (MatMul or Gemm) as a Linear, with the bias Add after a MatMul."""
     if node.op_type == "Gemm":
@@ -115,3 +164,27 @@ def down_projection(g: Graph, node: onnx.NodeProto) -> Linear:
     if add is not None:
         bias = next((i for i in add.input if g.is_vector(i, width)), None)
     return Linear(node.name, node.input[1], bias, add.name if bias else None)
+
+
+def scores_matmul(g: Graph, tensor: str) -> onnx.NodeProto | None:
+    """Up from the Softmax input through scaling and masking to the Q.K MatMul."""
+    node = g.producer.get(tensor)
+    for _ in range(8):
+        if node is None or node.op_type == "MatMul":
+            return node
+        if node.op_type not in {"Add", "Mul", "Div", "Sub", "Cast", "Where"}:
+            return None
+        operands = [g.producer[i] for i in node.input if g.const(i) is None and i in g.producer]
+        node = next((p for p in operands if p.op_type == "MatMul"), operands[0] if operands else None)
+    return None
+
+
+def descendants(g: Graph, tensor: str, through: set[str]) -> list[onnx.NodeProto]:
+    """The readers of `tensor`, and theirs while they are of the op types `through`."""
+    out, frontier = [], [tensor]
+    while frontier:
+        for c in g.consumers.get(frontier.pop(), []):
+            out.append(c)
+            if c.op_type in through:
+                frontier.append(c.output[0])
+    return out
