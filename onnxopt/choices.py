@@ -5,14 +5,15 @@ runtime all read them from here, so they cannot disagree (the recipe schema once
 copies). Standard library only: the CLI imports this before anything heavy.
 """
 
-QUANTIZE_MODES = ("static", "dynamic")
+QUANTIZE_MODES = ("static", "dynamic", "int4")
+WEIGHT_ALGORITHMS = ("rtn", "hqq", "gptq")  # int4 weight-only: round, search (HQQ), or correct (GPTQ)
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 # Op types with a static int8 kernel on the CPU provider, and the fused ops that only have
 # dynamic-activation int8 kernels (QAttention, QEmbedLayerNormalization).
 QDQ_OPS = ("MatMul", "Gemm")
 DYNAMIC_ONLY_OPS = ("Attention", "EmbedLayerNormalization")
 QUANTIZE_OPS = QDQ_OPS + DYNAMIC_ONLY_OPS
-EVAL_TASKS = ("fidelity", "sts", "classification", "qa", "perplexity")
+EVAL_TASKS = ("fidelity", "sts", "classification", "qa", "perplexity", "generation")
 PROVIDERS = ("cpu", "openvino", "cuda")
 PROVIDER_SETS = ("all", "auto")  # every provider; every provider and save the fastest
 OPT_LEVELS = ("disable", "basic", "extended", "all")

@@ -224,3 +224,9 @@ def config_from(config_class: type, config: Any, options: dict[str, Any]):
     if config is not None and options:
         raise TypeError(f"pass a {config_class.__name__} or keyword options, not both")
     return config if config is not None else config_class(**options)
+
+
+def listing(items) -> str:
+    """`a, b and c`."""
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]

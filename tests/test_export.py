@@ -39,7 +39,11 @@ def test_export_cli_prints_difference(cli, tiny_bert_hf, tmp_path):
 
 
 def test_export_above_atol_fails_and_leaves_nothing(cli, tiny_bert_hf, tmp_path, monkeypatch):
-    monkeypatch.setattr(export_module, "compare_with_torch", lambda *a, **k: {"last_hidden_state": 0.5})
+    from onnxopt.export.torch_check import TorchCheck
+
+    monkeypatch.setattr(
+        export_module, "compare_with_torch", lambda *a, **k: TorchCheck({"last_hidden_state": 0.5})
+    )
     code, _out, err = cli("export", tiny_bert_hf, "-o", tmp_path / "m")
     assert_clean_error(code, err, "differ from PyTorch by 5.00e-01", "--atol")
     assert list(tmp_path.iterdir()) == []
@@ -63,14 +67,26 @@ def test_export_refuses_existing_output(cli, tiny_bert_hf, tiny_bert_onnx):
 
 
 def test_hub_ids_are_passed_through_but_paths_are_not():
-    assert resolve_source("org/model") == ("org/model", False)
+    source = resolve_source("org/model")
+    assert (source.path, source.is_local, source.inputs) == ("org/model", False, [])
     with pytest.raises(OnnxoptError, match="does not exist"):
         resolve_source("./not/here")
 
 
 def test_bundled_model_is_found_offline():
-    source, local = resolve_source(None)
-    assert local and source.endswith("model")
+    source = resolve_source(None)
+    assert source.is_local and source.path.endswith("model") and source.shown.startswith("all-MiniLM-L6-v2")
+
+
+def test_bundled_decoder_is_the_installed_gguf_file():
+    source = resolve_source(None, "smollm2")
+    assert source.is_local and source.gguf is not None and source.gguf.suffix == ".gguf"
+    assert source.gguf.is_file() and source.inputs == [source.gguf]
+
+
+def test_model_and_bundled_together_are_refused(tmp_path):
+    with pytest.raises(OnnxoptError, match="not both"):
+        resolve_source(str(tmp_path), "smollm2")
 
 
 def test_remote_code_never_runs_without_the_flag(cli, tmp_path):

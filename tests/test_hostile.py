@@ -139,10 +139,12 @@ def test_full_disk_is_one_line_and_leaves_nothing(cli, tiny_bert_onnx, tmp_path,
 
 
 def _onnxopt_temp_dirs():
+    """This process's temporary folders (named onnxopt-KIND-PID-...): other runs may share /tmp."""
+    import os
     import tempfile
     from pathlib import Path
 
-    return {p.name for p in Path(tempfile.gettempdir()).glob("onnxopt-*")}
+    return {p.name for p in Path(tempfile.gettempdir()).glob(f"onnxopt-*-{os.getpid()}-*")}
 
 
 @pytest.mark.parametrize("command", ["prune", "export", "optimize"])

@@ -343,7 +343,7 @@ def test_missing_and_folder_paths_are_named(cli, tiny_bert_onnx, tmp_path):
 @pytest.mark.parametrize(
     ("name", "kind"),
     [
-        ("past_key_values.0.key", "a KV-cache input; this command runs models without the cache"),
+        ("past_key_values.0.key", "a KV-cache input of a layout onnxopt does not know"),
         ("past.0", "a KV-cache input"),
         ("decoder_input_ids", "an encoder-decoder (seq2seq) model, which this command does not run yet"),
         ("decoder_attention_mask", "an encoder-decoder (seq2seq) model"),
@@ -358,11 +358,11 @@ def test_an_input_onnxopt_cannot_fill_says_what_kind_it_is(name, kind):
     with pytest.raises(OnnxoptError) as err:
         complete_inputs({"input_ids": np.ones((1, 3), dtype=np.int64)}, types)
     assert f"input {name!r} that onnxopt cannot fill: {kind}" in err.value.message
-    if "KV-cache" not in kind:  # T5 was told to export without past key values, which it was
-        assert "past key values" not in str(err.value)
+    if "KV-cache" not in kind:  # T5 must not be told to export without the cache
+        assert "past_key_values" not in str(err.value)
 
 
 def test_an_unknown_input_keeps_the_general_hint():
     with pytest.raises(OnnxoptError, match="input 'mystery' that onnxopt cannot fill") as err:
         complete_inputs({"input_ids": np.ones((1, 3), dtype=np.int64)}, {"mystery": np.float32})
-    assert "past key values" in err.value.hint
+    assert "past_key_values" in err.value.hint and "onnxopt export" in err.value.hint

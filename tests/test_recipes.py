@@ -29,7 +29,7 @@ BAD = [
      6, "quantize.calib: expected a positive integer, got 'forty'"),
     ("model: null\nsteps:\n  - export: {}\n  - quantise: {static: true}\n", 4, "unknown step 'quantise'"),
     ("model: null\nsteps:\n  - export: {}\n  - quantize: {static: true, dynamic: true}\n", 4,
-     "set exactly one of static: true and dynamic: true"),
+     "set exactly one of static: true, dynamic: true and int4: true"),
     (P + "  - prune: {heads: false}\n", 4, "prune: option 'sparsity' is required"),
     (P + "  - prune: {sparsity: 1.5}\n", 4, "expected a number in [0, 1), got 1.5"),
     ("model: null\nmodel: x\nsteps:\n  - export: {}\n", 2, "duplicate key 'model'"),

@@ -27,7 +27,7 @@ def run(
     config: ExportConfig, model: str | None, output: Path, overwrite: bool, json_path: Path | None
 ) -> None:
     common.check_json(json_path, [Path(model)] if model and Path(model).exists() else [])
-    with common.progress(f"export {model or 'the bundled all-MiniLM-L6-v2'}") as progress:
+    with common.progress(f"export {model or config.bundled or 'the bundled all-MiniLM-L6-v2'}") as progress:
         from onnxopt.export.workflow import export  # torch and optimum: seconds to import
 
         result = export(model, output, config, overwrite=overwrite, on_progress=progress)

@@ -18,7 +18,7 @@ from typing import Any
 import typer
 
 from onnxopt.errors import OnnxoptError
-from onnxopt.options import Field, fields_of, parse_list
+from onnxopt.options import Field, fields_of, listing, parse_list
 
 KW = inspect.Parameter.KEYWORD_ONLY
 _METAVARS = {int: "N", float: "X", str: "TEXT"}
@@ -50,8 +50,9 @@ def _value_option(f: Field) -> inspect.Parameter:
     annotation = f.base | None if f.optional else f.base
     default = ... if f.required else f.default
     if f.spec.choices:  # typer checks an Enum's values and lists them in the usage error
-        annotation = _choices(f.name, f.spec.choices)
-        default = ... if f.required else annotation(f.default)
+        choices = _choices(f.name, f.spec.choices)
+        annotation = choices | None if f.optional else choices
+        default = ... if f.required else None if f.default is None else choices(f.default)
         extra["metavar"] = f.spec.metavar or "|".join(f.spec.choices)
     return inspect.Parameter(
         f.name, KW, default=typer.Option(default, f.flag, **extra), annotation=annotation
@@ -93,7 +94,7 @@ def build(config_class: type, values: dict[str, Any]):
         if f.spec.as_flags:
             chosen = [choice for choice in f.spec.choices if values.get(choice)]
             if len(chosen) > 1:
-                flags = " and ".join(f"--{c}" for c in f.spec.choices)
+                flags = listing(f"--{c}" for c in f.spec.choices)
                 raise OnnxoptError(f"choose exactly one of {flags}", f"e.g. --{f.spec.choices[0]}")
             kwargs[f.name] = chosen[0] if chosen else None
         elif f.is_list:

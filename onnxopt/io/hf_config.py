@@ -22,6 +22,7 @@ _ARCHITECTURE_TASKS = (
     ("ForMaskedLM", "fill-mask"),
     ("ForCausalLM", "text-generation"),
     ("LMHeadModel", "text-generation"),
+    ("ForConditionalGeneration", "text2text-generation"),
     ("Model", "feature-extraction"),
 )
 
@@ -36,3 +37,14 @@ def task_from_config(folder: Path) -> str:
             if arch.endswith(suffix):
                 return task
     return "feature-extraction"
+
+
+# Tasks whose models generate: exported with their KV cache by default (`-with-past`), since
+# generation is what they are for; without it every token recomputes the whole prefix.
+GENERATIVE_TASKS = ("text-generation", "text2text-generation")
+
+
+def with_cache(task: str, cache: bool) -> str:
+    """The task to export: a generative one with `-with-past` when `cache`, without it otherwise."""
+    base = task.removesuffix("-with-past")
+    return f"{base}-with-past" if cache and base in GENERATIVE_TASKS else base

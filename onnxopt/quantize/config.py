@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from onnxopt.choices import CALIBRATION_METHODS, QUANTIZE_MODES, QUANTIZE_OPS
+from onnxopt.choices import CALIBRATION_METHODS, QUANTIZE_MODES, QUANTIZE_OPS, WEIGHT_ALGORITHMS
 from onnxopt.errors import OnnxoptError
 from onnxopt.options import Options, option
 
@@ -13,13 +13,22 @@ from onnxopt.options import Options, option
 class QuantizeConfig(Options):
     mode: str | None = option(
         None,
-        "static or dynamic int8.",
+        "static or dynamic int8, or int4 weight-only.",
         choices=QUANTIZE_MODES,
         as_flags=True,
         choice_help=(
             "Static int8: activation ranges from calibration.",
             "Dynamic int8: activation ranges at run time.",
+            "int4 weight-only (MatMulNBits), in blocks of --block-size; for decoders, whose decode "
+            "reads every weight once per token.",
         ),
+    )
+    block_size: int = option(32, "int4: input channels per scale (16, 32, 64 or 128).", low=16, high=128)
+    algo: str = option(
+        "rtn", "int4: rtn (round), hqq (searched scales) or gptq (calibrated).", choices=WEIGHT_ALGORITHMS
+    )
+    accuracy_level: int = option(
+        4, "int4: 4 multiplies in int8 (fastest on CPU), 0 dequantizes to fp32 first.", low=0, high=4
     )
     calib: int = option(40, "Calibration samples (static).", low=1)
     calib_data: str | None = option(
@@ -56,8 +65,12 @@ class QuantizeConfig(Options):
     def check(self) -> None:
         if self.mode is None:
             raise OnnxoptError(
-                "choose exactly one of --static and --dynamic",
+                "choose exactly one of --static, --dynamic and --int4",
                 "e.g. `onnxopt quantize DIR --static --calib 40 -o OUT`",
+            )
+        if self.block_size not in (16, 32, 64, 128):
+            raise OnnxoptError(
+                f"--block-size must be 16, 32, 64 or 128, got {self.block_size}", "e.g. --block-size 32"
             )
         if self.eval_data is not None and self.max_drop is None:
             raise OnnxoptError(

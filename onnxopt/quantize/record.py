@@ -21,7 +21,7 @@ def run_record(config: QuantizeConfig, options, reports, calibration, cpu: str, 
         "reduce_range": options.reduce_range,
         "cpu": cpu,
         "optimize": config.optimize,
-        "layout": "qdq" if config.qdq else "onnxruntime-cpu",
+        "layout": _layout(config),
         "int8_ops": int8_op_counts(model),
         "dynamic_matmuls": list(options.dynamic_nodes),
         "smooth": [
@@ -53,3 +53,9 @@ def check_excluded(model, exclude: tuple[str, ...]) -> None:
                 f"did you mean: {', '.join(close)}" if close else "run `onnxopt inspect --nodes` to list them"
             )
             raise OnnxoptError(f"--exclude names node {name!r}, which the (fused) graph does not have", hint)
+
+
+def _layout(config: QuantizeConfig) -> str:
+    if config.mode == "int4":
+        return f"MatMulNBits int4, block {config.block_size}, {config.algo}, level {config.accuracy_level}"
+    return "qdq" if config.qdq else "onnxruntime-cpu"

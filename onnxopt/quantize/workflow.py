@@ -17,6 +17,7 @@ from onnxopt.io.hf_config import model_type
 from onnxopt.io.outputs import claim_output
 from onnxopt.options import config_from
 from onnxopt.passes import Pipeline, StepReport
+from onnxopt.passes.fold_weight_transposes import FoldWeightTransposes
 from onnxopt.passes.fuse_transformer import FuseTransformer
 from onnxopt.passes.infer_shapes import InferShapes
 from onnxopt.passes.quantize import (
@@ -28,8 +29,10 @@ from onnxopt.passes.quantize import (
     after_activation,
     quantizer_with_layout,
 )
+from onnxopt.passes.quantize_weights import QuantizeWeights
 from onnxopt.passes.smooth import Smooth, find_groups
 from onnxopt.quantize.calibrate import collect_channel_stats, collect_ranges
+from onnxopt.quantize.calibration_feeds import generation_feeds
 from onnxopt.quantize.config import QuantizeConfig
 from onnxopt.quantize.fallback import AccuracyAwareQuantize, FidelityDrop, StsDrop
 from onnxopt.quantize.record import check_excluded, run_record
@@ -90,9 +93,9 @@ def quantize(
     limits.check_sequence_length(ref, config.seq_len, "--seq-len")
     with claim_output(out, [ref.folder or ref.onnx_path], overwrite) as claim:
         model = _fp32(ref)
-        smooth = (
-            config.smooth if config.smooth is not None else config.mode == "static" or ref.has_tokenizer()
-        )
+        # Smoothing is on wherever calibration text can be tokenized and activations are quantized.
+        default = config.mode != "int4" and (config.mode == "static" or ref.has_tokenizer())
+        smooth = default if config.smooth is None else config.smooth
         data = _read_data(ref, model, config, smooth)
         model, reports = _prepare(model, ref, config, data, smooth, progress)
         quantizer, calibration, options = _quantizer(model, config, data, progress)
@@ -142,8 +145,9 @@ def _fp32(ref: model_files.ModelRef):
 
 def _read_data(ref, model, config: QuantizeConfig, smooth: bool) -> _Data:
     data = _Data(pairs=load_sts_pairs(Path(config.eval_data)) if config.eval_data else None)
-    if not (config.mode == "static" or config.max_drop is not None or smooth):
-        return data  # dynamic int8 without smoothing reads no text
+    calibrated = config.mode == "static" or (config.mode == "int4" and config.algo == "gptq")
+    if not (calibrated or config.max_drop is not None or smooth):
+        return data  # dynamic int8 or RTN/HQQ int4 without smoothing reads no text
     data.tokenizer = load_tokenizer(ref.folder)
     wanted = config.calib + (HOLDOUT if config.max_drop is not None else 0)
     if config.calib_data:
@@ -156,13 +160,17 @@ def _read_data(ref, model, config: QuantizeConfig, smooth: bool) -> _Data:
     data.holdout = TokenizedSamples(
         samples[config.calib :] or samples[:HOLDOUT], data.tokenizer, types, config.seq_len
     )
+    if calibrated and types.cache is not None:  # a decoder: calibrated on what it sees generating
+        data.calibration = generation_feeds(model, data.calibration)
     return data
 
 
 def _prepare(model, ref, config: QuantizeConfig, data: _Data, smooth: bool, progress):
     """Fusion (unless --no-optimize) and shape inference, then smoothing."""
     prepare = [FuseTransformer(model_type(ref.folder))] if config.optimize else []
-    model, reports = Pipeline([*prepare, InferShapes()]).run(model, on_step=lambda name: progress(name, 0, 0))
+    # A tied LM head gets a weight of its own, so the quantizers reach it (passes/fold_weight_transposes).
+    passes = [*prepare, FoldWeightTransposes(), InferShapes()]
+    model, reports = Pipeline(passes).run(model, on_step=lambda name: progress(name, 0, 0))
     check_excluded(model, config.exclude)
     if smooth:
         progress("smooth", 0, 0)
@@ -182,6 +190,11 @@ def _quantizer(model, config: QuantizeConfig, data: _Data, progress):
         reduce_range=cpu_features().reduce_range,
         exclude=config.exclude,
     )
+    if config.mode == "int4":
+        weights = QuantizeWeights(
+            4, config.block_size, config.algo, config.accuracy_level, config.exclude, data.calibration or ()
+        )
+        return weights, None, options
     if config.mode == "static" and not config.all_static:
         options = replace(options, dynamic_nodes=after_activation(model))
     calibration = None

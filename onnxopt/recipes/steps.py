@@ -16,7 +16,7 @@ from onnxopt.evaluate.config import EvalConfig
 from onnxopt.export.config import ExportConfig
 from onnxopt.io import model_files
 from onnxopt.optimize.config import OptimizeConfig
-from onnxopt.options import Field, describe, fields_of, fits
+from onnxopt.options import Field, describe, fields_of, fits, listing
 from onnxopt.prune.config import PruneConfig
 from onnxopt.quantize.config import QuantizeConfig
 from onnxopt.runtime.config import BenchConfig
@@ -76,7 +76,7 @@ def config_for(kind: str, values: dict[str, Any]):
         if f.spec.as_flags:
             chosen = [c for c in f.spec.choices if values.get(c)]
             if len(chosen) != 1:
-                flags = " and ".join(f"{c}: true" for c in f.spec.choices)
+                flags = listing(f"{c}: true" for c in f.spec.choices)
                 raise OnnxoptError(f"set exactly one of {flags}", f"e.g. {f.spec.choices[0]}: true")
             kwargs[f.name] = chosen[0]
         elif f.name in values:

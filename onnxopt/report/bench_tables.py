@@ -143,8 +143,49 @@ def tune_result(r) -> None:
 
 def bench_result(r) -> None:
     """A bench run: tuning (if asked), then the latency tables and the provider notes."""
+    if r.generation:
+        generation_tables(r.generation)
+        return
     for tuned in r.tuning:
         tune_result(tuned)
     chosen = {s.model: s for s in r.selections}
     bench_tables(r.results, chosen)
     provider_notes(r.unavailable, chosen)
+
+
+def generation_tables(timings: Sequence) -> None:
+    """`bench --generate`: one table per batch size, decode speedups against the first model."""
+    names = labels(list(dict.fromkeys(t.model for t in timings)))
+    for batch in sorted({t.batch for t in timings}):
+        rows = [t for t in timings if t.batch == batch]
+        first = rows[0]
+        title = (
+            f"Generation, batch {batch}, prompt {first.prompt_len}, {first.new_tokens} new tokens, "
+            f"{first.provider} ({first.generations} generations each)"
+        )
+        table = Table(title=title)
+        for col in (
+            "model",
+            "first token ms",
+            "per token p50",
+            "p90",
+            "tokens/s",
+            "decode speedup",
+            "RSS MB",
+            "size",
+        ):
+            table.add_column(col, justify="left" if col == "model" else "right", overflow="fold")
+        fastest = max(rows, key=lambda t: t.tokens_per_s)
+        for t in rows:
+            table.add_row(
+                escape(names[t.model]),
+                f"{t.ttft_ms:.1f}",
+                f"{t.tpot_p50_ms:.2f}",
+                f"{t.tpot_p90_ms:.2f}",
+                f"{t.tokens_per_s:.1f}",
+                f"{t.speedup:.2f}x",
+                f"{t.rss_mb:.0f}",
+                size(t.size_bytes),
+                style="bold green" if t is fastest and len(rows) > 1 else None,
+            )
+        out().print(table)

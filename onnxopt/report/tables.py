@@ -17,6 +17,8 @@ def export_result(r) -> None:
     table.add_row("opset", str(r.opset))
     for name, diff in r.max_abs_diff.items():
         table.add_row(f"max |onnx - torch| ({name})", f"{diff:.2e}  (atol {r.atol:g})")
+    for note in r.notes:
+        table.add_row("check", escape(note))
     table.add_row("size", size(r.size_bytes))
     table.add_row("time", f"{r.seconds:.1f} s")
     out().print(table)
@@ -44,6 +46,11 @@ def quantize_result(r) -> None:
     out().print(table)
     if "fallback" in r.options:
         fallback_table(r.options["fallback"])
+    layout = r.options.get("layout")
+    if layout == "qdq":
+        out().print("layout: portable QDQ (for OpenVINO, TensorRT; not laid out for the CPU provider's kernels)")
+    elif layout and layout != "onnxruntime-cpu":
+        out().print(f"layout: {escape(layout)}")
     out().print(f"int8 types: {r.cpu}")
     out().print(
         f"size: {size(r.size_before)} -> {size(r.size_after)} "

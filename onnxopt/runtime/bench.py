@@ -15,6 +15,7 @@ from onnxopt.io.outputs import check_output_file
 from onnxopt.options import config_from
 from onnxopt.runtime import selection
 from onnxopt.runtime.config import BenchConfig
+from onnxopt.runtime.generation_bench import GenerationTiming, bench_generation
 from onnxopt.runtime.measure import Timing, Unavailable, bench
 from onnxopt.runtime.sessions import SessionSettings
 from onnxopt.runtime.tuning import TuneResult, tune
@@ -30,6 +31,7 @@ class BenchResult:
     threads: int | None
     selections: list[selection.Selection] = field(default_factory=list)
     tuning: list[TuneResult] = field(default_factory=list)
+    generation: list[GenerationTiming] = field(default_factory=list)  # with --generate
 
 
 def run_bench(
@@ -40,6 +42,8 @@ def run_bench(
     refs = [model_files.resolve(m) for m in models]
     # Before the measuring, not after it: an unwritable or hostile path costs no minutes.
     check_output_file(config.plot, [r.folder or r.onnx_path for r in refs], "--plot")
+    if config.generate:
+        return _generation(refs, config, progress)
     tuning = [_tuned(ref, config, progress) for ref in refs] if config.tune else []
     tuned = {t.model: t.best for t in tuning}
 
@@ -68,6 +72,22 @@ def run_bench(
     return BenchResult(
         report.timings, report.unavailable, selected, config.threads, list(chosen.values()), tuning
     )
+
+
+def _generation(refs, config: BenchConfig, progress: Progress) -> BenchResult:
+    """--generate: each model on the first provider asked for, with its saved settings."""
+    provider = config.providers[0]
+    timings = bench_generation(
+        refs,
+        config.batch,
+        config.prompt_len,
+        config.new_tokens,
+        lambda ref: selection.saved_settings(ref, provider, config.threads),
+        runs=config.runs,
+        min_seconds=config.min_time,
+        on_progress=lambda done, total: progress("generating", done, total),
+    )
+    return BenchResult([], [], {}, config.threads, generation=timings)
 
 
 def _tuned(ref: model_files.ModelRef, config: BenchConfig, progress: Progress) -> TuneResult:

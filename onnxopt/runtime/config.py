@@ -25,6 +25,11 @@ class BenchConfig(Options):
     runs: int = option(20, "Timed runs per model, provider and batch size.", low=1)
     min_time: float = option(2.0, "Time each model for at least this many seconds per batch size.", low=0)
     warmup: int = option(2, "Untimed runs first.", low=0)
+    generate: bool = option(
+        False, "Time generation through the KV cache: first token, per token, tokens/s (decoders)."
+    )
+    prompt_len: int = option(128, "With --generate: prompt tokens.", low=1)
+    new_tokens: int = option(64, "With --generate: tokens generated after each prompt.", low=2)
     plot: Path | None = option(
         None, "Draw latency (and accuracy) to this PNG.", recipe=False, metavar="FILE.png"
     )

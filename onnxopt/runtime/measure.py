@@ -73,7 +73,7 @@ class _Candidate:
     min_cosine_vs_cpu: float | None = None
 
 
-def _vocab_size(ref: ModelRef) -> int:
+def vocab_size(ref: ModelRef) -> int:
     return positive_int(read_config(ref.folder), "vocab_size", ref.folder) or 1000
 
 
@@ -147,7 +147,7 @@ def bench(
     models = {id(ref): model_files.load(ref, load_weights=False) for ref in refs}
     for ref in refs:  # the model's limits before any session is made, each named
         limits.check_sequence_length(ref, seq, "--seq-len")
-        limits.check_vocab(models[id(ref)], ref, _vocab_size(ref))
+        limits.check_vocab(models[id(ref)], ref, vocab_size(ref))
         for batch in batches:
             limits.check_feed_size(models[id(ref)], ref.name, batch, seq)
     variants = variants_for or default_variants
@@ -155,7 +155,7 @@ def bench(
     clock = _Clock(candidates, batches, runs, warmup, on_progress)
     # Read once per model, not once per batch size: size_bytes parses the model file.
     sizes = {ref.name: ref.size_bytes() for ref in refs}
-    vocab_sizes = {ref.name: _vocab_size(ref) for ref in refs}
+    vocab_sizes = {ref.name: vocab_size(ref) for ref in refs}
     timings: list[Timing] = []
     for b_index, batch in enumerate(batches):
         feeds = {

@@ -1,0 +1,74 @@
+"""Metrics of decoders through their KV cache, as they serve.
+
+- Perplexity as generation reads a text: chunks of --seq-len tokens, the cache carried from chunk
+  to chunk (restarted past the model's position limit), so every token sees the whole text
+  before it, as a generating model does; windows without the cache (how models without one are
+  scored) see only their window.
+- Greedy agreement: each prompt continued greedily by the model and by its reference; the share
+  of positions where the two chose the same token (x100). A quantized model can keep its
+  perplexity and still change what it writes: the optimum + quantize_dynamic peer agreed with
+  fp32 on only 22-23% of tokens.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from onnxopt.data.samples import clip_text, input_types, load_tokenizer
+from onnxopt.errors import OnnxoptError
+from onnxopt.io import limits, model_files
+from onnxopt.runtime.generation import Decoder
+from onnxopt.runtime.sessions import make_session
+
+CONTEXT_CAP = 2048  # tokens of cache carried at most: memory stays bounded on long texts
+
+
+def has_cache(model: Path) -> bool:
+    return input_types(model_files.load(model_files.resolve(model), load_weights=False)).cache is not None
+
+
+def decoder_of(model: Path, settings=None) -> tuple[Decoder, object, int]:
+    """The model's Decoder, its tokenizer, and how many tokens its cache may hold."""
+    ref = model_files.resolve(model)
+    types = input_types(model_files.load(ref, load_weights=False))
+    if types.cache is None:
+        raise OnnxoptError(
+            f"{ref.name} has no KV cache to generate through",
+            "export it with its cache (the default of `onnxopt export` for decoders)",
+        )
+    session = make_session(ref.onnx_path, "cpu", settings=settings)
+    limit = limits.max_sequence_length(ref.folder)
+    context = min(limit[0], CONTEXT_CAP) if limit else CONTEXT_CAP
+    return (
+        Decoder(session, types.cache, types.get("input_ids", np.int64)),
+        load_tokenizer(ref.folder),
+        context,
+    )
+
+
+def cache_perplexity(model: Path, texts: list[str], seq_len: int = 128, settings=None) -> float:
+    """exp(mean next-token negative log-likelihood) over the whole text, read through the cache."""
+    decoder, tokenizer, context = decoder_of(model, settings)
+    ids = np.array(tokenizer("\n\n".join(texts))["input_ids"], dtype=np.int64)
+    if len(ids) < 2:
+        raise OnnxoptError("the text is too short to measure perplexity", "give at least a sentence")
+    log_likelihoods = decoder.token_log_likelihoods(ids, seq_len, context)
+    return float(np.exp(-log_likelihoods.mean()))
+
+
+def greedy_tokens(model: Path, prompts: list[str], new_tokens: int, seq_len: int, settings=None) -> list:
+    decoder, tokenizer, _context = decoder_of(model, settings)
+    found = []
+    for prompt in prompts:
+        ids = tokenizer(clip_text(prompt, seq_len), truncation=True, max_length=seq_len, return_tensors="np")
+        found.append(decoder.greedy(ids["input_ids"], new_tokens)[0])
+    return found
+
+
+def greedy_agreement(generated: list[np.ndarray], reference: list[np.ndarray]) -> float:
+    """The share (x100) of positions where both chose the same token, over every prompt."""
+    equal = sum(int((a == b).sum()) for a, b in zip(generated, reference, strict=True))
+    total = sum(len(b) for b in reference)
+    return 100.0 * equal / max(total, 1)

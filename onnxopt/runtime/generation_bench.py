@@ -1,0 +1,143 @@
+"""`bench --generate`: decoders timed as they serve, through their KV cache, interleaved in one run.
+
+For each model: the time to the first token (the prefill of a `--prompt-len` prompt), the time of
+each further token (p50, p90), decode tokens per second (batch / p50 per token), and the memory the
+model's session took (resident set before it was made and after its first generation). Models
+take turns generation by generation, the first one rotating, so drift hits them alike; decode
+speedups are against the first model. Decode reads every weight once per token, so it is
+memory-bound: what int8 and int4 save shows here more than in a prefill.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from onnxopt.data.samples import input_types
+from onnxopt.errors import OnnxoptError
+from onnxopt.io import model_files
+from onnxopt.io.model_files import ModelRef
+from onnxopt.runtime.generation import Decoder
+from onnxopt.runtime.measure import vocab_size
+from onnxopt.runtime.sessions import SessionSettings, make_session
+
+
+@dataclass
+class GenerationTiming:
+    model: str
+    provider: str
+    batch: int
+    prompt_len: int
+    new_tokens: int
+    generations: int  # timed generations (each gives new_tokens - 1 decode steps)
+    ttft_ms: float  # p50 of the prefill and first token
+    tpot_p50_ms: float  # time per output token after the first
+    tpot_p90_ms: float
+    tokens_per_s: float  # decode throughput at p50: batch * 1000 / tpot_p50
+    speedup: float  # decode tokens/s against the first model
+    rss_mb: float  # resident memory the session added (made, then one generation)
+    size_bytes: int
+    settings: dict = field(default_factory=dict)
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@dataclass
+class _Model:
+    ref: ModelRef
+    decoder: Decoder
+    settings: SessionSettings
+    rss_mb: float
+    warm_ms: float  # the warm-up generation, which sizes the number of timed rounds
+    first: list[float] = field(default_factory=list)
+    steps: list[float] = field(default_factory=list)
+
+
+def _load(ref: ModelRef, settings: SessionSettings, prompt: np.ndarray, new_tokens: int) -> _Model:
+    model = model_files.load(ref, load_weights=False)
+    types = input_types(model)
+    if types.cache is None:
+        raise OnnxoptError(
+            f"{ref.name} has no KV cache to generate through",
+            "export decoders with their cache (the default of `onnxopt export`), or bench without --generate",
+        )
+    before = _rss_mb()
+    decoder = Decoder(
+        make_session(ref.onnx_path, settings=settings), types.cache, types.get("input_ids", np.int64)
+    )
+    start = time.perf_counter()
+    decoder.timed(prompt, new_tokens)  # the warm-up generation
+    warm_ms = (time.perf_counter() - start) * 1000
+    return _Model(ref, decoder, settings, _rss_mb() - before, warm_ms)
+
+
+def bench_generation(
+    refs: Sequence[ModelRef],
+    batches: Sequence[int],
+    prompt_len: int,
+    new_tokens: int,
+    settings_for: Callable[[ModelRef], SessionSettings],
+    runs: int = 20,
+    min_seconds: float = 2.0,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> list[GenerationTiming]:
+    if new_tokens < 2:
+        raise OnnxoptError("--new-tokens must be at least 2", "the first token is the prefill's; e.g. 64")
+    timings: list[GenerationTiming] = []
+    rng = np.random.default_rng(0)
+    for batch in batches:
+        vocab = min(vocab_size(ref) for ref in refs)
+        # Low ids are special tokens in most vocabularies; tiny test vocabularies have few ids at all.
+        prompt = rng.integers(min(100, vocab // 2), vocab, size=(batch, prompt_len))
+        loaded = [_load(ref, settings_for(ref), prompt, new_tokens) for ref in refs]
+        per_generation = max(sum(m.warm_ms for m in loaded) / len(loaded), 1e-3)
+        rounds = min(runs, max(2, math.ceil(min_seconds * 1000 / per_generation)))
+        for r in range(rounds):
+            for k in range(len(loaded)):
+                m = loaded[(r + k) % len(loaded)]
+                first, steps = m.decoder.timed(prompt, new_tokens)
+                m.first.append(first)
+                m.steps += steps
+            if on_progress:
+                on_progress(r + 1, rounds)
+        timings += _timings(loaded, batch, prompt_len, new_tokens, rounds)
+        del loaded
+    return timings
+
+
+def _timings(loaded: list[_Model], batch: int, prompt_len: int, new_tokens: int, rounds: int) -> list:
+    found = []
+    base = None
+    for m in loaded:
+        tpot = float(np.percentile(m.steps, 50))
+        rate = batch * 1000 / tpot
+        base = base or rate
+        found.append(
+            GenerationTiming(
+                m.ref.name,
+                m.settings.provider,
+                batch,
+                prompt_len,
+                new_tokens,
+                rounds,
+                float(np.percentile(m.first, 50)),
+                tpot,
+                float(np.percentile(m.steps, 90)),
+                rate,
+                rate / base,
+                m.rss_mb,
+                m.ref.size_bytes(),
+                m.settings.as_dict(),
+            )  # fmt: skip
+        )
+    return found
