@@ -34,10 +34,12 @@ def build_tiny_bert(
 ) -> Path:
     """A random-weight BERT (hidden 32, 2 layers) with a WordPiece tokenizer over a small vocabulary.
 
-    head: "base" (BertModel), "classification" (2 labels, neg/pos) or "qa" (span start/end)."""
+    head: "base" (BertModel), "classification" (2 labels, neg/pos), "qa" (span start/end) or "mlm"
+    (masked-LM logits over the vocabulary)."""
     import torch
     from transformers import (
         BertConfig,
+        BertForMaskedLM,
         BertForQuestionAnswering,
         BertForSequenceClassification,
         BertModel,
@@ -60,7 +62,12 @@ def build_tiny_bert(
         id2label={0: "neg", 1: "pos"},
         label2id={"neg": 0, "pos": 1},
     )
-    cls = {"base": BertModel, "classification": BertForSequenceClassification, "qa": BertForQuestionAnswering}
+    cls = {
+        "base": BertModel,
+        "classification": BertForSequenceClassification,
+        "qa": BertForQuestionAnswering,
+        "mlm": BertForMaskedLM,
+    }
     cls[head](config).eval().save_pretrained(folder)
     return folder
 

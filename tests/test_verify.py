@@ -12,7 +12,8 @@ from tests.conftest import assert_clean_error, build_tiny_bert, export_to
 def tiny_exports(tmp_path_factory, tiny_bert_onnx, tiny_gpt2_onnx):
     root = tmp_path_factory.mktemp("verify")
     found = {"feature-extraction": tiny_bert_onnx, "text-generation": tiny_gpt2_onnx}
-    for head, task in (("classification", "text-classification"), ("qa", "question-answering")):
+    heads = (("classification", "text-classification"), ("qa", "question-answering"), ("mlm", "fill-mask"))
+    for head, task in heads:
         hf = build_tiny_bert(root / f"hf-{head}", head=head)
         found[task] = export_to(hf, root / head)
     return found
@@ -24,6 +25,7 @@ def tiny_exports(tmp_path_factory, tiny_bert_onnx, tiny_gpt2_onnx):
         ("feature-extraction", "ORTModelForFeatureExtraction"),
         ("text-classification", "ORTModelForSequenceClassification"),
         ("question-answering", "ORTModelForQuestionAnswering"),
+        ("fill-mask", "ORTModelForMaskedLM"),
         ("text-generation", "ORTModelForCausalLM"),
     ],
 )
@@ -63,10 +65,10 @@ def test_broken_output_is_refused_and_removed(cli, tiny_bert_onnx, tmp_path, mon
     real_run = verify._run
 
     def scrambled(folder, task, shown):
-        name, key, values, mask = real_run(folder, task, shown)
+        ran, tokens = real_run(folder, task, shown)
         if shown.name == "q":  # the output, not the input
-            values = np.random.default_rng(0).normal(size=values.shape)
-        return name, key, values, mask
+            ran.values = np.random.default_rng(0).normal(size=ran.values.shape)
+        return ran, tokens
 
     monkeypatch.setattr(verify, "_run", scrambled)
     out = tmp_path / "q"
@@ -101,3 +103,58 @@ def test_optimum_without_tokenizer_files(cli, tiny_bert_onnx, tmp_path):
 
     with pytest.raises(Exception, match="from_pretrained"):
         verify_loading(folder)
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    """A tiny Llama (hidden 64) exported with its cache, as `onnxopt export` writes it."""
+    from tests.test_prune_decoders import build_tiny_decoder
+
+    root = tmp_path_factory.mktemp("verify-llama")
+    return export_to(build_tiny_decoder("llama", root / "hf", hidden=64), root / "onnx")
+
+
+def test_masked_lm_logits_and_top1_match_the_input(tiny_exports):
+    from onnxopt.evaluate.verify import verify_loading
+
+    result = verify_loading(tiny_exports["fill-mask"], tiny_exports["fill-mask"])
+    assert result.model_class == "ORTModelForMaskedLM" and result.output == "logits"
+    assert result.shape[-1] > 50  # logits over the vocabulary, not hidden states
+    assert result.top1_agreement == 1.0 and result.min_cosine == pytest.approx(1.0)
+    assert result.generated is None and result.greedy_agreement is None
+
+
+def test_a_decoder_with_past_generates_through_optimum(cli, tiny_llama, tmp_path):
+    out = tmp_path / "q"
+    code, stdout, err = cli(
+        "quantize", tiny_llama, "--dynamic", "-o", out, "--verify-loading", "--json", tmp_path / "r.json"
+    )
+    assert code == 0, err
+    assert "verified: ORTModelForCausalLM.from_pretrained" in stdout
+    assert "generate() wrote 64 greedy tokens" in stdout  # 4 prompts x 16 tokens
+    import json
+
+    verified = json.loads((tmp_path / "r.json").read_text())["verified"]
+    assert verified["generated"] == 64 and 0.5 <= verified["greedy_agreement"] <= 1.0
+    assert verified["top1_agreement"] > 0.9
+    # optimum loaded it with its cache: the loaded model reads past_key_values.
+    import optimum.onnxruntime as ort_models
+
+    model = ort_models.ORTModelForCausalLM.from_pretrained(out, use_cache=True, use_io_binding=False)
+    assert model.use_cache and any(n.startswith("past_key_values.") for n in model.input_names)
+
+
+def test_a_decoder_that_no_longer_generates_as_its_input_is_refused(cli, tiny_llama, tmp_path, monkeypatch):
+    from onnxopt.evaluate import verify_models
+
+    real_greedy = verify_models.greedy
+
+    def shifted(loaded, shown):
+        tokens = real_greedy(loaded, shown)
+        return [t + 1 for t in tokens] if shown.name == "q" else tokens  # the output only
+
+    monkeypatch.setattr(verify_models, "greedy", shifted)
+    out = tmp_path / "q"
+    code, _o, err = cli("quantize", tiny_llama, "--dynamic", "-o", out, "--verify-loading")
+    assert_clean_error(code, err, "generate()'s first token equals the input model's on 0 of 4 prompts only")
+    assert not out.exists()

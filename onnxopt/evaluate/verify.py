@@ -1,5 +1,7 @@
 """`--verify-loading`: the output folder loads with optimum's `ORTModelFor<Task>.from_pretrained`
-and runs a sample, and its outputs are compared with the input model's on the same sample.
+and runs a sample, and its outputs are compared with the input model's on the same sample; a
+generative model (a decoder with its cache, an encoder-decoder in parts) also generates greedily
+through optimum's `generate()`, and its tokens are compared with the input model's.
 
 This is how users serve the result (optimum pipelines), so a folder that onnxruntime alone can run
 but optimum cannot load (a missing config, an input it does not expect) is caught here.
@@ -13,20 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxopt.errors import OnnxoptError, first_line
+from onnxopt.errors import OnnxoptError
+from onnxopt.evaluate import verify_models
+from onnxopt.evaluate.verify_models import GENERATIVE, MODEL_CLASSES, Ran
 from onnxopt.io.manifest import Manifest
 
-MODEL_CLASSES = {  # the task recorded at export -> optimum's class for it
-    "feature-extraction": "ORTModelForFeatureExtraction",
-    "sentence-similarity": "ORTModelForFeatureExtraction",
-    "text-classification": "ORTModelForSequenceClassification",
-    "question-answering": "ORTModelForQuestionAnswering",
-    "text-generation": "ORTModelForCausalLM",
-}
-_MAIN_OUTPUT = ("last_hidden_state", "logits", "start_logits")
-_SAMPLE = ["onnxopt checks that the optimized folder loads with optimum.", "A second sentence."]
+__all__ = ["MODEL_CLASSES", "VerifyResult", "verify_loading", "verify_staged"]
 # Below this cosine the output is broken, not merely quantized or pruned.
 MIN_COSINE = 0.9
+# The share of prompts whose first greedy token must equal the input model's.
+MIN_FIRST_TOKENS = 0.5
 
 
 @dataclass
@@ -39,41 +37,17 @@ class VerifyResult:
     min_cosine: float | None
     max_abs_diff: float | None
     seconds: float
+    top1_agreement: float | None = None  # share of real positions with the input model's argmax
+    generated: int | None = None  # greedy tokens generate() wrote (prompts x new tokens)
+    greedy_agreement: float | None = None  # share of them equal to the input model's
 
 
-def _run(folder: Path, task: str, shown: Path) -> tuple[str, str, np.ndarray, np.ndarray]:
-    import optimum.onnxruntime as ort_models
-    from transformers import AutoTokenizer
-
-    name = MODEL_CLASSES.get(task)
-    if name is None:
-        raise OnnxoptError(
-            f"--verify-loading knows no optimum class for task {task!r}", f"known: {', '.join(MODEL_CLASSES)}"
-        )
-    model_class = getattr(ort_models, name)
-    kwargs = {"use_cache": False, "use_io_binding": False} if name == "ORTModelForCausalLM" else {}
-    try:
-        model = model_class.from_pretrained(
-            folder, provider="CPUExecutionProvider", trust_remote_code=False, **kwargs
-        )
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        encoded = tokenizer(_SAMPLE, padding=True, return_tensors="pt")
-        outputs = model(**encoded)
-    except OnnxoptError:
-        raise
-    except Exception as exc:
-        first = first_line(exc, 200)
-        raise OnnxoptError(
-            f"{name}.from_pretrained({shown}) failed: {first}",
-            "the folder needs model.onnx with its config.json and tokenizer files",
-        ) from exc
-    key = next((k for k in _MAIN_OUTPUT if getattr(outputs, k, None) is not None), None)
-    if key is None:
-        raise OnnxoptError(f"{name} on {shown} returned none of {_MAIN_OUTPUT}", "check the export task")
-    mask = encoded["attention_mask"].numpy().astype(bool)
-    return name, key, np.asarray(getattr(outputs, key).detach().numpy(), np.float64), mask
+def _run(folder: Path, task: str, shown: Path) -> tuple[Ran, list | None]:
+    """The sample's main output, and the greedy tokens of a generative model (None otherwise)."""
+    loaded = verify_models.load(folder, task, shown)
+    ran = verify_models.run_sample(loaded, shown)
+    tokens = verify_models.greedy(loaded, shown) if loaded.name in GENERATIVE else None
+    return ran, tokens
 
 
 def _task(folder: Path) -> str:
@@ -97,37 +71,63 @@ def verify_loading(folder: Path, reference: Path | None = None, shown_as: Path |
     start = time.perf_counter()
     shown = shown_as or folder
     task = _task(folder)
-    name, key, got, mask = _run(folder, task, shown)
-    if not np.isfinite(got).all():
-        raise OnnxoptError(f"{shown}: {name} produced non-finite {key}", "the model is broken")
-    result = VerifyResult(str(shown), name, key, tuple(got.shape), None, None, None, 0.0)
+    got, tokens = _run(folder, task, shown)
+    if not np.isfinite(got.values).all():
+        raise OnnxoptError(f"{shown}: {got.name} produced non-finite {got.key}", "the model is broken")
+    result = VerifyResult(str(shown), got.name, got.key, tuple(got.values.shape), None, None, None, 0.0)
+    result.generated = sum(len(t) for t in tokens) if tokens is not None else None
     if reference is not None and reference.is_dir():
-        _n, _k, want, _m = _run(reference, task, reference)
-        if want.shape != got.shape:
-            raise OnnxoptError(
-                f"{shown}: {key} has shape {got.shape}, the input model's {want.shape}",
-                "the optimized model no longer computes the same thing",
-            )
-        cosines, diffs = [], []
-        for i in range(len(got)):
-            # Padding positions carry no meaning (every layer masks them), so only real tokens count.
-            g, w = got[i], want[i]
-            if g.ndim >= 1 and g.shape[0] == mask.shape[1]:
-                g, w = g[mask[i]], w[mask[i]]
-            g, w = g.ravel(), w.ravel()
-            cosines.append(float(g @ w / max(np.linalg.norm(g) * np.linalg.norm(w), 1e-30)))
-            diffs.append(float(np.max(np.abs(g - w))) if g.size else 0.0)
+        want, reference_tokens = _run(reference, task, reference)
+        _compare(result, got, want, shown)
         result.reference = str(reference)
-        result.min_cosine = min(cosines)
-        result.max_abs_diff = max(diffs)
-        if result.min_cosine < MIN_COSINE:
-            raise OnnxoptError(
-                f"{shown}: {key} differs from the input model's "
-                f"(cosine {result.min_cosine:.4f} < {MIN_COSINE})",
-                "the output is broken, not merely approximated; try --no-optimize or a milder setting",
-            )
+        if tokens is not None and reference_tokens is not None:
+            _compare_generation(result, tokens, reference_tokens, shown)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _compare(result: VerifyResult, got: Ran, want: Ran, shown: Path) -> None:
+    """Cosine, max abs difference and top-1 agreement of the main output over the real tokens."""
+    if want.values.shape != got.values.shape:
+        raise OnnxoptError(
+            f"{shown}: {got.key} has shape {got.values.shape}, the input model's {want.values.shape}",
+            "the optimized model no longer computes the same thing",
+        )
+    cosines, diffs, same, positions = [], [], 0, 0
+    for i in range(len(got.values)):
+        # Padding positions carry no meaning (every layer masks them), so only real tokens count.
+        g, w = got.values[i], want.values[i]
+        if g.ndim >= 1 and g.shape[0] == got.mask.shape[1]:
+            g, w = g[got.mask[i]], w[got.mask[i]]
+        if got.key == "logits" and g.ndim >= 1:
+            same += int((g.argmax(-1) == w.argmax(-1)).sum())
+            positions += int(np.prod(g.shape[:-1]))
+        g, w = g.ravel(), w.ravel()
+        cosines.append(float(g @ w / max(np.linalg.norm(g) * np.linalg.norm(w), 1e-30)))
+        diffs.append(float(np.max(np.abs(g - w))) if g.size else 0.0)
+    result.min_cosine, result.max_abs_diff = min(cosines), max(diffs)
+    result.top1_agreement = same / positions if positions else None
+    if result.min_cosine < MIN_COSINE:
+        raise OnnxoptError(
+            f"{shown}: {got.key} differs from the input model's "
+            f"(cosine {result.min_cosine:.4f} < {MIN_COSINE})",
+            "the output is broken, not merely approximated; try --no-optimize or a milder setting",
+        )
+
+
+def _compare_generation(result: VerifyResult, tokens: list, reference_tokens: list, shown: Path) -> None:
+    """Greedy agreement over every token; the first token of each prompt (the argmax after the
+    prompt, not yet steered by earlier choices) must match on most prompts, or the model is broken."""
+    pairs = list(zip(tokens, reference_tokens, strict=True))
+    equal = sum(int((a == b).sum()) for a, b in pairs)
+    result.greedy_agreement = equal / max(result.generated or 0, 1)
+    first = sum(int(a[0] == b[0]) for a, b in pairs)
+    if first < MIN_FIRST_TOKENS * len(pairs):
+        raise OnnxoptError(
+            f"{shown}: generate()'s first token equals the input model's on {first} of {len(pairs)} "
+            f"prompts only (greedy agreement {100 * result.greedy_agreement:.1f}%)",
+            "the model no longer generates as its input did; try --no-optimize or a milder setting",
+        )
 
 
 def verify_staged(asked: bool, staged: Path, reference: Path | None, out: Path) -> VerifyResult | None:

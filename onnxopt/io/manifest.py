@@ -33,6 +33,8 @@ class Manifest:
     # How to run the model: {"selected": SessionSettings dict, "tuned": {provider: settings dict}},
     # written by `bench --ep auto` and `bench --tune`, read by later `bench` and `eval` runs.
     runtime: dict[str, Any] = field(default_factory=dict)
+    # A model in several graphs (onnxopt.io.parts): part name -> file in the folder; empty for one graph.
+    parts: dict[str, str] = field(default_factory=dict)
 
     def add_step(self, name: str, **record: Any) -> None:
         self.steps.append({"step": name, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **record})
@@ -63,9 +65,12 @@ class Manifest:
                 libraries=dict(data.get("libraries") or {}),
                 steps=[dict(step) for step in data.get("steps") or []],
                 runtime=dict(data.get("runtime") or {}),
+                parts=dict(data.get("parts") or {}),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise _damaged(path, f"{type(exc).__name__}: {exc}") from exc
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in manifest.parts.items()):
+            raise _damaged(path, "parts holds a value that is not a file name")
         for key in ("selected", "tuned"):
             if not isinstance(manifest.runtime.get(key, {}), dict):
                 raise _damaged(path, f"runtime.{key} is not a mapping")

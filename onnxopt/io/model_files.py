@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 
 from onnxopt.errors import OnnxoptError, cut, first_line, shorten
-from onnxopt.io import files
+from onnxopt.io import files, parts
 from onnxopt.io.files import check_folder_files, file_in_folder, regular_file
 from onnxopt.io.manifest import MANIFEST_NAME, Manifest
 from onnxopt.io.saving import (
@@ -85,6 +85,8 @@ def resolve(path: Path) -> ModelRef:
             candidates = sorted(p.name for p in path.glob("*.onnx"))
             if len(candidates) == 1:
                 onnx_path = path / candidates[0]
+            elif parts.in_parts(path):
+                raise parts.refusal(path)
             else:
                 raise OnnxoptError(
                     f"{cut(str(path))} holds no {MODEL_FILE}",

@@ -48,7 +48,9 @@ def quantize_result(r) -> None:
         fallback_table(r.options["fallback"])
     layout = r.options.get("layout")
     if layout == "qdq":
-        out().print("layout: portable QDQ (for OpenVINO, TensorRT; not laid out for the CPU provider's kernels)")
+        out().print(
+            "layout: portable QDQ (for OpenVINO, TensorRT; not laid out for the CPU provider's kernels)"
+        )
     elif layout and layout != "onnxruntime-cpu":
         out().print(f"layout: {escape(layout)}")
     out().print(f"int8 types: {r.cpu}")
@@ -124,4 +126,10 @@ def verify_result(r) -> None:
     )
     if r.reference is not None:
         line += f"; vs the input model: min cosine {r.min_cosine:.5f}, max abs diff {r.max_abs_diff:.3e}"
+        if getattr(r, "top1_agreement", None) is not None:
+            line += f", same top-1 on {100 * r.top1_agreement:.1f}% of tokens"
+    if getattr(r, "generated", None) is not None:
+        line += f"; generate() wrote {r.generated} greedy tokens"
+        if r.greedy_agreement is not None:
+            line += f", {100 * r.greedy_agreement:.1f}% equal to the input model's"
     out().print(line + f" ({r.seconds:.1f} s)")
