@@ -12,9 +12,10 @@ from onnxopt.data.samples import input_types
 from onnxopt.errors import OnnxoptError, first_line
 from onnxopt.evaluate.verify import verify_staged
 from onnxopt.export.config import ExportConfig
+from onnxopt.export.seq2seq_check import compare_seq2seq
 from onnxopt.export.sources import check_source, infer_task, read_gguf, resolve_source
 from onnxopt.export.torch_check import MIN_AGREEMENT, compare_with_torch
-from onnxopt.io import model_files, saving
+from onnxopt.io import model_files, parts, saving
 from onnxopt.io.leftovers import temp_dir
 from onnxopt.io.manifest import Manifest
 from onnxopt.io.outputs import claim_output
@@ -60,6 +61,8 @@ def export(
             progress(f"exporting {source.shown} ({task})", 0, 0)
             diffs, opset, notes = _export_checked(hf, tmp, task, config, progress)
             manifest = Manifest(source=model or source.shown, task=task, opset=opset)
+            if parts.in_parts(tmp):
+                manifest.parts = parts.default_parts()
             record = {
                 "source": str(source.gguf or source.path),
                 "task": task,
@@ -69,7 +72,7 @@ def export(
             manifest.add_step("export", **record, atol=config.atol, checks=notes)
             manifest.save(tmp)
             verified = verify_staged(config.verify_loading, tmp, None, out)
-        size = model_files.resolve(out).size_bytes()
+        size = model_files.folder_size(out)
         seconds = time.perf_counter() - start
         return ExportResult(
             out, source.shown, task, opset, diffs, config.atol, seconds, size, notes, verified
@@ -92,17 +95,23 @@ def _hf_folder(source, progress) -> Iterator[str]:
 def _export_checked(
     source: str, tmp: Path, task: str, config: ExportConfig, progress
 ) -> tuple[dict, int, list]:
-    """Run optimum's exporter into `tmp` and compare with PyTorch; outside the tolerance nothing is kept."""
-    _run_exporter(source, tmp, task, config.opset, config.trust_remote_code)
-    ref = model_files.resolve(tmp)
-    onnx_model = model_files.load(ref)
-    opset = model_files.main_opset(onnx_model)
-    if onnx_model.ir_version != saving.loadable_ir_version(onnx_model):
-        saving.save(onnx_model, tmp)
-    types = input_types(onnx_model)
-    del onnx_model
+    """Run optimum's exporter into `tmp` and compare with PyTorch; outside the tolerance nothing is
+    kept. An encoder-decoder with its cache is kept in parts (onnxopt.io.parts), not merged."""
+    in_parts = task == "text2text-generation-with-past"
+    _run_exporter(source, tmp, task, config.opset, config.trust_remote_code, merged=not in_parts)
+    files = list(parts.part_files(tmp).values()) if in_parts else [model_files.resolve(tmp).onnx_path]
+    for path in files:
+        onnx_model = model_files.load(model_files.ModelRef(path, tmp))
+        opset = model_files.main_opset(onnx_model)
+        if onnx_model.ir_version != saving.loadable_ir_version(onnx_model):
+            saving.save(onnx_model, tmp, path.name)
+        types = input_types(onnx_model) if not in_parts else None
+        del onnx_model
     progress("checking outputs against PyTorch", 0, 0)
-    check = compare_with_torch(source, tmp, task, types, config.trust_remote_code)
+    if in_parts:
+        check = compare_seq2seq(source, tmp, task, config.trust_remote_code)
+    else:
+        check = compare_with_torch(source, tmp, task, types, config.trust_remote_code)
     worst = max(check.relative.values()) if check.relative else max(check.diffs.values())
     if not worst <= config.atol:  # also catches NaN
         kind = "relative to the outputs' scale " if check.relative else ""
@@ -118,7 +127,11 @@ def _export_checked(
     return check.diffs, opset, check.notes
 
 
-def _run_exporter(source: str, out: Path, task: str, opset: int | None, trust_remote_code: bool) -> None:
+def _run_exporter(
+    source: str, out: Path, task: str, opset: int | None, trust_remote_code: bool, merged: bool = True
+) -> None:
+    """optimum's main_export; `merged` False keeps an encoder-decoder's decoders apart (optimum
+    merges them in its post-processing, which also deduplicates tied weights)."""
     from optimum.exporters.onnx import main_export
 
     try:
@@ -131,6 +144,7 @@ def _run_exporter(source: str, out: Path, task: str, opset: int | None, trust_re
                 do_validation=False,
                 library_name="transformers",
                 trust_remote_code=trust_remote_code,
+                no_post_process=not merged,
             )
     except KeyError as exc:
         raise OnnxoptError(

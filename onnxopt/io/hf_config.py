@@ -48,3 +48,20 @@ def with_cache(task: str, cache: bool) -> str:
     """The task to export: a generative one with `-with-past` when `cache`, without it otherwise."""
     base = task.removesuffix("-with-past")
     return f"{base}-with-past" if cache and base in GENERATIVE_TASKS else base
+
+
+def decoder_start_token(folder: Path | None) -> int:
+    """The token an encoder-decoder's decoder starts from (T5: pad 0; BART: eos 2)."""
+    config = read_config(folder)
+    for key in ("decoder_start_token_id", "pad_token_id"):
+        value = config.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    return 0
+
+
+def end_token(folder: Path | None) -> int | None:
+    """The end-of-text token (config.json's eos_token_id; the first of a list), None without one."""
+    value = read_config(folder).get("eos_token_id")
+    value = value[0] if isinstance(value, list) and value else value
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None

@@ -231,3 +231,11 @@ def _external_locations_of(model: onnx.ModelProto) -> set[str]:
 def copy_sidecars(src_folder: Path | None, dst_folder: Path) -> list[str]:
     """Copy tokenizer/config files (and sentence-transformers' module folders) next to the new model."""
     return files.copy_sidecars(src_folder, dst_folder, skip={MANIFEST_NAME})
+
+
+def folder_size(path: Path) -> int:
+    """Size on disk of a model: its .onnx file and external data, or every part's (onnxopt.io.parts)."""
+    found = parts.part_files(path if path.is_dir() else None)
+    if found is None:
+        return resolve(path).size_bytes()
+    return sum(ModelRef(file, path).size_bytes() for file in found.values())

@@ -1,0 +1,133 @@
+"""Encoder-decoders (T5, BART) end to end: tiny random-weight models built in code, exported in
+three parts with their cache, checked by greedy generation against PyTorch, quantized part by
+part, timed generating, evaluated and loaded by optimum's ORTModelForSeq2SeqLM; the commands that
+take one graph only say so in one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from onnxopt.io.parts import SEQ2SEQ_FILES
+from tests.conftest import _WORDS, assert_clean_error
+
+KINDS = ("t5", "bart")
+_PARTS = {"encoder": SEQ2SEQ_FILES[0], "decoder": SEQ2SEQ_FILES[1], "decoder_with_past": SEQ2SEQ_FILES[2]}
+
+
+def build_tiny_seq2seq(kind: str, folder: Path) -> Path:
+    """A random-weight T5 or BART (d_model 64, 2+2 layers, 4 heads of 16, FFN 128) with a
+    word-level tokenizer over the test vocabulary that ends each text with </s>."""
+    import torch
+    import transformers as hf
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    folder.mkdir(parents=True, exist_ok=True)
+    specials = ["<pad>", "</s>", "<unk>"] if kind == "t5" else ["<s>", "<pad>", "</s>", "<unk>"]
+    vocab = {w: i for i, w in enumerate([*specials, *sorted(set(_WORDS))])}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    core.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", vocab["</s>"])]
+    )
+    special = dict(unk_token="<unk>", eos_token="</s>", pad_token="<pad>")
+    if kind == "bart":
+        special["bos_token"] = "<s>"
+    hf.PreTrainedTokenizerFast(tokenizer_object=core, **special).save_pretrained(folder)
+    torch.manual_seed(0)
+    if kind == "t5":
+        config = hf.T5Config(
+            vocab_size=len(vocab), d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2,
+            num_heads=4, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+        )  # fmt: skip
+        model = hf.T5ForConditionalGeneration(config)
+    else:
+        config = hf.BartConfig(
+            vocab_size=len(vocab), d_model=64, encoder_layers=2, decoder_layers=2,
+            encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128,
+            decoder_ffn_dim=128, max_position_embeddings=128, bos_token_id=0, pad_token_id=1,
+            eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=None,
+        )  # fmt: skip
+        model = hf.BartForConditionalGeneration(config)
+    model.eval().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> dict[str, Path]:
+    """Each kind exported once by `onnxopt export` (the test below checks what it wrote)."""
+    from onnxopt.export.workflow import export
+
+    root = tmp_path_factory.mktemp("seq2seq")
+    found = {}
+    for kind in KINDS:
+        hf = build_tiny_seq2seq(kind, root / f"hf-{kind}")
+        found[kind] = root / kind
+        found[f"{kind}-result"] = export(str(hf), root / kind)
+    return found
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_export_keeps_three_parts_and_generates_as_pytorch(exported, kind):
+    folder, result = exported[kind], exported[f"{kind}-result"]
+    assert result.task == "text2text-generation-with-past"
+    for name in SEQ2SEQ_FILES:
+        onnx.checker.check_model(str(folder / name))
+    assert not (folder / "decoder_model_merged.onnx").exists()  # not merged: no If node to quantize
+    manifest = json.loads((folder / "onnxopt.json").read_text())
+    assert manifest["parts"] == _PARTS
+    # The first step's logits match PyTorch, and greedy generation through the parts equals
+    # generate(), every token of 8 prompts x 32.
+    assert result.max_abs_diff["logits"] < 1e-4
+    assert "256/256 tokens equal PyTorch's" in result.notes[0]
+    assert result.size_bytes == sum((folder / name).stat().st_size for name in SEQ2SEQ_FILES)
+    with_past = onnx.load(str(folder / SEQ2SEQ_FILES[2]), load_external_data=False)
+    names = {i.name for i in with_past.graph.input}
+    assert {"past_key_values.0.decoder.key", "past_key_values.0.encoder.key"} <= names
+
+
+def test_the_runner_steps_through_the_cache_as_a_full_decode(exported):
+    """Greedy through decoder_with_past equals rerunning the first-step decoder on the whole prefix."""
+    import onnxruntime as ort
+
+    from onnxopt.runtime.seq2seq import Seq2Seq
+
+    folder = exported["bart"]
+    runner = Seq2Seq.load(folder)
+    ids = np.array([[5, 9, 30, 41, 2]])
+    tokens = runner.greedy(ids, 6)
+    full = ort.InferenceSession(str(folder / SEQ2SEQ_FILES[1]), providers=["CPUExecutionProvider"])
+    hidden = runner.sessions["encoder"].run(None, runner.encoder_feed(ids))[0]
+    prefix = np.array([[runner.start_token, *tokens[0, :-1]]])
+    mask = np.ones(ids.shape, np.int64)
+    logits = full.run(
+        ["logits"], {"input_ids": prefix, "encoder_hidden_states": hidden, "encoder_attention_mask": mask}
+    )[0]
+    assert list(runner.next_token(logits)) == [tokens[0, -1]]
+    steps = [part for part, _feed in runner.recorded_feeds(ids, 6)]
+    assert steps == ["encoder", "decoder"] + ["decoder_with_past"] * 5
+
+
+def test_one_graph_commands_refuse_a_folder_in_parts(cli, exported, tmp_path):
+    folder = exported["t5"]
+    for args in (
+        ("prune", folder, "--sparsity", "0.5", "-o", tmp_path / "p"),
+        ("optimize", folder, "-o", tmp_path / "o"),
+    ):
+        code, _o, err = cli(*args)
+        assert_clean_error(code, err, "is an encoder-decoder in 3 parts", "works on one-graph models only")
+    code, _o, err = cli("bench", folder)
+    assert_clean_error(code, err, "is an encoder-decoder in 3 parts")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_manifest_naming_a_missing_part_is_refused(cli, exported, tmp_path):
+    folder = shutil.copytree(exported["t5"], tmp_path / "t5")
+    (folder / SEQ2SEQ_FILES[2]).unlink()
+    code, _o, err = cli("eval", folder, "--task", "generation", "--reference", exported["t5"])
+    assert_clean_error(code, err, "part 'decoder_with_past' (decoder_with_past_model.onnx) is not a file")
