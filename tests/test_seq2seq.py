@@ -131,3 +131,70 @@ def test_a_manifest_naming_a_missing_part_is_refused(cli, exported, tmp_path):
     (folder / SEQ2SEQ_FILES[2]).unlink()
     code, _o, err = cli("eval", folder, "--task", "generation", "--reference", exported["t5"])
     assert_clean_error(code, err, "part 'decoder_with_past' (decoder_with_past_model.onnx) is not a file")
+
+
+@pytest.fixture(scope="module")
+def quantized(exported, tmp_path_factory) -> dict[str, Path]:
+    """Each kind quantized --dynamic through the command, with --verify-loading."""
+    from onnxopt.cli.app import main
+
+    root = tmp_path_factory.mktemp("seq2seq-q")
+    found = {}
+    for kind in KINDS:
+        found[kind] = root / kind
+        assert (
+            main(["quantize", str(exported[kind]), "--dynamic", "-o", str(found[kind]), "--verify-loading"])
+            == 0
+        )
+    return found
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_dynamic_quantization_reaches_every_part(exported, quantized, kind):
+    from onnxopt.runtime.seq2seq import Seq2Seq
+
+    folder = quantized[kind]
+    manifest = json.loads((folder / "onnxopt.json").read_text())
+    assert manifest["parts"] == _PARTS
+    step = manifest["steps"][-1]
+    assert step["step"] == "quantize-dynamic"
+    for part in _PARTS:  # every part's matmuls became int8 kernels
+        ops = step["parts"][part]["int8_ops"]
+        assert ops.get("DynamicQuantizeMatMul", 0) + ops.get("MatMulInteger", 0) >= 6, (part, ops)
+    before = sum((exported[kind] / f).stat().st_size for f in SEQ2SEQ_FILES)
+    after = sum((folder / f).stat().st_size for f in SEQ2SEQ_FILES)
+    assert after < 0.6 * before
+    ids = np.array([[5, 9, 30, 41, 8, 12, 1]])
+    same = Seq2Seq.load(folder).greedy(ids, 16) == Seq2Seq.load(exported[kind]).greedy(ids, 16)
+    assert same.mean() >= 0.5
+
+
+def test_static_calibration_is_fed_from_a_generation_loop(exported, tmp_path):
+    from onnxopt.quantize.parts import quantize_model
+
+    result = quantize_model(exported["bart"], tmp_path / "s", mode="static", calib=3)
+    calibration = result.options["calibration"]
+    # Each text: the encoder once, the first step once, then 7 steps through the cache.
+    assert calibration["feeds"] == {"encoder": 3, "decoder": 3, "decoder_with_past": 21}
+    ops = result.options["parts"]["decoder_with_past"]["int8_ops"]
+    assert ops.get("MatMulIntegerToFloat", 0) >= 6 and ops.get("QuantizeLinear", 0) > 0
+
+
+def test_int4_packs_every_part(exported, tmp_path):
+    from onnxopt.quantize.parts import quantize_model
+
+    quantize_model(exported["t5"], tmp_path / "w", mode="int4")
+    for name in SEQ2SEQ_FILES:
+        ops = {n.op_type for n in onnx.load(str(tmp_path / "w" / name)).graph.node}
+        assert "MatMulNBits" in ops, name
+
+
+def test_quantize_options_a_folder_in_parts_cannot_take_are_refused(cli, exported, tmp_path):
+    code, _o, err = cli("quantize", exported["t5"], "--static", "--max-drop", "1", "-o", tmp_path / "q")
+    assert_clean_error(code, err, "--max-drop does not work on an encoder-decoder in parts")
+    assert not (tmp_path / "q").exists()
+
+
+def test_a_quantized_folder_in_parts_is_not_quantized_again(cli, quantized, tmp_path):
+    code, _o, err = cli("quantize", quantized["bart"], "--dynamic", "-o", tmp_path / "q")
+    assert_clean_error(code, err, "encoder_model.onnx is already quantized")

@@ -12,9 +12,9 @@ from onnxopt.quantize.config import QuantizeConfig
 def run(config: QuantizeConfig, model: Path, output: Path, overwrite: bool, json_path: Path | None) -> None:
     common.check_json(json_path, [common.existing(model)])
     with common.progress(f"quantize {model} ({config.mode} int8)") as progress:
-        from onnxopt.quantize.workflow import quantize
+        from onnxopt.quantize.parts import quantize_model
 
-        result = quantize(model, output, config, overwrite=overwrite, on_progress=progress)
+        result = quantize_model(model, output, config, overwrite=overwrite, on_progress=progress)
     from onnxopt.report import tables
 
     common.finish(result, json_path, tables.quantize_result)

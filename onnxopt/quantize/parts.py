@@ -1,0 +1,194 @@
+"""`onnxopt quantize` of an encoder-decoder in parts (onnxopt.io.parts): each part quantized as
+a one-graph model is (fusion, shapes, smoothing, the quantizer, the CPU layout), calibrated on
+the feeds that part gets while the fp32 model generates: the encoder on each calibration text,
+the first decoder step on its states, and the decoder with past on every later step, with its
+real cache (onnxopt.runtime.seq2seq)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from onnxopt.data.samples import clip_text, load_tokenizer
+from onnxopt.data.sources import embedded_samples, load_samples
+from onnxopt.errors import OnnxoptError
+from onnxopt.evaluate.verify import verify_staged
+from onnxopt.io import model_files, saving
+from onnxopt.io.hf_config import model_type
+from onnxopt.io.outputs import claim_output
+from onnxopt.io.parts import SEQ2SEQ_PARTS, in_parts, part_files
+from onnxopt.options import config_from
+from onnxopt.passes import Pipeline
+from onnxopt.passes.fold_weight_transposes import FoldWeightTransposes
+from onnxopt.passes.fuse_transformer import FuseTransformer
+from onnxopt.passes.infer_shapes import InferShapes
+from onnxopt.passes.quantize import (
+    INT8_OPS,
+    QDQ_OPS,
+    QuantizeDynamic,
+    QuantizeStatic,
+    QuantOptions,
+    after_activation,
+    quantizer_with_layout,
+)
+from onnxopt.passes.quantize_weights import QuantizeWeights
+from onnxopt.passes.smooth import Smooth, find_groups
+from onnxopt.quantize.calibrate import collect_channel_stats, collect_ranges
+from onnxopt.quantize.calibration_feeds import DECODE_STEPS
+from onnxopt.quantize.config import QuantizeConfig
+from onnxopt.quantize.record import run_record
+from onnxopt.quantize.workflow import CalibrationSummary, QuantizeResult, quantize
+from onnxopt.runtime.cpu import cpu_features
+from onnxopt.runtime.seq2seq import Seq2Seq
+
+
+def quantize_model(src: Path, out: Path, config=None, overwrite=False, on_progress=None, **options):
+    """`onnxopt quantize`: a folder in parts part by part, any other model by the workflow."""
+    run = quantize_parts if in_parts(Path(src)) else quantize
+    return run(src, out, config, overwrite=overwrite, on_progress=on_progress, **options)
+
+
+def quantize_parts(src: Path, out: Path, config=None, overwrite=False, on_progress=None, **options):
+    """Quantize each part of the encoder-decoder at `src` into `out`; one manifest step for all."""
+    config = config_from(QuantizeConfig, config, options)
+    progress = on_progress or (lambda _stage, _done, _total: None)
+    _refuse_unsupported(src, config)
+    start = time.perf_counter()
+    files = part_files(src)
+    with claim_output(out, [src], overwrite) as claim:
+        for path in files.values():
+            _check_fp32(model_files.load(model_files.ModelRef(path, src)), path)
+        smooth = config.mode != "int4" if config.smooth is None else config.smooth
+        calibrated = config.mode == "static" or smooth or (config.mode == "int4" and config.algo == "gptq")
+        feeds = _recorded_feeds(src, config, progress) if calibrated else None
+        quantized, reports, records, calibration = {}, [], {}, None
+        for part in SEQ2SEQ_PARTS:
+            model, part_reports, used = _quantize_part(
+                src, files[part], part, config, feeds, smooth, progress
+            )
+            quantized[part], reports = model, reports + part_reports
+            calibration = calibration or used
+            records[part] = run_record(config, _options(config), part_reports, used, "", model)
+        record = _merged_record(records, config, feeds)
+        progress("save", 0, 0)
+        with claim.staged() as tmp:
+            for part, model in quantized.items():
+                saving.save(model, tmp, files[part].name)
+            model_files.copy_sidecars(src, tmp)
+            manifest = model_files.ModelRef(files["encoder"], src).derived_manifest(quantized["encoder"])
+            manifest.parts = {part: files[part].name for part in SEQ2SEQ_PARTS}
+            manifest.add_step(f"quantize-{config.mode}", **record)
+            manifest.save(tmp)
+            verified = verify_staged(config.verify_loading, tmp, src, out)
+        summary = None
+        if calibration is not None:
+            summary = CalibrationSummary(
+                len(feeds["encoder"]), calibration.seconds, calibration.peak_rss_mb, config.method
+            )
+        size_before, size_after = model_files.folder_size(src), model_files.folder_size(out)
+        seconds = time.perf_counter() - start
+        return QuantizeResult(
+            out,
+            config.mode,
+            reports,
+            summary,
+            size_before,
+            size_after,
+            seconds,
+            record["cpu"],
+            record,
+            verified,
+        )
+
+
+def _refuse_unsupported(src: Path, config: QuantizeConfig) -> None:
+    for flag, given in (("--max-drop", config.max_drop is not None), ("--exclude", bool(config.exclude))):
+        if given:
+            raise OnnxoptError(
+                f"{flag} does not work on an encoder-decoder in parts ({src}) yet",
+                f"quantize it without {flag}; each part is quantized whole",
+            )
+
+
+def _check_fp32(model, path: Path) -> None:
+    already = sorted({n.op_type for n in model.graph.node if n.op_type in INT8_OPS})
+    if already:
+        raise OnnxoptError(
+            f"{path} is already quantized (it has {', '.join(already[:3])})",
+            "quantize the fp32 model instead",
+        )
+
+
+def _recorded_feeds(src: Path, config: QuantizeConfig, progress) -> dict[str, list]:
+    """part -> the feeds it gets while the fp32 model generates DECODE_STEPS tokens after each text."""
+    tokenizer = load_tokenizer(src)
+    samples = load_samples(config.calib_data, config.calib, config.text_column) if config.calib_data else None
+    samples = samples or embedded_samples(config.calib, clip=True)
+    runner = Seq2Seq.load(src)
+    feeds: dict[str, list] = {part: [] for part in SEQ2SEQ_PARTS}
+    for i, sample in enumerate(samples):
+        text = clip_text(sample if isinstance(sample, str) else sample[0], config.seq_len)
+        ids = tokenizer(text, truncation=True, max_length=config.seq_len, return_tensors="np")["input_ids"]
+        for part, feed in runner.recorded_feeds(ids, DECODE_STEPS):
+            feeds[part].append(feed)
+        progress("generating calibration feeds", i + 1, len(samples))
+    return feeds
+
+
+def _options(config: QuantizeConfig) -> QuantOptions:
+    reduce = cpu_features().reduce_range
+    return QuantOptions(op_types=config.ops, per_channel=config.per_channel, reduce_range=reduce, exclude=())
+
+
+def _quantize_part(src, path: Path, part: str, config: QuantizeConfig, feeds, smooth: bool, progress):
+    """(quantized model, step reports named after the part, calibration or None)."""
+    model = model_files.load(model_files.ModelRef(path, src))
+    passes = [FuseTransformer(model_type(src))] if config.optimize else []
+    model, reports = Pipeline([*passes, FoldWeightTransposes(), InferShapes()]).run(model)
+    samples = feeds[part] if feeds is not None else None
+    if smooth:
+        progress(f"smooth {part}", 0, 0)
+        tensors = [group.tensor for group in find_groups(model)[0]]
+        model, smoothed = Pipeline([Smooth(collect_channel_stats(model, samples, tensors))]).run(model)
+        reports += smoothed
+    options, calibration = _options(config), None
+    if config.mode == "int4":
+        algo = (config.block_size, config.algo, config.accuracy_level, ())
+        quantizer = QuantizeWeights(4, *algo, samples or ())
+    elif config.mode == "static":
+        if not config.all_static:
+            options = replace(options, dynamic_nodes=after_activation(model))
+        static_ops = [op for op in config.ops if op in QDQ_OPS]
+        count = len(samples)
+        calibration = collect_ranges(
+            model, samples, config.method, static_ops, lambda i: progress(f"calibrate {part}", i, count)
+        )
+        static = QuantizeStatic(calibration.ranges, calibration.method, options)
+        quantizer = quantizer_with_layout(static, not config.qdq)
+    else:
+        quantizer = quantizer_with_layout(QuantizeDynamic(options), not config.qdq)
+    progress(f"{quantizer.name} {part}", 0, 0)
+    model, quant_reports = Pipeline([quantizer]).run(model)
+    reports = [replace(r, name=f"{r.name} ({part})") for r in reports + quant_reports]
+    return model, reports, calibration
+
+
+def _merged_record(records: dict[str, dict], config: QuantizeConfig, feeds) -> dict:
+    """One manifest record: the run's options once, what differs by part under "parts"."""
+    first = records[SEQ2SEQ_PARTS[0]]
+    record = {k: v for k, v in first.items() if k not in ("int8_ops", "dynamic_matmuls", "smooth")}
+    record["cpu"] = cpu_features().describe()
+    record["parts"] = {
+        part: {k: records[part].get(k) for k in ("int8_ops", "dynamic_matmuls", "smooth")} for part in records
+    }
+    if feeds is not None:
+        record["calibration"] = {
+            "method": config.method,
+            "texts": len(feeds["encoder"]),
+            "feeds": {part: len(found) for part, found in feeds.items()},
+            "decode_steps": DECODE_STEPS,
+            "seq_len": config.seq_len,
+            "data": config.calib_data or "embedded corpus (calib/en.txt)",
+        }
+    return record
