@@ -59,7 +59,13 @@ def cache_perplexity(model: Path, texts: list[str], seq_len: int = 128, settings
 
 
 def greedy_tokens(model: Path, prompts: list[str], new_tokens: int, seq_len: int, settings=None) -> list:
-    decoder, tokenizer, _context = decoder_of(model, settings)
+    decoder, tokenizer, context = decoder_of(model, settings)
+    if new_tokens >= context:
+        raise OnnxoptError(
+            f"--new-tokens {new_tokens} leaves no room for a prompt in {model}'s {context} positions",
+            f"use --new-tokens {context // 2} or less",
+        )
+    seq_len = min(seq_len, context - new_tokens)  # prompt and continuation within the positions
     found = []
     for prompt in prompts:
         ids = tokenizer(clip_text(prompt, seq_len), truncation=True, max_length=seq_len, return_tensors="np")

@@ -13,11 +13,14 @@ from onnxopt.errors import OnnxoptError
 from onnxopt.evaluate.fidelity import Fidelity, output_fidelity
 from onnxopt.evaluate.verify import verify_staged
 from onnxopt.io import model_files, saving
+from onnxopt.io.cache_layout import cache_layout
 from onnxopt.io.hf_config import model_type
 from onnxopt.io.outputs import claim_output
+from onnxopt.io.rope import rope_tables
 from onnxopt.optimize.config import OptimizeConfig
 from onnxopt.options import config_from
 from onnxopt.passes import Pipeline, StepReport
+from onnxopt.passes.fuse_decoder_attention import FuseDecoderAttention
 from onnxopt.passes.fuse_transformer import FuseTransformer
 from onnxopt.runtime.sessions import check_loads
 
@@ -50,8 +53,10 @@ def optimize(
     with claim_output(out, [ref.folder or ref.onnx_path], overwrite) as claim:
         model = model_files.load(ref)
         check_loads(ref.onnx_path)
-        fuse = FuseTransformer(model_type(ref.folder))
-        model, reports = Pipeline([fuse]).run(model, on_step=lambda name: progress(name, 0, 0))
+        passes = [FuseTransformer(model_type(ref.folder))]
+        if cache_layout(model) is not None:
+            passes.append(FuseDecoderAttention(rope_tables(ref.folder)))
+        model, reports = Pipeline(passes).run(model, on_step=lambda name: progress(name, 0, 0))
         with claim.staged() as tmp:
             saving.save(model, tmp)
             model_files.copy_sidecars(ref.folder, tmp)
@@ -64,7 +69,7 @@ def optimize(
                     "raise --atol if fused kernels' rounding is acceptable, or skip optimization",
                 )
             manifest = ref.derived_manifest(model)
-            fused = reports[0].details.get("fused", {})
+            fused = {op: n for r in reports for op, n in r.details.get("fused", {}).items()}
             manifest.add_step("optimize", fused=fused, parity=vars(parity), atol=config.atol)
             manifest.save(tmp)
             verified = verify_staged(config.verify_loading, tmp, ref.folder, out)

@@ -19,12 +19,16 @@ DECODE_STEPS = 8
 
 
 def generation_feeds(
-    model, samples: TokenizedSamples, steps: int = DECODE_STEPS
+    model, samples: TokenizedSamples, max_positions: int | None, steps: int = DECODE_STEPS
 ) -> list[dict[str, np.ndarray]]:
-    """The feeds of a greedy generation of `steps` tokens after each sample, prefill first."""
+    """The feeds of a greedy generation of `steps` tokens after each sample, prefill first; prompts
+    are cut so prompt and continuation fit in `max_positions`."""
     cache = samples.types.cache
     decoder = Decoder(session_for_model(model), cache, samples.types.get("input_ids", np.int64))
     feeds = []
     for feed in samples:
-        feeds += list(decoder.recorded_feeds(feed["input_ids"], steps))
+        ids = feed["input_ids"]
+        if max_positions is not None:
+            ids = ids[:, : max(1, max_positions - steps - 1)]
+        feeds += list(decoder.recorded_feeds(ids, steps))
     return feeds

@@ -13,11 +13,14 @@ from onnxopt.data.sts_pairs import load_sts_pairs
 from onnxopt.errors import OnnxoptError
 from onnxopt.evaluate.verify import verify_staged
 from onnxopt.io import limits, model_files, saving
+from onnxopt.io.cache_layout import cache_layout
 from onnxopt.io.hf_config import model_type
+from onnxopt.io.rope import rope_tables
 from onnxopt.io.outputs import claim_output
 from onnxopt.options import config_from
 from onnxopt.passes import Pipeline, StepReport
 from onnxopt.passes.fold_weight_transposes import FoldWeightTransposes
+from onnxopt.passes.fuse_decoder_attention import FuseDecoderAttention
 from onnxopt.passes.fuse_transformer import FuseTransformer
 from onnxopt.passes.infer_shapes import InferShapes
 from onnxopt.passes.quantize import (
@@ -161,13 +164,16 @@ def _read_data(ref, model, config: QuantizeConfig, smooth: bool) -> _Data:
         samples[config.calib :] or samples[:HOLDOUT], data.tokenizer, types, config.seq_len
     )
     if calibrated and types.cache is not None:  # a decoder: calibrated on what it sees generating
-        data.calibration = generation_feeds(model, data.calibration)
+        limit = limits.max_sequence_length(ref.folder)
+        data.calibration = generation_feeds(model, data.calibration, limit[0] if limit else None)
     return data
 
 
 def _prepare(model, ref, config: QuantizeConfig, data: _Data, smooth: bool, progress):
     """Fusion (unless --no-optimize) and shape inference, then smoothing."""
     prepare = [FuseTransformer(model_type(ref.folder))] if config.optimize else []
+    if config.optimize and cache_layout(model) is not None:
+        prepare.append(FuseDecoderAttention(rope_tables(ref.folder)))
     # A tied LM head gets a weight of its own, so the quantizers reach it (passes/fold_weight_transposes).
     passes = [*prepare, FoldWeightTransposes(), InferShapes()]
     model, reports = Pipeline(passes).run(model, on_step=lambda name: progress(name, 0, 0))
@@ -195,6 +201,11 @@ def _quantizer(model, config: QuantizeConfig, data: _Data, progress):
             4, config.block_size, config.algo, config.accuracy_level, config.exclude, data.calibration or ()
         )
         return weights, None, options
+    if config.mode == "dynamic" and cache_layout(model) is not None and not config.qdq:
+        # Decoders: 8-bit MatMulNBits (blocks of 32, int8 multiplies) instead of
+        # DynamicQuantizeMatMul. SmolLM2, 2026-12-01, AMD EPYC AVX512-VNNI, perplexity on STS-B
+        # dev text: +0.3% at 2.12x fp32's decode speed, against +6.9% at 1.69x.
+        return QuantizeWeights(8, 32, "rtn", 4, config.exclude), None, options
     if config.mode == "static" and not config.all_static:
         options = replace(options, dynamic_nodes=after_activation(model))
     calibration = None

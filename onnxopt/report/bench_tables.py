@@ -171,7 +171,7 @@ def generation_tables(timings: Sequence) -> None:
             "p90",
             "tokens/s",
             "decode speedup",
-            "RSS MB",
+            "peak RSS MB",
             "size",
         ):
             table.add_column(col, justify="left" if col == "model" else "right", overflow="fold")
@@ -184,7 +184,7 @@ def generation_tables(timings: Sequence) -> None:
                 f"{t.tpot_p90_ms:.2f}",
                 f"{t.tokens_per_s:.1f}",
                 f"{t.speedup:.2f}x",
-                f"{t.rss_mb:.0f}",
+                f"{t.rss_mb:.0f}" if t.rss_mb == t.rss_mb else "-",  # NaN: not measured
                 size(t.size_bytes),
                 style="bold green" if t is fastest and len(rows) > 1 else None,
             )

@@ -1,8 +1,8 @@
 """`bench --generate`: decoders timed as they serve, through their KV cache, interleaved in one run.
 
 For each model: the time to the first token (the prefill of a `--prompt-len` prompt), the time of
-each further token (p50, p90), decode tokens per second (batch / p50 per token), and the memory the
-model's session took (resident set before it was made and after its first generation). Models
+each further token (p50, p90), decode tokens per second (batch / p50 per token), and the peak
+resident memory of a process that serves it (runtime/peak_memory). Models
 take turns generation by generation, the first one rotating, so drift hits them alike; decode
 speedups are against the first model. Decode reads every weight once per token, so it is
 memory-bound: what int8 and int4 save shows here more than in a prefill.
@@ -14,16 +14,17 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from onnxopt.data.samples import input_types
 from onnxopt.errors import OnnxoptError
 from onnxopt.io import model_files
+from onnxopt.io.limits import check_sequence_length
 from onnxopt.io.model_files import ModelRef
 from onnxopt.runtime.generation import Decoder
 from onnxopt.runtime.measure import vocab_size
+from onnxopt.runtime.peak_memory import peak_rss_mb
 from onnxopt.runtime.sessions import SessionSettings, make_session
 
 
@@ -40,16 +41,9 @@ class GenerationTiming:
     tpot_p90_ms: float
     tokens_per_s: float  # decode throughput at p50: batch * 1000 / tpot_p50
     speedup: float  # decode tokens/s against the first model
-    rss_mb: float  # resident memory the session added (made, then one generation)
+    rss_mb: float  # peak resident memory of a process that loads the model and generates once
     size_bytes: int
     settings: dict = field(default_factory=dict)
-
-
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 @dataclass
@@ -64,6 +58,7 @@ class _Model:
 
 
 def _load(ref: ModelRef, settings: SessionSettings, prompt: np.ndarray, new_tokens: int) -> _Model:
+    check_sequence_length(ref, prompt.shape[1] + new_tokens, "--prompt-len plus --new-tokens")
     model = model_files.load(ref, load_weights=False)
     types = input_types(model)
     if types.cache is None:
@@ -71,14 +66,14 @@ def _load(ref: ModelRef, settings: SessionSettings, prompt: np.ndarray, new_toke
             f"{ref.name} has no KV cache to generate through",
             "export decoders with their cache (the default of `onnxopt export`), or bench without --generate",
         )
-    before = _rss_mb()
     decoder = Decoder(
         make_session(ref.onnx_path, settings=settings), types.cache, types.get("input_ids", np.int64)
     )
     start = time.perf_counter()
     decoder.timed(prompt, new_tokens)  # the warm-up generation
     warm_ms = (time.perf_counter() - start) * 1000
-    return _Model(ref, decoder, settings, _rss_mb() - before, warm_ms)
+    rss = peak_rss_mb(ref.onnx_path, settings, prompt, new_tokens)
+    return _Model(ref, decoder, settings, rss, warm_ms)
 
 
 def bench_generation(

@@ -1,0 +1,67 @@
+"""Peak resident memory of serving one decoder: a fresh process loads it, generates once, and
+reports its high-water mark (VmHWM).
+
+Measured in a process of its own because in the bench's process the models share one heap: a
+session made after another model was freed reuses that memory, so its measured growth can read
+near zero (SmolLM2 int8 showed "1 MB" that way). The figure includes Python and onnxruntime
+themselves (about 100 MB), as a serving process would.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from onnxopt.runtime.sessions import SessionSettings
+
+
+def peak_rss_mb(onnx_path: Path, settings: SessionSettings, prompt: np.ndarray, new_tokens: int) -> float:
+    """The high-water mark of a process that makes the session and generates `new_tokens` once."""
+    job = {
+        "path": str(onnx_path),
+        "settings": asdict(settings),
+        "shape": list(prompt.shape),
+        "high": int(prompt.max()) + 1,
+        "new_tokens": new_tokens,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "onnxopt.runtime.peak_memory"],
+        input=json.dumps(job),
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    if done.returncode != 0:
+        return float("nan")  # measured where it can be; the timings stand without it
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def _high_water_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _main() -> None:
+    import onnx
+
+    from onnxopt.io.cache_layout import cache_layout
+    from onnxopt.runtime.generation import Decoder
+    from onnxopt.runtime.sessions import make_session
+
+    job = json.loads(sys.stdin.read())
+    layout = cache_layout(onnx.load(job["path"], load_external_data=False))
+    session = make_session(Path(job["path"]), settings=SessionSettings(**job["settings"]))
+    prompt = np.random.default_rng(0).integers(0, job["high"], size=tuple(job["shape"]))
+    Decoder(session, layout).timed(prompt, job["new_tokens"])
+    print(f"{_high_water_mb():.1f}")
+
+
+if __name__ == "__main__":
+    _main()
