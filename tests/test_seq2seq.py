@@ -198,3 +198,90 @@ def test_quantize_options_a_folder_in_parts_cannot_take_are_refused(cli, exporte
 def test_a_quantized_folder_in_parts_is_not_quantized_again(cli, quantized, tmp_path):
     code, _o, err = cli("quantize", quantized["bart"], "--dynamic", "-o", tmp_path / "q")
     assert_clean_error(code, err, "encoder_model.onnx is already quantized")
+
+
+def test_bench_generate_times_an_encoder_decoder(cli, exported, quantized, tmp_path):
+    report = tmp_path / "bench.json"
+    args = ("--generate", "--batch", "1", "--prompt-len", "8", "--new-tokens", "8", "--runs", "3")
+    code, stdout, err = cli(
+        "bench", exported["t5"], quantized["t5"], *args, "--min-time", "0", "--json", report
+    )
+    assert code == 0, err
+    assert "first token ms" in stdout
+    rows = json.loads(report.read_text())["generation"]
+    assert [Path(r["model"]).name for r in rows] == ["t5", "t5"]
+    for row in rows:
+        assert row["ttft_ms"] > 0 and row["tpot_p50_ms"] > 0 and row["new_tokens"] == 8
+        assert row["tokens_per_s"] == pytest.approx(1000 / row["tpot_p50_ms"])
+    assert rows[1]["size_bytes"] < 0.6 * rows[0]["size_bytes"]
+    assert rows[0]["speedup"] == 1.0
+
+
+def test_bench_generate_does_not_mix_decoders_and_encoder_decoders(cli, exported, tiny_gpt2_onnx):
+    code, _o, err = cli("bench", exported["t5"], tiny_gpt2_onnx, "--generate")
+    assert_clean_error(code, err, "compares encoder-decoders with encoder-decoders", "is not one")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_eval_generation_and_fidelity_against_the_fp32_parts(cli, exported, quantized, kind, tmp_path):
+    model = shutil.copytree(quantized[kind], tmp_path / "q")
+    report = tmp_path / "eval.json"
+    code, _o, err = cli(
+        "eval", model, "--task", "generation", "--reference", exported[kind], "--limit", "4",
+        "--new-tokens", "8", "--json", report,
+    )  # fmt: skip
+    assert code == 0, err
+    result = json.loads(report.read_text())
+    assert result["metric_name"] == "greedy_agreement_x100" and 50 <= result["metric"] <= 100
+    code, _o, err = cli(
+        "eval", model, "--task", "fidelity", "--reference", exported[kind], "--limit", "3", "--json", report
+    )
+    assert code == 0, err
+    fidelity = json.loads(report.read_text())["fidelity"]
+    assert fidelity["samples"] == 3 * 9  # per text: the encoder, the first step, 7 steps through the cache
+    assert 0.99 < fidelity["min_cosine"] < 1.0  # int8 changed the outputs a little, not much
+    steps = json.loads((model / "onnxopt.json").read_text())["steps"]
+    assert [s["step"] for s in steps][-2:] == ["eval", "eval"]
+
+
+def test_eval_fidelity_sees_a_changed_part(cli, exported, tmp_path):
+    """Fidelity reads every part, not only the encoder: with the rows of the decoder with past's
+    projections shuffled, its steps' logits turn away from the reference's; the other parts stay."""
+    from onnx import numpy_helper
+
+    model = shutil.copytree(exported["bart"], tmp_path / "m")
+    graph = onnx.load(str(model / SEQ2SEQ_FILES[2]))
+    rng = np.random.default_rng(0)
+    for tensor in graph.graph.initializer:
+        values = numpy_helper.to_array(tensor)
+        if values.ndim == 2 and tensor.name.startswith("onnx::MatMul"):  # projections, not embeddings
+            tensor.CopyFrom(numpy_helper.from_array(rng.permutation(values), tensor.name))
+    onnx.save(graph, str(model / SEQ2SEQ_FILES[2]))
+    report = tmp_path / "e.json"
+    args = ("--task", "fidelity", "--reference", exported["bart"], "--limit", "2", "--json", report)
+    code, _o, err = cli("eval", model, *args)
+    assert code == 0, err
+    fidelity = json.loads(report.read_text())["fidelity"]
+    assert fidelity["min_cosine"] < 0.9 and fidelity["mean_cosine"] > fidelity["min_cosine"]
+
+
+def test_eval_tasks_a_folder_in_parts_cannot_take_are_refused(cli, exported, tiny_gpt2_onnx, tmp_path):
+    model = shutil.copytree(exported["t5"], tmp_path / "m")
+    code, _o, err = cli("eval", model, "--task", "perplexity", "--data", tmp_path / "none.txt")
+    assert_clean_error(code, err, "eval --task perplexity does not work on an encoder-decoder in parts")
+    code, _o, err = cli("eval", model, "--task", "generation", "--reference", tiny_gpt2_onnx)
+    assert_clean_error(code, err, "is an encoder-decoder in parts; its reference", "is not")
+
+
+def test_verify_loading_generates_through_optimum_seq2seq(exported, quantized, tmp_path):
+    from onnxopt.evaluate.verify import verify_loading
+
+    result = verify_loading(quantized["t5"], exported["t5"])
+    assert result.model_class == "ORTModelForSeq2SeqLM" and result.output == "logits"
+    assert result.generated == 64 and result.greedy_agreement >= 0.5 and result.min_cosine > 0.99
+    broken = shutil.copytree(quantized["t5"], tmp_path / "broken")
+    shutil.copyfile(broken / SEQ2SEQ_FILES[1], broken / SEQ2SEQ_FILES[2])  # no past inputs any more
+    from onnxopt.errors import OnnxoptError
+
+    with pytest.raises(OnnxoptError, match="ORTModelForSeq2SeqLM loaded .* but failed on a sample"):
+        verify_loading(broken, exported["t5"])

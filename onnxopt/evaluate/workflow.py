@@ -10,11 +10,12 @@ from onnxopt.data.samples import TokenizedSamples, input_types, load_tokenizer
 from onnxopt.data.sources import embedded_samples, load_samples
 from onnxopt.data.sts_pairs import load_sts_pairs
 from onnxopt.errors import OnnxoptError
-from onnxopt.evaluate import generation, task_metrics
+from onnxopt.evaluate import generation, seq2seq_metrics, task_metrics
 from onnxopt.evaluate.config import EvalConfig
 from onnxopt.evaluate.fidelity import Fidelity, output_fidelity
 from onnxopt.evaluate.sts import PADDING_CHECK, padded_batch_agreement, sts_spearman_by_genre
 from onnxopt.io import limits, model_files
+from onnxopt.io.parts import in_parts
 from onnxopt.options import config_from
 from onnxopt.runtime.selection import runtime_settings
 
@@ -45,16 +46,21 @@ class EvalResult:
 def evaluate(model: Path, config: EvalConfig | None = None, record: bool = True, **options) -> EvalResult:
     """The metric of `config.task` on `model` (and on `config.reference`, for the drop)."""
     config = config_from(EvalConfig, config, options)
-    ref = model_files.resolve(model)
-    limits.check_sequence_length(ref, config.tokens)
     reference = Path(config.reference) if config.reference else None
+    if in_parts(Path(model)):  # an encoder-decoder: generation or fidelity (evaluate/seq2seq_metrics)
+        seq2seq_metrics.check_parts_eval(Path(model), reference, config.task)
+        ref = model_files.part_ref(Path(model))
+    else:
+        ref = model_files.resolve(model)
+        limits.check_sequence_length(ref, config.tokens)
     result = EvalResult(
         model=ref.name, reference=config.reference and str(config.reference), task=config.task
     )
     # Each model runs as `bench --ep auto`/`--tune` saved it (provider and session options), else on CPU.
     runs = [(Path(model), runtime_settings(ref))]
     if reference is not None:
-        runs.append((reference, runtime_settings(model_files.resolve(reference))))
+        other = model_files.part_ref(reference) if in_parts(reference) else model_files.resolve(reference)
+        runs.append((reference, runtime_settings(other)))
     result.runtime = runs[0][1].provider
     if config.task == "fidelity":
         result.fidelity = _fidelity(ref, runs, config)
@@ -71,6 +77,11 @@ def _fidelity(ref, runs, config: EvalConfig) -> Fidelity:
         raise OnnxoptError("fidelity needs a reference model", "pass --reference DIR (e.g. the fp32 export)")
     samples = load_samples(config.data, config.limit, config.text_column) if config.data else None
     samples = samples or embedded_samples(config.limit)
+    if in_parts(runs[0][0]):
+        texts = [s if isinstance(s, str) else s[0] for s in samples]
+        return seq2seq_metrics.parts_fidelity(
+            runs[0][0], runs[1][0], texts, config.tokens, tuple(s for _, s in runs)
+        )
     types = input_types(model_files.load(ref, False))
     feeds = TokenizedSamples(samples, load_tokenizer(ref.folder), types, config.tokens)
     return output_fidelity(runs[0][0], runs[1][0], feeds, tuple(s for _, s in runs))
@@ -117,9 +128,8 @@ def _perplexity(result: EvalResult, data: Path, runs, config: EvalConfig) -> Non
 def _generation(result: EvalResult, data: Path | None, runs, config: EvalConfig) -> None:
     prompts = load_samples(str(data), config.limit) if data else embedded_samples(config.limit, clip=True)
     prompts = [p if isinstance(p, str) else p[0] for p in prompts]
-    tokens = [
-        generation.greedy_tokens(m, prompts, config.new_tokens, config.tokens, settings=s) for m, s in runs
-    ]
+    greedy = seq2seq_metrics.greedy_tokens if in_parts(runs[0][0]) else generation.greedy_tokens
+    tokens = [greedy(m, prompts, config.new_tokens, config.tokens, settings=s) for m, s in runs]
     _set(result, "greedy_agreement_x100", [generation.greedy_agreement(tokens[0], tokens[1]), 100.0])
     result.extras["prompts x new tokens"] = (float(len(prompts) * config.new_tokens), None)
 

@@ -239,3 +239,9 @@ def folder_size(path: Path) -> int:
     if found is None:
         return resolve(path).size_bytes()
     return sum(ModelRef(file, path).size_bytes() for file in found.values())
+
+
+def part_ref(folder: Path, part: str = "encoder") -> ModelRef:
+    """One part of a folder in parts as a ModelRef: its file, and the folder (manifest, tokenizer,
+    saved session settings, which all parts share)."""
+    return ModelRef(parts.part_files(folder)[part], folder)

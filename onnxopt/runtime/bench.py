@@ -10,13 +10,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from onnxopt.errors import OnnxoptError, cut
 from onnxopt.io import model_files
 from onnxopt.io.outputs import check_output_file
+from onnxopt.io.parts import in_parts
 from onnxopt.options import config_from
 from onnxopt.runtime import selection
 from onnxopt.runtime.config import BenchConfig
 from onnxopt.runtime.generation_bench import GenerationTiming, bench_generation
 from onnxopt.runtime.measure import Timing, Unavailable, bench
+from onnxopt.runtime.seq2seq_bench import bench_seq2seq_generation
 from onnxopt.runtime.sessions import SessionSettings
 from onnxopt.runtime.tuning import TuneResult, tune
 
@@ -39,6 +42,8 @@ def run_bench(
 ) -> BenchResult:
     config = config_from(BenchConfig, config, options)
     progress = on_progress or (lambda _stage, _done, _total: None)
+    if config.generate and any(in_parts(Path(m)) for m in models):
+        return _seq2seq_generation(models, config, progress)
     refs = [model_files.resolve(m) for m in models]
     # Before the measuring, not after it: an unwritable or hostile path costs no minutes.
     check_output_file(config.plot, [r.folder or r.onnx_path for r in refs], "--plot")
@@ -79,6 +84,30 @@ def _generation(refs, config: BenchConfig, progress: Progress) -> BenchResult:
     provider = config.providers[0]
     timings = bench_generation(
         refs,
+        config.batch,
+        config.prompt_len,
+        config.new_tokens,
+        lambda ref: selection.saved_settings(ref, provider, config.threads),
+        runs=config.runs,
+        min_seconds=config.min_time,
+        on_progress=lambda done, total: progress("generating", done, total),
+    )
+    return BenchResult([], [], {}, config.threads, generation=timings)
+
+
+def _seq2seq_generation(models: Sequence[Path], config: BenchConfig, progress: Progress) -> BenchResult:
+    """--generate of encoder-decoders in parts; every model must be one (their timings compare)."""
+    folders = [Path(m) for m in models]
+    mixed = [str(f) for f in folders if not in_parts(f)]
+    if mixed:
+        raise OnnxoptError(
+            f"bench --generate compares encoder-decoders with encoder-decoders; {cut(mixed[0])} is not one",
+            "bench decoders and encoder-decoders in separate runs",
+        )
+    check_output_file(config.plot, folders, "--plot")
+    provider = config.providers[0]
+    timings = bench_seq2seq_generation(
+        folders,
         config.batch,
         config.prompt_len,
         config.new_tokens,

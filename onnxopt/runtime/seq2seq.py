@@ -59,7 +59,7 @@ class Seq2Seq:
             logits[:, self.end_token] = -np.inf
         return logits.argmax(-1)
 
-    def _run(self, part: str, feed: dict) -> dict[str, np.ndarray]:
+    def run(self, part: str, feed: dict) -> dict[str, np.ndarray]:
         feed = {k: v for k, v in feed.items() if k in self.inputs[part]}
         return dict(zip(self.outputs[part], self.sessions[part].run(self.outputs[part], feed), strict=True))
 
@@ -75,17 +75,17 @@ class Seq2Seq:
     def feeds(self, ids: np.ndarray, new_tokens: int) -> Iterator[tuple[str, dict, dict]]:
         """(part, feed, outputs) of every run of a greedy generation of `new_tokens` tokens."""
         feed = self.encoder_feed(ids)
-        values = self._run("encoder", feed)
+        values = self.run("encoder", feed)
         yield "encoder", feed, values
         mask = feed["attention_mask"]
         feed = self.first_feed(feed, values["last_hidden_state"])
-        values = self._run("decoder", feed)
+        values = self.run("decoder", feed)
         yield "decoder", feed, values
         cache = {n.replace(_PRESENT, _PAST, 1): v for n, v in values.items() if n.startswith(_PRESENT)}
         for _ in range(new_tokens - 1):
             token = self.next_token(values["logits"])[:, None].astype(self.int_type)
             feed = {"input_ids": token, "encoder_attention_mask": mask, **cache}
-            values = self._run("decoder_with_past", feed)
+            values = self.run("decoder_with_past", feed)
             yield "decoder_with_past", feed, values
             for name, value in values.items():  # the self-attention cache grows; cross-attention stays
                 if name.startswith(_PRESENT):
