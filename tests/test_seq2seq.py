@@ -285,3 +285,28 @@ def test_verify_loading_generates_through_optimum_seq2seq(exported, quantized, t
 
     with pytest.raises(OnnxoptError, match="ORTModelForSeq2SeqLM loaded .* but failed on a sample"):
         verify_loading(broken, exported["t5"])
+
+
+def test_a_recipe_exports_quantizes_evaluates_and_benches_an_encoder_decoder(cli, tmp_path):
+    hf = build_tiny_seq2seq("t5", tmp_path / "hf")
+    (tmp_path / "prompts.txt").write_text("the cat sits on a mat .\na dog runs in the park .\n")
+    recipe = tmp_path / "t5.yaml"
+    recipe.write_text(
+        "name: t5-dynamic-int8\n"
+        "steps:\n"
+        "  - export: {}\n"
+        "  - quantize: {dynamic: true, verify_loading: true}\n"
+        "  - eval: {name: agreement, task: generation, data: prompts.txt, new_tokens: 8,\n"
+        "           input: 2-quantize, reference: 1-export}\n"
+        "  - bench: {generate: true, batch: [1], prompt_len: 8, new_tokens: 4, runs: 2, min_time: 0}\n"
+    )
+    out = tmp_path / "out"
+    code, stdout, err = cli("run", recipe, "--model", hf, "-o", out)
+    assert code == 0, err
+    assert "loads as ORTModelForSeq2SeqLM" in stdout
+    assert all((out / "2-quantize" / name).is_file() for name in SEQ2SEQ_FILES)
+    state = json.loads((out / "recipe-state.json").read_text())["steps"]
+    assert state["agreement"]["result"]["metric"] == "greedy_agreement_x100"
+    code, stdout, err = cli("run", recipe, "--model", hf, "-o", out)
+    assert code == 0, err
+    assert stdout.count("(unchanged: skipped)") == 4, stdout  # the parts' hashes are stable

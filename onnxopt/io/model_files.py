@@ -245,3 +245,14 @@ def part_ref(folder: Path, part: str = "encoder") -> ModelRef:
     """One part of a folder in parts as a ModelRef: its file, and the folder (manifest, tokenizer,
     saved session settings, which all parts share)."""
     return ModelRef(parts.part_files(folder)[part], folder)
+
+
+def graph_files(path: Path) -> list[Path]:
+    """Every file a model's graphs and weights are read from: the .onnx file(s) and external data,
+    of each part for a folder in parts."""
+    found = parts.part_files(path if path.is_dir() else None)
+    onnx_paths = list(found.values()) if found is not None else [resolve(path).onnx_path]
+    files = []
+    for onnx_path in onnx_paths:
+        files += [onnx_path] + [onnx_path.parent / loc for loc in external_locations(onnx_path)]
+    return files

@@ -19,6 +19,7 @@ from onnxopt import __version__ as onnxopt_version
 from onnxopt.errors import OnnxoptError
 from onnxopt.io import model_files
 from onnxopt.io.outputs import write_text_atomic
+from onnxopt.io.parts import in_parts
 from onnxopt.recipes import steps
 from onnxopt.recipes.checks import STATE_NAME, claim_out
 from onnxopt.recipes.schema import PATH_OPTIONS, Recipe, Step
@@ -70,11 +71,7 @@ def _hash_files(paths: list[Path]) -> str:
 def model_hash(folder: Path) -> str:
     """What a step's result depends on in its input folder: the graph and its weights (not the
     manifest, which eval and bench annotate)."""
-    ref = model_files.resolve(folder)
-    files = [ref.onnx_path] + [
-        ref.onnx_path.parent / loc for loc in model_files.external_locations(ref.onnx_path)
-    ]
-    return _hash_files([f for f in files if f.is_file()])
+    return _hash_files([f for f in model_files.graph_files(folder) if f.is_file()])
 
 
 def _source_hash(model: str | None) -> str:
@@ -185,7 +182,8 @@ def _run_step(current: _Run, step: Step, progress) -> StepOutcome:
     key = current.key(step, reads)
     target = current.out / step.name
     saved = current.state["steps"].get(step.name, {})
-    done = saved.get("key") == key and (step.kind not in MODEL_STEPS or (target / "model.onnx").is_file())
+    made = step.kind not in MODEL_STEPS or (target / "model.onnx").is_file() or in_parts(target)
+    done = saved.get("key") == key and made
     start = time.perf_counter()
     if done:
         result, summary = saved.get("result"), saved.get("summary", "") + " (unchanged: skipped)"
@@ -227,6 +225,8 @@ def _execute(step, recipe, target, reads: _Reads, outputs, progress) -> tuple[An
     values = dict(step.options)
     if step.kind == "eval":
         values.pop("reference", None)  # resolved by the runner: an earlier step's folder, or a path
+        if reads.reference is not None:  # the config's rules (generation needs one) see it too
+            values["reference"] = str(reads.reference)
     config = steps.config_for(step.kind, values)
     if step.kind in MODEL_STEPS:
         return steps.make_model(step.kind, config, recipe.model, reads.src, target, progress)
@@ -238,7 +238,7 @@ def _execute(step, recipe, target, reads: _Reads, outputs, progress) -> tuple[An
 def _compare(recipe: Recipe, outputs: dict[str, Path], results: dict[str, Any]) -> list[ModelRow]:
     rows = []
     for name, folder in outputs.items():
-        row = ModelRow(name, str(folder), model_files.resolve(folder).size_bytes())
+        row = ModelRow(name, str(folder), model_files.folder_size(folder))
         for step in recipe.steps:
             result = results.get(step.name) or {}
             if step.kind == "eval" and result.get("model", None) == name and result.get("value") is not None:

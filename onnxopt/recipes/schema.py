@@ -166,7 +166,9 @@ def _check_rules(path: Path, kind: str, values: dict, line: int) -> None:
     """The rules between options are the config's own, as on the command line; checked last, so
     the more precise messages of the checks above come first."""
     try:
-        steps.config_for(kind, {k: v for k, v in values.items() if k != "reference"})  # a step name here
+        # eval's reference may be a step name, checked above: the rules only ask whether one is given.
+        given = {k: (str(v) if k == "reference" else v) for k, v in values.items()}
+        steps.config_for(kind, given)
     except OnnxoptError as exc:
         _fail(path, line, f"{kind}: {steps.recipe_words(exc.message)}", steps.recipe_words(exc.hint))
 
