@@ -310,3 +310,16 @@ def test_a_recipe_exports_quantizes_evaluates_and_benches_an_encoder_decoder(cli
     code, stdout, err = cli("run", recipe, "--model", hf, "-o", out)
     assert code == 0, err
     assert stdout.count("(unchanged: skipped)") == 4, stdout  # the parts' hashes are stable
+
+
+def test_a_manifest_whose_parts_are_not_file_names_is_damaged(cli, exported, tmp_path):
+    folder = shutil.copytree(exported["bart"], tmp_path / "m")
+    manifest = json.loads((folder / "onnxopt.json").read_text())
+    manifest["parts"] = {"encoder": 3, "decoder": "decoder_model.onnx", "decoder_with_past": "x"}
+    (folder / "onnxopt.json").write_text(json.dumps(manifest))
+    code, _o, err = cli("eval", folder, "--task", "generation", "--reference", exported["bart"])
+    assert_clean_error(code, err, "onnxopt.json is damaged (parts holds a value that is not a file name)")
+    manifest["parts"] = {"encoder": "../encoder_model.onnx", "decoder": "d", "decoder_with_past": "x"}
+    (folder / "onnxopt.json").write_text(json.dumps(manifest))
+    code, _o, err = cli("bench", folder, "--generate")
+    assert_clean_error(code, err, "part 'encoder' (../encoder_model.onnx) is not a file in the folder")
