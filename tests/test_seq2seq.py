@@ -323,3 +323,13 @@ def test_a_manifest_whose_parts_are_not_file_names_is_damaged(cli, exported, tmp
     (folder / "onnxopt.json").write_text(json.dumps(manifest))
     code, _o, err = cli("bench", folder, "--generate")
     assert_clean_error(code, err, "part 'encoder' (../encoder_model.onnx) is not a file in the folder")
+
+
+def test_lengths_past_the_position_table_are_refused_by_name(cli, exported, tmp_path):
+    model = shutil.copytree(exported["bart"], tmp_path / "m")  # BART: 128 learned positions
+    code, _o, err = cli("bench", model, "--generate", "--new-tokens", "200")
+    assert_clean_error(code, err, "--new-tokens 200 exceeds", "max_position_embeddings 128")
+    code, _o, err = cli("bench", model, "--generate", "--prompt-len", "300")
+    assert_clean_error(code, err, "--prompt-len 300 exceeds")
+    code, _o, err = cli("eval", model, "--task", "generation", "--reference", model, "--new-tokens", "129")
+    assert_clean_error(code, err, "--new-tokens 129 exceeds")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxopt.errors import OnnxoptError, first_line
-from onnxopt.io.parts import SEQ2SEQ_FILES
+from onnxopt.io.parts import part_files
 
 MODEL_CLASSES = {  # the task recorded at export -> optimum's class for it
     "feature-extraction": "ORTModelForFeatureExtraction",
@@ -60,8 +60,7 @@ def _kwargs(name: str, folder: Path) -> dict:
         with_past = _has_past(folder)
         return {"use_cache": with_past, "use_io_binding": False}
     if name == "ORTModelForSeq2SeqLM":
-        names = dict(zip(("encoder", "decoder", "decoder_with_past"), SEQ2SEQ_FILES, strict=True))
-        files = {f"{part}_file_name": file for part, file in names.items()}
+        files = {f"{part}_file_name": path.name for part, path in (part_files(folder) or {}).items()}
         return {"use_cache": True, "use_merged": False, "use_io_binding": False, **files}
     return {}
 

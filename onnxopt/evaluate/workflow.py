@@ -50,6 +50,8 @@ def evaluate(model: Path, config: EvalConfig | None = None, record: bool = True,
     if in_parts(Path(model)):  # an encoder-decoder: generation or fidelity (evaluate/seq2seq_metrics)
         seq2seq_metrics.check_parts_eval(Path(model), reference, config.task)
         ref = model_files.part_ref(Path(model))
+        limits.check_sequence_length(ref, config.tokens)
+        limits.check_sequence_length(ref, config.new_tokens, "--new-tokens")
     else:
         ref = model_files.resolve(model)
         limits.check_sequence_length(ref, config.tokens)

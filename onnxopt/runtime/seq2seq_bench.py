@@ -16,6 +16,7 @@ import numpy as np
 from onnxopt.errors import OnnxoptError
 from onnxopt.io import model_files
 from onnxopt.io.files import positive_int, read_config
+from onnxopt.io.limits import check_sequence_length
 from onnxopt.runtime.generation_bench import GenerationTiming
 from onnxopt.runtime.seq2seq import Seq2Seq
 from onnxopt.runtime.sessions import SessionSettings
@@ -59,6 +60,9 @@ def bench_seq2seq_generation(
 ) -> list[GenerationTiming]:
     if new_tokens < 2:
         raise OnnxoptError("--new-tokens must be at least 2", "the first token is the prefill's; e.g. 64")
+    for folder in folders:  # named limits, not onnxruntime's message about a Gather index
+        check_sequence_length(model_files.part_ref(folder), prompt_len, "--prompt-len")
+        check_sequence_length(model_files.part_ref(folder), new_tokens, "--new-tokens")
     vocab = min(positive_int(read_config(f), "vocab_size", f) or 1000 for f in folders)
     rng = np.random.default_rng(0)
     timings: list[GenerationTiming] = []
