@@ -11,7 +11,7 @@ ORT ?= $(shell cat $(VENV)/.ort 2>/dev/null || echo cpu)
 STAMP := $(VENV)/.installed-$(ORT)
 $(if $(filter-out cpu gpu,$(ORT)),$(error ORT must be cpu or gpu, got '$(ORT)'))
 
-.PHONY: install demo test test-fast bench lint clean
+.PHONY: install demo test test-fast bench bench-generate lint clean
 
 install: $(STAMP)
 
@@ -42,6 +42,10 @@ test-fast: install
 
 bench: install
 	$(BIN)/python benchmarks/run.py --data $(STSB) --out benchmarks
+	$(BIN)/python benchmarks/generation.py --data $(STSB) --out benchmarks
+
+bench-generate: install
+	$(BIN)/python benchmarks/generation.py --data $(STSB) --out benchmarks
 
 lint: install
 	$(BIN)/ruff check onnxopt tests benchmarks

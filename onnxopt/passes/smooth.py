@@ -159,10 +159,16 @@ class Smooth(Pass):
     in_place = False  # works on a copy: the caller's model keeps its unsmoothed weights
     changes_input = False
 
-    def __init__(self, stats: dict, alphas: tuple[float, ...] = ALPHAS, only_if_better: bool = True):
+    def __init__(
+        self, stats: dict, alphas: tuple[float, ...] = ALPHAS, only_if_better: bool = True, error=None
+    ):
         self.stats = stats
         self.alphas = alphas
         self.only_if_better = only_if_better
+        # The simulated error alpha is chosen by: int8 activations and weights by default; int4
+        # weight-only (passes.quantize_weights.weight_only_error) protects the channels that
+        # matter to the activations instead, as AWQ does.
+        self.error = error or quant_error
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         model_copy = onnx.ModelProto()
@@ -183,14 +189,14 @@ class Smooth(Pass):
                 for _, w, t in group.weights
             ]
             absmax_w = np.max([np.abs(w).max(1) for w in weights], axis=0)
-            base = quant_error(stats, weights, np.ones_like(absmax_w))
+            base = self.error(stats, weights, np.ones_like(absmax_w))
             tried = [
-                (quant_error(stats, weights, smoothing_scales(stats.absmax, absmax_w, a)), a)
+                (self.error(stats, weights, smoothing_scales(stats.absmax, absmax_w, a)), a)
                 for a in self.alphas
             ]
             error, alpha = min(tried)
             if self.only_if_better and error >= base:
-                skipped[group.tensor] = f"no alpha lowers the simulated int8 error ({base:.2e})"
+                skipped[group.tensor] = f"no alpha lowers the simulated error ({base:.2e})"
                 continue
             scales = smoothing_scales(stats.absmax, absmax_w, alpha)
             _apply(model_copy, group, scales, inits, nodes, muls)

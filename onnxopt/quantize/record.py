@@ -21,7 +21,7 @@ def run_record(config: QuantizeConfig, options, reports, calibration, cpu: str, 
         "reduce_range": options.reduce_range,
         "cpu": cpu,
         "optimize": config.optimize,
-        "layout": _layout(config),
+        "layout": _layout(config, model),
         "int8_ops": int8_op_counts(model),
         "dynamic_matmuls": list(options.dynamic_nodes),
         "smooth": [
@@ -55,7 +55,15 @@ def check_excluded(model, exclude: tuple[str, ...]) -> None:
             raise OnnxoptError(f"--exclude names node {name!r}, which the (fused) graph does not have", hint)
 
 
-def _layout(config: QuantizeConfig) -> str:
+def _layout(config: QuantizeConfig, model) -> str:
+    bits = sorted({a.i for n in model.graph.node if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "bits"})
+    embedding = "embedding fp32"  # a Gather reads one row per token: its size, not its speed
     if config.mode == "int4":
-        return f"MatMulNBits int4, block {config.block_size}, {config.algo}, level {config.accuracy_level}"
+        head = "LM head 8-bit, " if bits == [4, 8] else ""
+        return (
+            f"MatMulNBits int4, block {config.block_size}, {config.algo}, level {config.accuracy_level}; "
+            f"{head}{embedding}"
+        )
+    if bits == [8]:
+        return f"MatMulNBits 8-bit, block 32, level 4 (int8 multiplies); {embedding}"
     return "qdq" if config.qdq else "onnxruntime-cpu"
