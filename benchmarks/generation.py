@@ -70,10 +70,12 @@ def build(work: Path) -> dict[str, Path]:
     models["static int8 (--calib 40)"] = work / "static"
     quantize(work / "fp32", work / "int4", mode="int4", block_size=32, overwrite=True)
     models["int4 (block 32, rtn)"] = work / "int4"
-    prune(work / "fp32", work / "pruned", sparsity=0.2, overwrite=True)
+    prune(work / "fp32", work / "pruned", sparsity=0.1, overwrite=True)
     quantize(work / "pruned", work / "pruned-int4", mode="int4", block_size=32, overwrite=True)
-    models["pruned 0.2 + int4"] = work / "pruned-int4"
-    models["peer: optimum export + quantize_dynamic"] = peer_quantize_dynamic(work / "fp32", work / "peer-dynamic")
+    models["pruned 0.1 + int4"] = work / "pruned-int4"
+    models["peer: optimum export + quantize_dynamic"] = peer_quantize_dynamic(
+        work / "fp32", work / "peer-dynamic"
+    )
     models["peer: MatMulNBitsQuantizer rtn int4 b32"] = peer_matmul_nbits(work / "fp32", work / "peer-int4")
     return models
 

@@ -8,7 +8,6 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 
@@ -54,11 +53,18 @@ def test_quantized_decoders_are_fused_and_still_generate(cli, llama, tmp_path, m
     assert found.count("GroupQueryAttention") == 2 and "Softmax" not in found
     assert layout_op in found and "MatMul" not in found, sorted(set(found))
     if mode != "--static":
-        bits = {a.i for n in onnx.load(str(out / "model.onnx")).graph.node for a in n.attribute if a.name == "bits"}
+        bits = {
+            a.i
+            for n in onnx.load(str(out / "model.onnx")).graph.node
+            for a in n.attribute
+            if a.name == "bits"
+        }
         assert bits == ({8} if mode == "--dynamic" else {4, 8})  # int4: the LM head stays 8-bit
         layout = json.loads((out / "onnxopt.json").read_text())["steps"][-1]["layout"]
         assert ("LM head 8-bit" in layout) == (mode == "--int4") and "embedding fp32" in layout
-    code, stdout, err = cli("eval", out, "--task", "generation", "--reference", llama, "--limit", 2, "--new-tokens", 8)
+    code, stdout, err = cli(
+        "eval", out, "--task", "generation", "--reference", llama, "--limit", 2, "--new-tokens", 8
+    )
     assert code == 0, err
     agreement = json.loads((out / "onnxopt.json").read_text())["steps"][-1]
     assert agreement["step"] == "eval" and "generation" in json.dumps(agreement)
@@ -75,7 +81,12 @@ def test_bench_generate_times_each_model_and_says_its_peak_memory(cli, llama, tm
     assert code == 0, err
     assert "tokens/s" in stdout and "peak RSS MB" in stdout
     rows = json.loads(report.read_text())["generation"]
-    assert [(Path(r["model"]).name, r["batch"]) for r in rows] == [("llama", 1), ("q", 1), ("llama", 2), ("q", 2)]
+    assert [(Path(r["model"]).name, r["batch"]) for r in rows] == [
+        ("llama", 1),
+        ("q", 1),
+        ("llama", 2),
+        ("q", 2),
+    ]
     for row in rows:
         assert row["tokens_per_s"] > 0 and row["tpot_p90_ms"] >= row["tpot_p50_ms"] > 0
         assert 50 < row["rss_mb"] < 4000  # a fresh process's high-water mark, Python included
@@ -111,4 +122,37 @@ def test_bench_generate_refuses_more_positions_than_the_model_has(cli, llama):
 
 def test_generation_eval_refuses_more_new_tokens_than_positions(cli, llama, tmp_path):
     code, _out, err = cli("eval", llama, "--task", "generation", "--reference", llama, "--new-tokens", 500)
-    assert_clean_error(code, err, "--new-tokens 500 leaves no room for a prompt", "use --new-tokens 64 or less")
+    assert_clean_error(
+        code, err, "--new-tokens 500 leaves no room for a prompt", "use --new-tokens 64 or less"
+    )
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "qwen2", "mistral"])
+def test_other_decoders_through_the_command_line(cli, tmp_path, kind):
+    """GPT-2 (no rotary, unfused attention), Qwen2 (q/k/v biases), Mistral: the same path as Llama."""
+    hf = build_tiny_decoder(kind, tmp_path / "hf", hidden=64)
+    assert cli("export", hf, "-o", tmp_path / "fp32")[0] == 0
+    code, _out, err = cli(
+        "quantize", tmp_path / "fp32", "--dynamic", "-o", tmp_path / "q", "--verify-loading"
+    )
+    assert code == 0, err
+    fused = ops(tmp_path / "q").count("GroupQueryAttention")
+    assert fused == (0 if kind == "gpt2" else 2)
+    code, stdout, err = cli(
+        "bench", tmp_path / "fp32", tmp_path / "q", "--generate", "--prompt-len", 8, "--new-tokens", 4,
+        "--runs", 2, "--min-time", 0,
+    )  # fmt: skip
+    assert code == 0 and "tokens/s" in stdout, err
+    code, _out, err = cli(
+        "eval",
+        tmp_path / "q",
+        "--task",
+        "generation",
+        "--reference",
+        tmp_path / "fp32",
+        "--limit",
+        2,
+        "--new-tokens",
+        4,
+    )
+    assert code == 0, err

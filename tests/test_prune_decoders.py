@@ -45,7 +45,11 @@ def build_tiny_decoder(kind: str, folder: Path, hidden: int = 32) -> Path:
         "qwen2": (hf.Qwen2Config, hf.Qwen2ForCausalLM, sizes),
         "mistral": (hf.MistralConfig, hf.MistralForCausalLM, sizes | {"sliding_window": None}),
         "phi3": (hf.Phi3Config, hf.Phi3ForCausalLM, sizes | {"pad_token_id": 0}),
-        "gpt2": (hf.GPT2Config, hf.GPT2LMHeadModel, dict(n_embd=hidden, n_layer=2, n_head=4, n_positions=128)),
+        "gpt2": (
+            hf.GPT2Config,
+            hf.GPT2LMHeadModel,
+            dict(n_embd=hidden, n_layer=2, n_head=4, n_positions=128),
+        ),
     }
     config_class, model_class, extra = configs[kind]
     torch.manual_seed(0)

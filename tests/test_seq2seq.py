@@ -213,6 +213,7 @@ def test_bench_generate_times_an_encoder_decoder(cli, exported, quantized, tmp_p
     for row in rows:
         assert row["ttft_ms"] > 0 and row["tpot_p50_ms"] > 0 and row["new_tokens"] == 8
         assert row["tokens_per_s"] == pytest.approx(1000 / row["tpot_p50_ms"])
+        assert 50 < row["rss_mb"] < 4000  # a fresh process serving the three parts, Python included
     assert rows[1]["size_bytes"] < 0.6 * rows[0]["size_bytes"]
     assert rows[0]["speedup"] == 1.0
 

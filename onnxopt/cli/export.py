@@ -18,7 +18,8 @@ SOURCE = inspect.Parameter(
     default=typer.Argument(
         None,
         metavar="[MODEL]",
-        help="Local Hugging Face folder or hub id; default: the bundled all-MiniLM-L6-v2.",
+        help="Local Hugging Face folder, GGUF file or hub id; "
+        "default: the bundled all-MiniLM-L6-v2 (or --bundled smollm2).",
     ),
 )
 

@@ -23,7 +23,7 @@ def run(config: QuantizeConfig, model: Path, output: Path, overwrite: bool, json
 command = make_command(
     QuantizeConfig,
     run,
-    "Quantize a model to int8, dynamic or static.",
+    "Quantize a model: int8 (dynamic or static) or int4 weight-only.",
     arguments=[common.model_argument()],
     extras=[common.OUTPUT, common.OVERWRITE, common.JSON],
 )

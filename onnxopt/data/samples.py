@@ -140,8 +140,11 @@ def _unfillable(name: str) -> OnnxoptError:
     for prefixes, kind, hint in _UNFILLABLE:
         if name.startswith(prefixes):
             return OnnxoptError(f"{message}: {kind}", hint)
-    return OnnxoptError(message, "onnxopt fills input_ids, attention_mask, token_type_ids, position_ids and optimum's "
-                        "past_key_values.* cache; export the model with optimum's exporter (onnxopt export)")
+    return OnnxoptError(
+        message,
+        "onnxopt fills input_ids, attention_mask, token_type_ids, position_ids and optimum's "
+        "past_key_values.* cache; export the model with optimum's exporter (onnxopt export)",
+    )
 
 
 def synthetic_inputs(

@@ -35,7 +35,8 @@ SEQLENS, TOTAL, COS, SIN = "gqa_seqlens_k", "gqa_total_sequence_length", "gqa_co
 
 class FuseDecoderAttention(Pass):
     """Functional. `rope`: the rotary tables (`.cos`, `.sin`: max positions x rotary dim / 2), or
-    the reason the model has none. details: `fused` ({op: count}), `layers`, `skipped` ({layer or "graph": reason})."""
+    the reason the model has none. details: `fused` ({op: count}), `layers`, `skipped`
+    ({layer or "graph": reason})."""
 
     name = "fuse-decoder-attention"
 
@@ -50,7 +51,9 @@ class FuseDecoderAttention(Pass):
         if reason:
             return PassResult(out, False, {"skipped": {"graph": reason}})
         fused, skipped = [], {}
-        layers = sorted({int(i.name.split(".")[1]) for i in graph.input if i.name.startswith("past_key_values.")})
+        layers = sorted(
+            {int(i.name.split(".")[1]) for i in graph.input if i.name.startswith("past_key_values.")}
+        )
         producers = {o: n for n in graph.node for o in n.output}
         for layer in layers:
             block = _find_block(graph, producers, layer)
@@ -143,7 +146,7 @@ def _rewrite(graph, layer: int, block: dict) -> None:
             kv_num_heads=block["kv_heads"],
             do_rotary=1,
             rotary_interleaved=0,
-        )
+        ),
     )
     graph.node[at + 1].input[0] = attention
 

@@ -67,7 +67,9 @@ def weight_only_error(stats, weights: list, scales, bits: int = 4, block: int = 
     num = den = 0.0
     for w in weights:
         exact = x @ w
-        num += float((((x / scales) @ _fake_quant_blocks(w * scales[:, None], bits, block) - exact) ** 2).sum())
+        num += float(
+            (((x / scales) @ _fake_quant_blocks(w * scales[:, None], bits, block) - exact) ** 2).sum()
+        )
         den += float((exact**2).sum())
     return num / max(den, 1e-30)
 

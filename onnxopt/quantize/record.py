@@ -56,7 +56,9 @@ def check_excluded(model, exclude: tuple[str, ...]) -> None:
 
 
 def _layout(config: QuantizeConfig, model) -> str:
-    bits = sorted({a.i for n in model.graph.node if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "bits"})
+    bits = sorted(
+        {a.i for n in model.graph.node if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "bits"}
+    )
     embedding = "embedding fp32"  # a Gather reads one row per token: its size, not its speed
     if config.mode == "int4":
         head = "LM head 8-bit, " if bits == [4, 8] else ""

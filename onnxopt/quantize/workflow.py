@@ -16,8 +16,8 @@ from onnxopt.evaluate.verify import verify_staged
 from onnxopt.io import limits, model_files, saving
 from onnxopt.io.cache_layout import cache_layout
 from onnxopt.io.hf_config import model_type
-from onnxopt.io.rope import rope_tables
 from onnxopt.io.outputs import claim_output
+from onnxopt.io.rope import rope_tables
 from onnxopt.options import config_from
 from onnxopt.passes import Pipeline, StepReport
 from onnxopt.passes.fold_weight_transposes import FoldWeightTransposes
@@ -205,16 +205,7 @@ def _quantizer(model, config: QuantizeConfig, data: _Data, progress):
         exclude=config.exclude,
     )
     if config.mode == "int4":
-        # The LM head stays 8-bit: SmolLM2 with its head in int4 lost +27.5% perplexity (STS-B dev
-        # text, 2026-12-01); the head is one matrix, so 8 bits cost 14 MB and no measurable speed.
-        heads = lm_heads(model)
-        body = QuantizeWeights(
-            4, config.block_size, config.algo, config.accuracy_level, config.exclude + heads, data.calibration or ()
-        )
-        if not heads:
-            return body, None, options
-        head = QuantizeWeights(8, 32, "rtn", 4, config.exclude)
-        return Pipeline([body, head], name=body.name), None, options
+        return _int4(model, config, data), None, options
     if config.mode == "dynamic" and cache_layout(model) is not None and not config.qdq:
         # Decoders: 8-bit MatMulNBits (blocks of 32, int8 multiplies) instead of
         # DynamicQuantizeMatMul. SmolLM2, 2026-12-01, AMD EPYC AVX512-VNNI, perplexity on STS-B
@@ -253,3 +244,15 @@ def _quantizer(model, config: QuantizeConfig, data: _Data, progress):
         make_quantizer, config.ops, options.exclude, ranker, metric, metric.name, config.max_drop, progress
     )
     return search, calibration, options
+
+
+def _int4(model, config: QuantizeConfig, data: _Data):
+    """4-bit MatMulNBits for the body; the LM head stays 8-bit: SmolLM2 with its head in int4 lost
+    +27.5% perplexity (STS-B dev text, 2026-12-01); the head is one matrix, so 8 bits cost 14 MB
+    and no measurable speed."""
+    heads = lm_heads(model)
+    excluded, feeds = config.exclude + heads, data.calibration or ()
+    body = QuantizeWeights(4, config.block_size, config.algo, config.accuracy_level, excluded, feeds)
+    if not heads:
+        return body
+    return Pipeline([body, QuantizeWeights(8, 32, "rtn", 4, config.exclude)], name=body.name)

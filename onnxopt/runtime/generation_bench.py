@@ -47,17 +47,21 @@ class GenerationTiming:
 
 
 @dataclass
-class _Model:
-    ref: ModelRef
-    decoder: Decoder
+class TimedModel:
+    """One model in an interleaved generation run: its runner (anything with `timed(prompt,
+    new_tokens)`: a Decoder, a Seq2Seq) and what was measured."""
+
+    name: str
+    runner: object
     settings: SessionSettings
     rss_mb: float
+    size_bytes: int
     warm_ms: float  # the warm-up generation, which sizes the number of timed rounds
     first: list[float] = field(default_factory=list)
     steps: list[float] = field(default_factory=list)
 
 
-def _load(ref: ModelRef, settings: SessionSettings, prompt: np.ndarray, new_tokens: int) -> _Model:
+def _load(ref: ModelRef, settings: SessionSettings, prompt: np.ndarray, new_tokens: int) -> TimedModel:
     check_sequence_length(ref, prompt.shape[1] + new_tokens, "--prompt-len plus --new-tokens")
     model = model_files.load(ref, load_weights=False)
     types = input_types(model)
@@ -73,7 +77,7 @@ def _load(ref: ModelRef, settings: SessionSettings, prompt: np.ndarray, new_toke
     decoder.timed(prompt, new_tokens)  # the warm-up generation
     warm_ms = (time.perf_counter() - start) * 1000
     rss = peak_rss_mb(ref.onnx_path, settings, prompt, new_tokens)
-    return _Model(ref, decoder, settings, rss, warm_ms)
+    return TimedModel(ref.name, decoder, settings, rss, ref.size_bytes(), warm_ms)
 
 
 def bench_generation(
@@ -95,31 +99,40 @@ def bench_generation(
         # Low ids are special tokens in most vocabularies; tiny test vocabularies have few ids at all.
         prompt = rng.integers(min(100, vocab // 2), vocab, size=(batch, prompt_len))
         loaded = [_load(ref, settings_for(ref), prompt, new_tokens) for ref in refs]
-        per_generation = max(sum(m.warm_ms for m in loaded) / len(loaded), 1e-3)
-        rounds = min(runs, max(2, math.ceil(min_seconds * 1000 / per_generation)))
-        for r in range(rounds):
-            for k in range(len(loaded)):
-                m = loaded[(r + k) % len(loaded)]
-                first, steps = m.decoder.timed(prompt, new_tokens)
-                m.first.append(first)
-                m.steps += steps
-            if on_progress:
-                on_progress(r + 1, rounds)
-        timings += _timings(loaded, batch, prompt_len, new_tokens, rounds)
+        rounds = interleaved_rounds(loaded, prompt, new_tokens, runs, min_seconds, on_progress)
+        timings += timing_rows(loaded, batch, prompt_len, new_tokens, rounds)
         del loaded
     return timings
 
 
-def _timings(loaded: list[_Model], batch: int, prompt_len: int, new_tokens: int, rounds: int) -> list:
-    found = []
-    base = None
+def interleaved_rounds(
+    loaded: list[TimedModel], prompt: np.ndarray, new_tokens: int, runs: int, min_seconds: float, on_progress
+) -> int:
+    """Time every model generation by generation, the first one rotating each round; the number
+    of rounds, sized by the warm-up so the run lasts at least `min_seconds`."""
+    per_generation = max(sum(m.warm_ms for m in loaded) / len(loaded), 1e-3)
+    rounds = min(runs, max(2, math.ceil(min_seconds * 1000 / per_generation)))
+    for r in range(rounds):
+        for k in range(len(loaded)):
+            m = loaded[(r + k) % len(loaded)]
+            first, steps = m.runner.timed(prompt, new_tokens)
+            m.first.append(first)
+            m.steps += steps
+        if on_progress:
+            on_progress(r + 1, rounds)
+    return rounds
+
+
+def timing_rows(loaded: list[TimedModel], batch: int, prompt_len: int, new_tokens: int, rounds: int) -> list:
+    """One GenerationTiming per model; decode speedups against the first."""
+    found, base = [], None
     for m in loaded:
         tpot = float(np.percentile(m.steps, 50))
         rate = batch * 1000 / tpot
         base = base or rate
         found.append(
             GenerationTiming(
-                m.ref.name,
+                m.name,
                 m.settings.provider,
                 batch,
                 prompt_len,
@@ -131,7 +144,7 @@ def _timings(loaded: list[_Model], batch: int, prompt_len: int, new_tokens: int,
                 rate,
                 rate / base,
                 m.rss_mb,
-                m.ref.size_bytes(),
+                m.size_bytes,
                 m.settings.as_dict(),
             )  # fmt: skip
         )

@@ -20,10 +20,11 @@ import numpy as np
 from onnxopt.runtime.sessions import SessionSettings
 
 
-def peak_rss_mb(onnx_path: Path, settings: SessionSettings, prompt: np.ndarray, new_tokens: int) -> float:
-    """The high-water mark of a process that makes the session and generates `new_tokens` once."""
+def peak_rss_mb(model: Path, settings: SessionSettings, prompt: np.ndarray, new_tokens: int) -> float:
+    """The high-water mark of a process that makes the session(s) and generates `new_tokens` once:
+    `model` is a decoder's .onnx file, or the folder of an encoder-decoder in parts."""
     job = {
-        "path": str(onnx_path),
+        "path": str(model),
         "settings": asdict(settings),
         "shape": list(prompt.shape),
         "high": int(prompt.max()) + 1,
@@ -56,10 +57,16 @@ def _main() -> None:
     from onnxopt.runtime.sessions import make_session
 
     job = json.loads(sys.stdin.read())
-    layout = cache_layout(onnx.load(job["path"], load_external_data=False))
-    session = make_session(Path(job["path"]), settings=SessionSettings(**job["settings"]))
+    path, settings = Path(job["path"]), SessionSettings(**job["settings"])
+    if path.is_dir():
+        from onnxopt.runtime.seq2seq import Seq2Seq
+
+        runner = Seq2Seq.load(path, settings)
+    else:
+        layout = cache_layout(onnx.load(str(path), load_external_data=False))
+        runner = Decoder(make_session(path, settings=settings), layout)
     prompt = np.random.default_rng(0).integers(0, job["high"], size=tuple(job["shape"]))
-    Decoder(session, layout).timed(prompt, job["new_tokens"])
+    runner.timed(prompt, job["new_tokens"])
     print(f"{_high_water_mb():.1f}")
 
 

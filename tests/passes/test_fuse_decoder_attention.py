@@ -70,7 +70,10 @@ def test_a_pruned_decoder_fuses_with_each_layers_own_heads(tmp_path_factory, tmp
     folder = exported(tmp_path_factory, "llama")
     prune(folder, tmp_path / "p", sparsity=0.5, calib=8)
     model = onnx.load(str(tmp_path / "p" / "model.onnx"))
-    kept = {r["layer"]: r["kv_kept"] for r in json.loads((tmp_path / "p" / "onnxopt.json").read_text())["steps"][-1]["kv_heads"]}
+    kept = {
+        r["layer"]: r["kv_kept"]
+        for r in json.loads((tmp_path / "p" / "onnxopt.json").read_text())["steps"][-1]["kv_heads"]
+    }
     fused = FuseDecoderAttention(rope_tables(folder))(model).model
     gqa = [n for n in fused.graph.node if n.op_type == "GroupQueryAttention"]
     kv_heads = [next(a.i for a in n.attribute if a.name == "kv_num_heads") for n in gqa]
@@ -108,7 +111,10 @@ def test_a_model_without_tables_or_cache_is_left_with_the_reason(tmp_path_factor
     [
         ({"model_type": "gpt2"}, "no rotary tables for model type 'gpt2'"),
         ({"sliding_window": 16}, "its attention is a sliding window of 16 tokens"),
-        ({"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}, "its rope (dynamic) changes with the sequence length"),
+        (
+            {"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}},
+            "its rope (dynamic) changes with the sequence length",
+        ),
     ],
 )
 def test_rope_tables_say_why_there_are_none(extra, reason, tmp_path):
