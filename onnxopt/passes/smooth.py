@@ -29,7 +29,13 @@ from onnx import numpy_helper
 
 from onnxopt.passes.base import Pass, PassResult
 from onnxopt.passes.graph_index import attributes
-from onnxopt.passes.smooth_producers import constant_aliases, drop_orphaned_identities, rms_gammas, smoothable
+from onnxopt.passes.smooth_producers import (
+    constant_aliases,
+    drop_orphaned_identities,
+    gated_products,
+    rms_gammas,
+    smoothable,
+)
 
 ALPHAS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
@@ -40,7 +46,7 @@ class SmoothGroup:
 
     tensor: str
     producer: str  # node name
-    fold: str  # "norm" or "attention-v"
+    fold: str  # "norm", "attention-v", or "gate" (producer: the up projection's MatMul)
     weights: list[tuple[str, str, bool]] = field(default_factory=list)  # (node, initializer, rows on axis 1)
     others: list[tuple[str, int]] = field(default_factory=list)  # (node, input index) needing original X
     params: tuple[int, ...] = ()  # "norm": the producer's inputs divided by s (gamma, beta)
@@ -62,8 +68,9 @@ def _weight_of(node: onnx.NodeProto, tensor: str, inits: dict) -> tuple[str, boo
     return None
 
 
-def find_groups(model: onnx.ModelProto) -> tuple[list[SmoothGroup], dict[str, str]]:
-    """Smoothable activations, and for every candidate left out, the reason (for the report)."""
+def find_groups(model: onnx.ModelProto, gates: bool = False) -> tuple[list[SmoothGroup], dict[str, str]]:
+    """Smoothable activations, and for every candidate left out, the reason (for the report).
+    `gates`: SwiGLU products too (their 1/s folds into the up projection's columns)."""
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     consumers: dict[str, list[onnx.NodeProto]] = {}
@@ -72,9 +79,10 @@ def find_groups(model: onnx.ModelProto) -> tuple[list[SmoothGroup], dict[str, st
             consumers.setdefault(i, []).append(node)
     graph_outputs = {o.name for o in graph.output}
     rms, aliases = rms_gammas(model), constant_aliases(model)
+    gated = gated_products(model) if gates else {}
     groups, skipped = [], {}
     for node in graph.node:
-        candidate = smoothable(node, rms, aliases)
+        candidate = smoothable(node, rms, aliases, gated)
         if candidate is None:
             continue
         if isinstance(candidate, str):
@@ -85,7 +93,7 @@ def find_groups(model: onnx.ModelProto) -> tuple[list[SmoothGroup], dict[str, st
         if not node.name:
             skipped[tensor] = "its producer has no name"
             continue
-        group = SmoothGroup(tensor, node.name, fold, params=params)
+        group = SmoothGroup(tensor, gated.get(tensor, node.name), fold, params=params)
         for consumer in consumers.get(tensor, []):
             if consumer.op_type in ("Shape", "Size"):  # read the shape only, never the values
                 continue
@@ -101,7 +109,7 @@ def find_groups(model: onnx.ModelProto) -> tuple[list[SmoothGroup], dict[str, st
             reason = "its parameters are not constant"
         elif tensor in graph_outputs:
             reason = "is a graph output"
-        elif fold == "attention-v" and group.others:
+        elif fold in ("attention-v", "gate") and group.others:
             reason = "the attention output also feeds ops without weights"
         if reason:
             skipped[tensor] = reason
@@ -160,8 +168,14 @@ class Smooth(Pass):
     changes_input = False
 
     def __init__(
-        self, stats: dict, alphas: tuple[float, ...] = ALPHAS, only_if_better: bool = True, error=None
+        self,
+        stats: dict,
+        alphas: tuple[float, ...] = ALPHAS,
+        only_if_better: bool = True,
+        error=None,
+        gates: bool = False,
     ):
+        self.gates = gates
         self.stats = stats
         self.alphas = alphas
         self.only_if_better = only_if_better
@@ -173,7 +187,7 @@ class Smooth(Pass):
     def call(self, model: onnx.ModelProto) -> PassResult:
         model_copy = onnx.ModelProto()
         model_copy.CopyFrom(model)
-        groups, skipped = find_groups(model_copy)
+        groups, skipped = find_groups(model_copy, self.gates)
         inits = {t.name: t for t in model_copy.graph.initializer}
         aliases = constant_aliases(model_copy)  # rescaled through a copy, which may orphan the Identity
         inits.update({alias: inits[name] for alias, name in aliases.items()})
@@ -254,6 +268,9 @@ def _apply(model, group: SmoothGroup, scales: np.ndarray, inits: dict, nodes: di
         for index in group.params:
             init = _own(model, producer, index, inits)
             _set(init, numpy_helper.to_array(init) / scales)
+    elif group.fold == "gate":  # the up projection's columns
+        init = _own(model, producer, 1, inits)
+        _set(init, numpy_helper.to_array(init) / scales[None, :])
     else:  # attention-v: the last third of the packed QKV weight and bias
         weight, bias = _own(model, producer, 1, inits), _own(model, producer, 2, inits)
         w, b = numpy_helper.to_array(weight).copy(), numpy_helper.to_array(bias).copy()

@@ -32,7 +32,40 @@ FUSED_NORMS = {
 RMS_NORMS = frozenset(op for op, params in FUSED_NORMS.items() if len(params) == 1)  # no beta
 
 
-def smoothable(node: onnx.NodeProto, rms: dict[str, int], aliases: dict[str, str]):
+def gated_products(model: onnx.ModelProto) -> dict[str, str]:
+    """SwiGLU-style products act(gate) * up where `up` is a MatMul by a constant matrix, no bias:
+    {product: the up MatMul's name}. Dividing the product's channel j by s is exact as up's
+    column j / s, as long as the other factor does not read up's output (SiLU's own x * sigmoid(x)
+    does read it, and is left out)."""
+    graph = Graph(model)
+    found = {}
+    for node in model.graph.node:
+        if node.op_type != "Mul" or node.domain not in ("", "ai.onnx") or len(node.input) != 2:
+            continue
+        ups = [
+            (k, graph.producer[x]) for k, x in enumerate(node.input)
+            if x in graph.producer and graph.producer[x].op_type == "MatMul"
+            and graph.weight_2d(graph.producer[x].input[1]) is not None and graph.producer[x].name
+        ]  # fmt: skip
+        if len(ups) != 1:
+            continue
+        index, up = ups[0]
+        other = graph.producer.get(node.input[1 - index])
+        if other is not None and up.output[0] not in _ancestors(graph, other, depth=4):
+            found[node.output[0]] = up.name
+    return found
+
+
+def _ancestors(graph: Graph, node: onnx.NodeProto, depth: int) -> set[str]:
+    seen, frontier = set(), [node]
+    for _ in range(depth):
+        inputs = [i for n in frontier for i in n.input]
+        seen.update(inputs)
+        frontier = [graph.producer[i] for i in inputs if i in graph.producer]
+    return seen
+
+
+def smoothable(node: onnx.NodeProto, rms: dict[str, int], aliases: dict[str, str], gates=None):
     """(fold, the producer's inputs divided by s, the initializers they must be) when `node`
     produces a smoothable activation at output 0; a reason when it cannot be one; else None.
     RMSNorm gammas may be Identity copies of an initializer (`aliases`); LayerNorm ones are taken
@@ -50,6 +83,8 @@ def smoothable(node: onnx.NodeProto, rms: dict[str, int], aliases: dict[str, str
         if "qkv_hidden_sizes" in {a.name for a in node.attribute}:
             return "Attention with qkv_hidden_sizes"
         return "attention-v", (1, 2), [node.input[1], node.input[2]]
+    if gates and node.output and node.output[0] in gates:
+        return "gate", (), []
     return None
 
 

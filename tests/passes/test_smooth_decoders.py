@@ -261,3 +261,22 @@ def test_smoothing_brings_int8_llama_outputs_back_to_fp32(tiny_llama, tmp_path, 
         cosine[smooth] = output_fidelity(out, tiny_llama, feeds).min_cosine
     # Measured (min cosine of the logits over 12 prompts): dynamic 0.965 -> 0.9999, static 0.935 -> 0.998.
     assert cosine[True] > 0.99 and 1 - cosine[True] < (1 - cosine[False]) / 5, cosine
+
+
+def test_swiglu_products_are_groups_folded_into_up_and_exact(tiny_llama):
+    model = model_files.load(model_files.resolve(tiny_llama))
+    groups, _skipped = find_groups(model, gates=True)
+    gates = [g for g in groups if g.fold == "gate"]
+    # act(gate) * up, folded into up's columns; SiLU's own x * sigmoid(x) reads gate and is no group.
+    assert [g.producer for g in gates] == [f"/model/layers.{i}/mlp/up_proj/MatMul" for i in range(2)]
+    assert [[w[0] for w in g.weights] for g in gates] == [
+        [f"/model/layers.{i}/mlp/down_proj/MatMul"] for i in range(2)
+    ]
+    assert len(find_groups(model)[0]) == len(groups) - 2  # off unless asked (int4 asks)
+    feeds = _llama_feeds(tiny_llama, model, 0, 8)
+    stats = collect_channel_stats(model, feeds, [g.tensor for g in groups])
+    result = unchanged_by(Smooth(stats, alphas=(0.5,), only_if_better=False, gates=True), model)
+    assert len(result.details["smoothed"]) == len(groups)
+    for feed in feeds:
+        for got, want in zip(run(result.model, feed), run(model, feed), strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
