@@ -79,10 +79,11 @@ def run_bench(
     )
 
 
-def _generation(refs, config: BenchConfig, progress: Progress) -> BenchResult:
-    """--generate: each model on the first provider asked for, with its saved settings."""
+def _generation(refs, config: BenchConfig, progress: Progress, timer=bench_generation) -> BenchResult:
+    """--generate: each model on the first provider asked for, with its saved settings; `timer`
+    is bench_generation (decoders) or bench_seq2seq_generation (encoder-decoders in parts)."""
     provider = config.providers[0]
-    timings = bench_generation(
+    timings = timer(
         refs,
         config.batch,
         config.prompt_len,
@@ -105,18 +106,7 @@ def _seq2seq_generation(models: Sequence[Path], config: BenchConfig, progress: P
             "bench decoders and encoder-decoders in separate runs",
         )
     check_output_file(config.plot, folders, "--plot")
-    provider = config.providers[0]
-    timings = bench_seq2seq_generation(
-        folders,
-        config.batch,
-        config.prompt_len,
-        config.new_tokens,
-        lambda ref: selection.saved_settings(ref, provider, config.threads),
-        runs=config.runs,
-        min_seconds=config.min_time,
-        on_progress=lambda done, total: progress("generating", done, total),
-    )
-    return BenchResult([], [], {}, config.threads, generation=timings)
+    return _generation(folders, config, progress, bench_seq2seq_generation)
 
 
 def _tuned(ref: model_files.ModelRef, config: BenchConfig, progress: Progress) -> TuneResult:
