@@ -90,19 +90,27 @@ def bench_generation(
     min_seconds: float = 2.0,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> list[GenerationTiming]:
-    if new_tokens < 2:
-        raise OnnxoptError("--new-tokens must be at least 2", "the first token is the prefill's; e.g. 64")
+    check_new_tokens(new_tokens)
     timings: list[GenerationTiming] = []
     rng = np.random.default_rng(0)
     for batch in batches:
         vocab = min(vocab_size(ref) for ref in refs)
-        # Low ids are special tokens in most vocabularies; tiny test vocabularies have few ids at all.
-        prompt = rng.integers(min(100, vocab // 2), vocab, size=(batch, prompt_len))
+        prompt = random_prompt(rng, vocab, batch, prompt_len)
         loaded = [_load(ref, settings_for(ref), prompt, new_tokens) for ref in refs]
         rounds = interleaved_rounds(loaded, prompt, new_tokens, runs, min_seconds, on_progress)
         timings += timing_rows(loaded, batch, prompt_len, new_tokens, rounds)
         del loaded
     return timings
+
+
+def check_new_tokens(new_tokens: int) -> None:
+    if new_tokens < 2:
+        raise OnnxoptError("--new-tokens must be at least 2", "the first token is the prefill's; e.g. 64")
+
+
+def random_prompt(rng, vocab: int, batch: int, prompt_len: int) -> np.ndarray:
+    # Low ids are special tokens in most vocabularies; tiny test vocabularies have few ids at all.
+    return rng.integers(min(100, vocab // 2), vocab, size=(batch, prompt_len))
 
 
 def interleaved_rounds(

@@ -11,11 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxopt.errors import OnnxoptError
 from onnxopt.io import model_files
 from onnxopt.io.files import positive_int, read_config
 from onnxopt.io.limits import check_sequence_length
-from onnxopt.runtime.generation_bench import GenerationTiming, TimedModel, interleaved_rounds, timing_rows
+from onnxopt.runtime.generation_bench import (
+    GenerationTiming,
+    TimedModel,
+    check_new_tokens,
+    interleaved_rounds,
+    random_prompt,
+    timing_rows,
+)
 from onnxopt.runtime.peak_memory import peak_rss_mb
 from onnxopt.runtime.seq2seq import Seq2Seq
 from onnxopt.runtime.sessions import SessionSettings
@@ -40,8 +46,7 @@ def bench_seq2seq_generation(
     min_seconds: float = 2.0,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> list[GenerationTiming]:
-    if new_tokens < 2:
-        raise OnnxoptError("--new-tokens must be at least 2", "the first token is the prefill's; e.g. 64")
+    check_new_tokens(new_tokens)
     for folder in folders:  # named limits, not onnxruntime's message about a Gather index
         check_sequence_length(model_files.part_ref(folder), prompt_len, "--prompt-len")
         check_sequence_length(model_files.part_ref(folder), new_tokens, "--new-tokens")
@@ -49,8 +54,7 @@ def bench_seq2seq_generation(
     rng = np.random.default_rng(0)
     timings: list[GenerationTiming] = []
     for batch in batches:
-        # Low ids are special tokens in most vocabularies; tiny test vocabularies have few ids at all.
-        prompt = rng.integers(min(100, vocab // 2), vocab, size=(batch, prompt_len))
+        prompt = random_prompt(rng, vocab, batch, prompt_len)
         loaded = [_load(f, settings_for(model_files.part_ref(f)), prompt, new_tokens) for f in folders]
         rounds = interleaved_rounds(loaded, prompt, new_tokens, runs, min_seconds, on_progress)
         timings += timing_rows(loaded, batch, prompt_len, new_tokens, rounds)
