@@ -12,7 +12,7 @@ from onnxopt.quantize.config import QuantizeConfig
 def run_record(config: QuantizeConfig, options, reports, calibration, cpu: str, model) -> dict:
     """The manifest's record of a quantize run: options, CPU, layout, smoothing, and the int8 ops
     counted in the quantized model itself."""
-    quant = next((r.details for r in reversed(reports) if "fallback" in r.details), {})
+    quant = next((r.details for r in reversed(reports) if {"fallback", "mixed_bits"} & set(r.details)), {})
     record = {
         "mode": config.mode,
         "ops": list(config.ops),
@@ -34,6 +34,8 @@ def run_record(config: QuantizeConfig, options, reports, calibration, cpu: str, 
     if "fallback" in quant:
         record["fallback"] = quant["fallback"]
         record["fallback"]["eval_data"] = config.eval_data or "held-back calibration samples"
+    if "mixed_bits" in quant:
+        record["mixed_bits"] = {**quant["mixed_bits"], "eval_data": "held-back calibration text"}
     if calibration is not None:
         record["calibration"] = {
             "method": config.method,

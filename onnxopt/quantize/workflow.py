@@ -8,10 +8,13 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
+import numpy as np
+
 from onnxopt.data.samples import TokenizedSamples, input_types, load_tokenizer
 from onnxopt.data.sources import embedded_samples, load_samples
 from onnxopt.data.sts_pairs import load_sts_pairs
 from onnxopt.errors import OnnxoptError
+from onnxopt.evaluate.generation import CONTEXT_CAP
 from onnxopt.evaluate.verify import verify_staged
 from onnxopt.io import limits, model_files, saving
 from onnxopt.io.cache_layout import cache_layout
@@ -39,6 +42,7 @@ from onnxopt.quantize.calibrate import collect_channel_stats, collect_ranges
 from onnxopt.quantize.calibration_feeds import generation_feeds
 from onnxopt.quantize.config import QuantizeConfig
 from onnxopt.quantize.fallback import AccuracyAwareQuantize, FidelityDrop, StsDrop
+from onnxopt.quantize.mixed_bits import PerplexityDrop, mixed_bits_search
 from onnxopt.quantize.record import check_excluded, run_record
 from onnxopt.runtime.cpu import cpu_features
 from onnxopt.runtime.sessions import check_loads
@@ -46,6 +50,9 @@ from onnxopt.runtime.sessions import check_loads
 # (stage name, done, total): total is 0 for stages without a count.
 Progress = Callable[[str, int, int], None]
 HOLDOUT = 32  # held-back samples for the accuracy-aware search
+# Decoders are judged by perplexity on held-back text: 96 sentences of the embedded corpus are
+# about 2,000 SmolLM2 tokens; 32 (~650 tokens) moved its int4 figure by 1-2 points between halves.
+DECODER_HOLDOUT = 96
 INT4_ALPHAS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 
 
@@ -79,6 +86,8 @@ class _Data:
     holdout: TokenizedSamples | None = None
     tokenizer: object = None
     pairs: list | None = None
+    perplexity_ids: object = None  # held-back text as token ids, for decoders' --max-drop
+    context: int = 0  # tokens the decoder's cache may hold
 
 
 def quantize(
@@ -153,25 +162,36 @@ def _fp32(ref: model_files.ModelRef):
 
 
 def _read_data(ref, model, config: QuantizeConfig, smooth: bool) -> _Data:
+    if config.eval_data and cache_layout(model) is not None:
+        raise OnnxoptError(
+            "--eval-data takes STS pairs, which score encoders; a decoder's --max-drop is its rise "
+            "in perplexity (%) on held-back text",
+            "drop --eval-data; --calib-data FILE chooses the text (the rest past --calib is held back)",
+        )
     data = _Data(pairs=load_sts_pairs(Path(config.eval_data)) if config.eval_data else None)
     calibrated = config.mode == "static" or (config.mode == "int4" and config.algo == "gptq")
     if not (calibrated or config.max_drop is not None or smooth):
         return data  # dynamic int8 or RTN/HQQ int4 without smoothing reads no text
     data.tokenizer = load_tokenizer(ref.folder)
-    wanted = config.calib + (HOLDOUT if config.max_drop is not None else 0)
+    types = input_types(model)
+    holdout = HOLDOUT if types.cache is None else DECODER_HOLDOUT
+    wanted = config.calib + (holdout if config.max_drop is not None else 0)
     if config.calib_data:
         samples = load_samples(config.calib_data, wanted, config.text_column)
     else:
         samples = embedded_samples(wanted, clip=config.max_drop is not None)
     # Accuracy checks use samples calibration never saw, when the data has enough of them.
-    types = input_types(model)
     data.calibration = TokenizedSamples(samples[: config.calib], data.tokenizer, types, config.seq_len)
     data.holdout = TokenizedSamples(
         samples[config.calib :] or samples[:HOLDOUT], data.tokenizer, types, config.seq_len
     )
+    limit = limits.max_sequence_length(ref.folder)
     if calibrated and types.cache is not None:  # a decoder: calibrated on what it sees generating
-        limit = limits.max_sequence_length(ref.folder)
         data.calibration = generation_feeds(model, data.calibration, limit[0] if limit else None)
+    if types.cache is not None and config.max_drop is not None:
+        held = [s if isinstance(s, str) else " ".join(s) for s in samples[config.calib :] or samples]
+        data.perplexity_ids = np.array(data.tokenizer("\n\n".join(held))["input_ids"], dtype=np.int64)
+        data.context = min(limit[0], CONTEXT_CAP) if limit else CONTEXT_CAP
     return data
 
 
@@ -207,13 +227,19 @@ def _quantizer(model, config: QuantizeConfig, data: _Data, progress):
         reduce_range=cpu_features().reduce_range,
         exclude=config.exclude,
     )
+    weights_only = None
     if config.mode == "int4":
-        return _int4(model, config, data), None, options
-    if config.mode == "dynamic" and cache_layout(model) is not None and not config.qdq:
+        weights_only = _int4(model, config, data)
+    elif config.mode == "dynamic" and cache_layout(model) is not None and not config.qdq:
         # Decoders: 8-bit MatMulNBits (blocks of 32, int8 multiplies) instead of
         # DynamicQuantizeMatMul. SmolLM2, 2026-12-01, AMD EPYC AVX512-VNNI, perplexity on STS-B
         # dev text: +0.3% at 2.12x fp32's decode speed, against +6.9% at 1.69x.
-        return QuantizeWeights(8, 32, "rtn", 4, config.exclude), None, options
+        weights_only = QuantizeWeights(8, 32, "rtn", 4, config.exclude)
+    if weights_only is not None:
+        if config.max_drop is not None:
+            metric = PerplexityDrop.of(model, data.perplexity_ids, data.context, config.seq_len)
+            weights_only = mixed_bits_search(model, config, data.calibration, weights_only, metric, progress)
+        return weights_only, None, options
     if config.mode == "static" and not config.all_static:
         options = replace(options, dynamic_nodes=after_activation(model))
     calibration = None
@@ -241,7 +267,9 @@ def _quantizer(model, config: QuantizeConfig, data: _Data, progress):
     progress("reference outputs", 0, 0)
     ranker = FidelityDrop(model, list(data.holdout))
     metric = ranker
-    if data.pairs is not None:
+    if data.perplexity_ids is not None:
+        metric = PerplexityDrop.of(model, data.perplexity_ids, data.context, config.seq_len)
+    elif data.pairs is not None:
         metric = StsDrop(model, data.pairs, data.tokenizer, input_types(model), config.seq_len)
     search = AccuracyAwareQuantize(
         make_quantizer, config.ops, options.exclude, ranker, metric, metric.name, config.max_drop, progress

@@ -46,6 +46,8 @@ def quantize_result(r) -> None:
     out().print(table)
     if "fallback" in r.options:
         fallback_table(r.options["fallback"])
+    if "mixed_bits" in r.options:
+        mixed_bits_table(r.options["mixed_bits"])
     layout = r.options.get("layout")
     if layout == "qdq":
         out().print(
@@ -103,8 +105,11 @@ def optimize_result(r) -> None:
     out().print(table)
 
 
+DROP_UNITS = {"sts": "Spearman points", "perplexity": "% perplexity", "fidelity": "100 x (1 - output cosine)"}
+
+
 def fallback_table(f: dict) -> None:
-    unit = "Spearman points" if f["metric"] == "sts" else "100 x (1 - output cosine)"
+    unit = DROP_UNITS.get(f["metric"], f["metric"])
     table = Table(title=f"Accuracy-aware fallback: drop in {unit}, bound {f['max_drop']:g}")
     for col in ("kept in fp32", "op", "sensitivity", "drop after"):
         table.add_column(col, justify="left" if col in ("kept in fp32", "op") else "right")
@@ -116,6 +121,23 @@ def fallback_table(f: dict) -> None:
     out().print(
         f"bound {verdict}: drop {f['final_drop']:.3f} with {len(f['kept_fp32'])} of "
         f"{f['candidates']} nodes in fp32 ({f['eval_data']})"
+    )
+
+
+def mixed_bits_table(f: dict) -> None:
+    """The bisection's trials, then the nodes kept at the wider width with their simulated error."""
+    table = Table(title=f"Accuracy-aware widths: drop in {DROP_UNITS[f['metric']]}, bound {f['max_drop']:g}")
+    table.add_column(f"nodes in {f['kept_as']}", justify="right")
+    table.add_column("drop", justify="right")
+    for trial in f["trials"]:
+        table.add_row(f"{trial['promoted']} of {f['candidates']}", f"{trial['drop']:.3f}")
+    out().print(table)
+    verdict = "reached" if f["reached"] else "NOT reached; the best model found was kept"
+    names = ", ".join(escape(p["node"]) for p in f["promoted"][:4])
+    more = f" and {len(f['promoted']) - 4} more" if len(f["promoted"]) > 4 else ""
+    out().print(
+        f"bound {verdict}: drop {f['final_drop']:.3f} with {len(f['promoted'])} of {f['candidates']} "
+        f"MatMuls in {f['kept_as']}{(': ' + names + more) if names else ''} ({f['eval_data']})"
     )
 
 
