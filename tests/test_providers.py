@@ -7,12 +7,15 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from onnxopt.io import model_files
 from onnxopt.runtime import selection
 from onnxopt.runtime.config import BenchConfig
 from onnxopt.runtime.measure import Timing, bench
+from onnxopt.runtime.openvino_runtime import ROUTE_PLUGIN, ROUTE_RUNTIME
+from onnxopt.runtime.providers import openvino_route
 from onnxopt.runtime.sessions import SessionSettings, available, make_session, node_placement
 from tests.conftest import assert_clean_error
 
@@ -23,11 +26,12 @@ def _intel_cpu() -> bool:
     return "intel" in platform.processor().lower()
 
 
-# OpenVINO's plugin wheel exists for x86-64 Linux and Windows, and offers devices on Intel CPUs:
-# there it must work, never be skipped. On other x86-64 CPUs it must say why it cannot.
+# OpenVINO's plugin wheel exists for x86-64 Linux and Windows and offers devices on Intel CPUs;
+# OpenVINO's own runtime (the `openvino` wheel) runs on any x86-64 CPU. So OpenVINO must run on
+# every x86-64 machine, never be skipped there: through the plugin on Intel, the runtime elsewhere.
 X86_PLUGIN_PLATFORM = platform.machine() in ("x86_64", "AMD64") and sys.platform in ("linux", "win32")
 INTEL_CPU = _intel_cpu()
-OPENVINO_EXPECTED = X86_PLUGIN_PLATFORM and INTEL_CPU
+OPENVINO_EXPECTED = X86_PLUGIN_PLATFORM
 FAST = ("--runs", "2", "--min-time", "0", "--warmup", "1", "--seq-len", "16")
 
 
@@ -56,7 +60,7 @@ def _timing(model, provider, p50, batch=1, cosine=1.0):
     )
 
 
-@pytest.mark.skipif(not OPENVINO_EXPECTED, reason="no OpenVINO plugin device on this platform or CPU")
+@pytest.mark.skipif(not OPENVINO_EXPECTED, reason="OpenVINO runs on x86-64 Linux and Windows only")
 def test_openvino_runs_for_real(tiny_bert_onnx):
     ok, why = available("openvino")
     assert ok, why
@@ -64,15 +68,21 @@ def test_openvino_runs_for_real(tiny_bert_onnx):
     report = bench([ref], [2], 16, runs=2, warmup=1, providers=["cpu", "openvino"])
     rows = {t.provider: t for t in report.timings}
     assert set(rows) == {"cpu", "openvino"}
-    # Placement comes from onnxruntime's record of which provider got each node.
-    assert rows["openvino"].nodes_by_provider.get("openvino", 0) > 0
+    # Placement: onnxruntime's record of which provider got each node (the plugin), or the
+    # layers OpenVINO executes, by precision (its own runtime).
+    placed = rows["openvino"].nodes_by_provider
+    assert placed and all(k.startswith("openvino") for k in placed), placed
     assert sum(rows["cpu"].nodes_by_provider.values()) == rows["cpu"].nodes_by_provider["cpu"] > 0
-    # Same inputs, same fp32 model: outputs agree closely (bf16 on AMX CPUs included).
+    route = ROUTE_PLUGIN if INTEL_CPU else ROUTE_RUNTIME
+    assert rows["openvino"].route.startswith(route), rows["openvino"].route
+    # Same inputs, same fp32 model: outputs agree closely (bf16 on CPUs with bf16 units included).
     assert rows["openvino"].min_cosine_vs_cpu > 0.99
     assert rows["openvino"].first_run_ms > 0
 
 
-@pytest.mark.skipif(not OPENVINO_EXPECTED, reason="no OpenVINO plugin device on this platform or CPU")
+@pytest.mark.skipif(
+    not (X86_PLUGIN_PLATFORM and INTEL_CPU), reason="the plugin offers devices on Intel CPUs only"
+)
 def test_openvino_reports_fallback_nodes(tiny_bert_dynamic):
     """Dynamic int8 uses contrib ops OpenVINO lacks: they must show up as CPU fallback, by op type."""
     session = make_session(
@@ -84,12 +94,57 @@ def test_openvino_reports_fallback_nodes(tiny_bert_dynamic):
 
 
 @pytest.mark.skipif(not X86_PLUGIN_PLATFORM or INTEL_CPU, reason="needs an x86-64 CPU not made by Intel")
-def test_openvino_on_a_non_intel_cpu_says_why(cli, tiny_bert_onnx):
+def test_openvino_on_a_non_intel_cpu_runs_through_its_own_runtime(cli, tiny_bert_onnx):
     ok, why = available("openvino")
-    assert not ok
-    assert "only on Intel CPUs" in why and "this CPU is" in why
-    code, _, err = cli("bench", tiny_bert_onnx, "--ep", "openvino", "--batch", "1", *FAST)
-    assert code == 2 and "only on Intel CPUs" in err
+    assert ok, why
+    route, why = openvino_route()
+    assert route == ROUTE_RUNTIME and "only on Intel CPUs" in why and "this CPU is" in why
+    code, stdout, err = cli("bench", tiny_bert_onnx, "--ep", "openvino", "--batch", "1", *FAST)
+    assert code == 0, err
+    assert "openvino: ran through the OpenVINO runtime" in " ".join(stdout.split())
+
+
+class _FakeDevice:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("plugin_devices", "vendor", "runtime", "want", "reason"),
+    [
+        ([_FakeDevice()], "Intel", ["CPU"], ROUTE_PLUGIN, "plugin offers OpenVINO's CPU device"),
+        ([], "AMD", ["CPU"], ROUTE_RUNTIME, "only on Intel CPUs, and this CPU is AMD"),
+        ([], "Intel", ["CPU"], ROUTE_RUNTIME, "plugin found no CPU device"),
+        ([], "AMD", [], "", "own runtime has no CPU device here"),
+    ],
+)
+def test_openvino_route_per_cpu(monkeypatch, plugin_devices, vendor, runtime, want, reason):
+    """Each route with the machine faked: Intel with the plugin, AMD without it, neither."""
+    from onnxopt.runtime import openvino_runtime, providers
+
+    monkeypatch.setattr(providers, "openvino_devices", lambda device="CPU": plugin_devices)
+    monkeypatch.setattr(providers, "cpu_vendor", lambda: vendor)
+    monkeypatch.setattr(openvino_runtime, "runtime_devices", lambda: runtime)
+    route, why = openvino_route()
+    assert route == want and reason in why, why
+    assert available("openvino") == (bool(want), why)
+
+
+@pytest.mark.skipif(not X86_PLUGIN_PLATFORM, reason="OpenVINO runs on x86-64 Linux and Windows only")
+def test_openvino_runtime_runs_qdq_in_int8_and_names_what_it_cannot_read(tiny_bert_onnx, tmp_path):
+    from onnxopt.errors import OnnxoptError
+    from onnxopt.quantize.workflow import quantize
+    from onnxopt.runtime.openvino_runtime import OpenVinoSession
+
+    quantize(tiny_bert_onnx, tmp_path / "qdq", mode="static", calib=4, target="openvino")
+    session = OpenVinoSession(tmp_path / "qdq" / "model.onnx", "CPU", 1, {})
+    layers = session.layer_precisions()
+    assert any(k.startswith("FullyConnected") and k.endswith(("u8", "i8")) for k in layers), layers
+    assert [i.type for i in session.get_inputs()] == ["tensor(int64)"] * len(session.get_inputs())
+    feed = {i.name: np.ones((1, 8), np.int64) for i in session.get_inputs()}
+    assert session.run(None, feed)[0].shape[:2] == (1, 8)
+    quantize(tiny_bert_onnx, tmp_path / "cpu-layout", mode="static", calib=4)
+    with pytest.raises(OnnxoptError, match="No conversion rule found for operations: com.microsoft"):
+        OpenVinoSession(tmp_path / "cpu-layout" / "model.onnx", "CPU", 1, {})
 
 
 def test_cuda_absence_is_explained(cli, tiny_bert_onnx, tmp_path):

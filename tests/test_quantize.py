@@ -228,14 +228,46 @@ def test_ctrl_c_mid_run_exits_130_and_leaves_nothing(cli, tiny_bert_onnx, tmp_pa
     assert list(tmp_path.iterdir()) == []
 
 
-def test_qdq_keeps_the_portable_form(cli, tiny_bert_onnx, tmp_path):
+def test_qdq_keeps_the_qdq_form(cli, tiny_bert_onnx, tmp_path):
     out = tmp_path / "qdq"
     code, stdout, err = cli("quantize", tiny_bert_onnx, "--static", "--calib", 4, "--qdq", "-o", out)
     assert code == 0, err
-    assert "portable QDQ" in stdout
+    assert "QDQ on onnxruntime's fused graph" in " ".join(stdout.split())
     ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
     assert "DequantizeLinear" in ops and "MatMulIntegerToFloat" not in ops
     assert json.loads((out / "onnxopt.json").read_text())["steps"][-1]["layout"] == "qdq"
     assert _cosine(_run(tiny_bert_onnx, IDS), _run(out, IDS)) > 0.98
     default = quantize(tiny_bert_onnx, tmp_path / "cpu", mode="static", calib=4)
     assert default.options["layout"] == "onnxruntime-cpu"
+
+
+@pytest.mark.parametrize("target", ["openvino", "portable"])
+def test_targets_other_than_cpu_write_qdq_of_plain_ops(cli, tiny_bert_onnx, tmp_path, target):
+    out = tmp_path / target
+    code, stdout, err = cli(
+        "quantize", tiny_bert_onnx, "--static", "--calib", 4, "--target", target, "-o", out
+    )
+    assert code == 0, err
+    graph = onnx.load(str(out / "model.onnx")).graph
+    assert not [n.op_type for n in graph.node if n.domain == "com.microsoft"]
+    assert "DynamicQuantizeLinear" not in {n.op_type for n in graph.node}  # static throughout
+    producers = {o: n.op_type for n in graph.node for o in n.output}
+    matmuls = [n for n in graph.node if n.op_type == "MatMul"]
+    fed_by_dq = [all(producers.get(i) == "DequantizeLinear" for i in n.input) for n in matmuls]
+    # Attention core: MatMuls of two computed tensors (neither input a weight's DequantizeLinear).
+    weights = {t.name for t in graph.initializer}
+    dq_of_weight = {
+        n.output[0] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in weights
+    }
+    core = [n for n in matmuls if not set(n.input) & dq_of_weight]
+    assert core and all(fed_by_dq[i] for i, n in enumerate(matmuls) if n not in core)
+    core_quantized = [all(producers.get(i) == "DequantizeLinear" for i in n.input) for n in core]
+    assert (not any(core_quantized)) if target == "openvino" else all(core_quantized)
+    step = json.loads((out / "onnxopt.json").read_text())["steps"][-1]
+    assert step["target"] == target and step["layout"].startswith(f"qdq for {target}")
+    assert _cosine(_run(tiny_bert_onnx, IDS), _run(out, IDS)) > 0.98
+
+
+def test_int4_refuses_a_target(cli, tiny_bert_onnx, tmp_path):
+    code, _out, err = cli("quantize", tiny_bert_onnx, "--int4", "--target", "openvino", "-o", tmp_path / "q")
+    assert_clean_error(code, err, "--target openvino is for int8")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from onnxopt.choices import EVAL_TASKS
+from onnxopt.choices import EVAL_TASKS, PROVIDERS
 from onnxopt.errors import OnnxoptError
 from onnxopt.options import Options, option
 
@@ -41,6 +41,11 @@ class EvalConfig(Options):
     seq_len: int | None = option(None, "Truncate inputs to this many tokens (default 128; qa 384).", low=1)
     text_column: str | None = option(None, "Column(s) holding the text, for csv/jsonl data.")
     label_column: str = option("label", "Column holding the label, for classification.")
+    ep: str | None = option(
+        None,
+        "Execution provider to run on (default: the one `bench --ep auto` saved, else cpu).",
+        choices=PROVIDERS,
+    )
 
     def check(self) -> None:
         if self.task == "generation" and self.reference is None:

@@ -18,6 +18,7 @@ from onnxopt.io import limits, model_files
 from onnxopt.io.parts import in_parts
 from onnxopt.options import config_from
 from onnxopt.runtime.selection import runtime_settings
+from onnxopt.runtime.sessions import SessionSettings
 
 
 @dataclass
@@ -58,11 +59,16 @@ def evaluate(model: Path, config: EvalConfig | None = None, record: bool = True,
     result = EvalResult(
         model=ref.name, reference=config.reference and str(config.reference), task=config.task
     )
-    # Each model runs as `bench --ep auto`/`--tune` saved it (provider and session options), else on CPU.
-    runs = [(Path(model), runtime_settings(ref))]
+
+    # Each model runs on --ep when given, else as `bench --ep auto`/`--tune` saved it (provider and
+    # session options), else on CPU.
+    def settings_of(r):
+        return SessionSettings(provider=config.ep) if config.ep else runtime_settings(r)
+
+    runs = [(Path(model), settings_of(ref))]
     if reference is not None:
         other = model_files.part_ref(reference) if in_parts(reference) else model_files.resolve(reference)
-        runs.append((reference, runtime_settings(other)))
+        runs.append((reference, settings_of(other)))
     result.runtime = runs[0][1].provider
     if config.task == "fidelity":
         result.fidelity = _fidelity(ref, runs, config)

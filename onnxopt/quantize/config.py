@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from onnxopt.choices import CALIBRATION_METHODS, QUANTIZE_MODES, QUANTIZE_OPS, WEIGHT_ALGORITHMS
+from onnxopt.choices import (
+    CALIBRATION_METHODS,
+    QUANTIZE_MODES,
+    QUANTIZE_OPS,
+    QUANTIZE_TARGETS,
+    WEIGHT_ALGORITHMS,
+)
 from onnxopt.errors import OnnxoptError
 from onnxopt.options import Options, option
 
@@ -57,7 +63,15 @@ class QuantizeConfig(Options):
         None, "Fold SmoothQuant scales, alpha searched per activation (default: on with a tokenizer)."
     )
     all_static: bool = option(False, "Static scales for GELU outputs too (default: dynamic there).")
-    qdq: bool = option(False, "Keep portable QDQ (OpenVINO, TensorRT); default: CPU-provider kernels.")
+    target: str = option(
+        "cpu",
+        "Where the int8 model runs: cpu (onnxruntime's CPU kernels), openvino (QDQ of plain ONNX ops, "
+        "attention core fp32), portable (QDQ of plain ONNX ops, every MatMul).",
+        choices=QUANTIZE_TARGETS,
+    )
+    qdq: bool = option(
+        False, "cpu target: keep QDQ on onnxruntime's fused graph instead of its int8 kernels."
+    )
     verify_loading: bool = option(
         False, "Load OUTPUT with optimum's ORTModelFor<Task>; compare with the input."
     )
@@ -71,6 +85,11 @@ class QuantizeConfig(Options):
         if self.block_size not in (16, 32, 64, 128):
             raise OnnxoptError(
                 f"--block-size must be 16, 32, 64 or 128, got {self.block_size}", "e.g. --block-size 32"
+            )
+        if self.target != "cpu" and self.mode == "int4":
+            raise OnnxoptError(
+                f"--target {self.target} is for int8; int4 is written as onnxruntime's MatMulNBits",
+                "drop --target, or use --static / --dynamic",
             )
         if self.eval_data is not None and self.max_drop is None:
             raise OnnxoptError(

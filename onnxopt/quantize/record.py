@@ -15,6 +15,7 @@ def run_record(config: QuantizeConfig, options, reports, calibration, cpu: str, 
     quant = next((r.details for r in reversed(reports) if {"fallback", "mixed_bits"} & set(r.details)), {})
     record = {
         "mode": config.mode,
+        "target": config.target,
         "ops": list(config.ops),
         "per_channel": config.per_channel,
         "exclude": list(config.exclude),
@@ -70,4 +71,8 @@ def _layout(config: QuantizeConfig, model) -> str:
         )
     if bits == [8]:
         return f"MatMulNBits 8-bit, block 32, level 4 (int8 multiplies); {embedding}"
+    if config.target != "cpu":
+        return f"qdq for {config.target}: plain ONNX ops" + (
+            ", attention core fp32" if config.target == "openvino" else ""
+        )
     return "qdq" if config.qdq else "onnxruntime-cpu"

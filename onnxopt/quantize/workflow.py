@@ -44,6 +44,7 @@ from onnxopt.quantize.config import QuantizeConfig
 from onnxopt.quantize.fallback import AccuracyAwareQuantize, FidelityDrop, StsDrop
 from onnxopt.quantize.mixed_bits import PerplexityDrop, mixed_bits_search
 from onnxopt.quantize.record import check_excluded, run_record
+from onnxopt.quantize.targets import for_target, with_attention_core_excluded
 from onnxopt.runtime.cpu import cpu_features
 from onnxopt.runtime.sessions import check_loads
 
@@ -100,7 +101,7 @@ def quantize(
 ) -> QuantizeResult:
     """Quantize the model at `src` to int8 into `out`: fuse, infer shapes, smooth, calibrate
     (static), quantize, lay out for the CPU provider (unless --qdq), verify if asked."""
-    config = config_from(QuantizeConfig, config, options)
+    config = for_target(config_from(QuantizeConfig, config, options))
     progress = on_progress or (lambda _stage, _done, _total: None)
     start = time.perf_counter()
     ref = model_files.resolve(src)
@@ -116,6 +117,7 @@ def quantize(
         smooth = default if config.smooth is None else config.smooth
         data = _read_data(ref, model, config, smooth)
         model, reports = _prepare(model, ref, config, data, smooth, progress)
+        config = with_attention_core_excluded(config, model)
         quantizer, calibration, options = _quantizer(model, config, data, progress)
         progress(quantizer.name, 0, 0)
         model, quant_reports = Pipeline([quantizer]).run(model)

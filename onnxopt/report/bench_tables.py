@@ -105,7 +105,10 @@ def _cells(t, name: str, chosen: bool, wide: bool, several: bool) -> list[str]:
     return cells
 
 
-def provider_notes(unavailable: Sequence, selected: dict) -> None:
+def provider_notes(unavailable: Sequence, selected: dict, timings: Sequence = ()) -> None:
+    routes = dict.fromkeys((t.provider, t.route) for t in timings if getattr(t, "route", ""))
+    for provider, route in routes:
+        out().print(f"{provider}: ran through the {escape(route)}")
     for u in unavailable:
         out().print(f"[yellow]{u.provider}: unavailable[/] - {escape(u.reason)}")
     for model, s in selected.items():
@@ -150,7 +153,7 @@ def bench_result(r) -> None:
         tune_result(tuned)
     chosen = {s.model: s for s in r.selections}
     bench_tables(r.results, chosen)
-    provider_notes(r.unavailable, chosen)
+    provider_notes(r.unavailable, chosen, r.results)
 
 
 def generation_tables(timings: Sequence) -> None:

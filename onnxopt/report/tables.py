@@ -51,7 +51,8 @@ def quantize_result(r) -> None:
     layout = r.options.get("layout")
     if layout == "qdq":
         out().print(
-            "layout: portable QDQ (for OpenVINO, TensorRT; not laid out for the CPU provider's kernels)"
+            "layout: QDQ on onnxruntime's fused graph (its contrib ops stay: onnxruntime reads it; "
+            "--target openvino or portable writes QDQ of plain ONNX ops)"
         )
     elif layout and layout != "onnxruntime-cpu":
         out().print(f"layout: {escape(layout)}")

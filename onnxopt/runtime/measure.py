@@ -15,7 +15,7 @@ from onnxopt.errors import OnnxoptError, first_line
 from onnxopt.io import limits, model_files
 from onnxopt.io.files import positive_int, read_config
 from onnxopt.io.model_files import ModelRef
-from onnxopt.runtime.providers import available
+from onnxopt.runtime.providers import available, openvino_route
 from onnxopt.runtime.sessions import SessionSettings, make_session, node_placement
 
 _MAX_RUNS = 1000
@@ -43,6 +43,7 @@ class Timing:
     # a provider may change precision (OpenVINO runs bf16 on CPUs with AMX unless told otherwise).
     max_abs_diff_vs_cpu: float | None = None
     min_cosine_vs_cpu: float | None = None
+    route: str = ""  # OpenVINO: which route ran it, and why that one (runtime/providers.openvino_route)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -71,6 +72,7 @@ class _Candidate:
     fallback: dict = field(default_factory=dict)
     max_abs_diff_vs_cpu: float | None = None
     min_cosine_vs_cpu: float | None = None
+    route: str = ""
 
 
 def vocab_size(ref: ModelRef) -> int:
@@ -189,6 +191,8 @@ def _first_runs(candidates: list[_Candidate], feeds: dict, batch: int) -> None:
         c.first_outputs = _checked_run(c, feeds[id(c.ref)], batch)
         c.first_run_ms = (time.perf_counter() - start) * 1000
         c.nodes, c.fallback = node_placement(c.session)
+        if c.settings.provider == "openvino":
+            c.route = ": ".join(openvino_route(c.settings.provider_options.get("device", "CPU")))
     _compare_with_cpu(candidates)
 
 
@@ -265,6 +269,7 @@ def _timings(candidates, samples, batch: int, seq: int, sizes: dict) -> list[Tim
                 settings=c.settings.as_dict(),
                 max_abs_diff_vs_cpu=c.max_abs_diff_vs_cpu,
                 min_cosine_vs_cpu=c.min_cosine_vs_cpu,
+                route=c.route,
             )
         )
     return timings

@@ -77,6 +77,36 @@ def cpu_vendor() -> str:
     return ""
 
 
+def openvino_route(device: str = "CPU") -> tuple[str, str]:
+    """How OpenVINO runs here (the plugin, an onnxruntime build with it, or OpenVINO's own runtime)
+    and why that route: or no route, and why not."""
+    import onnxruntime as ort
+
+    from onnxopt.runtime.openvino_runtime import ROUTE_BUILT_IN, ROUTE_PLUGIN, ROUTE_RUNTIME, runtime_devices
+
+    if openvino_devices(device):
+        return ROUTE_PLUGIN, f"the onnxruntime plugin offers OpenVINO's {device} device"
+    if PROVIDERS["openvino"] in ort.get_available_providers():
+        return ROUTE_BUILT_IN, "onnxruntime here is a build with OpenVINO inside"
+    if openvino_plugin() is None:
+        plugin = "the OpenVINO plugin is not installed"
+    else:
+        vendor = cpu_vendor()
+        # The plugin's factory offers devices only on Intel hardware, CPUs included, though
+        # OpenVINO's CPU plugin itself runs on AMD (onnxruntime PR #31981 lifts the check).
+        plugin = (
+            f"the onnxruntime plugin offers its CPU device only on Intel CPUs, and this CPU is {vendor}"
+            if vendor and "intel" not in vendor.lower()
+            else f"the onnxruntime plugin found no {device} device"
+        )
+    if device in runtime_devices():
+        return ROUTE_RUNTIME, f"{plugin}; OpenVINO's own runtime runs the ONNX file"
+    return "", (
+        f"{plugin}, and OpenVINO's own runtime has no {device} device here"
+        " (`pip install openvino`; `make install` does it)"
+    )
+
+
 def available(short: str) -> tuple[bool, str]:
     """Whether the provider can run here, and if not, why and how to get it."""
     import onnxruntime as ort
@@ -84,22 +114,8 @@ def available(short: str) -> tuple[bool, str]:
     name = provider_name(short)
     built_in = name in ort.get_available_providers()
     if short == "openvino":
-        if openvino_devices() or built_in:
-            return True, ""
-        if openvino_plugin() is None:
-            return False, (
-                "the OpenVINO plugin is not installed; `pip install onnxruntime-ep-openvino` "
-                "(x86-64 Linux or Windows; `make install` does it there)"
-            )
-        vendor = cpu_vendor()
-        if vendor and "intel" not in vendor.lower():
-            # The plugin's factory offers devices only on Intel hardware, CPUs included, though
-            # OpenVINO's CPU plugin itself runs on AMD (onnxruntime PR #31981 lifts the check).
-            return False, (
-                f"the OpenVINO plugin offers its CPU device only on Intel CPUs, and this CPU is {vendor} "
-                "(onnxruntime PR #31981 lifts that)"
-            )
-        return False, "the OpenVINO plugin is installed but found no CPU device on this machine"
+        route, why = openvino_route()
+        return bool(route), why
     if short == "cuda":
         if built_in and gpu_present():
             return True, ""

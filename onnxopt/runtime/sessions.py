@@ -9,12 +9,14 @@ from pathlib import Path
 
 from onnxopt.choices import EXECUTION_MODES, OPT_LEVELS
 from onnxopt.errors import OnnxoptError, first_line
+from onnxopt.runtime.openvino_runtime import ROUTE_RUNTIME, OpenVinoSession
 from onnxopt.runtime.providers import (
     OPENVINO_DEVICES,
     PROVIDERS,
     SHORT_NAMES,
     available,
     openvino_devices,
+    openvino_route,
     provider_name,
 )
 
@@ -128,6 +130,8 @@ def make_session(
     providers: list | None = [name] if name == PROVIDERS["cpu"] else [name, PROVIDERS["cpu"]]
     if settings.provider == "openvino":
         device = provider_options.pop("device", "CPU")
+        if openvino_route(device)[0] == ROUTE_RUNTIME:
+            return OpenVinoSession(onnx_path, device, settings.intra_threads, provider_options)
         if settings.intra_threads:
             provider_options.setdefault("num_of_threads", str(settings.intra_threads))
         devices = openvino_devices(device)
@@ -174,6 +178,11 @@ def node_placement(session) -> tuple[dict[str, int], dict[str, int]]:
     a provider fuses them into its own subgraphs."""
     counts: dict[str, int] = {}
     fallback: dict[str, int] = {}
+    if isinstance(session, OpenVinoSession):  # one engine: its executed layers by precision
+        for layer, n in session.layer_precisions().items():
+            key = f"openvino {layer.rsplit(' ', 1)[-1]}"
+            counts[key] = counts.get(key, 0) + n
+        return counts, fallback
     try:
         subgraphs = session.get_provider_graph_assignment_info()
     except Exception:  # older onnxruntime, or recording not enabled

@@ -1,0 +1,47 @@
+"""What `quantize --target` changes: the int8 layout follows the runtime that will run it.
+
+- cpu: onnxruntime's fused graph and its int8 kernels (QAttention, DynamicQuantizeMatMul, ...),
+  or QDQ on that fused graph with --qdq. Only onnxruntime reads either: both carry
+  com.microsoft ops.
+- openvino: QDQ on plain ONNX ops (no onnxruntime fusions: OpenVINO 2026.4 has no conversion
+  rule for QAttention or QEmbedLayerNormalization), static scales throughout (OpenVINO folds a
+  QuantizeLinear/DequantizeLinear pair into an int8 layer; a dynamic one is not such a pair), and
+  the attention core (QK^T and probabilities x V, MatMuls of two activations) left fp32, as
+  NNCF's transformer preset does.
+- portable: QDQ on plain ONNX ops, every MatMul quantized, for runtimes onnxopt does not measure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import onnx
+
+from onnxopt.choices import QDQ_OPS
+from onnxopt.quantize.config import QuantizeConfig
+
+
+def for_target(config: QuantizeConfig) -> QuantizeConfig:
+    if config.target == "cpu" or config.mode == "int4":
+        return config
+    # No fused ops to quantize: Attention and EmbedLayerNormalization are onnxruntime's fusions.
+    ops = tuple(op for op in config.ops if op in QDQ_OPS) or QDQ_OPS
+    return replace(config, optimize=False, qdq=True, all_static=True, ops=ops)
+
+
+def attention_core(model: onnx.ModelProto) -> tuple[str, ...]:
+    """MatMuls whose two inputs are both computed (no weight, no constant): QK^T and PV."""
+    constants = {t.name for t in model.graph.initializer}
+    constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    return tuple(
+        n.name
+        for n in model.graph.node
+        if n.op_type == "MatMul" and n.name and not ({n.input[0], n.input[1]} & constants)
+    )
+
+
+def with_attention_core_excluded(config: QuantizeConfig, model: onnx.ModelProto) -> QuantizeConfig:
+    if config.target != "openvino" or config.mode == "int4":
+        return config
+    core = [name for name in attention_core(model) if name not in config.exclude]
+    return replace(config, exclude=(*config.exclude, *core))
