@@ -61,7 +61,7 @@ def test_quantized_decoders_are_fused_and_still_generate(cli, llama, tmp_path, m
         }
         assert bits == ({8} if mode == "--dynamic" else {4, 8})  # int4: the LM head stays 8-bit
         layout = json.loads((out / "onnxopt.json").read_text())["steps"][-1]["layout"]
-        assert ("LM head 8-bit" in layout) == (mode == "--int4") and "embedding fp32" in layout
+        assert ("LM head 8-bit" in layout) == (mode == "--int4") and "embedding int8 per row" in layout
     code, stdout, err = cli(
         "eval", out, "--task", "generation", "--reference", llama, "--limit", 2, "--new-tokens", 8
     )

@@ -291,3 +291,20 @@ def test_corrupt_saved_settings_give_a_clean_error(cli, bert_copy):
     manifest.save(bert_copy)
     code, _o, err = cli("bench", bert_copy, "--batch", "1", *FAST)
     assert_clean_error(code, err, "unknown graph optimization level 'fastest'")
+
+
+@pytest.mark.skipif(not X86_PLUGIN_PLATFORM, reason="OpenVINO runs on x86-64 Linux and Windows only")
+def test_bench_times_what_openvino_can_read_and_says_what_it_cannot(
+    monkeypatch, tiny_bert_onnx, tiny_bert_dynamic
+):
+    """Through OpenVINO's own runtime (forced here, as on AMD), the CPU-provider int8 layout does
+    not load: that pair is reported with OpenVINO's reason, and every other pair is timed."""
+    from onnxopt.runtime import providers
+
+    monkeypatch.setattr(providers, "openvino_devices", lambda device="CPU": [])
+    refs = [model_files.resolve(tiny_bert_onnx), model_files.resolve(tiny_bert_dynamic)]
+    report = bench(refs, [1], 16, runs=2, warmup=1, providers=["cpu", "openvino"])
+    pairs = {(Path(t.model).name, t.provider) for t in report.timings}
+    assert pairs == {("fp32", "cpu"), ("fp32", "openvino"), ("dyn", "cpu")}
+    reasons = [u.reason for u in report.unavailable if u.provider == "openvino"]
+    assert len(reasons) == 1 and "dyn" in reasons[0] and "No conversion rule found" in reasons[0]

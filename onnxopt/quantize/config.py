@@ -62,6 +62,7 @@ class QuantizeConfig(Options):
     smooth: bool | None = option(
         None, "Fold SmoothQuant scales, alpha searched per activation (default: on with a tokenizer)."
     )
+    embeddings: bool = option(True, "Word-embedding tables to int8 too, one scale per row.")
     all_static: bool = option(False, "Static scales for GELU outputs too (default: dynamic there).")
     target: str = option(
         "cpu",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import difflib
 
+import onnx
+
 from onnxopt.errors import OnnxoptError
 from onnxopt.passes.int8_ops import int8_op_counts
 from onnxopt.quantize.config import QuantizeConfig
@@ -62,7 +64,11 @@ def _layout(config: QuantizeConfig, model) -> str:
     bits = sorted(
         {a.i for n in model.graph.node if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "bits"}
     )
-    embedding = "embedding fp32"  # a Gather reads one row per token: its size, not its speed
+    inits = {t.name: t.data_type for t in model.graph.initializer}
+    int8_table = any(
+        n.op_type == "Gather" and inits.get(n.input[0]) == onnx.TensorProto.INT8 for n in model.graph.node
+    )
+    embedding = "embedding int8 per row" if int8_table else "embedding fp32"
     if config.mode == "int4":
         head = "LM head 8-bit, " if bits == [4, 8] else ""
         return (
@@ -72,7 +78,6 @@ def _layout(config: QuantizeConfig, model) -> str:
     if bits == [8]:
         return f"MatMulNBits 8-bit, block 32, level 4 (int8 multiplies); {embedding}"
     if config.target != "cpu":
-        return f"qdq for {config.target}: plain ONNX ops" + (
-            ", attention core fp32" if config.target == "openvino" else ""
-        )
+        core = ", attention core fp32" if config.target == "openvino" else ""
+        return f"qdq for {config.target}: plain ONNX ops{core}; {embedding}"
     return "qdq" if config.qdq else "onnxruntime-cpu"

@@ -36,6 +36,7 @@ from onnxopt.passes.quantize import (
     after_activation,
     quantizer_with_layout,
 )
+from onnxopt.passes.quantize_embeddings import QuantizeEmbeddings
 from onnxopt.passes.quantize_weights import QuantizeWeights, lm_heads, weight_only_error
 from onnxopt.passes.smooth import Smooth, find_groups
 from onnxopt.quantize.calibrate import collect_channel_stats, collect_ranges
@@ -120,7 +121,8 @@ def quantize(
         config = with_attention_core_excluded(config, model)
         quantizer, calibration, options = _quantizer(model, config, data, progress)
         progress(quantizer.name, 0, 0)
-        model, quant_reports = Pipeline([quantizer]).run(model)
+        steps = [quantizer, QuantizeEmbeddings()] if config.embeddings else [quantizer]
+        model, quant_reports = Pipeline(steps).run(model)
         reports += quant_reports
         record = run_record(config, options, reports, calibration, cpu_features().describe(), model)
         progress("save", 0, 0)

@@ -154,6 +154,7 @@ def bench(
             limits.check_feed_size(models[id(ref)], ref.name, batch, seq)
     variants = variants_for or default_variants
     candidates = [_Candidate(ref, s) for ref in refs for provider in usable for s in variants(ref, provider)]
+    candidates = _loaded(candidates, unavailable)
     clock = _Clock(candidates, batches, runs, warmup, on_progress)
     # Read once per model, not once per batch size: size_bytes parses the model file.
     sizes = {ref.name: ref.size_bytes() for ref in refs}
@@ -181,6 +182,26 @@ def _usable(providers: Sequence[str]) -> tuple[list[str], list[Unavailable]]:
             "; ".join(f"{u.provider}: {u.reason}" for u in unavailable),
         )
     return usable, unavailable
+
+
+def _loaded(candidates: list[_Candidate], unavailable: list[Unavailable]) -> list[_Candidate]:
+    """The pairs whose model the provider can load. A model another provider cannot read (the
+    CPU-provider int8 layout on OpenVINO) is reported with the reason, and the others are timed;
+    on the CPU provider a model that does not load is an error."""
+    kept = []
+    for c in candidates:
+        try:
+            c.session = make_session(c.ref.onnx_path, settings=c.settings, record_placement=True)
+        except OnnxoptError as exc:
+            if c.settings.provider == "cpu":
+                raise
+            unavailable.append(Unavailable(c.settings.provider, f"for {c.ref.name}: {exc.message}"))
+            continue
+        c.session = None  # made again, timed, by the first run
+        kept.append(c)
+    if not kept:
+        raise OnnxoptError("no model could be loaded on the requested providers", unavailable[-1].reason)
+    return kept
 
 
 def _first_runs(candidates: list[_Candidate], feeds: dict, batch: int) -> None:
