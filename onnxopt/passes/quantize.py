@@ -85,6 +85,9 @@ class QuantOptions:
     exclude: tuple[str, ...] = ()
     # MatMul nodes that get dynamic activation scales even in static mode (see after_activation).
     dynamic_nodes: tuple[str, ...] = ()
+    # Op types whose outputs get no QDQ pair of their own (onnxruntime's static QDQ quantizes a
+    # MatMul's output before its bias Add; OpenVINO then runs one more requantization per layer).
+    no_output_qdq: tuple[str, ...] = ()
 
 
 # The value of details["layout"] for what the quantize passes write; CpuInt8Layout says its own.
@@ -180,7 +183,10 @@ class QuantizeStatic(Pass):
                     nodes_to_exclude=[*opts.exclude, *dynamic_nodes],
                     calibrate_method=self.method,
                     calibration_cache_path=cache,
-                    extra_options=_no_types_extra(),
+                    extra_options={
+                        **_no_types_extra(),
+                        "OpTypesToExcludeOutputQuantization": list(opts.no_output_qdq),
+                    },
                     use_external_data_format=_has_external_data(src),
                 )
 

@@ -230,6 +230,7 @@ def _quantizer(model, config: QuantizeConfig, data: _Data, progress):
         per_channel=config.per_channel,
         reduce_range=cpu_features().reduce_range,
         exclude=config.exclude,
+        no_output_qdq=QDQ_OPS if config.target != "cpu" else (),
     )
     weights_only = None
     if config.mode == "int4":
