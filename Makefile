@@ -11,7 +11,7 @@ ORT ?= $(shell cat $(VENV)/.ort 2>/dev/null || echo cpu)
 STAMP := $(VENV)/.installed-$(ORT)
 $(if $(filter-out cpu gpu,$(ORT)),$(error ORT must be cpu or gpu, got '$(ORT)'))
 
-.PHONY: install demo test test-fast bench bench-generate lint clean
+.PHONY: install demo test test-fast bench bench-generate bench-openvino nncf-venv lint clean
 
 install: $(STAMP)
 
@@ -46,6 +46,17 @@ bench: install
 
 bench-generate: install
 	$(BIN)/python benchmarks/generation.py --data $(STSB) --out benchmarks
+
+bench-openvino: install nncf-venv
+	$(BIN)/python benchmarks/openvino_bench.py --data $(STSB) --out benchmarks
+
+# The NNCF peer in a venv of its own, so its pins never touch ours.
+NNCF_VENV := build/nncf-venv
+nncf-venv: $(NNCF_VENV)/.installed
+$(NNCF_VENV)/.installed:
+	$(PYTHON) -m venv $(NNCF_VENV)
+	$(NNCF_VENV)/bin/python -m pip install -q nncf==3.4.0 onnx==1.23.2 onnxruntime==1.31.1 openvino==2026.4.1 tokenizers==0.22.2
+	touch $@
 
 lint: install
 	$(BIN)/ruff check onnxopt tests benchmarks
