@@ -15,6 +15,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxopt.passes.base import Pass, PassResult
+from onnxopt.passes.graph_index import drop_unused_initializers
 from onnxopt.passes.rewrite import Edits, RewriteIndex, RewriteRule, apply_rule
 
 MIN_ROWS = 64  # token-type tables (2 rows) are too small to matter; vocabularies and positions are not
@@ -80,12 +81,8 @@ class QuantizeEmbeddings(Pass):
         out = onnx.ModelProto()
         out.CopyFrom(model)
         rule = EmbeddingInt8()
-        tables = {n.input[0] for n in out.graph.node if n.op_type == "Gather"}
         result = apply_rule(rule, out)
         if result.rewritten:
-            still_read = {i for n in out.graph.node for i in n.input}
-            kept = [t for t in out.graph.initializer if t.name not in tables or t.name in still_read]
-            del out.graph.initializer[:]
-            out.graph.initializer.extend(kept)
+            drop_unused_initializers(out.graph)  # the fp32 tables just replaced
         details = {rule.counts_as: result.rewritten, "skipped": result.skipped}
         return PassResult(out, result.rewritten > 0, details)
