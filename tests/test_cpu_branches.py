@@ -75,41 +75,58 @@ def test_the_real_cpu_is_one_of_the_branches():
 
 @pytest.fixture
 def fake_openvino(monkeypatch):
-    """The plugin's view of the machine, faked: (plugin installed, CPU vendor, devices offered)."""
+    """The machine as OpenVINO sees it, faked: (plugin installed, CPU vendor, devices the plugin
+    offers, devices OpenVINO's own runtime offers)."""
+    from onnxopt.runtime import openvino_runtime
 
-    def fake(installed: bool, vendor: str, devices: list):
+    def fake(installed: bool, vendor: str, devices: list, runtime: list):
         monkeypatch.setattr(providers, "openvino_plugin", lambda: object() if installed else None)
         monkeypatch.setattr(providers, "cpu_vendor", lambda: vendor)
         monkeypatch.setattr(providers, "openvino_devices", lambda device="CPU": list(devices))
+        monkeypatch.setattr(openvino_runtime, "runtime_devices", lambda: list(runtime))
 
     return fake
 
 
 @pytest.mark.parametrize(
-    "installed, vendor, devices, ok, says",
+    "installed, vendor, devices, runtime, route, says",
     [
-        (True, "Intel", ["CPU device"], True, ""),
-        (True, "AMD", [], False, "only on Intel CPUs, and this CPU is AMD"),
-        (True, "Intel", [], False, "found no CPU device"),
-        (False, "AMD", [], False, "the OpenVINO plugin is not installed"),
+        (True, "Intel", ["CPU device"], ["CPU"], "onnxruntime plugin", "plugin offers OpenVINO's CPU device"),
+        (True, "AMD", [], ["CPU"], "OpenVINO runtime", "only on Intel CPUs, and this CPU is AMD"),
+        (True, "Intel", [], ["CPU"], "OpenVINO runtime", "found no CPU device"),
+        (True, "AMD", [], [], "", "own runtime has no CPU device here"),
+        (False, "AMD", [], [], "", "the OpenVINO plugin is not installed"),
     ],
-    ids=["intel", "amd", "intel-without-device", "not-installed"],
+    ids=["intel", "amd", "intel-without-device", "amd-without-runtime", "not-installed"],
 )
-def test_openvino_availability_per_branch(fake_openvino, installed, vendor, devices, ok, says):
+def test_openvino_availability_per_branch(fake_openvino, installed, vendor, devices, runtime, route, says):
     import onnxruntime as ort
 
     if "OpenVINOExecutionProvider" in ort.get_available_providers():
         pytest.skip("an onnxruntime build with OpenVINO built in: the plugin path does not decide")
-    fake_openvino(installed, vendor, devices)
+    fake_openvino(installed, vendor, devices, runtime)
     available, why = providers.available("openvino")
-    assert available is ok
+    assert available is bool(route) and providers.openvino_route()[0] == route
     assert says in why
 
 
 def test_openvino_on_a_faked_amd_cpu_through_bench(cli, fake_openvino, tiny_bert_onnx, tmp_path):
-    fake_openvino(True, "AMD", [])
     model = shutil.copytree(tiny_bert_onnx, tmp_path / "m")
-    code, stdout, err = cli("bench", model, "--ep", "all", "--batch", "1", "--seq-len", "8", "--runs", "1",
-                            "--min-time", "0", "--warmup", "0")  # fmt: skip
+    args = (
+        "--ep",
+        "all",
+        "--batch",
+        "1",
+        "--seq-len",
+        "8",
+        "--runs",
+        "1",
+        "--min-time",
+        "0",
+        "--warmup",
+        "0",
+    )
+    fake_openvino(True, "AMD", [], [])
+    code, stdout, err = cli("bench", model, *args)
     assert code == 0, err
     assert "openvino: unavailable" in stdout and "only on Intel CPUs" in stdout

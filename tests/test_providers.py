@@ -104,31 +104,6 @@ def test_openvino_on_a_non_intel_cpu_runs_through_its_own_runtime(cli, tiny_bert
     assert "openvino: ran through the OpenVINO runtime" in " ".join(stdout.split())
 
 
-class _FakeDevice:
-    pass
-
-
-@pytest.mark.parametrize(
-    ("plugin_devices", "vendor", "runtime", "want", "reason"),
-    [
-        ([_FakeDevice()], "Intel", ["CPU"], ROUTE_PLUGIN, "plugin offers OpenVINO's CPU device"),
-        ([], "AMD", ["CPU"], ROUTE_RUNTIME, "only on Intel CPUs, and this CPU is AMD"),
-        ([], "Intel", ["CPU"], ROUTE_RUNTIME, "plugin found no CPU device"),
-        ([], "AMD", [], "", "own runtime has no CPU device here"),
-    ],
-)
-def test_openvino_route_per_cpu(monkeypatch, plugin_devices, vendor, runtime, want, reason):
-    """Each route with the machine faked: Intel with the plugin, AMD without it, neither."""
-    from onnxopt.runtime import openvino_runtime, providers
-
-    monkeypatch.setattr(providers, "openvino_devices", lambda device="CPU": plugin_devices)
-    monkeypatch.setattr(providers, "cpu_vendor", lambda: vendor)
-    monkeypatch.setattr(openvino_runtime, "runtime_devices", lambda: runtime)
-    route, why = openvino_route()
-    assert route == want and reason in why, why
-    assert available("openvino") == (bool(want), why)
-
-
 @pytest.mark.skipif(not X86_PLUGIN_PLATFORM, reason="OpenVINO runs on x86-64 Linux and Windows only")
 def test_openvino_runtime_runs_qdq_in_int8_and_names_what_it_cannot_read(tiny_bert_onnx, tmp_path):
     from onnxopt.errors import OnnxoptError
