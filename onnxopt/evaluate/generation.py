@@ -29,6 +29,12 @@ def has_cache(model: Path) -> bool:
     return input_types(model_files.load(model_files.resolve(model), load_weights=False)).cache is not None
 
 
+def cache_context(folder: Path | None) -> int:
+    """How many tokens a decoder's cache may hold: its position limit, capped at CONTEXT_CAP."""
+    limit = limits.max_sequence_length(folder)
+    return min(limit[0], CONTEXT_CAP) if limit else CONTEXT_CAP
+
+
 def decoder_of(model: Path, settings=None) -> tuple[Decoder, object, int]:
     """The model's Decoder, its tokenizer, and how many tokens its cache may hold."""
     ref = model_files.resolve(model)
@@ -39,12 +45,10 @@ def decoder_of(model: Path, settings=None) -> tuple[Decoder, object, int]:
             "export it with its cache (the default of `onnxopt export` for decoders)",
         )
     session = make_session(ref.onnx_path, "cpu", settings=settings)
-    limit = limits.max_sequence_length(ref.folder)
-    context = min(limit[0], CONTEXT_CAP) if limit else CONTEXT_CAP
     return (
         Decoder(session, types.cache, types.get("input_ids", np.int64)),
         load_tokenizer(ref.folder),
-        context,
+        cache_context(ref.folder),
     )
 
 

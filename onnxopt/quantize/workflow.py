@@ -14,7 +14,7 @@ from onnxopt.data.samples import TokenizedSamples, input_types, load_tokenizer
 from onnxopt.data.sources import embedded_samples, load_samples
 from onnxopt.data.sts_pairs import load_sts_pairs
 from onnxopt.errors import OnnxoptError
-from onnxopt.evaluate.generation import CONTEXT_CAP
+from onnxopt.evaluate.generation import cache_context
 from onnxopt.evaluate.verify import verify_staged
 from onnxopt.io import limits, model_files, saving
 from onnxopt.io.cache_layout import cache_layout
@@ -195,7 +195,7 @@ def _read_data(ref, model, config: QuantizeConfig, smooth: bool) -> _Data:
     if types.cache is not None and config.max_drop is not None:
         held = [s if isinstance(s, str) else " ".join(s) for s in samples[config.calib :] or samples]
         data.perplexity_ids = np.array(data.tokenizer("\n\n".join(held))["input_ids"], dtype=np.int64)
-        data.context = min(limit[0], CONTEXT_CAP) if limit else CONTEXT_CAP
+        data.context = cache_context(ref.folder)
     return data
 
 
