@@ -193,6 +193,8 @@ def test_quantize_options_a_folder_in_parts_cannot_take_are_refused(cli, exporte
     code, _o, err = cli("quantize", exported["t5"], "--static", "--max-drop", "1", "-o", tmp_path / "q")
     assert_clean_error(code, err, "--max-drop does not work on an encoder-decoder in parts")
     assert not (tmp_path / "q").exists()
+    code, _o, err = cli("quantize", exported["t5"], "--dynamic", "--target", "auto", "-o", tmp_path / "q")
+    assert_clean_error(code, err, "--target auto does not work on an encoder-decoder in parts")
 
 
 def test_a_quantized_folder_in_parts_is_not_quantized_again(cli, quantized, tmp_path):

@@ -67,7 +67,8 @@ class QuantizeConfig(Options):
     target: str = option(
         "cpu",
         "Where the int8 model runs: cpu (onnxruntime's CPU kernels), openvino (QDQ of plain ONNX ops, "
-        "attention core fp32), portable (QDQ of plain ONNX ops, every MatMul).",
+        "attention core fp32), portable (QDQ of plain ONNX ops, every MatMul), auto (cpu and openvino "
+        "both built and timed at batch 1 and 32, the faster kept with its provider).",
         choices=QUANTIZE_TARGETS,
     )
     qdq: bool = option(

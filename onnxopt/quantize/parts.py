@@ -103,7 +103,12 @@ def quantize_parts(src: Path, out: Path, config=None, overwrite=False, on_progre
 
 
 def _refuse_unsupported(src: Path, config: QuantizeConfig) -> None:
-    for flag, given in (("--max-drop", config.max_drop is not None), ("--exclude", bool(config.exclude))):
+    given_flags = (
+        ("--max-drop", config.max_drop is not None),
+        ("--exclude", bool(config.exclude)),
+        ("--target auto", config.target == "auto"),
+    )
+    for flag, given in given_flags:
         if given:
             raise OnnxoptError(
                 f"{flag} does not work on an encoder-decoder in parts ({src}) yet",

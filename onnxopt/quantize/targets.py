@@ -11,6 +11,7 @@
   puts one before the bias Add), and attention probabilities x V left fp32, as NNCF's
   transformer preset does; QK^T is quantized.
 - portable: QDQ on plain ONNX ops, every MatMul quantized, for runtimes onnxopt does not measure.
+- auto: cpu and openvino both built and timed here, the faster kept (target_choice).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from onnxopt.quantize.config import QuantizeConfig
 
 
 def for_target(config: QuantizeConfig) -> QuantizeConfig:
-    if config.target == "cpu" or config.mode == "int4":
-        return config
+    if config.target in ("cpu", "auto") or config.mode == "int4":
+        return config  # auto builds the cpu and openvino layouts, each through here (target_choice)
     # No fused ops to quantize: Attention and EmbedLayerNormalization are onnxruntime's fusions.
     ops = tuple(op for op in config.ops if op in QDQ_OPS) or QDQ_OPS
     return replace(config, optimize=False, qdq=True, all_static=True, ops=ops)

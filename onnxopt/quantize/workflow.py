@@ -45,6 +45,7 @@ from onnxopt.quantize.config import QuantizeConfig
 from onnxopt.quantize.fallback import AccuracyAwareQuantize, FidelityDrop, StsDrop
 from onnxopt.quantize.mixed_bits import PerplexityDrop, mixed_bits_search
 from onnxopt.quantize.record import check_excluded, run_record
+from onnxopt.quantize.target_choice import quantize_auto
 from onnxopt.quantize.targets import for_target, with_attention_core_excluded
 from onnxopt.runtime.cpu import cpu_features
 from onnxopt.runtime.sessions import check_loads
@@ -104,6 +105,8 @@ def quantize(
     (static), quantize, lay out for the CPU provider (unless --qdq), verify if asked."""
     config = for_target(config_from(QuantizeConfig, config, options))
     progress = on_progress or (lambda _stage, _done, _total: None)
+    if config.target == "auto":
+        return quantize_auto(src, out, config, overwrite, progress, quantize)[0]
     start = time.perf_counter()
     ref = model_files.resolve(src)
     limits.check_sequence_length(ref, config.seq_len, "--seq-len")
@@ -133,11 +136,9 @@ def quantize(
             manifest.add_step(f"quantize-{config.mode}", **record)
             manifest.save(tmp)
             verified = verify_staged(config.verify_loading, tmp, ref.folder, out)
-        summary = None
-        if calibration is not None:
-            summary = CalibrationSummary(
-                calibration.samples, calibration.seconds, calibration.peak_rss_mb, config.method
-            )
+        summary = calibration and CalibrationSummary(
+            calibration.samples, calibration.seconds, calibration.peak_rss_mb, config.method
+        )
         size_after, seconds = model_files.resolve(out).size_bytes(), time.perf_counter() - start
         return QuantizeResult(
             out,

@@ -48,6 +48,12 @@ def quantize_result(r) -> None:
         fallback_table(r.options["fallback"])
     if "mixed_bits" in r.options:
         mixed_bits_table(r.options["mixed_bits"])
+    choice = r.options.get("target_choice")
+    if choice:
+        out().print(
+            f"target auto: kept the {choice['chosen']} layout, run on {choice['provider']} "
+            f"(saved as its provider) - {escape(choice['why'])}"
+        )
     layout = r.options.get("layout")
     if layout == "qdq":
         out().print(
