@@ -52,3 +52,36 @@ def test_inspect_missing_and_empty_folder(cli, tmp_path):
     assert_clean_error(code, err, "does not exist")
     code, _out, err = cli("inspect", tmp_path)
     assert_clean_error(code, err, "holds no model.onnx")
+
+
+def test_fp32_kept_groups_by_why(graph_file):
+    import onnx
+
+    from onnxopt.evaluate.fp32_kept import fp32_kept
+
+    model = onnx.load(str(graph_file("mlp")))
+    for i, node in enumerate(model.graph.node):
+        node.name = f"{node.op_type}_{i}"
+    first = next(n.name for n in model.graph.node if n.op_type == "MatMul")
+    groups = {g.kind: g for g in fp32_kept(model, [{"exclude": [first]}])}
+    assert groups["linear weights, excluded"].examples == [first]
+    assert groups["linear weights, not quantized"].parameters == 8 * 2
+    assert groups["biases and other small tensors"].parameters == 8 + 2
+
+
+def test_inspect_says_what_stayed_fp32_and_why(cli, tiny_bert_onnx, tmp_path):
+    import onnx
+
+    ffn = next(
+        n.name
+        for n in onnx.load(str(tiny_bert_onnx / "model.onnx"), load_external_data=False).graph.node
+        if n.op_type == "MatMul" and "intermediate" in n.name
+    )
+    code, _out, err = cli("quantize", tiny_bert_onnx, "--dynamic", "--exclude", ffn, "-o", tmp_path / "q")
+    assert code == 0, err
+    code, out, _err = cli("inspect", tmp_path / "q")
+    assert code == 0 and "fp32 kept" in out and "linear weights, excluded" in out
+    groups = {g.kind: g for g in summarize(tmp_path / "q").fp32_kept}
+    assert groups["linear weights, excluded"].examples == [ffn]
+    assert groups["linear weights, excluded"].why == "kept fp32 by --exclude or the --max-drop search"
+    assert "norm weights" in groups and "linear weights, not quantized" not in groups  # the rest is int8

@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from onnxopt.evaluate.fp32_kept import Fp32Group, fp32_kept
 from onnxopt.io import model_files
 from onnxopt.passes.quantize import INT8_OPS
 
@@ -38,6 +39,7 @@ class ModelSummary:
     source: str | None = None
     task: str | None = None
     nodes: list[tuple[str, str]] = field(default_factory=list)
+    fp32_kept: list[Fp32Group] = field(default_factory=list)  # quantized models: what stayed fp32, why
 
     @property
     def quantized(self) -> bool:
@@ -69,6 +71,7 @@ def summarize(path: Path, with_nodes: bool = False) -> ModelSummary:
         if t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8):
             int8_params += count
     ops = Counter(n.op_type for n in model.graph.node)
+    quantized_ops = {op: n for op, n in ops.items() if op in INT8_OPS}
     manifest = ref.manifest
     pruned = None
     steps: list[str] = []
@@ -84,11 +87,12 @@ def summarize(path: Path, with_nodes: bool = False) -> ModelSummary:
         op_histogram=dict(ops.most_common()),
         inputs=_tensor_infos(i for i in model.graph.input if i.name not in initializer_names),
         outputs=_tensor_infos(model.graph.output),
-        quantized_ops={op: n for op, n in ops.items() if op in INT8_OPS},
+        quantized_ops=quantized_ops,
         int8_weight_share=int8_params / params if params else 0.0,
         steps=steps,
         pruned=pruned,
         source=manifest.source if manifest else None,
         task=manifest.task if manifest else None,
         nodes=[(n.name, n.op_type) for n in model.graph.node] if with_nodes else [],
+        fp32_kept=fp32_kept(model, manifest.steps if manifest else []) if quantized_ops else [],
     )

@@ -18,6 +18,7 @@ from onnxopt.passes.base import Pass, PassResult
 from onnxopt.passes.graph_index import drop_unused_initializers
 from onnxopt.passes.rewrite import Edits, RewriteIndex, RewriteRule, apply_rule
 
+ROW_SCALE_SUFFIX = "_row_scale"  # each int8 table's per-row scales: `<table>_int8` rows times these
 MIN_ROWS = 64  # token-type tables (2 rows) are too small to matter; vocabularies and positions are not
 
 
@@ -51,7 +52,7 @@ class EmbeddingInt8(RewriteRule):
         graph.initializer.extend(
             [
                 numpy_helper.from_array(quantized, f"{base}_int8"),
-                numpy_helper.from_array(scale, f"{base}_row_scale"),
+                numpy_helper.from_array(scale, base + ROW_SCALE_SUFFIX),
             ]
         )
         name = node.name or out
@@ -63,7 +64,11 @@ class EmbeddingInt8(RewriteRule):
                 ),
                 helper.make_node("Cast", [f"{out}_int8"], [f"{out}_cast"], name=f"{name}_cast", to=1),
                 helper.make_node(
-                    "Gather", [f"{base}_row_scale", ids], [f"{out}_scale"], name=f"{name}_scale", axis=0
+                    "Gather",
+                    [f"{base}{ROW_SCALE_SUFFIX}", ids],
+                    [f"{out}_scale"],
+                    name=f"{name}_scale",
+                    axis=0,
                 ),
                 helper.make_node("Mul", [f"{out}_cast", f"{out}_scale"], [out], name=f"{name}_dequantize"),
             ],
