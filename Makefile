@@ -40,8 +40,11 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m 'not slow'
 
-bench: install
+# Every table: the main one (onnxopt's models and the onnxruntime recipes), OpenVINO with the NNCF
+# peer (its own venv), and generation on the bundled decoder. Each names the CPU it ran on.
+bench: install nncf-venv
 	$(BIN)/python benchmarks/run.py --data $(STSB) --out benchmarks
+	$(BIN)/python benchmarks/openvino_bench.py --data $(STSB) --out benchmarks
 	$(BIN)/python benchmarks/generation.py --data $(STSB) --out benchmarks
 
 bench-generate: install
