@@ -3,7 +3,8 @@ private names, modules stay under 300 lines and functions under 60.
 
 The layers, bottom up (README, "Architecture"): the root modules (errors, options, silence), io,
 data, passes, runtime, evaluate, then the workflows (export, optimize, quantize, prune, which do
-not import each other), recipes, report, cli. Run `python -m pytest tests/test_layout.py -q` to
+not import each other), search (over the workflows; the recipe step `search:` calls it), recipes,
+report, cli. Run `python -m pytest tests/test_layout.py -q` to
 check; a failure names the module and the import.
 """
 
@@ -21,6 +22,7 @@ LAYERS = [
     {"runtime"},
     {"evaluate"},
     {"export", "optimize", "quantize", "prune"},
+    {"search"},
     {"recipes"},
     {"report"},
     {"cli"},

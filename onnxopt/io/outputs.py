@@ -145,6 +145,18 @@ class _Lock:
         self.fd = None
 
 
+@contextlib.contextmanager
+def locked(out: Path) -> Iterator[None]:
+    """Hold OUT's lock for a run that writes into OUT piece by piece (a search, trial by trial)
+    rather than staging it whole: a second writer of the same OUT is refused at once."""
+    lock = _Lock(out)
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def _make_parents(folder: Path) -> list[Path]:
     """mkdir -p, returning the folders it created (removed again if the run fails)."""
     missing = []
