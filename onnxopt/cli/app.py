@@ -16,7 +16,7 @@ import threading
 import typer
 
 from onnxopt import __version__
-from onnxopt.cli import bench, common, eval, export, inspect, optimize, prune, quantize, run
+from onnxopt.cli import bench, common, eval, export, inspect, optimize, prune, quantize, run, search
 from onnxopt.errors import OnnxoptError, Terminated, first_line, os_error_message
 
 app = typer.Typer(
@@ -38,6 +38,7 @@ for name, module in [
     ("inspect", inspect),
     ("eval", eval),
     ("run", run),
+    ("search", search),
 ]:
     app.command(name)(module.command)
 

@@ -232,6 +232,8 @@ def _execute(step, recipe, target, reads: _Reads, outputs, progress) -> tuple[An
         return steps.make_model(step.kind, config, recipe.model, reads.src, target, progress)
     if step.kind == "eval":
         return steps.evaluate_step(config, reads.src, reads.reference, reads.source_name, outputs)
+    if step.kind == "search":
+        return steps.search_step(config, reads.src, target, progress)
     return steps.bench_step(config, reads.bench_names, outputs, progress)
 
 

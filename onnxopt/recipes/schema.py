@@ -31,7 +31,7 @@ _COMMON = {
 # names (with `_` for `-`), types, choices and bounds.
 SCHEMA = {kind: steps.schema(kind) for kind in steps.CONFIGS}
 REQUIRED = {kind: steps.required(kind) for kind in steps.CONFIGS}
-PATH_OPTIONS = ("calib_data", "eval_data", "data")
+PATH_OPTIONS = ("calib_data", "eval_data", "data", "space")
 
 
 @dataclass
@@ -219,7 +219,8 @@ def _check_data(path: Path, kind: str, values: dict, lines: dict, line: int) -> 
         _fail(path, lines["eval_data"], "quantize.eval_data is used by the max_drop search", "add max_drop")
     if kind == "eval" and values.get("task", "fidelity") != "fidelity" and "data" not in values:
         _fail(path, line, f"eval: the {values['task']} task needs data: FILE", "e.g. data: sts-dev.csv")
-    samples = {"calib_data": True, "eval_data": False, "data": values.get("task", "fidelity") == "fidelity"}
+    samples = {"calib_data": True, "eval_data": False, "space": False}
+    samples["data"] = kind == "eval" and values.get("task", "fidelity") == "fidelity"
     for key in PATH_OPTIONS:
         if key in values:
             where = f"{path}:{lines.get(key, line)}"

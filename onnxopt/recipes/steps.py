@@ -21,6 +21,7 @@ from onnxopt.options import Field, describe, fields_of, fits, listing
 from onnxopt.prune.config import PruneConfig
 from onnxopt.quantize.config import QuantizeConfig
 from onnxopt.runtime.config import BenchConfig
+from onnxopt.search.config import SearchConfig
 
 CONFIGS = {
     "export": ExportConfig,
@@ -29,6 +30,7 @@ CONFIGS = {
     "prune": PruneConfig,
     "eval": EvalConfig,
     "bench": BenchConfig,
+    "search": SearchConfig,
 }
 MODEL_STEPS = ("export", "optimize", "quantize", "prune")  # steps that make a model
 REPORT_STEPS = ("eval", "bench")  # steps that measure models
@@ -153,3 +155,25 @@ def bench_step(config: BenchConfig, names: list[str], outputs: dict[str, Path], 
     }
     rows = [{**asdict(t), "step": by_path.get(t.model, t.model)} for t in report.results]
     return {"timings": rows}, f"{len(folders)} models, batches {list(config.batch)}"
+
+
+def search_step(config: SearchConfig, src: Path, target: Path, progress) -> tuple[dict, str]:
+    """A search of the step's input model into OUT/<step name> (resumed there on a rerun)."""
+    from onnxopt.search.workflow import search
+
+    r = search(src, target, config, on_progress=progress)
+    best = r.best
+    result = {
+        "best": best.key if best else None,
+        "best_model": str(r.best_folder) if r.best_folder else None,
+        "metric": r.reference.metric,
+        "value": best.value if best else None,
+        "drop": best.drop if best else None,
+        "speedup": best.speedup if best else {},
+        "front": r.front_latency,
+        "trials": sum(t.status == "done" for t in r.trials),
+    }
+    if best is None:
+        return result, f"{result['trials']} trials, none within the budget"
+    text = f"{result['trials']} trials; best {best.key}: {r.reference.metric} {best.value:.2f}"
+    return result, text + f" (drop {best.drop:.2f}), {best.speedup.get(r.batch, 0):.2f}x at batch {r.batch}"
