@@ -150,7 +150,7 @@ def test_a_point_under_a_budget_breaking_ancestor_is_skipped_and_parallelism_cha
     assert set(skipped) == {"s0.5+static", "s0.5+dynamic", "s0.7", "s0.7+static", "s0.7+dynamic"}
     assert skipped["s0.5+static"] == "cheaper s0.5 already drops 0.90 > 0.5"
     assert ran == ["static", "dynamic", "s0.3", "s0.3+static", "s0.3+dynamic", "s0.5"]
-    for slots, seed in [(2, 1), (3, 2), (8, 3)]:
+    for slots, seed in [(slots, seed) for slots in (2, 3, 8) for seed in range(10)]:
         assert sorted(_plan_run(Plan(found, max_drop=0.5), drops, slots, seed)) == sorted(ran)
         # Under a budget, the same first N whatever runs at once.
         assert sorted(_plan_run(Plan(found, 0.5, budget=4), drops, slots, seed)) == sorted(ran[:4])

@@ -117,8 +117,15 @@ def _section(path: Path, section: str, options: dict, lines: dict, line: int) ->
         for v in values:
             if not check(v):
                 _fail(path, where, f"{section}.{key}: expected {what}, got {shorten(v)}", "fix the value")
-        found[key] = tuple(dict.fromkeys(_hashable(v) for v in values))
+        found[key] = tuple(dict.fromkeys(_hashable(_data_path(path, key, v)) for v in values))
     return found
+
+
+def _data_path(path: Path, key: str, value: Any) -> Any:
+    """A data file named in the space, read from the space file's folder first (as a recipe's)."""
+    if key in ("calib_data", "eval_data") and isinstance(value, str) and (path.parent / value).exists():
+        return str((path.parent / value).resolve())
+    return value
 
 
 def _values(value: Any, is_list: bool) -> list:

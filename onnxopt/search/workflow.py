@@ -134,6 +134,8 @@ def _result(runner: Runner, plan: Plan, out, model, task, config: SearchConfig, 
     trials = [runner.trials[p.key] for p in plan.points if p.key in runner.trials]
     batch = max(config.batch)
     done = [t for t in trials if t.status == DONE and batch in t.p50_ms]
+    for t in done:  # against this run's budget: an earlier run may have had another
+        t.within_budget = t.drop <= config.max_drop
     reference = runner.reference
     timed = [reference, *done] if batch in reference.p50_ms else done
     higher = reference.higher_is_better
