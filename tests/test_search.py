@@ -230,7 +230,7 @@ def test_the_cli_prints_the_fronts_and_draws_the_plot(cli, tiny_bert_onnx, input
     args += ["--batch", "1,4", "--seq-len", 32, "--min-time", 0.02, "--runs", 3]
     code, stdout, err = cli("search", tiny_bert_onnx, "-o", out, *args, "--json", tmp_path / "r.json")
     assert code == 0, err
-    assert "Pareto front: spearman_x100 vs p50 at batch 4" in stdout and "vs size" in stdout
+    assert "Pareto front: spearman_x100 vs speedup at batch 4" in stdout and "vs size" in stdout
     assert "2 done, 0 failed, 0 skipped of 5 points; 3 not tried" in stdout
     assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "r.json").read_text())["best"]["key"] in KEYS[:2]

@@ -1,6 +1,6 @@
-"""`onnxopt search`'s plot, OUT/pareto.png: every trial's metric against its p50 latency at the
-largest batch and against its size, the Pareto fronts joined, the budget as a line, the best
-starred. matplotlib only here (file-only Agg backend)."""
+"""`onnxopt search`'s plot, OUT/pareto.png: every trial's metric against its speedup at the
+largest batch (its p50 against the reference's in the same timing run) and against its size, the
+Pareto fronts joined, the budget as a line, the best starred. matplotlib only here (Agg backend)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,11 @@ def plot_search(r, path: Path) -> None:
     everyone = [r.reference, *done]
     fig, axes = plt.subplots(1, 2, figsize=(12, 5))
     panels = (
-        (lambda t: t.p50_ms.get(r.batch), r.front_latency, f"p50 latency at batch {r.batch}, ms"),
+        (
+            lambda t: t.speedup.get(r.batch),
+            r.front_latency,
+            f"speedup at batch {r.batch} (p50, vs the reference)",
+        ),
         (lambda t: (t.size_bytes or 0) / 1e6, r.front_size, "size, MB"),
     )
     for ax, (cost, keys, label) in zip(axes, panels, strict=True):

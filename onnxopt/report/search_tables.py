@@ -63,7 +63,8 @@ def _front(r, keys: list[str], title: str) -> Table:
 
 def search_result(r) -> None:
     out().print(_summary(r))
-    out().print(_front(r, r.front_latency, f"Pareto front: {r.reference.metric} vs p50 at batch {r.batch}"))
+    title = f"Pareto front: {r.reference.metric} vs speedup at batch {r.batch}"
+    out().print(_front(r, r.front_latency, title))
     out().print(_front(r, r.front_size, f"Pareto front: {r.reference.metric} vs size"))
     failed = [t for t in r.trials if t.status == "failed"]
     if failed:

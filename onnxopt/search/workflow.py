@@ -55,7 +55,7 @@ class SearchResult:
     best: Trial | None
     best_folder: Path | None
     batch: int  # the best is the fastest at this batch size (the largest timed)
-    front_latency: list[str] = field(default_factory=list)  # keys, fastest first
+    front_latency: list[str] = field(default_factory=list)  # keys, fastest (speedup) first
     front_size: list[str] = field(default_factory=list)  # keys, smallest first
     points: int = 0
     untried: int = 0  # neither run nor skipped: the budget or the time ran out
@@ -137,7 +137,6 @@ def _result(runner: Runner, plan: Plan, out, model, task, config: SearchConfig, 
     for t in done:  # against this run's budget: an earlier run may have had another
         t.within_budget = t.drop <= config.max_drop
     reference = runner.reference
-    timed = [reference, *done] if batch in reference.p50_ms else done
     higher = reference.higher_is_better
     fits = [t for t in done if t.within_budget]
     best = max(fits, key=lambda t: (t.speedup.get(batch, 0.0), -(t.size_bytes or 0)), default=None)
@@ -152,7 +151,11 @@ def _result(runner: Runner, plan: Plan, out, model, task, config: SearchConfig, 
         best=best,
         best_folder=None,
         batch=batch,
-        front_latency=front([(t.key, t.p50_ms[batch], t.value) for t in timed], higher),
+        # Latency as 1 / speedup: each trial was timed in its own run beside the reference, and
+        # only the ratio in one run is free of the machine's drift between runs.
+        front_latency=front(
+            [(t.key, 1 / t.speedup.get(batch, 1.0), t.value) for t in [reference, *done]], higher
+        ),
         front_size=front([(t.key, float(t.size_bytes or 0), t.value) for t in [reference, *done]], higher),
         points=len(plan.points),
         untried=plan.untried,
