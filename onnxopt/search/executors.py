@@ -113,7 +113,8 @@ def _connect(ray, config: SearchConfig) -> None:
         if config.address is not None:
             ray.init(address=config.address, **quiet)
         else:
-            ray.init(num_cpus=config.ray_cpus, include_dashboard=False, **quiet)
+            # "local": a new Ray for this run, even where a cluster's address is on record here.
+            ray.init(address="local", num_cpus=config.ray_cpus, include_dashboard=False, **quiet)
     except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError, ...
         where = f"the Ray cluster at {config.address}" if config.address else "a local Ray"
         raise OnnxoptError(
