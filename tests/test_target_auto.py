@@ -39,48 +39,39 @@ def _choose(monkeypatch, timings, providers=("cpu", "openvino")):
     return target_choice.choose([_Ref("cpu"), _Ref("openvino")], 128)
 
 
+def _grid(p50: dict, cosine: dict | None = None) -> list:
+    """Timings from {(layout, provider): (p50 at batch 1, p50 at batch 32)}."""
+    cosine = cosine or {}
+    return [
+        _timing(layout, provider, batch, ms, cosine.get((layout, provider), 1.0))
+        for (layout, provider), pair in p50.items()
+        for batch, ms in zip((1, 32), pair, strict=True)
+    ]
+
+
+BOTH_ON_CPU = {("cpu", "cpu"): (7.0, 250.0), ("openvino", "cpu"): (24.0, 360.0)}
+
+
 def test_auto_keeps_the_layout_faster_over_both_batch_sizes(monkeypatch):
     # The cpu layout wins batch 1 by 2 ms, the openvino layout batch 32 by 2x: geometric mean decides.
-    timings = [
-        _timing("cpu", "cpu", 1, 7.0),
-        _timing("cpu", "cpu", 32, 250.0),
-        _timing("cpu", "openvino", 1, 17.0),
-        _timing("cpu", "openvino", 32, 340.0),
-        _timing("openvino", "cpu", 1, 24.0),
-        _timing("openvino", "cpu", 32, 360.0),
-        _timing("openvino", "openvino", 1, 9.0),
-        _timing("openvino", "openvino", 32, 125.0),
-    ]
-    choice = _choose(monkeypatch, timings)
+    p50 = {**BOTH_ON_CPU, ("cpu", "openvino"): (17.0, 340.0), ("openvino", "openvino"): (9.0, 125.0)}
+    choice = _choose(monkeypatch, _grid(p50))
     assert (choice.chosen, choice.provider) == ("openvino", "openvino")
     assert "cpu layout on cpu: b1 7.0 ms, b32 250.0 ms" in choice.why
     # Slower at batch 32 than the cpu layout's 7.0 x 250.0: the cpu layout stays.
-    timings[-1] = _timing("openvino", "openvino", 32, 260.0)
-    assert _choose(monkeypatch, timings).chosen == "cpu"
+    p50[("openvino", "openvino")] = (9.0, 260.0)
+    assert _choose(monkeypatch, _grid(p50)).chosen == "cpu"
 
 
 def test_auto_passes_over_a_provider_whose_outputs_drift(monkeypatch):
-    timings = [
-        _timing("cpu", "cpu", 1, 7.0),
-        _timing("cpu", "cpu", 32, 250.0),
-        _timing("openvino", "cpu", 1, 24.0),
-        _timing("openvino", "cpu", 32, 360.0),
-        _timing("openvino", "openvino", 1, 1.0, cosine=0.5),
-        _timing("openvino", "openvino", 32, 10.0, 0.5),
-    ]
-    choice = _choose(monkeypatch, timings)
+    p50 = {**BOTH_ON_CPU, ("openvino", "openvino"): (1.0, 10.0)}
+    choice = _choose(monkeypatch, _grid(p50, {("openvino", "openvino"): 0.5}))
     assert choice.chosen == "cpu"
     assert "openvino layout on cpu" in choice.why  # its best eligible provider
 
 
 def test_auto_without_openvino_says_why(monkeypatch):
-    timings = [
-        _timing("cpu", "cpu", 1, 7.0),
-        _timing("cpu", "cpu", 32, 250.0),
-        _timing("openvino", "cpu", 1, 24.0),
-        _timing("openvino", "cpu", 32, 360.0),
-    ]
-    choice = _choose(monkeypatch, timings, providers=("cpu",))
+    choice = _choose(monkeypatch, _grid(BOTH_ON_CPU), providers=("cpu",))
     assert choice.chosen == "cpu" and "OpenVINO unavailable here: no openvino here" in choice.why
 
 

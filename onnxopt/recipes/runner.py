@@ -18,6 +18,7 @@ from typing import Any
 from onnxopt import __version__ as onnxopt_version
 from onnxopt.errors import OnnxoptError
 from onnxopt.io import model_files
+from onnxopt.io.hashing import file_hash, model_hash
 from onnxopt.io.outputs import write_text_atomic
 from onnxopt.io.parts import in_parts
 from onnxopt.recipes import steps
@@ -58,28 +59,12 @@ class RunResult:
     models: list[ModelRow]
 
 
-def _hash_files(paths: list[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(paths):
-        digest.update(path.name.encode())
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def model_hash(folder: Path) -> str:
-    """What a step's result depends on in its input folder: the graph and its weights (not the
-    manifest, which eval and bench annotate)."""
-    return _hash_files([f for f in model_files.graph_files(folder) if f.is_file()])
-
-
 def _source_hash(model: str | None) -> str:
     if model is None:
         return f"bundled:{onnxopt_version}"
     path = Path(model)
     if path.is_dir():
-        return _hash_files([p for p in path.rglob("*") if p.is_file()])
+        return file_hash([p for p in path.rglob("*") if p.is_file()])
     return f"hub:{model}"
 
 
@@ -88,7 +73,7 @@ def _step_key(step: Step, inputs: list[str]) -> str:
     for key in PATH_OPTIONS:
         value = options.get(key)
         if isinstance(value, str) and Path(value).is_file():
-            options[key] = {"path": value, "sha256": _hash_files([Path(value)])}
+            options[key] = {"path": value, "sha256": file_hash([Path(value)])}
     blob = json.dumps(
         {"kind": step.kind, "options": options, "inputs": inputs, "onnxopt": onnxopt_version},
         sort_keys=True,

@@ -10,12 +10,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from onnxopt.errors import first_line
+from onnxopt.io.hashing import file_hash
 from onnxopt.search.config import SearchConfig
 from onnxopt.search.jobs import EvalSpec, Evaluated, Job, Step, built, evaluate_model, folder_size
 from onnxopt.search.points import Point
 from onnxopt.search.strategy import DONE, FAILED, Outcome, Plan
 from onnxopt.search.timing import time_models
-from onnxopt.search.trials import REFERENCE, Store, Trial, digest, file_hash, node_hash
+from onnxopt.search.trials import REFERENCE, Store, Trial, digest, node_hash
 
 Progress = Callable[[str, int, int], None]
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxopt import __version__ as onnxopt_version
-from onnxopt.io import model_files
+from onnxopt.io.hashing import file_hash
 from onnxopt.io.outputs import write_text_atomic
 
 TRIALS = "trials.jsonl"
@@ -60,21 +60,6 @@ class Trial:
 def digest(value: Any) -> str:
     blob = json.dumps({"value": value, "onnxopt": onnxopt_version}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def file_hash(paths: list[Path]) -> str:
-    sha = hashlib.sha256()
-    for path in sorted(paths):
-        sha.update(path.name.encode())
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                sha.update(block)
-    return sha.hexdigest()
-
-
-def model_hash(folder: Path) -> str:
-    """What a model is: its graph and weights (not the manifest, which eval and bench annotate)."""
-    return file_hash([f for f in model_files.graph_files(folder) if f.is_file()])
 
 
 def node_hash(kind: str, options: dict, parent: str) -> str:

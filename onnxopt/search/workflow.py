@@ -20,6 +20,7 @@ from pathlib import Path
 from onnxopt.errors import OnnxoptError, cut
 from onnxopt.io import model_files
 from onnxopt.io.files import regular_file
+from onnxopt.io.hashing import model_hash
 from onnxopt.io.hf_config import task_from_config
 from onnxopt.io.manifest import MANIFEST_NAME
 from onnxopt.io.outputs import locked
@@ -33,7 +34,7 @@ from onnxopt.search.loop import Runner
 from onnxopt.search.points import points
 from onnxopt.search.space import load_space
 from onnxopt.search.strategy import DONE, Plan
-from onnxopt.search.trials import Store, Trial, front, model_hash
+from onnxopt.search.trials import Store, Trial, front
 
 Progress = Callable[[str, int, int], None]
 _TASKS = (
