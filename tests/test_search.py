@@ -249,14 +249,16 @@ def test_a_search_on_a_local_ray_runs_the_same_trials(local_search, tiny_bert_on
     assert result.front_size == local.front_size
 
 
-def test_perplexity_is_the_metric_of_a_causal_lm(tiny_gpt2_onnx, inputs, tmp_path):
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_perplexity_is_the_metric_of_a_causal_lm(kind, tiny_gpt2_onnx, tmp_path_factory, inputs, tmp_path):
+    from tests.test_prune_decoders import exported_decoder
+
+    model = tiny_gpt2_onnx if kind == "gpt2" else exported_decoder(tmp_path_factory, "llama")
     space = tmp_path / "space.yaml"
     space.write_text(
         "prune: {sparsity: [0, 0.5], calib: 8}\nquantize: {mode: [none, dynamic, int4], block_size: 32}"
     )
-    result = search(
-        tiny_gpt2_onnx, tmp_path / "S", max_drop=1e6, data=str(inputs["text"]), space=str(space), **FAST
-    )
+    result = search(model, tmp_path / "S", max_drop=1e6, data=str(inputs["text"]), space=str(space), **FAST)
     assert result.task == "perplexity" and not result.higher_is_better
     assert [t.key for t in result.trials] == ["dynamic", "int4", "s0.5", "s0.5+dynamic", "s0.5+int4"]
     for t in result.trials:
