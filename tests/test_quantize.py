@@ -270,6 +270,14 @@ def test_targets_other_than_cpu_write_qdq_of_plain_ops(cli, tiny_bert_onnx, tmp_
         assert quantized_core == core
     # No QDQ pair on a MatMul's own output: each MatMul's output goes straight to its bias Add.
     assert "MatMul" not in {producers.get(n.input[0]) for n in graph.node if n.op_type == "QuantizeLinear"}
+    # Only int8 readers read a fake-quantized activation: the residual branch reads the tensor.
+    dq_of_activation = {
+        n.output[0]
+        for n in graph.node
+        if n.op_type == "DequantizeLinear" and producers.get(n.input[0]) == "QuantizeLinear"
+    }
+    readers = {n.op_type for n in graph.node if set(n.input) & dq_of_activation}
+    assert readers and readers <= {"MatMul", "Gather"}, readers
     step = json.loads((out / "onnxopt.json").read_text())["steps"][-1]
     assert step["target"] == target and step["layout"].startswith(f"qdq for {target}")
     assert _cosine(_run(tiny_bert_onnx, IDS), _run(out, IDS)) > 0.98

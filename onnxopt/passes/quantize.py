@@ -22,6 +22,7 @@ from onnxopt.io.scratch import through_files
 from onnxopt.passes.base import Pass, PassResult, Pipeline
 from onnxopt.passes.cpu_int8_layout import CpuInt8Layout
 from onnxopt.passes.int8_ops import INT8_OPS, int8_op_counts
+from onnxopt.passes.qdq_fp32_readers import QdqFp32Readers
 
 QDQ_OPS = ("MatMul", "Gemm")
 DYNAMIC_ONLY_OPS = ("Attention", "EmbedLayerNormalization")
@@ -94,13 +95,16 @@ class QuantOptions:
 PORTABLE_LAYOUT = "qdq"
 
 
-def quantizer_with_layout(quantizer: Pass, cpu_layout: bool) -> Pass:
+def quantizer_with_layout(quantizer: Pass, cpu_layout: bool, fp32_readers: bool = False) -> Pass:
     """`quantizer`, followed by CpuInt8Layout when `cpu_layout`: one pass either way, named after
     the quantizer. Without the layout the portable QDQ form stays, which other runtimes (OpenVINO,
-    TensorRT) read."""
-    if not cpu_layout:
-        return quantizer
-    return Pipeline([quantizer, CpuInt8Layout()], name=quantizer.name)
+    TensorRT) read; `fp32_readers` then points the fp32 readers of each quantized tensor at the
+    tensor itself (QdqFp32Readers)."""
+    if cpu_layout:
+        return Pipeline([quantizer, CpuInt8Layout()], name=quantizer.name)
+    if fp32_readers:
+        return Pipeline([quantizer, QdqFp32Readers()], name=quantizer.name)
+    return quantizer
 
 
 _HEAVY_TAILED = ("Gelu", "BiasGelu", "FastGelu", "QuickGelu")

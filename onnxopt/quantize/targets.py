@@ -8,8 +8,10 @@
   QuantizeLinear/DequantizeLinear pair into an int8 layer; a dynamic one is not such a pair: the
   six FFN down projections with dynamic scales ran as f32 FullyConnected layers, MiniLM batch 32
   1.46x -> 0.72x fp32 on OpenVINO), no QDQ pair on a MatMul's own output (onnxruntime's default
-  puts one before the bias Add), and attention probabilities x V left fp32, as NNCF's
-  transformer preset does; QK^T is quantized.
+  puts one before the bias Add), a quantized tensor's fp32 readers (the residual branch, Shape,
+  the un-smoothing Mul) reading the tensor itself, not its DQ (passes/qdq_fp32_readers: STS-B dev
+  on OpenVINO 86.62 -> 86.70, same speed, Intel Xeon AVX512-VNNI, 2026-12-02), and attention
+  probabilities x V left fp32, as NNCF's transformer preset does; QK^T is quantized.
 - portable: QDQ on plain ONNX ops, every MatMul quantized, for runtimes onnxopt does not measure.
 - auto: cpu and openvino both built and timed here, the faster kept (target_choice).
 """

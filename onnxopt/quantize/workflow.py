@@ -262,11 +262,12 @@ def _quantizer(model, config: QuantizeConfig, data: _Data, progress):
 
         def make_quantizer(excl: tuple[str, ...]):
             quantizer = QuantizeStatic(calibration.ranges, calibration.method, replace(options, exclude=excl))
-            return quantizer_with_layout(quantizer, not config.qdq)
+            return quantizer_with_layout(quantizer, not config.qdq, config.target != "cpu")
     else:
 
         def make_quantizer(excl: tuple[str, ...]):
-            return quantizer_with_layout(QuantizeDynamic(replace(options, exclude=excl)), not config.qdq)
+            dynamic = QuantizeDynamic(replace(options, exclude=excl))
+            return quantizer_with_layout(dynamic, not config.qdq, config.target != "cpu")
 
     if config.max_drop is None:
         return make_quantizer(options.exclude), calibration, options
