@@ -86,7 +86,9 @@ def openvino_route(device: str = "CPU") -> tuple[str, str]:
 
     if openvino_devices(device):
         return ROUTE_PLUGIN, f"the onnxruntime plugin offers OpenVINO's {device} device"
-    if PROVIDERS["openvino"] in ort.get_available_providers():
+    # A registered plugin lists its provider too (on Intel), so only without one does the name mean
+    # an onnxruntime build with OpenVINO inside: a plugin with no such device is not that build.
+    if PROVIDERS["openvino"] in ort.get_available_providers() and openvino_plugin() is None:
         return ROUTE_BUILT_IN, "onnxruntime here is a build with OpenVINO inside"
     if openvino_plugin() is None:
         plugin = "the OpenVINO plugin is not installed"
