@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
+from onnxopt.passes.graph_index import Graph
 from onnxopt.passes.quantize_embeddings import ROW_SCALE_SUFFIX
 
 FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
@@ -47,7 +48,7 @@ class Fp32Group:
     examples: list[str] = field(default_factory=list)  # node names, for linear weights
 
 
-def _count(t: onnx.TensorProto) -> int:
+def parameter_count(t: onnx.TensorProto) -> int:
     return int(np.prod(t.dims)) if t.dims else 1
 
 
@@ -81,10 +82,7 @@ def excluded_nodes(steps: list[dict]) -> set[str]:
 
 def fp32_kept(model: onnx.ModelProto, steps: list[dict]) -> list[Fp32Group]:
     """Float initializers of a quantized model grouped by why they stayed fp32, largest first."""
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = Graph(model).consumers
     excluded = excluded_nodes(steps)
     groups: dict[str, Fp32Group] = {}
     for t in model.graph.initializer:
@@ -92,7 +90,7 @@ def fp32_kept(model: onnx.ModelProto, steps: list[dict]) -> list[Fp32Group]:
             continue
         kind, node = _kind(t.name, consumers[t.name], excluded)
         group = groups.setdefault(kind, Fp32Group(kind, 0, 0, WHY[kind]))
-        group.parameters += _count(t)
+        group.parameters += parameter_count(t)
         group.tensors += 1
         if node is not None and len(group.examples) < 3:
             group.examples.append(node)

@@ -6,11 +6,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import onnx
 from onnx import helper
 
-from onnxopt.evaluate.fp32_kept import Fp32Group, fp32_kept
+from onnxopt.evaluate.fp32_kept import Fp32Group, fp32_kept, parameter_count
 from onnxopt.io import model_files
 from onnxopt.passes.quantize import INT8_OPS
 
@@ -66,7 +65,7 @@ def summarize(path: Path, with_nodes: bool = False) -> ModelSummary:
     params = 0
     int8_params = 0
     for t in model.graph.initializer:
-        count = int(np.prod(t.dims)) if t.dims else 1
+        count = parameter_count(t)
         params += count
         if t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8):
             int8_params += count

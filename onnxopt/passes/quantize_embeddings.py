@@ -48,11 +48,12 @@ class EmbeddingInt8(RewriteRule):
         scale = np.maximum(np.abs(table).max(axis=1, keepdims=True) / 127.0, 1e-12).astype(np.float32)
         quantized = np.clip(np.round(table / scale), -127, 127).astype(np.int8)
         base, ids, out = node.input[0], node.input[1], node.output[0]
+        scales = base + ROW_SCALE_SUFFIX
         graph = index.model.graph
         graph.initializer.extend(
             [
                 numpy_helper.from_array(quantized, f"{base}_int8"),
-                numpy_helper.from_array(scale, base + ROW_SCALE_SUFFIX),
+                numpy_helper.from_array(scale, scales),
             ]
         )
         name = node.name or out
@@ -63,13 +64,7 @@ class EmbeddingInt8(RewriteRule):
                     "Gather", [f"{base}_int8", ids], [f"{out}_int8"], name=f"{name}_int8", axis=0
                 ),
                 helper.make_node("Cast", [f"{out}_int8"], [f"{out}_cast"], name=f"{name}_cast", to=1),
-                helper.make_node(
-                    "Gather",
-                    [f"{base}{ROW_SCALE_SUFFIX}", ids],
-                    [f"{out}_scale"],
-                    name=f"{name}_scale",
-                    axis=0,
-                ),
+                helper.make_node("Gather", [scales, ids], [f"{out}_scale"], name=f"{name}_scale", axis=0),
                 helper.make_node("Mul", [f"{out}_cast", f"{out}_scale"], [out], name=f"{name}_dequantize"),
             ],
         )

@@ -18,6 +18,7 @@ from onnxopt.io.outputs import write_text_atomic
 
 # The safe YAML reading (size cap, regular files only, no aliases, lines of every key) is shared
 # with the search's space files: onnxopt.io.yaml_lines.
+from onnxopt.io.run_folders import check_run_folder
 from onnxopt.io.yaml_lines import MAX_BYTES, Lined, echo, parse, read_text  # noqa: F401
 
 STATE_NAME = "recipe-state.json"
@@ -92,25 +93,9 @@ def resolve_data(what: str, value: str, base: Path, samples: bool, where: str) -
 def claim_out(out: Path, model: str | None, model_steps: list[str]) -> None:
     """Check OUT before any step runs, then create it with a state file, which marks it as a
     recipe's folder from the start (so an interrupted first run may be resumed into it)."""
-    if "\0" in str(out):
-        raise OnnxoptError(f"output {echo(out)} is not a valid path", "choose another folder with -o")
-    if out.exists() or out.is_symlink():
-        if not out.is_dir():
-            raise OnnxoptError(
-                f"output {echo(out)} exists and is not a folder", "choose another folder with -o"
-            )
-        if not (out / STATE_NAME).is_file() and any(out.iterdir()):
-            raise OnnxoptError(
-                f"{echo(out)} is not a recipe output folder (no {STATE_NAME}) and is not empty",
-                "choose a new or empty folder",
-            )
-    if model is not None and Path(model).exists():
-        source, target = Path(model).resolve(), out.resolve()
-        if target == source or target.is_relative_to(source) or source.is_relative_to(target):
-            raise OnnxoptError(
-                f"output {echo(out)} is, contains or lies inside the input model folder {echo(model)}",
-                "choose an output folder apart from the model",
-            )
+    check_run_folder(
+        out, STATE_NAME, "recipe", Path(model) if model else None, "choose a new or empty folder"
+    )
     for name in model_steps:
         folder = out / name
         if folder.is_symlink() or (folder.exists() and not (folder / MANIFEST_NAME).is_file()):

@@ -23,11 +23,8 @@ def summary(s) -> None:
         ops = ", ".join(f"{op} x{n}" for op, n in s.quantized_ops.items())
         table.add_row("quantized", f"yes: {ops}; {s.int8_weight_share:.1%} of parameters in 8 bits")
         for g in s.fp32_kept:
-            nodes = (
-                f": {', '.join(g.examples)}{', ...' if g.tensors > len(g.examples) else ''}"
-                if g.examples
-                else ""
-            )
+            more = ", ..." if g.tensors > len(g.examples) else ""
+            nodes = f": {', '.join(g.examples)}{more}" if g.examples else ""
             text = f"{g.parameters:,} parameters in {g.tensors} tensors, {g.kind}{nodes} ({g.why})"
             table.add_row("fp32 kept", escape(text))
     else:

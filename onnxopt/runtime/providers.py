@@ -88,9 +88,10 @@ def openvino_route(device: str = "CPU") -> tuple[str, str]:
         return ROUTE_PLUGIN, f"the onnxruntime plugin offers OpenVINO's {device} device"
     # A registered plugin lists its provider too (on Intel), so only without one does the name mean
     # an onnxruntime build with OpenVINO inside: a plugin with no such device is not that build.
-    if PROVIDERS["openvino"] in ort.get_available_providers() and openvino_plugin() is None:
+    plugin_module = openvino_plugin()
+    if PROVIDERS["openvino"] in ort.get_available_providers() and plugin_module is None:
         return ROUTE_BUILT_IN, "onnxruntime here is a build with OpenVINO inside"
-    if openvino_plugin() is None:
+    if plugin_module is None:
         plugin = "the OpenVINO plugin is not installed"
     else:
         vendor = cpu_vendor()

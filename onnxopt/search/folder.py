@@ -10,6 +10,7 @@ from pathlib import Path
 from onnxopt.errors import OnnxoptError
 from onnxopt.io.leftovers import clean_stale_staging
 from onnxopt.io.outputs import check_output_file, write_text_atomic
+from onnxopt.io.run_folders import check_run_folder
 from onnxopt.io.yaml_lines import echo
 from onnxopt.search.trials import MODELS, TRIALS
 
@@ -17,26 +18,9 @@ MARK = "search.json"
 
 
 def check(out: Path, model: Path, input_hash: str) -> None:
-    if "\0" in str(out):
-        raise OnnxoptError(f"output {echo(out)} is not a valid path", "choose another folder with -o")
     if out.is_symlink():
         raise OnnxoptError(f"output {echo(out)} is a symbolic link", "give the real folder with -o")
-    if out.exists():
-        if not out.is_dir():
-            raise OnnxoptError(
-                f"output {echo(out)} exists and is not a folder", "choose another folder with -o"
-            )
-        if not (out / MARK).is_file() and any(out.iterdir()):
-            raise OnnxoptError(
-                f"{echo(out)} is not a search output folder (no {MARK}) and is not empty",
-                "choose a new or empty folder with -o",
-            )
-    source, target = model.resolve(), out.resolve()
-    if target == source or target.is_relative_to(source) or source.is_relative_to(target):
-        raise OnnxoptError(
-            f"output {echo(out)} is, contains or lies inside the input model folder {echo(model)}",
-            "choose an output folder apart from the model",
-        )
+    check_run_folder(out, MARK, "search", model, "choose a new or empty folder with -o")
     check_output_file(out / TRIALS, [model], "-o")
     if (out / MARK).is_file():
         try:
