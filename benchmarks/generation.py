@@ -69,10 +69,9 @@ def build(work: Path) -> dict[str, Path]:
     quantize(work / "fp32", work / "static", mode="static", calib=40, overwrite=True)
     models["static int8 (--calib 40)"] = work / "static"
     quantize(work / "fp32", work / "int4", mode="int4", block_size=32, overwrite=True)
-    models["int4 (block 32, rtn)"] = work / "int4"
-    # --max-drop 8: the bar, in perplexity % on held-back calibration text.
-    quantize(work / "fp32", work / "int4-max-drop", mode="int4", block_size=32, max_drop=8, overwrite=True)
-    models["int4 (block 32, --max-drop 8)"] = work / "int4-max-drop"
+    models["int4 (block 32, offset)"] = work / "int4"
+    quantize(work / "fp32", work / "int4-rtn", mode="int4", block_size=32, algo="rtn", overwrite=True)
+    models["int4 (block 32, --algo rtn)"] = work / "int4-rtn"
     prune(work / "fp32", work / "pruned", sparsity=0.1, overwrite=True)
     quantize(work / "pruned", work / "pruned-int4", mode="int4", block_size=32, overwrite=True)
     models["pruned 0.1 + int4"] = work / "pruned-int4"

@@ -8,7 +8,8 @@ copies). Standard library only: the CLI imports this before anything heavy.
 QUANTIZE_MODES = ("static", "dynamic", "int4")
 # Where an int8 model will run: onnxruntime's CPU kernels, OpenVINO, or any runtime reading QDQ.
 QUANTIZE_TARGETS = ("cpu", "openvino", "portable", "auto")
-WEIGHT_ALGORITHMS = ("rtn", "hqq", "gptq")  # int4 weight-only: round, search (HQQ), or correct (GPTQ)
+# int4 weight-only: round, round with a float offset per block, search (HQQ), or correct (GPTQ)
+WEIGHT_ALGORITHMS = ("rtn", "offset", "hqq", "gptq")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 # Op types with a static int8 kernel on the CPU provider, and the fused ops that only have
 # dynamic-activation int8 kernels (QAttention, QEmbedLayerNormalization).

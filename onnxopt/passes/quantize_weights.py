@@ -22,8 +22,8 @@ import onnx
 from onnxopt.io.scratch import through_files
 from onnxopt.passes.base import Pass, PassResult
 from onnxopt.passes.int8_ops import int8_op_counts
+from onnxopt.passes.quantize_weights_offset import MIDDLE, QuantizeWeightsOffset, fit_blocks
 
-ALGORITHMS = ("rtn", "hqq", "gptq")
 
 
 class _Reader:
@@ -59,7 +59,7 @@ def _config(algo: str, bits: int, block_size: int, accuracy_level: int, feeds):
     )
 
 
-def weight_only_error(stats, weights: list, scales, bits: int = 4, block: int = 32) -> float:
+def weight_only_error(stats, weights: list, scales, bits: int = 4, block: int = 32, algo: str = "rtn") -> float:
     """Relative squared error of X·W when W·diag(s) is quantized to `bits` in blocks of `block`
     input channels (asymmetric, as MatMulNBits stores it) and X/s stays exact: what smoothing
     before weight-only quantization is chosen by."""
@@ -68,16 +68,19 @@ def weight_only_error(stats, weights: list, scales, bits: int = 4, block: int = 
     for w in weights:
         exact = x @ w
         num += float(
-            (((x / scales) @ _fake_quant_blocks(w * scales[:, None], bits, block) - exact) ** 2).sum()
+            (((x / scales) @ _fake_quant_blocks(w * scales[:, None], bits, block, algo) - exact) ** 2).sum()
         )
         den += float((exact**2).sum())
     return num / max(den, 1e-30)
 
 
-def _fake_quant_blocks(w, bits: int, block: int):
+def _fake_quant_blocks(w, bits: int, block: int, algo: str = "rtn"):
     k, n = w.shape
     if k % block:
         return w
+    if algo == "offset" and bits == 4:
+        q, scale, offset = fit_blocks(w.T, block)
+        return (scale[..., None] * (q.astype(np.float64) - MIDDLE) + offset[..., None]).reshape(n, k).T
     b = w.reshape(k // block, block, n)
     low, high = np.minimum(b.min(1, keepdims=True), 0), np.maximum(b.max(1, keepdims=True), 0)
     levels = 2**bits - 1
@@ -93,7 +96,8 @@ def lm_heads(model: onnx.ModelProto) -> tuple[str, ...]:
 
 
 class QuantizeWeights(Pass):
-    """MatMul weights to `bits` bits in blocks (MatMulNBits); `exclude` names MatMuls kept fp32."""
+    """MatMul weights to `bits` bits in blocks (MatMulNBits); `exclude` names MatMuls kept fp32,
+    `include`, when given, the only ones quantized."""
 
     in_place = False
     changes_input = False
@@ -106,13 +110,29 @@ class QuantizeWeights(Pass):
         accuracy_level: int = 4,
         exclude: tuple[str, ...] = (),
         calibration: Iterable[dict] = (),
+        include: tuple[str, ...] = (),
     ):
         self.bits, self.block_size, self.algo = bits, block_size, algo
         self.accuracy_level, self.exclude, self.calibration = accuracy_level, exclude, calibration
+        self.include = include
         self.name = f"quantize-int{bits}-{algo}"
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        if self.algo == "offset":
+            offset = QuantizeWeightsOffset(self.block_size, self.accuracy_level, self.exclude)
+            result = offset(model)
+            result.details.update(
+                layout=f"MatMulNBits + block offsets, 4 bits, block {self.block_size}, level {self.accuracy_level}",
+                algorithm="offset",
+                int8_ops={**int8_op_counts(result.model), "MatMulNBits": result.details["MatMulNBits"]},
+            )
+            return result
+
+        # onnxruntime's nodes_to_include adds to its op types rather than restricting them.
+        others = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in self.include]
+        others = others if self.include else []
 
         def tool(src, dst) -> None:
             quantizer = MatMulNBitsQuantizer(
@@ -121,7 +141,7 @@ class QuantizeWeights(Pass):
                 block_size=self.block_size,
                 is_symmetric=False,
                 accuracy_level=self.accuracy_level,
-                nodes_to_exclude=list(self.exclude),
+                nodes_to_exclude=list(self.exclude) + others,
                 algo_config=_config(
                     self.algo, self.bits, self.block_size, self.accuracy_level, self.calibration
                 ),
@@ -129,8 +149,9 @@ class QuantizeWeights(Pass):
             quantizer.process()
             quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)
 
+        before = sum(1 for n in model.graph.node if n.op_type == "MatMulNBits")
         quantized = through_files(model, tool)
-        done = sum(1 for n in quantized.graph.node if n.op_type == "MatMulNBits")
+        done = sum(1 for n in quantized.graph.node if n.op_type == "MatMulNBits") - before
         kept = [n.name for n in quantized.graph.node if n.op_type == "MatMul"]
         details = {
             "layout": f"MatMulNBits, {self.bits} bits, block {self.block_size}, level {self.accuracy_level}",

@@ -31,7 +31,10 @@ class QuantizeConfig(Options):
     )
     block_size: int = option(32, "int4: input channels per scale (16, 32, 64 or 128).", low=16, high=128)
     algo: str = option(
-        "rtn", "int4: rtn (round), hqq (searched scales) or gptq (calibrated).", choices=WEIGHT_ALGORITHMS
+        "offset",
+        "int4: offset (a float offset per block, GGUF Q4_1's grid), rtn (onnxruntime's round), "
+        "hqq (searched scales) or gptq (calibrated).",
+        choices=WEIGHT_ALGORITHMS,
     )
     accuracy_level: int = option(
         4, "int4: 4 multiplies in int8 (fastest on CPU), 0 dequantizes to fp32 first.", low=0, high=4

@@ -27,6 +27,7 @@ from onnx import numpy_helper
 
 from onnxopt.data.samples import input_types
 from onnxopt.passes.base import Pass, PassResult
+from onnxopt.passes.graph_index import keep_ancestors
 from onnxopt.passes.int8_ops import int8_op_counts
 from onnxopt.passes.quantize_weights import weight_only_error
 from onnxopt.quantize.calibrate import collect_channel_stats
@@ -61,7 +62,9 @@ class PerplexityDrop:
         return 100.0 * (self.perplexity(model) / self.reference - 1.0)
 
 
-def matmul_errors(model: onnx.ModelProto, feeds, names: list[str], bits: int, block: int) -> dict[str, float]:
+def matmul_errors(
+    model: onnx.ModelProto, feeds, names: list[str], bits: int, block: int, algo: str = "rtn"
+) -> dict[str, float]:
     """Each named MatMul's simulated relative output error at `bits` bits, on its own activations."""
     weights = {t.name: t for t in model.graph.initializer}
     nodes = {n.name: n for n in model.graph.node if n.name in names}
@@ -71,7 +74,7 @@ def matmul_errors(model: onnx.ModelProto, feeds, names: list[str], bits: int, bl
     for name in names:
         node = nodes[name]
         w = numpy_helper.to_array(weights[node.input[1]]).astype(np.float64)
-        errors[name] = weight_only_error(stats[node.input[0]], [w], np.ones(w.shape[0]), bits, block)
+        errors[name] = weight_only_error(stats[node.input[0]], [w], np.ones(w.shape[0]), bits, block, algo)
     return errors
 
 
@@ -105,6 +108,8 @@ def splice(low: onnx.ModelProto, high: onnx.ModelProto, outputs: set[str]) -> on
         initializers.append(tensor)
     del model.graph.initializer[:]
     model.graph.initializer.extend(initializers)
+    # int4 offsets: an input whose readers all went wide leaves its block sums unread.
+    keep_ancestors(model.graph, [o.name for o in model.graph.output])
     return model
 
 
@@ -193,11 +198,12 @@ class MixedBitsSearch(Pass):
     one (`widen`: model -> model; identity for fp32); the report says which nodes were promoted."""
 
     def __init__(
-        self, low: Pass, widen, candidates, feeds, bits: int, block: int, metric, max_drop, progress
+        self, low: Pass, widen, candidates, feeds, bits: int, block: int, metric, max_drop, progress, algo="rtn"
     ):
         self.low, self.widen = low, widen
         self.name = low.name + " (accuracy-aware)"
         self.candidates, self.feeds, self.bits, self.block = candidates, feeds, bits, block
+        self.algo = algo  # the low width's quantizer, simulated to rank the nodes
         self.metric, self.max_drop, self.progress = metric, max_drop, progress
         self.kept_as = "fp32" if bits == 8 else "8-bit"
         self.report: MixedBitsReport | None = None
@@ -211,7 +217,7 @@ class MixedBitsSearch(Pass):
             best, count, trials = low, 0, [{"promoted": 0, "drop": round(start, 3)}]
         else:
             self.progress("rank nodes", 0, 0)
-            errors = matmul_errors(model, self.feeds, self.candidates, self.bits, self.block)
+            errors = matmul_errors(model, self.feeds, self.candidates, self.bits, self.block, self.algo)
             high = self.widen(model)
             writes = {n.name: n.output[0] for n in model.graph.node}
 
@@ -263,5 +269,6 @@ def mixed_bits_search(model, config, calibration, low: Pass, metric, progress) -
 
     block = config.block_size if bits == 4 else 32
     return MixedBitsSearch(
-        low, widen, candidates, calibration, bits, block, metric, config.max_drop, progress
+        low, widen, candidates, calibration, bits, block, metric, config.max_drop, progress,
+        algo=config.algo if bits == 4 else "rtn",
     )

@@ -214,7 +214,7 @@ def _prepare(model, ref, config: QuantizeConfig, data: _Data, smooth: bool, prog
         tensors = [group.tensor for group in find_groups(model)[0]]
         stats = collect_channel_stats(model, data.calibration, tensors)
         if config.mode == "int4":  # weight-only: alpha by the int4 error with exact activations
-            error = partial(weight_only_error, block=config.block_size)
+            error = partial(weight_only_error, block=config.block_size, algo=config.algo)
             smoother = Smooth(stats, INT4_ALPHAS, error=error)
         else:
             smoother = Smooth(stats)
@@ -293,4 +293,5 @@ def _int4(model, config: QuantizeConfig, data: _Data):
     body = QuantizeWeights(4, config.block_size, config.algo, config.accuracy_level, excluded, feeds)
     if not heads:
         return body
-    return Pipeline([body, QuantizeWeights(8, 32, "rtn", 4, config.exclude)], name=body.name)
+    head = QuantizeWeights(8, 32, "rtn", 4, config.exclude, include=heads)
+    return Pipeline([body, head], name=body.name)
