@@ -143,3 +143,36 @@ def test_a_spliced_wide_node_leaves_no_unread_block_sums():
     wide = splice(low, high, {"y0", "y1"})
     assert [n.op_type for n in wide.graph.node] == ["MatMulNBits", "MatMulNBits"]
     assert not any(t.name.startswith("block_indicator_") for t in wide.graph.initializer)
+
+
+def test_a_width_off_the_blocks_goes_to_rtn_rather_than_staying_fp32():
+    """A pruned FFN keeps any number of channels: those MatMuls are still quantized (RTN pads)."""
+    rng = np.random.default_rng(9)
+    odd = (rng.standard_normal((K + 16, N)) * 0.05).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w0"], ["h"], name="mm0"),
+            helper.make_node("Relu", ["h"], ["r"], name="relu"),
+            helper.make_node("Slice", ["r", "start", "end", "axis"], ["hs"], name="cut"),
+            helper.make_node("MatMul", ["hs", "w1"], ["y"], name="mm1"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, K])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [
+            numpy_helper.from_array(q4_1_weight(rng, n=K + 16), "w0"),
+            numpy_helper.from_array(odd, "w1"),
+            *(numpy_helper.from_array(np.array([v]), name) for v, name in ((0, "start"), (K + 16, "end"), (-1, "axis"))),
+        ],
+    )
+    model = onnx.shape_inference.infer_shapes(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    )
+    result = QuantizeWeights(4, BLOCK, "offset", 4)(model)
+    ops = [n.op_type for n in result.model.graph.node]
+    assert ops.count("MatMulNBits") == 2 and result.details["rtn"] == ["mm1"]
+    assert result.details["int8_ops"]["MatMulNBits"] == 2 and result.details["skipped"] == {}
+    x = rng.standard_normal((1, 3, K)).astype(np.float32)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = run(result.model, x)[0]
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.15

@@ -121,14 +121,7 @@ class QuantizeWeights(Pass):
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
         if self.algo == "offset":
-            offset = QuantizeWeightsOffset(self.block_size, self.accuracy_level, self.exclude)
-            result = offset(model)
-            result.details.update(
-                layout=f"MatMulNBits + block offsets, 4 bits, block {self.block_size}, level {self.accuracy_level}",
-                algorithm="offset",
-                int8_ops={**int8_op_counts(result.model), "MatMulNBits": result.details["MatMulNBits"]},
-            )
-            return result
+            return self._offset(model)
 
         # onnxruntime's nodes_to_include adds to its op types rather than restricting them.
         others = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in self.include]
@@ -160,3 +153,27 @@ class QuantizeWeights(Pass):
             "skipped": {name: "activation x activation, or excluded" for name in kept},
         }
         return PassResult(quantized, done > 0, details)
+
+    def _offset(self, model: onnx.ModelProto) -> PassResult:
+        """Offsets where the input channels fill whole blocks; onnxruntime's RTN (which pads the
+        last block) for the rest, e.g. a pruned FFN of 1,133 channels."""
+        result = QuantizeWeightsOffset(self.block_size, self.accuracy_level, self.exclude)(model)
+        skipped = result.details["skipped"]
+        partial = tuple(name for name, why in skipped.items() if "not a multiple of the block" in why)
+        if partial:
+            rest = QuantizeWeights(self.bits, self.block_size, "rtn", self.accuracy_level, include=partial)
+            result = PassResult(rest.call(result.model).model, True, result.details)
+            skipped = {name: why for name, why in skipped.items() if name not in partial}
+        total = sum(1 for n in result.model.graph.node if n.op_type == "MatMulNBits")
+        result.details.update(
+            layout=f"MatMulNBits + block offsets, 4 bits, block {self.block_size}, level {self.accuracy_level}",
+            algorithm="offset",
+            int8_ops={**int8_op_counts(result.model), "MatMulNBits": total - _count(model, "MatMulNBits")},
+            skipped=skipped,
+            rtn=list(partial),
+        )
+        return result
+
+
+def _count(model: onnx.ModelProto, op_type: str) -> int:
+    return sum(1 for n in model.graph.node if n.op_type == op_type)
