@@ -11,6 +11,7 @@ from pathlib import Path
 import onnx
 import pytest
 
+from onnxopt.passes.quantize_weights_offset import INDICATOR_PREFIX
 from tests.conftest import assert_clean_error
 from tests.test_prune_decoders import build_tiny_decoder
 
@@ -55,7 +56,7 @@ def test_quantized_decoders_are_fused_and_still_generate(cli, llama, tmp_path, m
     weight_matmuls = [
         n.name
         for n in onnx.load(str(out / "model.onnx")).graph.node
-        if n.op_type == "MatMul" and not n.input[1].startswith("block_indicator_")
+        if n.op_type == "MatMul" and not n.input[1].startswith(INDICATOR_PREFIX)
     ]
     assert layout_op in found and not weight_matmuls, sorted(set(found))
     if mode != "--static":

@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxopt.passes.quantize_weights import QuantizeWeights, weight_only_error
-from onnxopt.passes.quantize_weights_offset import QuantizeWeightsOffset, fit_blocks, sum_width
+from onnxopt.passes.quantize_weights_offset import INDICATOR_PREFIX, QuantizeWeightsOffset, fit_blocks, sum_width
 
 K, N, BLOCK = 128, 48, 32
 
@@ -142,7 +142,7 @@ def test_a_spliced_wide_node_leaves_no_unread_block_sums():
     assert half.count("Concat") == 1  # y1 still reads them
     wide = splice(low, high, {"y0", "y1"})
     assert [n.op_type for n in wide.graph.node] == ["MatMulNBits", "MatMulNBits"]
-    assert not any(t.name.startswith("block_indicator_") for t in wide.graph.initializer)
+    assert not any(t.name.startswith(INDICATOR_PREFIX) for t in wide.graph.initializer)
 
 
 def test_a_width_off_the_blocks_goes_to_rtn_rather_than_staying_fp32():
@@ -176,3 +176,14 @@ def test_a_width_off_the_blocks_goes_to_rtn_rather_than_staying_fp32():
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     got = run(result.model, x)[0]
     assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.15
+
+
+def test_inspect_names_the_block_sum_indicators_not_as_unquantized_weights():
+    from onnxopt.evaluate.fp32_kept import fp32_kept
+
+    rng = np.random.default_rng(10)
+    quantized = QuantizeWeights(4, BLOCK, "offset", 4)(matmul_model([q4_1_weight(rng)])).model
+    groups = {g.kind: g for g in fp32_kept(quantized, [])}
+    assert "linear weights, not quantized" not in groups, groups
+    assert groups["block-sum indicators"].parameters == K * sum_width(K, BLOCK)
+    assert groups["quantization scales"].parameters == N * (K + sum_width(K, BLOCK)) // BLOCK

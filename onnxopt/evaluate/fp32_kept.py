@@ -14,6 +14,7 @@ import onnx
 
 from onnxopt.passes.graph_index import Graph
 from onnxopt.passes.quantize_embeddings import ROW_SCALE_SUFFIX
+from onnxopt.passes.quantize_weights_offset import INDICATOR_PREFIX
 
 FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
 LINEAR_OPS = ("MatMul", "Gemm", "Conv")
@@ -26,7 +27,7 @@ NORM_OPS = (
     "QEmbedLayerNormalization",
     "RMSNormalization",
 )
-QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeMatMul", "MatMulIntegerToFloat")
+QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulNBits")
 
 # Why each group stays fp32, as inspect prints it.
 WHY = {
@@ -36,6 +37,7 @@ WHY = {
     "norm weights": "normalization scales and shifts: few, and accuracy-critical",
     "biases and other small tensors": "added after the int8 product, in fp32 by design",
     "quantization scales": "the int8 layers' own scales",
+    "block-sum indicators": "int4 offsets' 0/1 matrices summing each block of inputs, one per width",
 }
 
 
@@ -57,6 +59,8 @@ def _kind(name: str, consumers: list[onnx.NodeProto], excluded: set[str]) -> tup
     ops = {n.op_type for n in consumers}
     if ops & set(QUANT_OPS) or name.endswith(ROW_SCALE_SUFFIX):
         return "quantization scales", None
+    if name.startswith(INDICATOR_PREFIX):
+        return "block-sum indicators", None
     for node in consumers:
         if node.op_type in LINEAR_OPS and node.input[1:2] == [name]:
             kind = "excluded" if node.name in excluded else "not quantized"

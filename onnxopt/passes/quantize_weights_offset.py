@@ -33,6 +33,7 @@ from onnxopt.passes.rewrite import MS_DOMAIN, Edits, RewriteIndex, RewriteRule, 
 
 LEVELS = 15  # 4 bits
 MIDDLE = 8  # MatMulNBits' zero point when it has none: 2 ** (bits - 1)
+INDICATOR_PREFIX = "block_indicator_"  # the 0/1 matrices that sum the inputs' blocks
 
 
 def fit_blocks(w: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -139,7 +140,7 @@ class MatMulOffsetInt4(RewriteRule):
         if x in self.with_sums:
             return []
         safe = x.replace("/", "_").strip("_")
-        indicator = f"block_indicator_{k}x{self.block}"  # one per width: read from cache, not memory
+        indicator = f"{INDICATOR_PREFIX}{k}x{self.block}"  # one per width: read from cache, not memory
         if indicator not in index.inits:
             blocks = np.zeros((k, sum_width(k, self.block)), np.float32)
             blocks[np.arange(k), np.arange(k) // self.block] = 1.0
