@@ -10,7 +10,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxopt.passes.quantize_weights import QuantizeWeights, weight_only_error
-from onnxopt.passes.quantize_weights_offset import INDICATOR_PREFIX, QuantizeWeightsOffset, fit_blocks, sum_width
+from onnxopt.passes.quantize_weights_offset import (
+    INDICATOR_PREFIX,
+    QuantizeWeightsOffset,
+    fit_blocks,
+    sum_width,
+)
 
 K, N, BLOCK = 128, 48, 32
 
@@ -35,7 +40,9 @@ def matmul_model(weights: list[np.ndarray], rank: int = 3, shared_input: bool = 
         nodes.append(helper.make_node("MatMul", [x, f"w{i}"], [f"y{i}"], name=f"mm{i}"))
         inits.append(numpy_helper.from_array(w, f"w{i}"))
         outputs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, None))
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)], outputs, inits)
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)], outputs, inits
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
     return onnx.shape_inference.infer_shapes(model)
 
@@ -47,7 +54,9 @@ def run(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
 
 def relative_error(model, weights, x) -> float:
     found = run(model, x)
-    return max(float(np.linalg.norm(y - x @ w) / np.linalg.norm(x @ w)) for y, w in zip(found, weights))
+    return max(
+        float(np.linalg.norm(y - x @ w) / np.linalg.norm(x @ w)) for y, w in zip(found, weights, strict=True)
+    )
 
 
 def test_fit_blocks_finds_a_q4_1_grid_again():
@@ -99,7 +108,13 @@ def test_matmuls_reading_one_input_share_its_block_sums_and_the_input_is_untouch
     ops = [n.op_type for n in result.model.graph.node]
     assert ops.count("MatMulNBits") == 2 and ops.count("Concat") == 1 and ops.count("MatMul") == 1
     assert result.details["int8_ops"]["MatMulNBits"] == 2 and result.details["algorithm"] == "offset"
-    k_attrs = {a.i for n in result.model.graph.node if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "K"}
+    k_attrs = {
+        a.i
+        for n in result.model.graph.node
+        if n.op_type == "MatMulNBits"
+        for a in n.attribute
+        if a.name == "K"
+    }
     assert k_attrs == {K + sum_width(K, BLOCK)} and (K + sum_width(K, BLOCK)) % BLOCK == 0
     x = rng.standard_normal((1, 3, K)).astype(np.float32)
     assert relative_error(result.model, weights, x) < 0.015
@@ -110,7 +125,9 @@ def test_the_rule_says_why_it_leaves_a_matmul_alone():
     odd = (rng.standard_normal((K + 16, N)) * 0.05).astype(np.float32)
     result = QuantizeWeightsOffset(BLOCK, 4)(matmul_model([odd]))
     assert not result.modified
-    assert result.details["skipped"] == {"mm0": "int4 offset: its 144 input channels are not a multiple of the block 32"}
+    assert result.details["skipped"] == {
+        "mm0": "int4 offset: its 144 input channels are not a multiple of the block 32"
+    }
     result = QuantizeWeightsOffset(BLOCK, 4, exclude=("mm0",))(matmul_model([q4_1_weight(rng)]))
     assert result.details["skipped"] == {"mm0": "int4 offset: excluded"}
 
@@ -162,7 +179,10 @@ def test_a_width_off_the_blocks_goes_to_rtn_rather_than_staying_fp32():
         [
             numpy_helper.from_array(q4_1_weight(rng, n=K + 16), "w0"),
             numpy_helper.from_array(odd, "w1"),
-            *(numpy_helper.from_array(np.array([v]), name) for v, name in ((0, "start"), (K + 16, "end"), (-1, "axis"))),
+            *(
+                numpy_helper.from_array(np.array([v]), name)
+                for v, name in ((0, "start"), (K + 16, "end"), (-1, "axis"))
+            ),
         ],
     )
     model = onnx.shape_inference.infer_shapes(
@@ -173,7 +193,9 @@ def test_a_width_off_the_blocks_goes_to_rtn_rather_than_staying_fp32():
     assert ops.count("MatMulNBits") == 2 and result.details["rtn"] == ["mm1"]
     assert result.details["int8_ops"]["MatMulNBits"] == 2 and result.details["skipped"] == {}
     x = rng.standard_normal((1, 3, K)).astype(np.float32)
-    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x}
+    )[0]
     got = run(result.model, x)[0]
     assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.15
 

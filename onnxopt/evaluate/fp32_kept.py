@@ -27,7 +27,13 @@ NORM_OPS = (
     "QEmbedLayerNormalization",
     "RMSNormalization",
 )
-QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulNBits")
+QUANT_OPS = (
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat",
+    "MatMulNBits",
+)
 
 # Why each group stays fp32, as inspect prints it.
 WHY = {

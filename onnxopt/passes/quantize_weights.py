@@ -25,7 +25,6 @@ from onnxopt.passes.int8_ops import int8_op_counts
 from onnxopt.passes.quantize_weights_offset import MIDDLE, QuantizeWeightsOffset, fit_blocks
 
 
-
 class _Reader:
     """onnxruntime's CalibrationDataReader over a list of feeds, rewindable (GPTQ copies it)."""
 
@@ -59,7 +58,9 @@ def _config(algo: str, bits: int, block_size: int, accuracy_level: int, feeds):
     )
 
 
-def weight_only_error(stats, weights: list, scales, bits: int = 4, block: int = 32, algo: str = "rtn") -> float:
+def weight_only_error(
+    stats, weights: list, scales, bits: int = 4, block: int = 32, algo: str = "rtn"
+) -> float:
     """Relative squared error of X·W when W·diag(s) is quantized to `bits` in blocks of `block`
     input channels (asymmetric, as MatMulNBits stores it) and X/s stays exact: what smoothing
     before weight-only quantization is chosen by."""
@@ -164,11 +165,12 @@ class QuantizeWeights(Pass):
             rest = QuantizeWeights(self.bits, self.block_size, "rtn", self.accuracy_level, include=partial)
             result = PassResult(rest.call(result.model).model, True, result.details)
             skipped = {name: why for name, why in skipped.items() if name not in partial}
-        total = sum(1 for n in result.model.graph.node if n.op_type == "MatMulNBits")
+        made = _count(result.model, "MatMulNBits") - _count(model, "MatMulNBits")
+        level = self.accuracy_level
         result.details.update(
-            layout=f"MatMulNBits + block offsets, 4 bits, block {self.block_size}, level {self.accuracy_level}",
+            layout=f"MatMulNBits + block offsets, 4 bits, block {self.block_size}, level {level}",
             algorithm="offset",
-            int8_ops={**int8_op_counts(result.model), "MatMulNBits": total - _count(model, "MatMulNBits")},
+            int8_ops={**int8_op_counts(result.model), "MatMulNBits": made},
             skipped=skipped,
             rtn=list(partial),
         )

@@ -130,7 +130,14 @@ class MatMulOffsetInt4(RewriteRule):
         inputs = [self.with_sums[x], f"{base}_B", f"{base}_scales", f"{base}_zero_points"]
         nodes.append(
             helper.make_node(
-                "MatMulNBits", inputs, [out], name=base, domain=MS_DOMAIN, K=k + sum_width(k, self.block), N=n, **attrs
+                "MatMulNBits",
+                inputs,
+                [out],
+                name=base,
+                domain=MS_DOMAIN,
+                K=k + sum_width(k, self.block),
+                N=n,
+                **attrs,
             )
         )
         edits.replace(node, nodes)
@@ -150,7 +157,11 @@ class MatMulOffsetInt4(RewriteRule):
         return [
             helper.make_node("MatMul", [x, indicator], [f"{safe}_block_sums"], name=f"{safe}_block_sum"),
             helper.make_node(
-                "Concat", [x, f"{safe}_block_sums"], [self.with_sums[x]], name=f"{safe}_with_block_sums", axis=-1
+                "Concat",
+                [x, f"{safe}_block_sums"],
+                [self.with_sums[x]],
+                name=f"{safe}_with_block_sums",
+                axis=-1,
             ),
         ]
 

@@ -198,7 +198,17 @@ class MixedBitsSearch(Pass):
     one (`widen`: model -> model; identity for fp32); the report says which nodes were promoted."""
 
     def __init__(
-        self, low: Pass, widen, candidates, feeds, bits: int, block: int, metric, max_drop, progress, algo="rtn"
+        self,
+        low: Pass,
+        widen,
+        candidates,
+        feeds,
+        bits: int,
+        block: int,
+        metric,
+        max_drop,
+        progress,
+        algo="rtn",
     ):
         self.low, self.widen = low, widen
         self.name = low.name + " (accuracy-aware)"
@@ -269,6 +279,14 @@ def mixed_bits_search(model, config, calibration, low: Pass, metric, progress) -
 
     block = config.block_size if bits == 4 else 32
     return MixedBitsSearch(
-        low, widen, candidates, calibration, bits, block, metric, config.max_drop, progress,
+        low,
+        widen,
+        candidates,
+        calibration,
+        bits,
+        block,
+        metric,
+        config.max_drop,
+        progress,
         algo=config.algo if bits == 4 else "rtn",
     )
