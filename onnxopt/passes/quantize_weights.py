@@ -22,7 +22,7 @@ import onnx
 from onnxopt.io.scratch import through_files
 from onnxopt.passes.base import Pass, PassResult
 from onnxopt.passes.int8_ops import int8_op_counts
-from onnxopt.passes.quantize_weights_offset import MIDDLE, QuantizeWeightsOffset, fit_blocks
+from onnxopt.passes.quantize_weights_offset import QuantizeWeightsOffset, fitted_weights, zero_range_levels
 
 
 class _Reader:
@@ -80,14 +80,9 @@ def _fake_quant_blocks(w, bits: int, block: int, algo: str = "rtn"):
     if k % block:
         return w
     if algo == "offset" and bits == 4:
-        q, scale, offset = fit_blocks(w.T, block)
-        return (scale[..., None] * (q.astype(np.float64) - MIDDLE) + offset[..., None]).reshape(n, k).T
-    b = w.reshape(k // block, block, n)
-    low, high = np.minimum(b.min(1, keepdims=True), 0), np.maximum(b.max(1, keepdims=True), 0)
-    levels = 2**bits - 1
-    scale = np.maximum((high - low) / levels, 1e-12)
-    zero = np.clip(np.round(-low / scale), 0, levels)
-    return ((np.clip(np.round(b / scale) + zero, 0, levels) - zero) * scale).reshape(k, n)
+        return fitted_weights(w.T, block).T
+    q, scale, zero = zero_range_levels(w.reshape(k // block, block, n), 2**bits - 1, axis=1)
+    return ((q - zero) * scale).reshape(k, n)
 
 
 def lm_heads(model: onnx.ModelProto) -> tuple[str, ...]:
@@ -125,8 +120,11 @@ class QuantizeWeights(Pass):
             return self._offset(model)
 
         # onnxruntime's nodes_to_include adds to its op types rather than restricting them.
-        others = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in self.include]
-        others = others if self.include else []
+        others = [
+            n.name
+            for n in model.graph.node
+            if self.include and n.op_type == "MatMul" and n.name not in self.include
+        ]
 
         def tool(src, dst) -> None:
             quantizer = MatMulNBitsQuantizer(
@@ -143,9 +141,8 @@ class QuantizeWeights(Pass):
             quantizer.process()
             quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)
 
-        before = sum(1 for n in model.graph.node if n.op_type == "MatMulNBits")
         quantized = through_files(model, tool)
-        done = sum(1 for n in quantized.graph.node if n.op_type == "MatMulNBits") - before
+        done = _count(quantized, "MatMulNBits") - _count(model, "MatMulNBits")
         kept = [n.name for n in quantized.graph.node if n.op_type == "MatMul"]
         details = {
             "layout": f"MatMulNBits, {self.bits} bits, block {self.block_size}, level {self.accuracy_level}",

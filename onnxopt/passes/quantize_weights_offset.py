@@ -54,6 +54,22 @@ def fit_blocks(w: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, np.nd
     return q.astype(np.uint8), scale[..., 0].astype(np.float32), offset[..., 0].astype(np.float32)
 
 
+def fitted_weights(w: np.ndarray, block: int) -> np.ndarray:
+    """w [N, K] as the offset quantizer stores it, in float: what its error is simulated with."""
+    q, scale, offset = fit_blocks(w, block)
+    return (scale[..., None] * (q.astype(np.float64) - MIDDLE) + offset[..., None]).reshape(w.shape)
+
+
+def zero_range_levels(b: np.ndarray, levels: int, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Asymmetric min-max levels along `axis` with 0 inside every range (onnxruntime's RTN):
+    levels, scales and integer zero points, the reduced axis kept."""
+    low = np.minimum(b.min(axis, keepdims=True), 0)
+    high = np.maximum(b.max(axis, keepdims=True), 0)
+    scale = np.maximum((high - low) / levels, 1e-12)
+    zero = np.clip(np.round(-low / scale), 0, levels)
+    return np.clip(np.round(b / scale) + zero, 0, levels), scale, zero
+
+
 def pack_nibbles(q: np.ndarray) -> np.ndarray:
     """[N, blocks, block] levels -> MatMulNBits' B: two per byte, the even channel in the low nibble."""
     return (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
@@ -76,14 +92,10 @@ def offset_rows(w: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, np.n
     n, blocks = rest.shape
     padded = np.zeros((n, -(-blocks // block) * block), np.float32)
     padded[:, :blocks] = rest
-    r = padded.reshape(n, -1, block)
-    low, high = np.minimum(r.min(-1), 0), np.maximum(r.max(-1), 0)
-    r_scale = np.maximum((high - low) / LEVELS, 1e-12)
-    r_zero = np.clip(np.round(-low / r_scale), 0, LEVELS)
-    r_q = np.clip(np.round(r / r_scale[..., None]) + r_zero[..., None], 0, LEVELS)
+    r_q, r_scale, r_zero = zero_range_levels(padded.reshape(n, -1, block), LEVELS, axis=-1)
     levels = np.concatenate([q, r_q.astype(np.uint8)], 1)
-    scales = np.concatenate([scale, r_scale.astype(np.float32)], 1)
-    zeros = np.concatenate([zero, r_zero], 1).astype(np.uint8)
+    scales = np.concatenate([scale, r_scale[..., 0].astype(np.float32)], 1)
+    zeros = np.concatenate([zero, r_zero[..., 0]], 1).astype(np.uint8)
     return pack_nibbles(levels), scales.reshape(-1), pack_zero_points(zeros)
 
 
@@ -173,7 +185,7 @@ class QuantizeWeightsOffset(Pass):
     changes_input = False
 
     def __init__(self, block_size: int = 32, accuracy_level: int = 4, exclude: tuple[str, ...] = ()):
-        self.rule = MatMulOffsetInt4(block_size, accuracy_level, exclude)
+        self.block_size, self.accuracy_level, self.exclude = block_size, accuracy_level, exclude
         self.name = "quantize-int4-offset"
 
     def call(self, model: onnx.ModelProto) -> PassResult:
@@ -181,8 +193,7 @@ class QuantizeWeightsOffset(Pass):
         out.CopyFrom(model)
         if not any(o.domain == MS_DOMAIN for o in out.opset_import):
             out.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
-        self.rule.with_sums = {}
-        result = apply_rule(self.rule, out)
+        result = apply_rule(MatMulOffsetInt4(self.block_size, self.accuracy_level, self.exclude), out)
         drop_unused_initializers(out.graph)
         details = {"MatMulNBits": result.rewritten, "skipped": result.skipped}
         return PassResult(out, result.rewritten > 0, details)
