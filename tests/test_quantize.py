@@ -261,13 +261,20 @@ def test_targets_other_than_cpu_write_qdq_of_plain_ops(cli, tiny_bert_onnx, tmp_
     }
     core = [n for n in matmuls if not set(n.input) & dq_of_weight]
     assert core and all(fed_by_dq[i] for i, n in enumerate(matmuls) if n not in core)
-    # Probabilities x V reads the Softmax itself when left fp32; QK^T is quantized on both targets.
+    # OpenVINO: the attention core (QK^T and probabilities x V) left fp32, activations signed
+    # int8, smoothing as a Mul on the quantized branch; portable: every MatMul quantized, uint8.
     reads_softmax = [n for n in core if producers.get(n.input[0]) == "Softmax"]
     quantized_core = [n for n in core if all(producers.get(i) == "DequantizeLinear" for i in n.input)]
+    q_nodes = [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in weights]
+    zero_types = {next(t for t in graph.initializer if t.name == q.input[2]).data_type for q in q_nodes}
     if target == "openvino":
-        assert reads_softmax and len(reads_softmax) + len(quantized_core) == len(core)
+        assert reads_softmax and not quantized_core
+        assert zero_types == {onnx.TensorProto.INT8}
+        assert "LayerNormalization" not in {producers.get(q.input[0]) for q in q_nodes}
+        assert "Mul" in {producers.get(q.input[0]) for q in q_nodes}
     else:
         assert quantized_core == core
+        assert zero_types == {onnx.TensorProto.UINT8}
     # No QDQ pair on a MatMul's own output: each MatMul's output goes straight to its bias Add.
     assert "MatMul" not in {producers.get(n.input[0]) for n in graph.node if n.op_type == "QuantizeLinear"}
     # Only int8 readers read a fake-quantized activation: the residual branch reads the tensor.

@@ -89,6 +89,9 @@ class QuantOptions:
     # Op types whose outputs get no QDQ pair of their own (onnxruntime's static QDQ quantizes a
     # MatMul's output before its bias Add; OpenVINO then runs one more requantization per layer).
     no_output_qdq: tuple[str, ...] = ()
+    # Static activations: "u8" (the CPU provider's kernels) or "s8" (OpenVINO's int8 layers; see
+    # quantize/targets.py for what u8 cost there).
+    activations: str = "u8"
 
 
 # The value of details["layout"] for what the quantize passes write; CpuInt8Layout says its own.
@@ -182,7 +185,7 @@ class QuantizeStatic(Pass):
                     op_types_to_quantize=static_ops,
                     per_channel=opts.per_channel,
                     reduce_range=opts.reduce_range,
-                    activation_type=QuantType.QUInt8,
+                    activation_type=QuantType.QInt8 if opts.activations == "s8" else QuantType.QUInt8,
                     weight_type=QuantType.QInt8,
                     nodes_to_exclude=[*opts.exclude, *dynamic_nodes],
                     calibrate_method=self.method,
@@ -210,7 +213,7 @@ class QuantizeStatic(Pass):
                 "layout": PORTABLE_LAYOUT,
                 "int8_ops": int8_op_counts(quantized),
                 "weights": "s8",
-                "activations": "u8",
+                "activations": opts.activations,
                 "per_channel": opts.per_channel,
                 "static_ops": static_ops,
                 "dynamic_matmuls": dynamic_nodes,

@@ -17,6 +17,12 @@ The division is folded where it costs nothing:
   norm's input, so no Mul is needed there;
 - into the V columns (weights and bias) of a fused Attention op, whose output channels are the
   value channels, for the attention output projection.
+
+With `explicit` (the OpenVINO layout) nothing is folded: a Mul by 1/s feeds the weights alone, after
+each LayerNorm and each attention context Reshape, as NNCF's SmoothQuant places it, and the
+residual reads the LayerNorm itself. OpenVINO fuses that Mul with the QuantizeLinear after it;
+folded, its FakeQuantize stood alone: MiniLM batch 32 on OpenVINO, 18 standalone FakeQuantize
+layers took 5.5 of 112 ms (Intel Xeon AMX, 2026-12-02).
 """
 
 from __future__ import annotations
@@ -68,9 +74,12 @@ def _weight_of(node: onnx.NodeProto, tensor: str, inits: dict) -> tuple[str, boo
     return None
 
 
-def find_groups(model: onnx.ModelProto, gates: bool = False) -> tuple[list[SmoothGroup], dict[str, str]]:
+def find_groups(
+    model: onnx.ModelProto, gates: bool = False, explicit: bool = False
+) -> tuple[list[SmoothGroup], dict[str, str]]:
     """Smoothable activations, and for every candidate left out, the reason (for the report).
-    `gates`: SwiGLU products too (their 1/s folds into the up projection's columns)."""
+    `gates`: SwiGLU products too (their 1/s folds into the up projection's columns); `explicit`:
+    norms and Reshapes get a Mul by 1/s instead of a fold (fold "mul")."""
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     consumers: dict[str, list[onnx.NodeProto]] = {}
@@ -83,6 +92,8 @@ def find_groups(model: onnx.ModelProto, gates: bool = False) -> tuple[list[Smoot
     groups, skipped = [], {}
     for node in graph.node:
         candidate = smoothable(node, rms, aliases, gated)
+        if explicit and (node.op_type == "Reshape" if candidate is None else candidate[0] == "norm"):
+            candidate = ("mul", (), [])
         if candidate is None:
             continue
         if isinstance(candidate, str):
@@ -174,8 +185,9 @@ class Smooth(Pass):
         only_if_better: bool = True,
         error=None,
         gates: bool = False,
+        explicit: bool = False,
     ):
-        self.gates = gates
+        self.gates, self.explicit = gates, explicit
         self.stats = stats
         self.alphas = alphas
         self.only_if_better = only_if_better
@@ -187,7 +199,7 @@ class Smooth(Pass):
     def call(self, model: onnx.ModelProto) -> PassResult:
         model_copy = onnx.ModelProto()
         model_copy.CopyFrom(model)
-        groups, skipped = find_groups(model_copy, self.gates)
+        groups, skipped = find_groups(model_copy, self.gates, self.explicit)
         inits = {t.name: t for t in model_copy.graph.initializer}
         aliases = constant_aliases(model_copy)  # rescaled through a copy, which may orphan the Identity
         inits.update({alias: inits[name] for alias, name in aliases.items()})
@@ -271,7 +283,7 @@ def _apply(model, group: SmoothGroup, scales: np.ndarray, inits: dict, nodes: di
     elif group.fold == "gate":  # the up projection's columns
         init = _own(model, producer, 1, inits)
         _set(init, numpy_helper.to_array(init) / scales[None, :])
-    else:  # attention-v: the last third of the packed QKV weight and bias
+    elif group.fold == "attention-v":  # the last third of the packed QKV weight and bias
         weight, bias = _own(model, producer, 1, inits), _own(model, producer, 2, inits)
         w, b = numpy_helper.to_array(weight).copy(), numpy_helper.to_array(bias).copy()
         hidden = w.shape[1] // 3
@@ -283,7 +295,16 @@ def _apply(model, group: SmoothGroup, scales: np.ndarray, inits: dict, nodes: di
         init = _own(model, nodes[consumer], 1, inits)
         w = numpy_helper.to_array(init)
         _set(init, w * scales[None, :] if transposed else w * scales[:, None])
-    if group.others:
+    if group.fold == "mul":  # the weights read X / s; every other reader keeps X
+        inverse, smoothed = f"{group.tensor}_smooth_inverse", f"{group.tensor}_smoothed"
+        model.graph.initializer.append(numpy_helper.from_array((1.0 / scales).astype(np.float32), inverse))
+        mul = onnx.helper.make_node(
+            "Mul", [group.tensor, inverse], [smoothed], name=f"{group.producer}_smooth"
+        )
+        for consumer, _, _ in group.weights:
+            nodes[consumer].input[0] = smoothed
+        muls.setdefault(group.producer, []).append(mul)
+    elif group.others:
         restore = f"{group.tensor}_smooth_scale"
         restored = f"{group.tensor}_unsmoothed"
         model.graph.initializer.append(numpy_helper.from_array(scales.astype(np.float32), restore))

@@ -11,7 +11,14 @@
   puts one before the bias Add), a quantized tensor's fp32 readers (the residual branch, Shape,
   the un-smoothing Mul) reading the tensor itself, not its DQ (passes/qdq_fp32_readers: STS-B dev
   on OpenVINO 86.62 -> 86.70, same speed, Intel Xeon AVX512-VNNI, 2026-12-02), and attention
-  probabilities x V left fp32, as NNCF's transformer preset does; QK^T is quantized.
+  probabilities x V and the scores Q x K^T left fp32 (attention_scores), and signed int8
+  activations (activation_layout). Measured on MiniLM, OpenVINO 2026.4, 2 threads, interleaved,
+  Intel Xeon AMX, 2026-12-02, batch 1 / 32 ms, STS-B dev / train drop on OpenVINO:
+  uint8, QK^T int8 5.79 / 111.6, 0.01 / 0.04; int8, QK^T int8 6.02 / 117.0, 0.00 / 0.03 (its
+  zero points dequantized by 13 Convert + 11 Subtract layers); int8 with Q and K symmetric (NNCF's
+  choice: one int8 attention subgraph) 5.32 / 109.6 but 0.12 / 0.44; int8, QK^T fp32 5.19 / 108.7,
+  -0.01 / 0.06; NNCF 5.53 / 107.1. Symmetric everywhere lost 0.36 dev (GELU and LayerNorm
+  outputs are lopsided).
 - portable: QDQ on plain ONNX ops, every MatMul quantized, for runtimes onnxopt does not measure.
 - auto: cpu and openvino both built and timed here, the faster kept (target_choice).
 """
@@ -56,8 +63,41 @@ def attention_core(model: onnx.ModelProto) -> tuple[str, ...]:
     )
 
 
+def attention_scores(model: onnx.ModelProto) -> tuple[str, ...]:
+    """MatMuls that compute attention scores (Q x K^T): two activations in, the product reaching a
+    Softmax through the mask and scale ops."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    weights = {t.name for t in model.graph.initializer}
+
+    def to_softmax(name: str, hops: int = 4) -> bool:
+        for node in consumers.get(name, []):
+            if node.op_type == "Softmax":
+                return True
+            if (
+                hops
+                and node.op_type in ("Add", "Div", "Mul", "Where", "Cast")
+                and to_softmax(node.output[0], hops - 1)
+            ):
+                return True
+        return False
+
+    return tuple(
+        n.name
+        for n in model.graph.node
+        if n.op_type == "MatMul" and n.name and not weights & set(n.input) and to_softmax(n.output[0])
+    )
+
+
+def activation_layout(target: str) -> dict:
+    """QuantOptions' activation fields for `target`: OpenVINO's signed int8."""
+    return {"activations": "s8"} if target == "openvino" else {}
+
+
 def with_attention_core_excluded(config: QuantizeConfig, model: onnx.ModelProto) -> QuantizeConfig:
     if config.target != "openvino" or config.mode == "int4":
         return config
-    core = [name for name in attention_core(model) if name not in config.exclude]
+    core = [name for name in (*attention_scores(model), *attention_core(model)) if name not in config.exclude]
     return replace(config, exclude=(*config.exclude, *core))

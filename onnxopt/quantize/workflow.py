@@ -46,7 +46,7 @@ from onnxopt.quantize.fallback import AccuracyAwareQuantize, FidelityDrop, StsDr
 from onnxopt.quantize.mixed_bits import PerplexityDrop, mixed_bits_search
 from onnxopt.quantize.record import check_excluded, run_record
 from onnxopt.quantize.target_choice import quantize_auto
-from onnxopt.quantize.targets import for_target, with_attention_core_excluded
+from onnxopt.quantize.targets import activation_layout, for_target, with_attention_core_excluded
 from onnxopt.runtime.cpu import cpu_features
 from onnxopt.runtime.sessions import check_loads
 
@@ -127,7 +127,8 @@ def quantize(
         steps = [quantizer, QuantizeEmbeddings()] if config.embeddings else [quantizer]
         model, quant_reports = Pipeline(steps).run(model)
         reports += quant_reports
-        record = run_record(config, options, reports, calibration, cpu_features().describe(), model)
+        cpu = cpu_features().describe(options.activations)
+        record = run_record(config, options, reports, calibration, cpu, model)
         progress("save", 0, 0)
         with claim.staged() as tmp:
             saving.save(model, tmp)
@@ -211,13 +212,14 @@ def _prepare(model, ref, config: QuantizeConfig, data: _Data, smooth: bool, prog
     check_excluded(model, config.exclude)
     if smooth:
         progress("smooth", 0, 0)
-        tensors = [group.tensor for group in find_groups(model)[0]]
+        explicit = config.target == "openvino"  # a Mul OpenVINO fuses with its FakeQuantize (smooth.py)
+        tensors = [group.tensor for group in find_groups(model, explicit=explicit)[0]]
         stats = collect_channel_stats(model, data.calibration, tensors)
         if config.mode == "int4":  # weight-only: alpha by the int4 error with exact activations
             error = partial(weight_only_error, block=config.block_size, algo=config.algo)
             smoother = Smooth(stats, INT4_ALPHAS, error=error)
         else:
-            smoother = Smooth(stats)
+            smoother = Smooth(stats, explicit=explicit)
         model, smooth_reports = Pipeline([smoother]).run(model)
         reports += smooth_reports
     return model, reports
@@ -232,6 +234,7 @@ def _quantizer(model, config: QuantizeConfig, data: _Data, progress):
         reduce_range=cpu_features().reduce_range,
         exclude=config.exclude,
         no_output_qdq=QDQ_OPS if config.target != "cpu" else (),
+        **activation_layout(config.target),
     )
     weights_only = None
     if config.mode == "int4":

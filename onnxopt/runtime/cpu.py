@@ -22,13 +22,15 @@ class CpuFeatures:
         # saturate; 7-bit weights avoid that. VNNI (and ARM) accumulate in 32 bits, so full range.
         return self.machine in ("x86_64", "AMD64") and not self.vnni
 
-    def describe(self) -> str:
+    def describe(self, activations: str = "u8") -> str:
+        """The int8 types on this CPU; `activations`: what the layout uses (s8 for OpenVINO)."""
         if self.machine not in ("x86_64", "AMD64"):
-            return f"{self.machine}: u8 activations, s8 weights, full range"
+            return f"{self.machine}: {activations} activations, s8 weights, full range"
         found = ", ".join(f for f in _VNNI_FLAGS if f in self.flags) or "none"
         if self.vnni:
-            return f"x86-64 with VNNI ({found}): u8 activations, s8 weights, full 8-bit range"
-        return "x86-64 without VNNI: u8 activations, s8 weights reduced to 7 bits to avoid saturation"
+            return f"x86-64 with VNNI ({found}): {activations} activations, s8 weights, full 8-bit range"
+        weights = "s8 weights reduced to 7 bits to avoid saturation"
+        return f"x86-64 without VNNI: {activations} activations, {weights}"
 
 
 def features_from(machine: str, cpuinfo: str) -> CpuFeatures:

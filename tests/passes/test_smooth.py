@@ -56,6 +56,31 @@ def test_a_layernorm_output_is_smoothed_into_gamma_beta_and_the_weight_rows():
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_explicit_smoothing_puts_a_mul_on_the_weight_branch_and_folds_nothing():
+    """The OpenVINO layout: the LayerNorm and the residual stay as they were; only the projection
+    reads h / s, through a Mul OpenVINO fuses with the FakeQuantize after it."""
+    model = graph("layernorm_linear")
+    result = unchanged_by(Smooth(_layernorm_stats(model), explicit=True), model)
+    (applied,) = result.details["smoothed"]
+    assert applied["tensor"] == "h" and applied["error_after"] < applied["error_before"] / 10
+    assert nodes(result.model) == [
+        ("ln", "LayerNormalization", ["x", "gamma", "beta"], ["h"]),
+        ("ln_smooth", "Mul", ["h", "h_smooth_inverse"], ["h_smoothed"]),
+        ("proj", "MatMul", ["h_smoothed", "w"], ["p"]),
+        ("proj_bias", "Add", ["p", "b"], ["y"]),
+        ("residual", "Add", ["h", "x"], ["r"]),
+        ("ln_out", "LayerNormalization", ["x", "gamma2", "beta2"], ["n"]),
+    ]
+    before, after = inits(model), inits(result.model)
+    np.testing.assert_array_equal(after["gamma"], before["gamma"])
+    scales = 1 / after["h_smooth_inverse"]
+    assert scales[2] == scales.max()
+    np.testing.assert_allclose(after["w"], before["w"] * scales[:, None], rtol=1e-6)
+    feed = feed_for(model)
+    for got, want in zip(run(result.model, feed), run(model, feed), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_candidates_left_alone_carry_their_reasons():
     model = graph("layernorm_linear")
     result = unchanged_by(Smooth({}), model)
@@ -101,6 +126,23 @@ def test_smoothing_is_exact_before_quantization(tiny_bert_onnx, fused):
     for group in groups:  # every weight really was rescaled, so equality below is not trivial
         for node, weight, _ in group.weights:
             assert not np.allclose(after[nodes[node].input[1]], before[weight])
+    for want, got in zip(_outputs(model, feeds), _outputs(result.model, feeds), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_explicit_smoothing_reaches_the_attention_context_and_is_exact(tiny_bert_onnx):
+    model = model_files.load(model_files.resolve(tiny_bert_onnx))
+    groups, _ = find_groups(model, explicit=True)
+    producers = {n.name: n.op_type for n in model.graph.node}
+    assert {producers[g.producer] for g in groups} == {"LayerNormalization", "Reshape"}
+    assert {g.fold for g in groups} == {"mul"} and len(groups) > len(find_groups(model)[0])
+    feeds = _feeds(tiny_bert_onnx, model)
+    stats = collect_channel_stats(model, feeds, [g.tensor for g in groups])
+    result = unchanged_by(Smooth(stats, alphas=(0.5,), only_if_better=False, explicit=True), model)
+    assert len(result.details["smoothed"]) == len(groups)
+    muls = [n for n in result.model.graph.node if n.name.endswith("_smooth")]
+    readers = [n for n in result.model.graph.node if set(n.input) & {m.output[0] for m in muls}]
+    assert len(muls) == len(groups) and {n.op_type for n in readers} == {"MatMul"}
     for want, got in zip(_outputs(model, feeds), _outputs(result.model, feeds), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
