@@ -27,6 +27,7 @@ from onnxopt.passes.fold_weight_transposes import FoldWeightTransposes
 from onnxopt.passes.fuse_decoder_attention import FuseDecoderAttention
 from onnxopt.passes.fuse_transformer import FuseTransformer
 from onnxopt.passes.infer_shapes import InferShapes
+from onnxopt.passes.pack_projections import PackProjections
 from onnxopt.passes.quantize import (
     INT8_OPS,
     QDQ_OPS,
@@ -206,6 +207,8 @@ def _prepare(model, ref, config: QuantizeConfig, data: _Data, smooth: bool, prog
     prepare = [FuseTransformer(model_type(ref.folder))] if config.optimize else []
     if config.optimize and cache_layout(model) is not None:
         prepare.append(FuseDecoderAttention(rope_tables(ref.folder)))
+        if config.mode in ("int4", "dynamic") and not config.qdq:  # weight-only MatMulNBits
+            prepare.append(PackProjections(config.exclude))
     # A tied LM head gets a weight of its own, so the quantizers reach it (passes/fold_weight_transposes).
     passes = [*prepare, FoldWeightTransposes(), InferShapes()]
     model, reports = Pipeline(passes).run(model, on_step=lambda name: progress(name, 0, 0))

@@ -36,7 +36,7 @@ def decoder(model: onnx.ModelProto) -> Decoder:
     return Decoder(session, cache_layout(model))
 
 
-def assert_same_generation(a: onnx.ModelProto, b: onnx.ModelProto) -> None:
+def assert_same_generation(a: onnx.ModelProto, b: onnx.ModelProto, atol: float = 1e-5) -> None:
     """Prefill (batch 2, 12 tokens) then two decode steps: same logits and cache."""
     run_a, run_b = decoder(a), decoder(b)
     ids = np.random.default_rng(0).integers(3, 60, (2, 12))
@@ -45,9 +45,9 @@ def assert_same_generation(a: onnx.ModelProto, b: onnx.ModelProto) -> None:
         at = 0 if step == 0 else 11 + step
         logits_a, past_a = run_a.step(chunk, past_a, at)
         logits_b, past_b = run_b.step(chunk, past_b, at)
-        np.testing.assert_allclose(logits_b, logits_a, atol=1e-5)
+        np.testing.assert_allclose(logits_b, logits_a, atol=atol)
         for name in past_a:
-            np.testing.assert_allclose(past_b[name], past_a[name], atol=1e-5)
+            np.testing.assert_allclose(past_b[name], past_a[name], atol=atol)
 
 
 @pytest.mark.parametrize("kind", ["llama", "qwen2"])
