@@ -35,6 +35,7 @@ from onnx import numpy_helper
 
 from onnxopt.passes.base import Pass, PassResult
 from onnxopt.passes.graph_index import attributes
+from onnxopt.passes.smooth_error import quant_error, smoothing_scales
 from onnxopt.passes.smooth_producers import (
     constant_aliases,
     drop_orphaned_identities,
@@ -127,40 +128,6 @@ def find_groups(
         else:
             groups.append(group)
     return groups, skipped
-
-
-def smoothing_scales(absmax_x: np.ndarray, absmax_w: np.ndarray, alpha: float) -> np.ndarray:
-    x = np.maximum(absmax_x.astype(np.float64), 1e-5)
-    w = np.maximum(absmax_w.astype(np.float64), 1e-5)
-    return np.clip(x**alpha / w ** (1 - alpha), 1e-4, 1e4)
-
-
-def _fake_quant_activation(x: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Per-tensor asymmetric uint8, as the CPU provider's static and dynamic kernels use."""
-    low, high = min(low, 0.0), max(high, 0.0)
-    scale = (high - low) / 255 or 1.0
-    zero = np.round(-low / scale)
-    return (np.clip(np.round(x / scale) + zero, 0, 255) - zero) * scale
-
-
-def _fake_quant_weight(w: np.ndarray) -> np.ndarray:
-    """Per-output-channel symmetric int8 (rows are input channels)."""
-    scale = np.maximum(np.abs(w).max(0, keepdims=True), 1e-12) / 127
-    return np.clip(np.round(w / scale), -127, 127) * scale
-
-
-def quant_error(stats, weights: list[np.ndarray], scales: np.ndarray) -> float:
-    """Relative squared error of X·W under simulated int8, after smoothing by `scales`."""
-    x = stats.rows.astype(np.float64)
-    xs = _fake_quant_activation(
-        x / scales, float((stats.low / scales).min()), float((stats.high / scales).max())
-    )
-    num = den = 0.0
-    for w in weights:
-        exact = x @ w
-        num += float(((xs @ _fake_quant_weight(w * scales[:, None]) - exact) ** 2).sum())
-        den += float((exact**2).sum())
-    return num / max(den, 1e-30)
 
 
 class Smooth(Pass):

@@ -36,6 +36,16 @@ class CalibrationResult:
     peak_rss_mb: float
 
 
+@dataclass
+class CalibrationSummary:
+    """What a quantize run reports of its calibration (CalibrationResult without the ranges)."""
+
+    samples: int
+    seconds: float
+    peak_rss_mb: float
+    method: str
+
+
 class _OneSample:
     """onnxruntime's CalibrationDataReader protocol for a single input dict."""
 

@@ -34,11 +34,11 @@ from onnxopt.passes.quantize import (
 )
 from onnxopt.passes.quantize_weights import QuantizeWeights
 from onnxopt.passes.smooth import Smooth, find_groups
-from onnxopt.quantize.calibrate import collect_channel_stats, collect_ranges
+from onnxopt.quantize.calibrate import CalibrationSummary, collect_channel_stats, collect_ranges
 from onnxopt.quantize.calibration_feeds import DECODE_STEPS
 from onnxopt.quantize.config import QuantizeConfig
 from onnxopt.quantize.record import run_record
-from onnxopt.quantize.workflow import CalibrationSummary, QuantizeResult, quantize
+from onnxopt.quantize.workflow import QuantizeResult, quantize
 from onnxopt.runtime.cpu import cpu_features
 from onnxopt.runtime.seq2seq import Seq2Seq
 

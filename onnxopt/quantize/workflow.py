@@ -40,7 +40,7 @@ from onnxopt.passes.quantize import (
 from onnxopt.passes.quantize_embeddings import QuantizeEmbeddings
 from onnxopt.passes.quantize_weights import QuantizeWeights, lm_heads, weight_only_error
 from onnxopt.passes.smooth import Smooth, find_groups
-from onnxopt.quantize.calibrate import collect_channel_stats, collect_ranges
+from onnxopt.quantize.calibrate import CalibrationSummary, collect_channel_stats, collect_ranges
 from onnxopt.quantize.calibration_feeds import generation_feeds
 from onnxopt.quantize.config import QuantizeConfig
 from onnxopt.quantize.fallback import AccuracyAwareQuantize, FidelityDrop, StsDrop
@@ -58,14 +58,6 @@ HOLDOUT = 32  # held-back samples for the accuracy-aware search
 # about 2,000 SmolLM2 tokens; 32 (~650 tokens) moved its int4 figure by 1-2 points between halves.
 DECODER_HOLDOUT = 96
 INT4_ALPHAS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
-
-
-@dataclass
-class CalibrationSummary:
-    samples: int
-    seconds: float
-    peak_rss_mb: float
-    method: str
 
 
 @dataclass
@@ -218,12 +210,9 @@ def _prepare(model, ref, config: QuantizeConfig, data: _Data, smooth: bool, prog
         explicit = config.target == "openvino"  # a Mul OpenVINO fuses with its FakeQuantize (smooth.py)
         tensors = [group.tensor for group in find_groups(model, explicit=explicit)[0]]
         stats = collect_channel_stats(model, data.calibration, tensors)
-        if config.mode == "int4":  # weight-only: alpha by the int4 error with exact activations
-            error = partial(weight_only_error, block=config.block_size, algo=config.algo)
-            smoother = Smooth(stats, INT4_ALPHAS, error=error)
-        else:
-            smoother = Smooth(stats, explicit=explicit)
-        model, smooth_reports = Pipeline([smoother]).run(model)
+        error = partial(weight_only_error, block=config.block_size, algo=config.algo)  # exact activations
+        int4 = {"alphas": INT4_ALPHAS, "error": error} if config.mode == "int4" else {}
+        model, smooth_reports = Pipeline([Smooth(stats, explicit=explicit, **int4)]).run(model)
         reports += smooth_reports
     return model, reports
 

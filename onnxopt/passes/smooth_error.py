@@ -1,0 +1,41 @@
+"""What smoothing chooses alpha by: the scales for an alpha, and the simulated int8 error of X.W
+after smoothing (per-tensor asymmetric 8-bit activations, per-output-channel symmetric int8
+weights). Asymmetric 8 bits is one grid for u8 (the CPU provider) and s8 (OpenVINO) alike."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def smoothing_scales(absmax_x: np.ndarray, absmax_w: np.ndarray, alpha: float) -> np.ndarray:
+    x = np.maximum(absmax_x.astype(np.float64), 1e-5)
+    w = np.maximum(absmax_w.astype(np.float64), 1e-5)
+    return np.clip(x**alpha / w ** (1 - alpha), 1e-4, 1e4)
+
+
+def fake_quant_activation(x: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Per-tensor asymmetric uint8, as the CPU provider's static and dynamic kernels use."""
+    low, high = min(low, 0.0), max(high, 0.0)
+    scale = (high - low) / 255 or 1.0
+    zero = np.round(-low / scale)
+    return (np.clip(np.round(x / scale) + zero, 0, 255) - zero) * scale
+
+
+def fake_quant_weight(w: np.ndarray) -> np.ndarray:
+    """Per-output-channel symmetric int8 (rows are input channels)."""
+    scale = np.maximum(np.abs(w).max(0, keepdims=True), 1e-12) / 127
+    return np.clip(np.round(w / scale), -127, 127) * scale
+
+
+def quant_error(stats, weights: list[np.ndarray], scales: np.ndarray) -> float:
+    """Relative squared error of X·W under simulated int8, after smoothing by `scales`."""
+    x = stats.rows.astype(np.float64)
+    xs = fake_quant_activation(
+        x / scales, float((stats.low / scales).min()), float((stats.high / scales).max())
+    )
+    num = den = 0.0
+    for w in weights:
+        exact = x @ w
+        num += float(((xs @ fake_quant_weight(w * scales[:, None]) - exact) ** 2).sum())
+        den += float((exact**2).sum())
+    return num / max(den, 1e-30)
