@@ -82,8 +82,11 @@ class PackedQkvIntoGqa(RewriteRule):
         if node.domain != MS_DOMAIN or len(node.input) < 3 or not node.input[1] or not node.input[2]:
             return "not a GroupQueryAttention with separate q, k, v"
         split = index.made_by(node.input[0], "Split")
-        if split is None or list(split.output) != list(node.input[:3]):
+        axis = next((a.i for a in split.attribute if a.name == "axis"), 0) if split is not None else 0
+        if split is None or list(split.output) != list(node.input[:3]) or axis != -1:
             return "q, k and v are not the three outputs of one packed projection"
+        if index.made_by(split.input[0], "MatMul") is None:
+            return "the split tensor is not a projection's output"
         if any(index.only_consumer(name) is not node for name in split.output):
             return "q, k or v is read by another node"
         return None

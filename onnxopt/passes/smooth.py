@@ -200,7 +200,7 @@ class Smooth(Pass):
                     "error_before": base,
                     "error_after": error,
                     "weights": [n for n, _, _ in group.weights],
-                    "residual_muls": len(group.others),
+                    "residual_muls": 0 if group.fold == "mul" else len(group.others),
                 }
             )
         if muls:  # each Mul goes right after its producer, keeping the node list topologically sorted

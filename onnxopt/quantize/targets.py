@@ -91,9 +91,10 @@ def attention_scores(model: onnx.ModelProto) -> tuple[str, ...]:
     )
 
 
-def activation_layout(target: str) -> dict:
-    """QuantOptions' activation fields for `target`: OpenVINO's signed int8."""
-    return {"activations": "s8"} if target == "openvino" else {}
+def activation_layout(target: str, mode: str) -> dict:
+    """QuantOptions' activation fields: OpenVINO's signed int8 for static scales (dynamic ones
+    stay onnxruntime's uint8)."""
+    return {"activations": "s8"} if target == "openvino" and mode == "static" else {}
 
 
 def with_attention_core_excluded(config: QuantizeConfig, model: onnx.ModelProto) -> QuantizeConfig:

@@ -197,17 +197,20 @@ def _read_data(ref, model, config: QuantizeConfig, smooth: bool) -> _Data:
 def _prepare(model, ref, config: QuantizeConfig, data: _Data, smooth: bool, progress):
     """Fusion (unless --no-optimize) and shape inference, then smoothing."""
     prepare = [FuseTransformer(model_type(ref.folder))] if config.optimize else []
-    if config.optimize and cache_layout(model) is not None:
+    decoder = config.optimize and cache_layout(model) is not None
+    if decoder:
         prepare.append(FuseDecoderAttention(rope_tables(ref.folder)))
-        if config.mode in ("int4", "dynamic") and not config.qdq:  # weight-only MatMulNBits
-            prepare.append(PackProjections(config.exclude))
     # A tied LM head gets a weight of its own, so the quantizers reach it (passes/fold_weight_transposes).
-    passes = [*prepare, FoldWeightTransposes(), InferShapes()]
+    prepare.append(FoldWeightTransposes())
+    if decoder and config.mode in ("int4", "dynamic") and not config.qdq:  # weight-only MatMulNBits
+        prepare.append(PackProjections(config.exclude))  # after the fold: transposed weights pack too
+    passes = [*prepare, InferShapes()]
     model, reports = Pipeline(passes).run(model, on_step=lambda name: progress(name, 0, 0))
     check_excluded(model, config.exclude)
     if smooth:
         progress("smooth", 0, 0)
-        explicit = config.target == "openvino"  # a Mul OpenVINO fuses with its FakeQuantize (smooth.py)
+        # A Mul OpenVINO fuses with the FakeQuantize after it (smooth.py): static scales only.
+        explicit = config.target == "openvino" and config.mode == "static"
         tensors = [group.tensor for group in find_groups(model, explicit=explicit)[0]]
         stats = collect_channel_stats(model, data.calibration, tensors)
         error = partial(weight_only_error, block=config.block_size, algo=config.algo)  # exact activations
@@ -226,7 +229,7 @@ def _quantizer(model, config: QuantizeConfig, data: _Data, progress):
         reduce_range=cpu_features().reduce_range,
         exclude=config.exclude,
         no_output_qdq=QDQ_OPS if config.target != "cpu" else (),
-        **activation_layout(config.target),
+        **activation_layout(config.target, config.mode),
     )
     weights_only = None
     if config.mode == "int4":
