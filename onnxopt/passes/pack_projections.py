@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxopt.io.model_files import main_opset
 from onnxopt.passes.base import Pass, PassResult
 from onnxopt.passes.graph_index import drop_unused_initializers
 from onnxopt.passes.rewrite import MS_DOMAIN, Edits, RewriteIndex, RewriteRule, apply_rule
@@ -109,10 +110,9 @@ class PackProjections(Pass):
     def call(self, model: onnx.ModelProto) -> PassResult:
         out = onnx.ModelProto()
         out.CopyFrom(model)
-        if next((o.version for o in out.opset_import if o.domain in ("", "ai.onnx")), 0) < 13:
-            return PassResult(
-                out, False, {"packed": 0, "skipped": {"graph": "opset below 13 (Split sizes input)"}}
-            )
+        if main_opset(out) < 13:
+            reason = {"graph": "opset below 13 (Split sizes input)"}
+            return PassResult(out, False, {"packed": 0, "packed_qkv": 0, "skipped": reason})
         packed = apply_rule(PackSharedInputMatMuls(self.exclude), out)
         qkv = apply_rule(PackedQkvIntoGqa(), out)
         drop_unused_initializers(out.graph)

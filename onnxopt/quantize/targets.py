@@ -30,6 +30,7 @@ from dataclasses import replace
 import onnx
 
 from onnxopt.choices import QDQ_OPS
+from onnxopt.passes.graph_index import Graph
 from onnxopt.quantize.config import QuantizeConfig
 
 
@@ -66,14 +67,10 @@ def attention_core(model: onnx.ModelProto) -> tuple[str, ...]:
 def attention_scores(model: onnx.ModelProto) -> tuple[str, ...]:
     """MatMuls that compute attention scores (Q x K^T): two activations in, the product reaching a
     Softmax through the mask and scale ops."""
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    weights = {t.name for t in model.graph.initializer}
+    graph = Graph(model)
 
     def to_softmax(name: str, hops: int = 4) -> bool:
-        for node in consumers.get(name, []):
+        for node in graph.consumers.get(name, []):
             if node.op_type == "Softmax":
                 return True
             if (
@@ -87,7 +84,10 @@ def attention_scores(model: onnx.ModelProto) -> tuple[str, ...]:
     return tuple(
         n.name
         for n in model.graph.node
-        if n.op_type == "MatMul" and n.name and not weights & set(n.input) and to_softmax(n.output[0])
+        if n.op_type == "MatMul"
+        and n.name
+        and not graph.inits.keys() & set(n.input)
+        and to_softmax(n.output[0])
     )
 
 
