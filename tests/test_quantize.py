@@ -199,19 +199,34 @@ def test_onnxruntime_shape_inference_failure_does_not_reach_the_user(
     assert _cosine(_run(tiny_bert_onnx, IDS), _run(tmp_path / "q", IDS)) > 0.98
 
 
-def test_gelu_fed_matmuls_get_dynamic_scales_unless_all_static(tiny_bert_onnx, tmp_path):
-    hybrid = quantize(tiny_bert_onnx, tmp_path / "h", mode="static", calib=4)
+def test_gelu_fed_matmuls_get_dynamic_scales_only_with_dynamic_gelu(tiny_bert_onnx, tmp_path):
+    hybrid = quantize(tiny_bert_onnx, tmp_path / "h", mode="static", calib=4, dynamic_gelu=True)
     assert hybrid.options["dynamic_matmuls"] == [
         "/encoder/layer.0/output/dense/MatMul",
         "/encoder/layer.1/output/dense/MatMul",
     ]
     ops = [n.op_type for n in onnx.load(str(tmp_path / "h" / "model.onnx")).graph.node]
     assert ops.count("DynamicQuantizeMatMul") == 2 and "QuantizeLinear" in ops
-    static = quantize(tiny_bert_onnx, tmp_path / "s", mode="static", calib=4, all_static=True)
+    static = quantize(tiny_bert_onnx, tmp_path / "s", mode="static", calib=4)
     assert static.options["dynamic_matmuls"] == []
-    assert "DynamicQuantizeMatMul" not in {
-        n.op_type for n in onnx.load(str(tmp_path / "s" / "model.onnx")).graph.node
-    }
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "s" / "model.onnx")).graph.node]
+    assert "DynamicQuantizeMatMul" not in ops and ops.count("MatMulIntegerToFloat") == 6
+    qdq = quantize(tiny_bert_onnx, tmp_path / "qdq", mode="static", calib=4, qdq=True)
+    assert qdq.options["dynamic_matmuls"] == hybrid.options["dynamic_matmuls"]  # --qdq: on by default
+    qdq = quantize(tiny_bert_onnx, tmp_path / "qdq-s", mode="static", calib=4, qdq=True, dynamic_gelu=False)
+    assert qdq.options["dynamic_matmuls"] == []
+
+
+def test_dynamic_gelu_is_a_flag_of_quantize(cli, tiny_bert_onnx, tmp_path):
+    code, _out, err = cli(
+        "quantize", tiny_bert_onnx, "--static", "--calib", "4", "--dynamic-gelu", "-o", tmp_path / "q"
+    )
+    assert code == 0, err
+    (step,) = json.loads((tmp_path / "q" / "onnxopt.json").read_text())["steps"][-1:]
+    assert step["dynamic_matmuls"] == [
+        "/encoder/layer.0/output/dense/MatMul",
+        "/encoder/layer.1/output/dense/MatMul",
+    ]
 
 
 def test_ctrl_c_mid_run_exits_130_and_leaves_nothing(cli, tiny_bert_onnx, tmp_path, monkeypatch):

@@ -66,7 +66,11 @@ class QuantizeConfig(Options):
         None, "Fold SmoothQuant scales, alpha searched per activation (default: on with a tokenizer)."
     )
     embeddings: bool = option(True, "Word-embedding tables to int8 too, one scale per row.")
-    all_static: bool = option(False, "Static scales for GELU outputs too (default: dynamic there).")
+    dynamic_gelu: bool | None = option(
+        None,
+        "Static: dynamic activation scales for the MatMuls fed by a GELU, the FFN down projections "
+        "(default: with --qdq only).",
+    )
     target: str = option(
         "cpu",
         "Where the int8 model runs: cpu (onnxruntime's CPU kernels), openvino (QDQ of plain ONNX ops, "

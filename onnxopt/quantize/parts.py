@@ -38,6 +38,7 @@ from onnxopt.quantize.calibrate import CalibrationSummary, collect_channel_stats
 from onnxopt.quantize.calibration_feeds import DECODE_STEPS
 from onnxopt.quantize.config import QuantizeConfig
 from onnxopt.quantize.record import run_record
+from onnxopt.quantize.targets import gelu_scales_dynamic
 from onnxopt.quantize.workflow import QuantizeResult, quantize
 from onnxopt.runtime.cpu import cpu_features
 from onnxopt.runtime.seq2seq import Seq2Seq
@@ -162,7 +163,7 @@ def _quantize_part(src, path: Path, part: str, config: QuantizeConfig, feeds, sm
         algo = (config.block_size, config.algo, config.accuracy_level, ())
         quantizer = QuantizeWeights(4, *algo, samples or ())
     elif config.mode == "static":
-        if not config.all_static:
+        if gelu_scales_dynamic(config):
             options = replace(options, dynamic_nodes=after_activation(model))
         static_ops = [op for op in config.ops if op in QDQ_OPS]
         count = len(samples)

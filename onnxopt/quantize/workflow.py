@@ -47,7 +47,12 @@ from onnxopt.quantize.fallback import AccuracyAwareQuantize, FidelityDrop, StsDr
 from onnxopt.quantize.mixed_bits import PerplexityDrop, mixed_bits_search
 from onnxopt.quantize.record import check_excluded, run_record
 from onnxopt.quantize.target_choice import quantize_auto
-from onnxopt.quantize.targets import activation_layout, for_target, with_attention_core_excluded
+from onnxopt.quantize.targets import (
+    activation_layout,
+    for_target,
+    gelu_scales_dynamic,
+    with_attention_core_excluded,
+)
 from onnxopt.runtime.cpu import cpu_features
 from onnxopt.runtime.sessions import check_loads
 
@@ -244,7 +249,7 @@ def _quantizer(model, config: QuantizeConfig, data: _Data, progress):
             metric = PerplexityDrop.of(model, data.perplexity_ids, data.context, config.seq_len)
             weights_only = mixed_bits_search(model, config, data.calibration, weights_only, metric, progress)
         return weights_only, None, options
-    if config.mode == "static" and not config.all_static:
+    if config.mode == "static" and gelu_scales_dynamic(config):
         options = replace(options, dynamic_nodes=after_activation(model))
     calibration = None
     if config.mode == "static":

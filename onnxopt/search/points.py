@@ -20,9 +20,9 @@ from onnxopt.search.space import NONE, Space
 
 # Options each quantization mode ignores.
 _IGNORED = {
-    "dynamic": {"method", "all_static", "block_size", "algo", "accuracy_level"},
+    "dynamic": {"method", "dynamic_gelu", "block_size", "algo", "accuracy_level"},
     "static": {"block_size", "algo", "accuracy_level"},
-    "int4": {"method", "all_static", "target", "qdq"},
+    "int4": {"method", "dynamic_gelu", "target", "qdq"},
 }
 _SHORT = {"block_size": "b", "sparsity": "s", "accuracy_level": "level"}
 
