@@ -28,6 +28,9 @@ class CacheLayout:
     head_dim: dict[str, int]
     dtype: type
     inputs: tuple[str, ...]  # every graph input (input_ids, attention_mask, position_ids, past...)
+    # Every present is written by a GroupQueryAttention reading the matching past: past and present
+    # may then be one buffer, which the kernel extends in place (runtime.generation.SharedCache).
+    gqa_writes_presents: bool = False
 
     @property
     def layers(self) -> int:
@@ -55,7 +58,20 @@ def cache_layout(model: onnx.ModelProto) -> CacheLayout | None:
         heads[value.name], head_dim[value.name] = dims[1].dim_value or 1, dims[3].dim_value or 1
     dtype = _NUMPY.get(past[0].type.tensor_type.elem_type, np.float32)
     names = tuple(i.name for i in inputs)
-    return CacheLayout(tuple(p.name for p in past), tuple(present), heads, head_dim, dtype, names)
+    pairs = dict(zip(present, (p.name for p in past), strict=True))
+    return CacheLayout(
+        tuple(p.name for p in past), tuple(present), heads, head_dim, dtype, names, _gqa_writes(model, pairs)
+    )
+
+
+def _gqa_writes(model: onnx.ModelProto, past_of: dict[str, str]) -> bool:
+    """Whether each present output is GroupQueryAttention's present key or value of its own past."""
+    read = {}
+    for node in model.graph.node:
+        if node.op_type == "GroupQueryAttention" and node.domain == "com.microsoft" and len(node.output) > 2:
+            read[node.output[1]] = node.input[3] if len(node.input) > 3 else ""
+            read[node.output[2]] = node.input[4] if len(node.input) > 4 else ""
+    return all(read.get(present) == past for present, past in past_of.items())
 
 
 def empty_past(layout: CacheLayout, batch: int) -> dict[str, np.ndarray]:

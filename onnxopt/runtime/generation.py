@@ -5,6 +5,13 @@ optimum exports a decoder "with past" as one graph whose past inputs may be empt
 0): the prefill and every decode step run the same session. Everything that generates (export's
 check against PyTorch, `bench --generate`, perplexity through the cache, greedy agreement, the
 calibration of static int8 and GPTQ) goes through `Decoder`.
+
+Where GroupQueryAttention writes the cache (onnxopt's fused decoders), greedy generation and its
+timing bind each layer's past input and present output to one buffer sized for the whole
+generation (`SharedCache`): the kernel then writes each new token's keys and values in place,
+where a fresh present is otherwise a copy of the whole past plus one row, every layer, every
+token. onnxruntime-genai serves GroupQueryAttention models this way. SmolLM2 int4, prompt 128 and
+64 new tokens, AMD EPYC, 2 threads: 10.1 -> 8.9 ms a token, the same tokens.
 """
 
 from __future__ import annotations
@@ -23,6 +30,9 @@ class Decoder:
     def __init__(self, session, layout: CacheLayout, int_type=np.int64):
         self.session, self.layout, self.int_type = session, layout, int_type
         self.outputs = ["logits", *layout.present]
+        # CPU provider only: another provider may hold the cache in its own memory, or copy it.
+        providers = session.get_providers() if hasattr(session, "io_binding") else []
+        self.shares_cache = layout.gqa_writes_presents and list(providers) == ["CPUExecutionProvider"]
 
     def empty_past(self, batch: int) -> dict[str, np.ndarray]:
         return empty_past(self.layout, batch)
@@ -48,13 +58,28 @@ class Decoder:
         """`new_tokens` tokens after each prompt row, always the most likely one (batch, new_tokens)."""
         return np.stack(list(self._greedy_steps(prompt, new_tokens)), axis=1)
 
+    def runner(self, batch: int, capacity: int):
+        """A function (ids, past_length) -> last logits that keeps the cache between calls, for
+        one generation of at most `capacity` tokens in all."""
+        if self.shares_cache:
+            return SharedCache(self, batch, capacity)
+        past = self.empty_past(batch)
+
+        def run(ids: np.ndarray, past_length: int) -> np.ndarray:
+            nonlocal past
+            logits, past = self.step(ids, past, past_length)
+            return logits
+
+        return run
+
     def _greedy_steps(self, prompt: np.ndarray, new_tokens: int) -> Iterator[np.ndarray]:
-        logits, past = self.step(prompt, self.empty_past(len(prompt)), 0)
+        run = self.runner(len(prompt), prompt.shape[1] + new_tokens)
+        logits = run(prompt, 0)
         length = prompt.shape[1]
         for _ in range(new_tokens):
             token = logits.argmax(-1)
             yield token
-            logits, past = self.step(token[:, None], past, length)
+            logits = run(token[:, None], length)
             length += 1
 
     def recorded_feeds(self, prompt: np.ndarray, new_tokens: int) -> Iterator[dict[str, np.ndarray]]:
@@ -73,13 +98,14 @@ class Decoder:
     def timed(self, prompt: np.ndarray, new_tokens: int) -> tuple[float, list[float]]:
         """Time to the first token (the prefill) and the time of each further token, in ms."""
         start = time.perf_counter()
-        logits, past = self.step(prompt, self.empty_past(len(prompt)), 0)
+        run = self.runner(len(prompt), prompt.shape[1] + new_tokens)
+        logits = run(prompt, 0)
         first = (time.perf_counter() - start) * 1000
         length, steps = prompt.shape[1], []
         for _ in range(new_tokens - 1):
             token = logits.argmax(-1)[:, None]
             start = time.perf_counter()
-            logits, past = self.step(token, past, length)
+            logits = run(token, length)
             steps.append((time.perf_counter() - start) * 1000)
             length += 1
         return first, steps
@@ -101,3 +127,31 @@ class Decoder:
             log_probs = logits - np.log(np.exp(logits).sum(1, keepdims=True))
             found.append(log_probs[np.arange(len(piece) - 1), piece[1:]])
         return np.concatenate(found) if found else np.zeros(0)
+
+
+class SharedCache:
+    """One buffer per cache tensor, (batch, KV heads, capacity, head dim), bound as both the past
+    input and the present output, so GroupQueryAttention appends to it in place (the kernel's
+    share-buffer mode: it sees the same pointer on both sides). The attention mask says how many
+    positions hold tokens; the prefill writes straight into the buffers too."""
+
+    def __init__(self, decoder: Decoder, batch: int, capacity: int):
+        import onnxruntime as ort
+
+        layout = decoder.layout
+        self.decoder, self.binding = decoder, decoder.session.io_binding()
+        self.binding.bind_output("logits")  # bound first: get_outputs()[0] from here on
+        self.buffers = []  # the binding holds no reference of its own
+        for past, present in zip(layout.past, layout.present, strict=True):
+            shape = (batch, layout.heads[past], capacity, layout.head_dim[past])
+            buffer = ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, layout.dtype))
+            self.binding.bind_ortvalue_input(past, buffer)
+            self.binding.bind_ortvalue_output(present, buffer)
+            self.buffers.append(buffer)
+
+    def __call__(self, ids: np.ndarray, past_length: int) -> np.ndarray:
+        for name, value in self.decoder.feed(ids, {}, past_length).items():
+            self.binding.bind_cpu_input(name, value)
+        self.binding.bind_output("logits")  # its shape changes after the prefill: a new one each run
+        self.decoder.session.run_with_iobinding(self.binding)
+        return self.binding.get_outputs()[0].numpy()[:, -1, :]
