@@ -98,6 +98,8 @@ def test_bench_generate_times_each_model_and_says_its_peak_memory(cli, llama, tm
         assert row["tokens_per_s"] > 0 and row["tpot_p90_ms"] >= row["tpot_p50_ms"] > 0
         assert 50 < row["rss_mb"] < 4000  # a fresh process's high-water mark, Python included
     assert rows[0]["speedup"] == 1.0
+    # The export has no GroupQueryAttention: it copies its presents; the quantized model is fused.
+    assert [r["cache"] for r in rows] == ["copied", "shared", "copied", "shared"]
 
 
 def test_bench_generate_refuses_a_model_without_a_cache(cli, tiny_bert_onnx):

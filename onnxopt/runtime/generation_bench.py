@@ -44,6 +44,9 @@ class GenerationTiming:
     rss_mb: float  # peak resident memory of a process that loads the model and generates once
     size_bytes: int
     settings: dict = field(default_factory=dict)
+    # "shared": past and present in one buffer, appended in place (runtime.generation.SharedCache);
+    # "copied": each step's presents are new arrays fed back as the next past.
+    cache: str = "copied"
 
 
 @dataclass
@@ -154,6 +157,7 @@ def timing_rows(loaded: list[TimedModel], batch: int, prompt_len: int, new_token
                 m.rss_mb,
                 m.size_bytes,
                 m.settings.as_dict(),
+                "shared" if getattr(m.runner, "shares_cache", False) else "copied",
             )  # fmt: skip
         )
     return found
