@@ -9,6 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from onnxopt.errors import OnnxoptError
 from onnxopt.io.cache_layout import cache_layout
 from onnxopt.io.rope import rope_tables
 from onnxopt.passes.fuse_decoder_attention import FuseDecoderAttention
@@ -42,18 +43,41 @@ def test_only_a_cache_written_by_group_query_attention_is_shared(graphs):
     writer.output[list(writer.output).index(last)] = "gqa_present_copy"
     rewired.graph.node.append(onnx.helper.make_node("Identity", ["gqa_present_copy"], [last]))
     assert not cache_layout(rewired).gqa_writes_presents
+    # A past read by anything besides its kernel would see the whole buffer: nothing is shared.
+    read_twice = onnx.ModelProto()
+    read_twice.CopyFrom(fused)
+    past = read_twice.graph.input[-1].name
+    read_twice.graph.node.append(onnx.helper.make_node("Shape", [past], ["past_length_read"]))
+    read_twice.graph.output.append(
+        onnx.helper.make_tensor_value_info("past_length_read", onnx.TensorProto.INT64, [4])
+    )
+    assert not cache_layout(read_twice).gqa_writes_presents
 
 
-def test_shared_buffers_generate_what_copied_presents_do(graphs):
+def test_shared_buffers_generate_what_copied_presents_do(graphs, monkeypatch):
+    calls = []
+    run_shared = SharedCache.__call__
+    monkeypatch.setattr(SharedCache, "__call__", lambda self, *a: calls.append(1) or run_shared(self, *a))
     run = decoder(graphs[1])
     prompt = np.random.default_rng(0).integers(3, 60, (2, 12))
     shared = run.greedy(prompt, 10)
+    assert len(calls) == 11  # the prefill and ten steps went through the shared buffers
     run.shares_cache = False
     copied = run.greedy(prompt, 10)
+    assert len(calls) == 11
     np.testing.assert_array_equal(shared, copied)
     run.shares_cache = True
     first, steps = run.timed(prompt, 6)
-    assert first > 0 and len(steps) == 5
+    assert first > 0 and len(steps) == 5 and len(calls) == 17
+
+
+def test_a_step_past_the_capacity_is_refused(graphs):
+    run = decoder(graphs[1])
+    cache = run.runner(1, 6)
+    cache(np.full((1, 5), 7), 0)
+    cache(np.full((1, 1), 7), 5)
+    with pytest.raises(OnnxoptError, match="the cache holds 6 tokens, this step would make 7"):
+        cache(np.full((1, 1), 7), 6)
 
 
 def test_the_prefill_writes_into_the_buffers_in_place(graphs):

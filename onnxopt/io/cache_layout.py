@@ -65,13 +65,18 @@ def cache_layout(model: onnx.ModelProto) -> CacheLayout | None:
 
 
 def _gqa_writes(model: onnx.ModelProto, past_of: dict[str, str]) -> bool:
-    """Whether each present output is GroupQueryAttention's present key or value of its own past."""
-    read = {}
+    """Whether each present output is GroupQueryAttention's present key or value of its own past,
+    and that node is the past's only reader: anything else reading it (a Shape for the lengths,
+    say) would see the whole shared buffer, not the tokens cached so far."""
+    read, readers = {}, {past: 0 for past in past_of.values()}
     for node in model.graph.node:
+        for name in node.input:
+            if name in readers:
+                readers[name] += 1
         if node.op_type == "GroupQueryAttention" and node.domain == "com.microsoft" and len(node.output) > 2:
             read[node.output[1]] = node.input[3] if len(node.input) > 3 else ""
             read[node.output[2]] = node.input[4] if len(node.input) > 4 else ""
-    return all(read.get(present) == past for present, past in past_of.items())
+    return all(read.get(present) == past and readers[past] == 1 for present, past in past_of.items())
 
 
 def empty_past(layout: CacheLayout, batch: int) -> dict[str, np.ndarray]:

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from onnxopt.errors import OnnxoptError
 from onnxopt.io.cache_layout import CacheLayout, empty_past
 
 
@@ -139,9 +140,9 @@ class SharedCache:
         import onnxruntime as ort
 
         layout = decoder.layout
-        self.decoder, self.binding = decoder, decoder.session.io_binding()
+        self.decoder, self.binding, self.capacity = decoder, decoder.session.io_binding(), capacity
         self.binding.bind_output("logits")  # bound first: get_outputs()[0] from here on
-        self.buffers = []  # the binding holds no reference of its own
+        self.buffers = []  # what the cache holds, readable after a run
         for past, present in zip(layout.past, layout.present, strict=True):
             shape = (batch, layout.heads[past], capacity, layout.head_dim[past])
             buffer = ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, layout.dtype))
@@ -150,8 +151,14 @@ class SharedCache:
             self.buffers.append(buffer)
 
     def __call__(self, ids: np.ndarray, past_length: int) -> np.ndarray:
+        if past_length + ids.shape[1] > self.capacity:
+            raise OnnxoptError(
+                f"the cache holds {self.capacity} tokens, this step would make {past_length + ids.shape[1]}",
+                "size the runner for the prompt plus every new token",
+            )
         for name, value in self.decoder.feed(ids, {}, past_length).items():
             self.binding.bind_cpu_input(name, value)
         self.binding.bind_output("logits")  # its shape changes after the prefill: a new one each run
         self.decoder.session.run_with_iobinding(self.binding)
-        return self.binding.get_outputs()[0].numpy()[:, -1, :]
+        # The raw vector: get_outputs() would wrap every output, the whole cache included, each step.
+        return self.binding.get_outputs_as_ortvaluevector()[0].numpy()[:, -1, :]

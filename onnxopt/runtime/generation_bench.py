@@ -52,7 +52,7 @@ class GenerationTiming:
 @dataclass
 class TimedModel:
     """One model in an interleaved generation run: its runner (anything with `timed(prompt,
-    new_tokens)`: a Decoder, a Seq2Seq) and what was measured."""
+    new_tokens)` and `shares_cache`: a Decoder, a Seq2Seq) and what was measured."""
 
     name: str
     runner: object
@@ -157,7 +157,7 @@ def timing_rows(loaded: list[TimedModel], batch: int, prompt_len: int, new_token
                 m.rss_mb,
                 m.size_bytes,
                 m.settings.as_dict(),
-                "shared" if getattr(m.runner, "shares_cache", False) else "copied",
+                "shared" if m.runner.shares_cache else "copied",
             )  # fmt: skip
         )
     return found

@@ -30,6 +30,8 @@ def _int_type(session, name: str):
 class Seq2Seq:
     """Three sessions (encoder, decoder, decoder_with_past) and the decoder's start token."""
 
+    shares_cache = False  # its decoders' presents are copied back as the next past
+
     def __init__(self, sessions: dict, start_token: int, end_token: int | None = None):
         self.sessions = sessions
         self.start_token, self.end_token = start_token, end_token
