@@ -14,7 +14,7 @@ from onnxopt.io.cache_layout import cache_layout
 from onnxopt.io.rope import rope_tables
 from onnxopt.passes.fuse_decoder_attention import FuseDecoderAttention
 from onnxopt.runtime.generation import Decoder, SharedCache
-from tests.passes.test_fuse_decoder_attention import exported
+from tests.passes.test_fuse_decoder_attention import decoder, exported
 
 
 @pytest.fixture(scope="module")
@@ -23,11 +23,6 @@ def graphs(tmp_path_factory) -> tuple[onnx.ModelProto, onnx.ModelProto]:
     folder = exported(tmp_path_factory, "llama")
     model = onnx.load(str(folder / "model.onnx"))
     return model, FuseDecoderAttention(rope_tables(folder))(model).model
-
-
-def decoder(model: onnx.ModelProto) -> Decoder:
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return Decoder(session, cache_layout(model))
 
 
 def test_only_a_cache_written_by_group_query_attention_is_shared(graphs):

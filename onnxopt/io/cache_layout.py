@@ -73,9 +73,9 @@ def _gqa_writes(model: onnx.ModelProto, past_of: dict[str, str]) -> bool:
         for name in node.input:
             if name in readers:
                 readers[name] += 1
-        if node.op_type == "GroupQueryAttention" and node.domain == "com.microsoft" and len(node.output) > 2:
-            read[node.output[1]] = node.input[3] if len(node.input) > 3 else ""
-            read[node.output[2]] = node.input[4] if len(node.input) > 4 else ""
+        if node.op_type == "GroupQueryAttention" and node.domain == "com.microsoft":
+            # present key and value <- past key and value; a node without them pairs fewer
+            read.update(zip(node.output[1:3], node.input[3:5], strict=False))
     return all(read.get(present) == past and readers[past] == 1 for present, past in past_of.items())
 
 
