@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from onnxopt.io.manifest import Manifest
 from onnxopt.recipes import checks as recipe_checks
 from onnxopt.recipes import schema as recipe
 from tests.conftest import assert_clean_error, build_tiny_bert
@@ -354,7 +355,7 @@ def test_new_empty_and_recipe_outs_are_accepted(tmp_path):
         recipe_checks.claim_out(out, None, ["1-export"])
         assert json.loads((out / "recipe-state.json").read_text()) == {"steps": {}}
     (tmp_path / "empty" / "1-export").mkdir()
-    (tmp_path / "empty" / "1-export" / "onnxopt.json").write_text("{}")
+    Manifest(source="m", task="feature-extraction", opset=17).save(tmp_path / "empty" / "1-export")
     recipe_checks.claim_out(tmp_path / "empty", None, ["1-export"])  # a recipe output: fine
 
 

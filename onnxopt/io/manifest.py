@@ -10,6 +10,11 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST_NAME = "onnxopt.json"
+# Written first in every manifest, and the entries of the folder it was staged in: with them
+# onnxopt.io.ownership tells a manifest onnxopt wrote, over a folder it alone filled, from a file
+# that only bears the name (--overwrite once took an empty onnxopt.json as proof and deleted a folder).
+TOOL_KEY, TOOL = "tool", "onnxopt"
+FILES_KEY = "files"
 _TRACKED_LIBRARIES = ("onnxopt", "onnx", "onnxruntime", "optimum-onnx", "transformers", "torch")
 
 
@@ -35,6 +40,9 @@ class Manifest:
     runtime: dict[str, Any] = field(default_factory=dict)
     # A model in several graphs (onnxopt.io.parts): part name -> file in the folder; empty for one graph.
     parts: dict[str, str] = field(default_factory=dict)
+    # The folder's entries besides this file, listed when saved into a staged output (every one
+    # onnxopt's); None for a manifest written before the list existed, which later saves keep.
+    files: list[str] | None = None
 
     def add_step(self, name: str, **record: Any) -> None:
         self.steps.append({"step": name, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **record})
@@ -43,9 +51,18 @@ class Manifest:
         return [s["step"] for s in self.steps]
 
     def save(self, folder: Path) -> None:
+        from onnxopt.io.leftovers import STAGING_MARK
         from onnxopt.io.outputs import write_text_atomic
 
-        write_text_atomic(folder / MANIFEST_NAME, json.dumps(asdict(self), indent=2, default=str) + "\n")
+        # Only a staged folder is onnxopt's whole: a saved model folder (bench, eval) may hold
+        # what a user put there since, which must not become onnxopt's to delete.
+        if (folder / STAGING_MARK).is_file():
+            ours = {MANIFEST_NAME, STAGING_MARK}
+            self.files = sorted(e.name for e in folder.iterdir() if e.name not in ours)
+        data = {TOOL_KEY: TOOL, **asdict(self)}
+        if self.files is None:
+            del data[FILES_KEY]
+        write_text_atomic(folder / MANIFEST_NAME, json.dumps(data, indent=2, default=str) + "\n")
 
     @classmethod
     def load(cls, folder: Path) -> Manifest | None:
@@ -66,6 +83,7 @@ class Manifest:
                 steps=[dict(step) for step in data.get("steps") or []],
                 runtime=dict(data.get("runtime") or {}),
                 parts=dict(data.get("parts") or {}),
+                files=[str(f) for f in data[FILES_KEY]] if isinstance(data.get(FILES_KEY), list) else None,
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise _damaged(path, f"{type(exc).__name__}: {exc}") from exc

@@ -1,8 +1,9 @@
 """Output folders and files: onnxopt only deletes or replaces what it made.
 
 - An output folder is claimed before any heavy work: refused when it is, contains or lies inside
-  an input (symlinks resolved), when it exists and is not onnxopt's (no `onnxopt.json`, not empty)
-  even with --overwrite, when its location is not writable, or when another run holds its lock.
+  an input (symlinks resolved), when it exists and is not onnxopt's even with --overwrite (not
+  empty, and no manifest onnxopt wrote or entries it does not list: onnxopt.io.ownership), when
+  its location is not writable, or when another run holds its lock.
 - The result is staged in a temporary folder beside OUT and renamed into place, so a failed or
   interrupted run leaves nothing half-written; the staged folder carries a marker with the pid,
   so a later run removes what a killed one left (and puts back a previous OUT it had moved aside).
@@ -24,7 +25,7 @@ from typing import BinaryIO
 
 from onnxopt.errors import OnnxoptError, cut, os_error_message
 from onnxopt.io.leftovers import STAGING_MARK, clean_stale_staging
-from onnxopt.io.manifest import MANIFEST_NAME
+from onnxopt.io.ownership import made_by_onnxopt
 
 STDOUT = "-"
 
@@ -70,12 +71,10 @@ def _writable(folder: Path, hint: str = "choose another -o") -> None:
         raise OnnxoptError(f"cannot write to {cut(str(probe_in))}: {os_error_message(exc)}") from exc
 
 
-def owned(folder: Path) -> bool:
-    """Whether onnxopt may replace this folder: it holds an onnxopt.json, or nothing at all."""
-    manifest = folder / MANIFEST_NAME
-    if manifest.is_file() and not manifest.is_symlink():
-        return True
-    return not any(folder.iterdir())
+def not_owned(folder: Path) -> str | None:
+    """Why onnxopt may not replace this folder (onnxopt.io.ownership), None if it may: onnxopt
+    made it, or it is empty."""
+    return None if not any(folder.iterdir()) else made_by_onnxopt(folder)
 
 
 def check_output(out: Path, inputs: Sequence[Path], overwrite: bool) -> None:
@@ -98,9 +97,10 @@ def check_output(out: Path, inputs: Sequence[Path], overwrite: bool) -> None:
                 f"output {cut(str(out))} already exists",
                 "pass --overwrite or choose another folder with -o",
             )
-        if not owned(out):
+        why = not_owned(out)
+        if why is not None:
             raise OnnxoptError(
-                f"output {cut(str(out))} is not an onnxopt output (no {MANIFEST_NAME}) and is not empty",
+                f"output {cut(str(out))} is not an onnxopt output: {why}",
                 "--overwrite replaces only folders onnxopt made; choose a new or empty folder",
             )
     _writable(out.parent)

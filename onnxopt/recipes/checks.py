@@ -13,8 +13,8 @@ import re
 from pathlib import Path
 
 from onnxopt.errors import OnnxoptError, shorten
-from onnxopt.io.manifest import MANIFEST_NAME
 from onnxopt.io.outputs import write_text_atomic
+from onnxopt.io.ownership import made_by_onnxopt
 
 # The safe YAML reading (size cap, regular files only, no aliases, lines of every key) is shared
 # with the search's space files: onnxopt.io.yaml_lines.
@@ -98,10 +98,10 @@ def claim_out(out: Path, model: str | None, model_steps: list[str]) -> None:
     )
     for name in model_steps:
         folder = out / name
-        if folder.is_symlink() or (folder.exists() and not (folder / MANIFEST_NAME).is_file()):
+        why = "a symbolic link" if folder.is_symlink() else folder.exists() and made_by_onnxopt(folder)
+        if why:
             raise OnnxoptError(
-                f"{echo(folder)} exists and was not made by onnxopt (no {MANIFEST_NAME}); "
-                f"step {name!r} would replace it",
+                f"{echo(folder)} exists and was not made by onnxopt ({why}); step {name!r} would replace it",
                 "move it away, rename the step, or choose another folder with -o",
             )
     out.mkdir(parents=True, exist_ok=True)
