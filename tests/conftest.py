@@ -8,6 +8,9 @@ from pathlib import Path
 import onnx
 import pytest
 
+# The suite's peak memory, printed after the durations (tests/memory_watch.py).
+pytest_plugins = ["tests.memory_watch"]
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

@@ -67,6 +67,27 @@ def test_int8_weight_range_follows_the_cpu(cli, tiny_bert_onnx, tmp_path, monkey
     assert ("7 bits" in stdout) is (limit == 64)
 
 
+@pytest.mark.parametrize("cpuinfo, levels", [(AMD_AVX2, 64), (AMD_VNNI, 127)], ids=["avx2", "vnni"])
+def test_smoothing_simulates_the_weight_grid_of_the_cpu(
+    tiny_bert_onnx, tmp_path, monkeypatch, cpuinfo, levels
+):
+    """Smoothing picks alpha by simulated int8 error; the weights it simulates must be those the
+    quantizer writes on this CPU (7 bits without VNNI), or it picks for a grid that does not run."""
+    import onnxopt.quantize.workflow as quantization
+    from onnxopt.passes.smooth_error import fake_quant_weight
+
+    monkeypatch.setattr(quantization, "cpu_features", lambda: features_from("x86_64", cpuinfo))
+    built = []
+    real = quantization.Smooth
+    monkeypatch.setattr(quantization, "Smooth", lambda *a, **k: built.append(k) or real(*a, **k))
+    quantization.quantize(tiny_bert_onnx, tmp_path / "q", mode="static", calib=4, smooth=True)
+    (kwargs,) = built
+    assert kwargs["error"].keywords == {"weight_levels": levels}
+    w = np.linspace(-1.0, 1.0, 64 * 3).reshape(64, 3)
+    steps = np.unique(np.round(fake_quant_weight(w, levels) / (1.0 / levels)))
+    assert steps.min() == -levels and steps.max() == levels
+
+
 def test_the_real_cpu_is_one_of_the_branches():
     features = cpu.cpu_features()
     assert features.describe()  # whatever this machine is, it is described, and a branch applies

@@ -34,6 +34,7 @@ from onnxopt.passes.quantize import (
 )
 from onnxopt.passes.quantize_weights import QuantizeWeights
 from onnxopt.passes.smooth import Smooth, find_groups
+from onnxopt.passes.smooth_error import int8_error
 from onnxopt.quantize.calibrate import CalibrationSummary, collect_channel_stats, collect_ranges
 from onnxopt.quantize.calibration_feeds import DECODE_STEPS
 from onnxopt.quantize.config import QuantizeConfig
@@ -156,7 +157,9 @@ def _quantize_part(src, path: Path, part: str, config: QuantizeConfig, feeds, sm
     if smooth:
         progress(f"smooth {part}", 0, 0)
         tensors = [group.tensor for group in find_groups(model)[0]]
-        model, smoothed = Pipeline([Smooth(collect_channel_stats(model, samples, tensors))]).run(model)
+        stats = collect_channel_stats(model, samples, tensors)
+        smoothing = Smooth(stats, error=int8_error(_options(config).reduce_range))
+        model, smoothed = Pipeline([smoothing]).run(model)
         reports += smoothed
     options, calibration = _options(config), None
     if config.mode == "int4":

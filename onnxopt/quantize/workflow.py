@@ -40,6 +40,7 @@ from onnxopt.passes.quantize import (
 from onnxopt.passes.quantize_embeddings import QuantizeEmbeddings
 from onnxopt.passes.quantize_weights import QuantizeWeights, lm_heads, weight_only_error
 from onnxopt.passes.smooth import Smooth, find_groups
+from onnxopt.passes.smooth_error import int8_error
 from onnxopt.quantize.calibrate import CalibrationSummary, collect_channel_stats, collect_ranges
 from onnxopt.quantize.calibration_feeds import generation_feeds
 from onnxopt.quantize.config import QuantizeConfig
@@ -219,8 +220,10 @@ def _prepare(model, ref, config: QuantizeConfig, data: _Data, smooth: bool, prog
         tensors = [group.tensor for group in find_groups(model, explicit=explicit)[0]]
         stats = collect_channel_stats(model, data.calibration, tensors)
         error = partial(weight_only_error, block=config.block_size, algo=config.algo)  # exact activations
-        int4 = {"alphas": INT4_ALPHAS, "error": error} if config.mode == "int4" else {}
-        model, smooth_reports = Pipeline([Smooth(stats, explicit=explicit, **int4)]).run(model)
+        # 8-bit MatMulNBits (decoders' dynamic mode) keeps full-range weights; the int8 quantizers not.
+        int8 = int8_error(cpu_features().reduce_range and not (decoder and config.mode == "dynamic"))
+        chosen = {"alphas": INT4_ALPHAS, "error": error} if config.mode == "int4" else {"error": int8}
+        model, smooth_reports = Pipeline([Smooth(stats, explicit=explicit, **chosen)]).run(model)
         reports += smooth_reports
     return model, reports
 

@@ -17,6 +17,7 @@ from onnxopt.passes.fuse_transformer import FuseTransformer
 from onnxopt.passes.smooth import Smooth, find_groups
 from onnxopt.quantize.calibrate import ChannelStats, collect_channel_stats
 from onnxopt.quantize.workflow import quantize
+from onnxopt.runtime.cpu import cpu_features
 from onnxopt.runtime.sessions import probe_session
 from tests.conftest import assert_clean_error
 from tests.passes.util import feed_for, graph, inits, nodes, run, unchanged_by
@@ -223,7 +224,12 @@ def test_smoothing_lowers_int8_error_where_layernorm_outputs_have_outliers(outli
     feeds = _feeds(outlier, model_files.load(model_files.resolve(outlier)), 16)
     before = _tensor_errors(tmp_path / "plain", tmp_path / "fused", names, feeds)
     after = _tensor_errors(tmp_path / "smooth", tmp_path / "fused", names, feeds)
-    assert all(a < 0.5 * b for a, b in zip(after, before, strict=True)), (after, before)
+    # Smoothing moves range from the activations onto the weights, so it gains less where the
+    # weights' grid is coarser: 7-bit weights on x86 without VNNI (reduce_range). Measured after /
+    # before: under 0.5 with full-range weights (the VNNI machines); 0.51 and 0.57 on an AMD EPYC
+    # with AVX2 only (2026-12-07), where it was 0.45 and 0.75 before smoothing simulated 7 bits.
+    bar = 0.65 if cpu_features().reduce_range else 0.5
+    assert all(a < bar * b for a, b in zip(after, before, strict=True)), (after, before)
     manifest = json.loads((tmp_path / "smooth" / "onnxopt.json").read_text())
     assert manifest["steps"][-1]["smooth"] == smooth.options["smooth"]
 
