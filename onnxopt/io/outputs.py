@@ -77,6 +77,11 @@ def not_owned(folder: Path) -> str | None:
     return None if not any(folder.iterdir()) else made_by_onnxopt(folder)
 
 
+def owned(folder: Path) -> bool:
+    """Whether onnxopt may replace this folder: empty, or made by onnxopt (not_owned says why not)."""
+    return not_owned(folder) is None
+
+
 def check_output(out: Path, inputs: Sequence[Path], overwrite: bool) -> None:
     """Refuse an OUT that would touch an input or something onnxopt did not make, before any work."""
     if out.is_symlink():
