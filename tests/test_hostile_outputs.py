@@ -243,16 +243,44 @@ def test_sigterm_and_sighup_clean_up_like_ctrl_c(cli, model_copy, tmp_path, monk
             time.sleep(5)  # the handler raises here, inside the staged folder's write
 
         monkeypatch.setattr(model_files.onnx, "save_model", arrive)
+    # The handler path is what is tested, whatever this process inherited (under nohup, SIGHUP
+    # arrives ignored, and ignored it must stay: test_an_ignored_sighup_stays_ignored).
+    inherited = signal.signal(signum, signal.SIG_DFL)
     out = tmp_path / "out" / "q"
     start = time.perf_counter()
-    got, _o, err = cli("quantize", model_copy, "--static", "--calib", "4", "-o", out)
+    try:
+        got, _o, err = cli("quantize", model_copy, "--static", "--calib", "4", "-o", out)
+        restored = signal.getsignal(signum)
+    finally:
+        signal.signal(signum, inherited)
     assert got == code, err
     name = "SIGTERM" if signum == signal.SIGTERM else "SIGHUP"
     assert error_lines(err) == [
         f"onnxopt: error: {'terminated' if name == 'SIGTERM' else 'hung up'} ({name}); nothing was written"
     ]
-    assert time.perf_counter() - start < 30
-    assert _leftovers(tmp_path) == [] and signal.getsignal(signum) is signal.SIG_DFL
+    assert time.perf_counter() - start < 60  # static calibration of a tiny BERT on a loaded machine
+    assert _leftovers(tmp_path) == [] and restored is signal.SIG_DFL
+
+
+def test_an_ignored_sighup_stays_ignored(cli, model_copy, tmp_path, monkeypatch):
+    """`nohup onnxopt quantize ...`: the hang-up of the terminal must not end the run."""
+    from onnxopt.io import model_files
+
+    real = model_files.onnx.save_model
+
+    def arrive(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGHUP)  # the terminal closes mid-save
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model_files.onnx, "save_model", arrive)
+    inherited = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        code, _o, err = cli("quantize", model_copy, "--dynamic", "-o", tmp_path / "q")
+        kept = signal.getsignal(signal.SIGHUP)
+    finally:
+        signal.signal(signal.SIGHUP, inherited)
+    assert code == 0, err
+    assert (tmp_path / "q" / "onnxopt.json").is_file() and kept is signal.SIG_IGN
 
 
 def test_sigterm_exit_status_of_the_real_process(model_copy, tmp_path):

@@ -77,11 +77,14 @@ def _raise_terminated(signum, _frame):
 def _signals_as_exceptions():
     """SIGTERM and SIGHUP end a run as Ctrl-C does: raised where they land, so staged outputs and
     temporary folders are removed on the way out. Only the main thread can install handlers (an
-    embedding program's worker thread keeps the defaults)."""
+    embedding program's worker thread keeps the defaults). A signal the caller ignores stays
+    ignored: `nohup onnxopt ...` must outlive its terminal (the suite once ran under such a parent,
+    and a run there ended at the hang-up nohup was meant to survive)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, _raise_terminated) for sig in _SIGNALS}
+    handled = [sig for sig in _SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN]
+    previous = {sig: signal.signal(sig, _raise_terminated) for sig in handled}
     try:
         yield
     finally:
