@@ -28,6 +28,11 @@ def run(
     config: ExportConfig, model: str | None, output: Path, overwrite: bool, json_path: Path | None
 ) -> None:
     common.check_json(json_path, [Path(model)] if model and Path(model).exists() else [])
+    from onnxopt.export.sources import resolve_source
+
+    # The source (a GGUF file's header included) is checked before the workflow imports torch and
+    # transformers: a damaged file answers in a fraction of a second, not after 15.
+    resolve_source(model, config.bundled)
     with common.progress(f"export {model or config.bundled or 'the bundled all-MiniLM-L6-v2'}") as progress:
         from onnxopt.export.workflow import export  # torch and optimum: seconds to import
 

