@@ -89,7 +89,11 @@ def write_model(model: onnx.ModelProto, path: Path) -> None:
             save_as_external_data=True,
             all_tensors_to_one_file=True,
             location=data_file(path).name,
-            size_threshold=0,
+            # Small tensors stay inline: onnxruntime's shape inference reads constant inputs such
+            # as ReduceSum's axes and cannot read them from external data ("Cannot parse data from
+            # external tensors"); a Llama-3.2-1B-shaped model staged with size_threshold=0 failed
+            # to load at the ReduceSum before GroupQueryAttention. 1 KiB is onnx's own default.
+            size_threshold=1024,
         )
     else:
         onnx.save_model(model, str(path))
