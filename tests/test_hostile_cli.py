@@ -5,6 +5,7 @@ OUT left as they were. Each test failed on the code before the fix.
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from onnxopt.io.manifest import Manifest
 from onnxopt.io.ownership import made_by_onnxopt
-from tests.conftest import assert_clean_error
+from tests.conftest import REPO, assert_clean_error
 
 FAST = 10.0  # seconds a refused command may take
 
@@ -101,3 +102,190 @@ def test_made_by_onnxopt_reads_what_onnxopt_writes(tiny_bert_onnx, tmp_path):
     (tmp_path / "link").mkdir()
     (tmp_path / "link" / "onnxopt.json").symlink_to(tiny_bert_onnx / "onnxopt.json")
     assert made_by_onnxopt(tmp_path / "link") == "onnxopt.json is not a regular file"
+
+
+# 2. --int4 --max-drop on an encoder: the search scores perplexity, which needs a decoder.
+
+
+def test_int4_max_drop_on_an_encoder_is_refused_before_any_work(timed_cli, tiny_bert_onnx, tmp_path):
+    before = _sha(tiny_bert_onnx)
+    code, _o, err = timed_cli("quantize", tiny_bert_onnx, "--int4", "--max-drop", "1", "-o", tmp_path / "q")
+    assert_clean_error(code, err, "--int4 --max-drop measures the rise in perplexity", "is an encoder")
+    assert _sha(tiny_bert_onnx) == before and list(tmp_path.iterdir()) == []
+
+
+# 3. --opset outside what the exporter writes; the exporter's own prints kept off stdout.
+
+
+@pytest.mark.parametrize("opset", ["99", "6", "21"])
+def test_export_opset_outside_the_exporters_range_is_refused_at_once(
+    timed_cli, tiny_bert_hf, tmp_path, opset
+):
+    before = _sha(tiny_bert_hf)
+    code, stdout, err = timed_cli(
+        "export", tiny_bert_hf, "-o", tmp_path / "m", "--opset", opset, "--json", "-"
+    )
+    assert_clean_error(code, err, "--opset must be an integer in [7, 20]", f"got {opset}")
+    assert stdout == "" and _sha(tiny_bert_hf) == before and list(tmp_path.iterdir()) == []
+
+
+def test_export_opset_range_is_torchs():
+    """The range checked before torch is imported is the one torch's TorchScript exporter takes
+    (optimum runs that one), so a torch upgrade that widens it fails here, not for users."""
+    from torch.onnx import _constants
+
+    from onnxopt.export.config import MAX_OPSET, MIN_OPSET
+
+    assert (MIN_OPSET, MAX_OPSET) == (
+        _constants.ONNX_MIN_OPSET,
+        _constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET,
+    )
+
+
+_PRINTING_EXPORTER = """
+import ctypes, os, sys
+import optimum.exporters.onnx as exporters
+
+def main_export(*args, **kwargs):  # fails as torch's exporter does: its graph printed from C first
+    os.write(1, b"Torch IR graph at exception: graph(...)\\n")
+    ctypes.CDLL(None).printf(b"buffered in C stdio\\n")
+    print("from Python")
+    raise RuntimeError("the exporter failed")
+
+exporters.main_export = main_export
+from onnxopt.cli.app import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_the_exporters_prints_never_reach_stdout(tiny_bert_hf, tmp_path):
+    """`--json -` keeps stdout for the JSON: what the exporter prints from C++ (file descriptor 1,
+    past sys.stdout) once put 124 KB of torch graph there."""
+    import subprocess
+    import sys
+
+    args = ["export", str(tiny_bert_hf), "-o", str(tmp_path / "m"), "--json", "-"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # this checkout's onnxopt, whatever is installed
+    command = [sys.executable, "-c", _PRINTING_EXPORTER, *args]
+    done = subprocess.run(command, capture_output=True, timeout=120, cwd=tmp_path, env=env)
+    assert done.stdout == b""
+    assert_clean_error(done.returncode, done.stderr.decode(), "export failed: the exporter failed")
+    assert not (tmp_path / "m").exists()
+
+
+# 4. --json checked before the work, also against the command's own output folder.
+
+
+@pytest.mark.parametrize(
+    ("json_path", "why"),
+    [
+        ("q", "--json {tmp}/q is the output folder {tmp}/q"),
+        ("q/model.onnx", "lies inside the output folder"),
+        ("q/onnxopt.json", "lies inside the output folder"),
+        ("a" * 250 + ".json", "the file name is 255 bytes, over the"),
+        ("d" * 300 + "/r.json", "a folder name in it is 300 bytes (at most 255)"),
+    ],
+)
+def test_quantize_json_that_cannot_be_written_is_refused_before_the_work(
+    timed_cli, tiny_bert_onnx, tmp_path, json_path, why
+):
+    out = tmp_path / "q"
+    before = _sha(tiny_bert_onnx)
+    code, stdout, err = timed_cli(
+        "quantize", tiny_bert_onnx, "--dynamic", "-o", out, "--json", tmp_path / json_path
+    )
+    assert_clean_error(code, err, why.format(tmp=tmp_path))
+    assert stdout == "" and _sha(tiny_bert_onnx) == before and list(tmp_path.iterdir()) == []
+
+
+def test_json_into_an_existing_output_is_refused_and_leaves_it_whole(
+    cli, timed_cli, tiny_bert_onnx, tmp_path
+):
+    """--json OUT/model.onnx with --overwrite once replaced the new model by the JSON report."""
+    out = tmp_path / "q"
+    code, _o, err = cli("quantize", tiny_bert_onnx, "--dynamic", "-o", out)
+    assert code == 0, err
+    before = _sha(tmp_path, tiny_bert_onnx)
+    for name in ("model.onnx", "onnxopt.json", "report.json"):
+        code, _o, err = timed_cli(
+            "quantize", tiny_bert_onnx, "--dynamic", "-o", out, "--overwrite", "--json", out / name
+        )
+        assert_clean_error(code, err, f"--json {out / name} lies inside the output folder {out}")
+    assert _sha(tmp_path, tiny_bert_onnx) == before
+
+
+@pytest.mark.parametrize("command", ["export", "optimize", "prune", "run", "search"])
+def test_every_command_with_an_output_checks_json_against_it(timed_cli, tiny_bert_onnx, tmp_path, command):
+    out = tmp_path / "o"
+    model = str(tiny_bert_onnx)
+    args = {
+        "export": ["export", model],
+        "optimize": ["optimize", model],
+        "prune": ["prune", model, "--sparsity", "0.5"],
+        "run": ["run", _recipe(tmp_path, model)],
+        "search": ["search", model, "--max-drop", "1", "--data", _sts(tmp_path)],
+    }[command]
+    before = _sha(tmp_path, tiny_bert_onnx)
+    code, _o, err = timed_cli(*args, "-o", out, "--json", out / "r.json")
+    assert_clean_error(code, err, f"--json {out / 'r.json'} lies inside the output folder {out}")
+    assert _sha(tmp_path, tiny_bert_onnx) == before and not out.exists()
+
+
+def _recipe(folder: Path, model: str) -> Path:
+    path = folder / "recipe.yaml"
+    path.write_text(f"model: {model}\nsteps:\n  - optimize: {{}}\n")
+    return path
+
+
+def _sts(folder: Path) -> Path:
+    path = folder / "sts.tsv"
+    path.write_text("sentence1\tsentence2\tscore\na cat\ta dog\t2.0\n")
+    return path
+
+
+# 5. Quantizing a quantized model: refused, naming what it holds.
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_int4(tmp_path_factory, tiny_bert_onnx):
+    from onnxopt.quantize.workflow import quantize
+
+    out = tmp_path_factory.mktemp("onnx") / "int4"
+    quantize(tiny_bert_onnx, out, mode="int4", smooth=False)
+    return out
+
+
+@pytest.mark.parametrize("mode", ["--int4", "--dynamic", "--static"])
+def test_quantizing_an_int4_model_again_is_refused(timed_cli, tiny_bert_int4, tmp_path, mode):
+    before = _sha(tiny_bert_int4)
+    code, _o, err = timed_cli("quantize", tiny_bert_int4, mode, "-o", tmp_path / "q")
+    assert_clean_error(
+        code, err, "is already quantized (it has MatMulNBits)", "quantize the fp32 model it was made from"
+    )
+    assert _sha(tiny_bert_int4) == before and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("mode", ["--int4", "--static"])
+def test_quantizing_an_int8_model_again_is_refused(timed_cli, tiny_bert_dynamic, tmp_path, mode):
+    before = _sha(tiny_bert_dynamic)
+    code, _o, err = timed_cli("quantize", tiny_bert_dynamic, mode, "-o", tmp_path / "q")
+    assert_clean_error(code, err, "is already quantized (it has DynamicQuantizeLinear")
+    assert _sha(tiny_bert_dynamic) == before and list(tmp_path.iterdir()) == []
+
+
+def test_a_quantize_step_in_the_manifest_is_enough(timed_cli, model_copy, tmp_path):
+    """int8 embedding tables alone leave no quantized op in the graph: the manifest tells."""
+    manifest = json.loads((model_copy / "onnxopt.json").read_text())
+    manifest["steps"].append({"step": "quantize-dynamic"})
+    (model_copy / "onnxopt.json").write_text(json.dumps(manifest))
+    code, _o, err = timed_cli("quantize", model_copy, "--dynamic", "-o", tmp_path / "q")
+    assert_clean_error(code, err, "T is already quantized (its onnxopt.json records quantize-dynamic)")
+    assert not (tmp_path / "q").exists()
+
+
+def test_a_model_that_grew_is_not_reported_smaller():
+    from onnxopt.report.tables import size_change
+
+    assert size_change(400, 100) == "4.0x smaller"
+    assert size_change(133_043, 152_460) == "15% larger"  # the int4 of int4 of issue 26
+    assert size_change(100, 100) == "the same size"

@@ -64,11 +64,12 @@ def existing(path: Path, what: str = "model") -> Path:
     return path
 
 
-def check_json(json_path: Path | None, inputs: list[Path]) -> None:
-    """--json's path, refused before the work if it would overwrite an input or cannot be written."""
+def check_json(json_path: Path | None, inputs: list[Path], outputs: tuple[Path, ...] = ()) -> None:
+    """--json's path, refused before the work if it would overwrite an input, meets the command's
+    output folder (-o), or cannot be written: every command that takes --json calls this first."""
     from onnxopt.io.outputs import check_output_file
 
-    check_output_file(json_path, inputs, "--json")
+    check_output_file(json_path, inputs, "--json", outputs)
 
 
 @contextlib.contextmanager

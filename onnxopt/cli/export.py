@@ -27,7 +27,7 @@ SOURCE = inspect.Parameter(
 def run(
     config: ExportConfig, model: str | None, output: Path, overwrite: bool, json_path: Path | None
 ) -> None:
-    common.check_json(json_path, [Path(model)] if model and Path(model).exists() else [])
+    common.check_json(json_path, [Path(model)] if model and Path(model).exists() else [], (output,))
     from onnxopt.export.sources import resolve_source
 
     # The source (a GGUF file's header included) is checked before the workflow imports torch and

@@ -10,7 +10,7 @@ from onnxopt.optimize.config import OptimizeConfig
 
 
 def run(config: OptimizeConfig, model: Path, output: Path, overwrite: bool, json_path: Path | None) -> None:
-    common.check_json(json_path, [common.existing(model)])
+    common.check_json(json_path, [common.existing(model)], (output,))
     with common.progress(f"optimize {model}") as progress:
         from onnxopt.optimize.workflow import optimize
 

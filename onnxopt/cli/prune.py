@@ -10,7 +10,7 @@ from onnxopt.prune.config import PruneConfig
 
 
 def run(config: PruneConfig, model: Path, output: Path, overwrite: bool, json_path: Path | None) -> None:
-    common.check_json(json_path, [common.existing(model)])
+    common.check_json(json_path, [common.existing(model)], (output,))
     with common.progress(f"prune {model} (sparsity {config.sparsity:g})") as progress:
         from onnxopt.prune.workflow import prune
 

@@ -10,7 +10,7 @@ from onnxopt.quantize.config import QuantizeConfig
 
 
 def run(config: QuantizeConfig, model: Path, output: Path, overwrite: bool, json_path: Path | None) -> None:
-    common.check_json(json_path, [common.existing(model)])
+    common.check_json(json_path, [common.existing(model)], (output,))
     with common.progress(f"quantize {model} ({config.mode} int8)") as progress:
         from onnxopt.quantize.parts import quantize_model
 

@@ -54,8 +54,8 @@ def run(
     from onnxopt.recipes import runner, schema
 
     parsed = schema.load(recipe_path, model=model)  # checks --model as the recipe's own
-    common.check_json(json_path, [recipe_path])
     out = output or Path("build") / recipe_path.stem
+    common.check_json(json_path, [recipe_path], (out,))
     with common.progress(f"run {parsed.name}") as progress:
         result = runner.run(
             parsed, out, on_step=lambda step: progress(step.name, 0, 0), on_progress=progress, force=force

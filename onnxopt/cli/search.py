@@ -11,7 +11,7 @@ from onnxopt.search.config import SearchConfig
 
 
 def run(config: SearchConfig, model: Path, output: Path, json_path: Path | None) -> None:
-    common.check_json(json_path, [common.existing(model), Path(config.data)])
+    common.check_json(json_path, [common.existing(model), Path(config.data)], (output,))
     with common.progress(f"search {model}") as progress:
         from onnxopt.search.workflow import search
 

@@ -20,7 +20,7 @@ from onnxopt.io.leftovers import temp_dir
 from onnxopt.io.manifest import Manifest
 from onnxopt.io.outputs import claim_output
 from onnxopt.options import config_from
-from onnxopt.silence import quiet
+from onnxopt.silence import native_stdout_silenced, quiet
 
 Progress = Callable[[str, int, int], None]
 
@@ -59,7 +59,8 @@ def export(
         task = infer_task(hf, source.is_local, config.cache) if config.task == "auto" else config.task
         with claim.staged() as tmp:
             progress(f"exporting {source.shown} ({task})", 0, 0)
-            diffs, opset, notes = _export_checked(hf, tmp, task, config, progress)
+            with native_stdout_silenced():  # torch's C++ prints would reach stdout (`--json -`)
+                diffs, opset, notes = _export_checked(hf, tmp, task, config, progress)
             manifest = Manifest(source=model or source.shown, task=task, opset=opset)
             if parts.in_parts(tmp):
                 manifest.parts = parts.default_parts()

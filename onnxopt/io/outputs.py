@@ -17,58 +17,25 @@ import contextlib
 import fcntl
 import os
 import shutil
-import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 from onnxopt.errors import OnnxoptError, cut, os_error_message
 from onnxopt.io.leftovers import STAGING_MARK, clean_stale_staging
+from onnxopt.io.output_files import (  # the output files' half, read from here too, as before
+    STDOUT,
+    check_output_file,
+    input_clash,
+    input_paths,
+    private_to_default,
+    probe_writable,
+    write_atomic,
+    write_text_atomic,
+)
 from onnxopt.io.ownership import made_by_onnxopt
 
-STDOUT = "-"
-
-
-def input_paths(inputs: Sequence[Path]) -> list[Path]:
-    """Every real path an input occupies: the input itself and, for a folder, each entry in it
-    (a `model.onnx` that is a symlink into another folder makes that folder's file an input too)."""
-    found: list[Path] = []
-    for src in inputs:
-        found.append(src.resolve())
-        if src.is_dir():
-            with contextlib.suppress(OSError):
-                found.extend(entry.resolve() for entry in src.iterdir())
-    return found
-
-
-def _clash(target: Path, inputs: Sequence[Path]) -> tuple[str, Path] | None:
-    """How `target` (resolved) meets an input: ("overwrite", input) when it is or holds one,
-    ("inside", input) when it lies inside an input folder; None if it does neither."""
-    resolved = target.resolve()
-    reals = input_paths(inputs)
-    for real in reals:
-        if resolved == real or real.is_relative_to(resolved):
-            return "would overwrite", real
-    for real in reals:
-        if real.is_dir() and resolved.is_relative_to(real):
-            return "lies inside", real
-    return None
-
-
-def _writable(folder: Path, hint: str = "choose another -o") -> None:
-    """Probe the nearest existing ancestor of `folder` for writing, so an unwritable OUT fails in
-    the first second rather than after the work (onnxopt runs as root in containers, where
-    os.access says yes to every permission, so the probe really creates and removes a folder)."""
-    probe_in = folder
-    while not probe_in.exists():
-        probe_in = probe_in.parent
-    if not probe_in.is_dir():
-        raise OnnxoptError(f"cannot write to {cut(str(folder))}: {probe_in} is a file", hint)
-    try:
-        Path(tempfile.mkdtemp(prefix=".onnxopt-probe-", dir=probe_in)).rmdir()
-    except OSError as exc:
-        raise OnnxoptError(f"cannot write to {cut(str(probe_in))}: {os_error_message(exc)}") from exc
+__all__ = ["STDOUT", "check_output_file", "input_paths", "write_atomic", "write_text_atomic"]
 
 
 def not_owned(folder: Path) -> str | None:
@@ -88,7 +55,7 @@ def check_output(out: Path, inputs: Sequence[Path], overwrite: bool) -> None:
         raise OnnxoptError(
             f"output {cut(str(out))} is a symbolic link", "give the real folder with -o, not a link to it"
         )
-    clash = _clash(out, inputs)
+    clash = input_clash(out, inputs)
     if clash is not None:
         raise OnnxoptError(
             f"output {cut(str(out))} {clash[0]} the input {cut(str(clash[1]))}",
@@ -108,7 +75,7 @@ def check_output(out: Path, inputs: Sequence[Path], overwrite: bool) -> None:
                 f"output {cut(str(out))} is not an onnxopt output: {why}",
                 "--overwrite replaces only folders onnxopt made; choose a new or empty folder",
             )
-    _writable(out.parent)
+    probe_writable(out.parent)
 
 
 class _Lock:
@@ -211,12 +178,6 @@ def claim_output(out: Path, inputs: Sequence[Path], overwrite: bool) -> Iterator
     lock.release()
 
 
-def _private_to_default(path: Path, base: int) -> None:
-    umask = os.umask(0)
-    os.umask(umask)
-    path.chmod(base & ~umask)  # mkdtemp/mkstemp make it private; the result should look like any file
-
-
 @contextlib.contextmanager
 def staged_dir(out: Path) -> Iterator[Path]:
     """Yield a temporary folder beside `out`; on success it replaces `out`, on any failure it is removed.
@@ -230,7 +191,7 @@ def staged_dir(out: Path) -> Iterator[Path]:
         (tmp / STAGING_MARK).write_text(f"{os.getpid()}\n")
     except OSError as exc:
         raise OnnxoptError(f"cannot write to {cut(str(parent))}: {os_error_message(exc)}") from exc
-    _private_to_default(tmp, 0o777)
+    private_to_default(tmp, 0o777)
     try:
         yield tmp
         (tmp / STAGING_MARK).unlink()
@@ -244,57 +205,3 @@ def staged_dir(out: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def check_output_file(path: Path | None, inputs: Sequence[Path], option: str) -> None:
-    """Refuse, before any work, a --json/--plot path that would overwrite an input or something that
-    is not a regular file, or that cannot be written. `-` (standard output) is always fine."""
-    if path is None or str(path) == STDOUT:
-        return
-    shown = cut(str(path))
-    if path.is_dir():
-        raise OnnxoptError(f"{option} {shown} is a folder", f"give a file path, e.g. {option} results.json")
-    if path.is_symlink() or (path.exists() and not path.is_file()):
-        raise OnnxoptError(
-            f"{option} {shown} exists and is not a regular file",
-            f"onnxopt replaces only regular files; use {option} - for standard output"
-            if option == "--json"
-            else "onnxopt replaces only regular files",
-        )
-    clash = _clash(path, inputs)
-    if clash is not None:
-        raise OnnxoptError(
-            f"{option} {shown} {clash[0]} the input {cut(str(clash[1]))}", "write it outside the inputs"
-        )
-    _writable(path.parent, f"choose another {option} path")
-
-
-def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write a file through a temporary sibling and a rename, so readers never see half a file;
-    the temporary file is removed if `write` fails or the run is interrupted. `-` is stdout."""
-    if str(path) == STDOUT:
-        write(sys.stdout.buffer)
-        sys.stdout.flush()
-        return
-    if path.is_symlink() or (path.exists() and not path.is_file()):
-        raise OnnxoptError(
-            f"{cut(str(path))} exists and is not a regular file", "onnxopt replaces only files"
-        )
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        _private_to_default(Path(tmp), 0o666)
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as exc:
-        raise OnnxoptError(f"cannot write {cut(str(path))}: {os_error_message(exc)}") from exc
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    write_atomic(path, lambda f: f.write(text.encode()))

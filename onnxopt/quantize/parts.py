@@ -24,7 +24,6 @@ from onnxopt.passes.fold_weight_transposes import FoldWeightTransposes
 from onnxopt.passes.fuse_transformer import FuseTransformer
 from onnxopt.passes.infer_shapes import InferShapes
 from onnxopt.passes.quantize import (
-    INT8_OPS,
     QDQ_OPS,
     QuantizeDynamic,
     QuantizeStatic,
@@ -38,6 +37,7 @@ from onnxopt.passes.smooth_error import int8_error
 from onnxopt.quantize.calibrate import CalibrationSummary, collect_channel_stats, collect_ranges
 from onnxopt.quantize.calibration_feeds import DECODE_STEPS
 from onnxopt.quantize.config import QuantizeConfig
+from onnxopt.quantize.inputs import check_fp32
 from onnxopt.quantize.record import run_record
 from onnxopt.quantize.targets import gelu_scales_dynamic
 from onnxopt.quantize.workflow import QuantizeResult, quantize
@@ -60,7 +60,8 @@ def quantize_parts(src: Path, out: Path, config=None, overwrite=False, on_progre
     files = part_files(src)
     with claim_output(out, [src], overwrite) as claim:
         for path in files.values():
-            _check_fp32(model_files.load(model_files.ModelRef(path, src)), path)
+            ref = model_files.ModelRef(path, src)
+            check_fp32(model_files.load(ref), ref.manifest, path)
         smooth = config.mode != "int4" if config.smooth is None else config.smooth
         calibrated = config.mode == "static" or smooth or (config.mode == "int4" and config.algo == "gptq")
         feeds = _recorded_feeds(src, config, progress) if calibrated else None
@@ -116,15 +117,6 @@ def _refuse_unsupported(src: Path, config: QuantizeConfig) -> None:
                 f"{flag} does not work on an encoder-decoder in parts ({src}) yet",
                 f"quantize it without {flag}; each part is quantized whole",
             )
-
-
-def _check_fp32(model, path: Path) -> None:
-    already = sorted({n.op_type for n in model.graph.node if n.op_type in INT8_OPS})
-    if already:
-        raise OnnxoptError(
-            f"{path} is already quantized (it has {', '.join(already[:3])})",
-            "quantize the fp32 model instead",
-        )
 
 
 def _recorded_feeds(src: Path, config: QuantizeConfig, progress) -> dict[str, list]:

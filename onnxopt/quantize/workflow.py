@@ -29,7 +29,6 @@ from onnxopt.passes.fuse_transformer import FuseTransformer
 from onnxopt.passes.infer_shapes import InferShapes
 from onnxopt.passes.pack_projections import PackProjections
 from onnxopt.passes.quantize import (
-    INT8_OPS,
     QDQ_OPS,
     QuantizeDynamic,
     QuantizeStatic,
@@ -45,6 +44,7 @@ from onnxopt.quantize.calibrate import CalibrationSummary, collect_channel_stats
 from onnxopt.quantize.calibration_feeds import generation_feeds
 from onnxopt.quantize.config import QuantizeConfig
 from onnxopt.quantize.fallback import AccuracyAwareQuantize, FidelityDrop, StsDrop
+from onnxopt.quantize.inputs import check_int4_search, load_fp32
 from onnxopt.quantize.mixed_bits import PerplexityDrop, mixed_bits_search
 from onnxopt.quantize.record import check_excluded, run_record
 from onnxopt.quantize.target_choice import quantize_auto
@@ -55,7 +55,6 @@ from onnxopt.quantize.targets import (
     with_attention_core_excluded,
 )
 from onnxopt.runtime.cpu import cpu_features
-from onnxopt.runtime.sessions import check_loads
 
 # (stage name, done, total): total is 0 for stages without a count.
 Progress = Callable[[str, int, int], None]
@@ -110,7 +109,7 @@ def quantize(
     ref = model_files.resolve(src)
     limits.check_sequence_length(ref, config.seq_len, "--seq-len")
     with claim_output(out, [ref.folder or ref.onnx_path], overwrite) as claim:
-        model = _fp32(ref)
+        model = load_fp32(ref)
         # Smoothing is on wherever calibration text can be tokenized (static: always). For int4 it
         # is chosen by the weight-only error: SmolLM2 int4 block 32, perplexity on STS-B dev text
         # (2026-12-02), +22.1% -> +12.7% over fp32 (RMSNorm outputs). Not adopted: the SwiGLU
@@ -154,19 +153,8 @@ def quantize(
         )
 
 
-def _fp32(ref: model_files.ModelRef):
-    model = model_files.load(ref)
-    check_loads(ref.onnx_path)
-    already = sorted({n.op_type for n in model.graph.node if n.op_type in INT8_OPS})
-    if already:
-        raise OnnxoptError(
-            f"{ref.name} is already quantized (it has {', '.join(already[:3])})",
-            "quantize the fp32 model instead",
-        )
-    return model
-
-
 def _read_data(ref, model, config: QuantizeConfig, smooth: bool) -> _Data:
+    check_int4_search(model, config.mode, config.max_drop, ref.name)
     if config.eval_data and cache_layout(model) is not None:
         raise OnnxoptError(
             "--eval-data takes STS pairs, which score encoders; a decoder's --max-drop is its rise "

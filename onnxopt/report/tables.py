@@ -65,8 +65,15 @@ def quantize_result(r) -> None:
     out().print(f"int8 types: {r.cpu}")
     out().print(
         f"size: {size(r.size_before)} -> {size(r.size_after)} "
-        f"({r.size_before / max(r.size_after, 1):.1f}x smaller), {r.seconds:.1f} s in all"
+        f"({size_change(r.size_before, r.size_after)}), {r.seconds:.1f} s in all"
     )
+
+
+def size_change(before: int, after: int) -> str:
+    """How much smaller a model came out; a larger one says so ("1.0x smaller" once hid a growth)."""
+    if after < before:
+        return f"{before / max(after, 1):.1f}x smaller"
+    return f"{(after - before) / max(before, 1):.0%} larger" if after > before else "the same size"
 
 
 def prune_result(r) -> None:
