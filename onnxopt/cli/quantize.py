@@ -11,7 +11,8 @@ from onnxopt.quantize.config import QuantizeConfig
 
 def run(config: QuantizeConfig, model: Path, output: Path, overwrite: bool, json_path: Path | None) -> None:
     common.check_json(json_path, [common.existing(model)], (output,))
-    with common.progress(f"quantize {model} ({config.mode} int8)") as progress:
+    kind = "int4" if config.mode == "int4" else f"{config.mode} int8"
+    with common.progress(f"quantize {model} ({kind})") as progress:
         from onnxopt.quantize.parts import quantize_model
 
         result = quantize_model(model, output, config, overwrite=overwrite, on_progress=progress)
