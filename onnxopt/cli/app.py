@@ -94,6 +94,7 @@ def _signals_as_exceptions():
 
 def main(argv: list[str] | None = None) -> int:
     common.VERBOSITY.quiet = common.VERBOSITY.verbose = False
+    common.RESUMABLE = common.Resumable()
     with _signals_as_exceptions():
         try:
             from onnxopt.io.leftovers import clean_stale_temp
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             clean_stale_temp()
             return _run(argv)
         except Terminated as exc:
-            error(f"{_SIGNALS.get(exc.signum, 'stopped')}; nothing was written")
+            error(f"{_SIGNALS.get(exc.signum, 'stopped')}; {common.RESUMABLE.note()}")
             return 128 + exc.signum
 
 
@@ -110,7 +111,7 @@ def _run(argv: list[str] | None) -> int:
         # Not standalone: typer returns an exit code instead of exiting, and turns Ctrl-C into 130.
         code = app(args=argv, prog_name="onnxopt", standalone_mode=False)
         if code == 130:
-            error("interrupted; nothing was written")
+            error(f"interrupted; {common.RESUMABLE.note()}")
         return code if isinstance(code, int) else 0
     except OnnxoptError as exc:
         error(str(exc))
@@ -127,7 +128,7 @@ def _run(argv: list[str] | None) -> int:
         error(f"{exc.format_message()} (see `{where}`)")
         return 2
     except (KeyboardInterrupt, typer.Abort):
-        error("interrupted; nothing was written")
+        error(f"interrupted; {common.RESUMABLE.note()}")
         return 130
     except Exception as exc:
         return _unexpected(exc)

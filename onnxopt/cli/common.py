@@ -28,6 +28,25 @@ class Verbosity:
 VERBOSITY = Verbosity()
 
 
+@dataclass
+class Resumable:
+    """What a stopped run (a signal, Ctrl-C) leaves: most commands stage their output, so nothing;
+    a search or a recipe writes its OUT piece by piece and keeps what it finished there for a
+    resume, once OUT carries its mark file (before that, nothing was written)."""
+
+    out: Path | None = None
+    mark: str = ""
+    kept: str = ""  # what OUT keeps, e.g. "the trials so far"
+
+    def note(self) -> str:
+        if self.out is not None and (self.out / self.mark).is_file():
+            return f"{self.kept} are kept in {cut(str(self.out))} for a resume (run the same command again)"
+        return "nothing was written"
+
+
+RESUMABLE = Resumable()
+
+
 def model_argument(help: str = "Model folder (from `onnxopt export`) or .onnx file.") -> inspect.Parameter:
     return inspect.Parameter(
         "model", KW, default=typer.Argument(..., help=help, metavar="MODEL"), annotation=Path

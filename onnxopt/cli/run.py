@@ -56,6 +56,9 @@ def run(
     parsed = schema.load(recipe_path, model=model)  # checks --model as the recipe's own
     out = output or Path("build") / recipe_path.stem
     common.check_json(json_path, [recipe_path], (out,))
+    from onnxopt.recipes.checks import STATE_NAME
+
+    common.RESUMABLE = common.Resumable(out, STATE_NAME, "the steps finished so far")
     with common.progress(f"run {parsed.name}") as progress:
         result = runner.run(
             parsed, out, on_step=lambda step: progress(step.name, 0, 0), on_progress=progress, force=force

@@ -13,8 +13,10 @@ from onnxopt.search.config import SearchConfig
 def run(config: SearchConfig, model: Path, output: Path, json_path: Path | None) -> None:
     common.check_json(json_path, [common.existing(model), Path(config.data)], (output,))
     with common.progress(f"search {model}") as progress:
+        from onnxopt.search.folder import MARK
         from onnxopt.search.workflow import search
 
+        common.RESUMABLE = common.Resumable(output, MARK, "the trials so far")
         result = search(model, output, config, on_progress=progress)
     from onnxopt.report import search_plot, search_tables
 

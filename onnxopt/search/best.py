@@ -1,6 +1,10 @@
 """`OUT/best`: the fastest model within the budget, with the recipe that rebuilds it exactly
 (`onnxopt run OUT/best/recipe.yaml -o DIR`): the input folder as the recipe's model, each step
-with the options the trial used, and an eval step that scores it against the input again."""
+with the options the trial used, and an eval step that scores it against the input again.
+
+A rerun replaces OUT/best whole, so it proves first that onnxopt made all of it, as --overwrite
+does (onnxopt.io.outputs.not_owned): a manifest onnxopt wrote, listing every entry; an entry it
+does not list is someone else's, and the search is refused naming it."""
 
 from __future__ import annotations
 
@@ -9,7 +13,10 @@ from pathlib import Path
 
 import yaml
 
-from onnxopt.io.outputs import staged_dir
+from onnxopt.errors import OnnxoptError, cut
+from onnxopt.io.manifest import MANIFEST_NAME, Manifest
+from onnxopt.io.outputs import not_owned, staged_dir
+from onnxopt.io.yaml_lines import echo
 from onnxopt.search.jobs import EvalSpec
 from onnxopt.search.trials import Trial
 
@@ -44,9 +51,38 @@ def recipe_text(trial: Trial, model: Path, spec: EvalSpec) -> str:
 
 
 def write_best(out: Path, trial: Trial, folder: Path, model: Path, spec: EvalSpec) -> Path:
-    """Copy the trial's model to OUT/best with its recipe, staged and renamed."""
+    """Copy the trial's model to OUT/best with its recipe, staged and renamed; its manifest, saved
+    again in the staged folder, lists every file, recipe.yaml included (onnxopt.io.manifest)."""
     target = out / BEST
+    check_replaceable(target)  # again: a user may have put a file there while the search ran
     with staged_dir(target) as tmp:
         shutil.copytree(folder, tmp, dirs_exist_ok=True)
         (tmp / RECIPE).write_text(recipe_text(trial, model, spec))
+        manifest = Manifest.load(tmp)
+        if manifest is not None:
+            manifest.save(tmp)
     return target
+
+
+def remove_best(out: Path) -> None:
+    """Remove an OUT/best of an earlier run (no trial fits now), when onnxopt made all of it."""
+    target = out / BEST
+    check_replaceable(target)
+    if target.is_dir():
+        shutil.rmtree(target)
+
+
+def check_replaceable(best: Path) -> None:
+    """Refuse, in one line naming what onnxopt did not make, an OUT/best that is not onnxopt's
+    whole (onnxopt.io.outputs.not_owned): a search replaces it."""
+    if not best.exists() and not best.is_symlink():
+        return
+    hint = f"move it out of {echo(best)}, or choose another folder with -o"
+    if best.is_symlink() or not best.is_dir():
+        raise OnnxoptError(f"{echo(best)} is not a folder onnxopt made; a search replaces it", hint)
+    why = not_owned(best)
+    if why is None:
+        return
+    if not (best / MANIFEST_NAME).exists():
+        why += f": it holds {cut(min(p.name for p in best.iterdir()), 60)}"
+    raise OnnxoptError(f"{echo(best)} was not made by onnxopt ({why}); a search replaces that folder", hint)

@@ -9,14 +9,15 @@ writes them into OUT, staged and renamed like every output.
 
 from __future__ import annotations
 
-import logging
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
-from onnxopt.errors import OnnxoptError, first_line
+from onnxopt.errors import first_line
 from onnxopt.io.outputs import staged_dir
 from onnxopt.search.config import SearchConfig
 from onnxopt.search.jobs import EvalSpec, Evaluated, Job, run_job
+from onnxopt.search.ray_session import connect, import_ray, signals_between_calls
 from onnxopt.search.remote import data_files, pack, run_remote, unpack
 
 Progress = Callable[[str, int, int], None]
@@ -51,18 +52,29 @@ class LocalExecutor:
 
 class RayExecutor:
     """Jobs as Ray tasks of one CPU each, as many at once as the cluster has CPUs. Latency waits
-    until the builds are done (`times_inline` False): timing never shares cores with them."""
+    until the builds are done (`times_inline` False): timing never shares cores with them.
+
+    Every Ray call runs with the stop signals held back (onnxopt.search.ray_session), and waits
+    are short, so a signal lands within WAIT_SECONDS; a stopped search cancels its running tasks
+    (each removes its temporary folder as it ends) before Ray shuts down."""
 
     times_inline = False
+    WAIT_SECONDS = 0.5  # how long a signal may wait for Ray to hand back control
+    CANCEL_SECONDS = 5.0  # how long cancelled tasks get to clean up before Ray is shut down
 
     def __init__(self, config: SearchConfig, folder_of: FolderOf, spec: EvalSpec, progress: Progress):
         self.ray = import_ray()
         self.folder_of, self.spec, self.progress = folder_of, spec, progress
-        _connect(self.ray, config)
-        self.slots = max(1, int(self.ray.cluster_resources().get("CPU", 1)))
-        self.task = self.ray.remote(num_cpus=1)(run_remote)
         self.tasks: dict[object, Job] = {}
         self.models: dict[Path, object] = {}  # folder -> its files in Ray's object store
+        try:
+            connect(self.ray, config)
+            with signals_between_calls():
+                self.slots = max(1, int(self.ray.cluster_resources().get("CPU", 1)))
+                self.task = self.ray.remote(num_cpus=1)(run_remote)
+        except BaseException:
+            self.close()  # a signal as Ray came up: the search never gets this executor to close
+            raise
 
     def free(self) -> int:
         return self.slots - len(self.tasks)
@@ -71,17 +83,22 @@ class RayExecutor:
         return len(self.tasks)
 
     def submit(self, job: Job, src: Path) -> None:
-        if src not in self.models:
-            self.models[src] = self.ray.put(pack(src))
         data = {path: Path(path).read_bytes() for path in data_files(job, self.spec)}
-        self.tasks[self.task.remote(job, self.models[src], data, self.spec)] = job
+        with signals_between_calls():
+            if src not in self.models:
+                self.models[src] = self.ray.put(pack(src))
+            self.tasks[self.task.remote(job, self.models[src], data, self.spec)] = job
         self.progress(f"{job.key}: sent to Ray", 0, 0)
 
     def wait_one(self) -> Evaluated:
-        (ref,), _ = self.ray.wait(list(self.tasks), num_returns=1)
-        job = self.tasks.pop(ref)
+        done: list = []
+        while not done:
+            with signals_between_calls():
+                done, _ = self.ray.wait(list(self.tasks), num_returns=1, timeout=self.WAIT_SECONDS)
+        job = self.tasks.pop(done[0])
         try:
-            result, made = self.ray.get(ref)
+            with signals_between_calls():
+                result, made = self.ray.get(done[0])
         except Exception as exc:  # the task died (a node lost, out of memory): the trial failed
             return Evaluated(job.key, job.eval_hash, error=f"Ray task failed: {first_line(exc)}")
         for step_hash, files in made.items():
@@ -92,35 +109,23 @@ class RayExecutor:
         return result
 
     def close(self) -> None:
-        self.ray.shutdown()
+        """Cancel the tasks still running (a KeyboardInterrupt in each, so its temporary folder goes
+        with it), give them CANCEL_SECONDS to end, then shut Ray down."""
+        with signals_between_calls():
+            try:
+                self._cancel()
+            finally:
+                self.ray.shutdown()
 
-
-def import_ray():
-    try:
-        import ray
-    except ImportError as exc:
-        raise OnnxoptError(
-            f"--executor ray needs Ray, which is not installed here ({first_line(exc)})",
-            "pip install 'onnxopt[ray]' (`make install` does it), or use --executor local",
-        ) from exc
-    return ray
-
-
-def _connect(ray, config: SearchConfig) -> None:
-    """The cluster at --address, or a local Ray of --ray-cpus CPUs started for this run."""
-    quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
-    try:
-        if config.address is not None:
-            ray.init(address=config.address, **quiet)
-        else:
-            # "local": a new Ray for this run, even where a cluster's address is on record here.
-            ray.init(address="local", num_cpus=config.ray_cpus, include_dashboard=False, **quiet)
-    except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError, ...
-        where = f"the Ray cluster at {config.address}" if config.address else "a local Ray"
-        raise OnnxoptError(
-            f"cannot start or reach {where}: {first_line(exc)}",
-            "check --address (ray://HOST:10001, or auto for the cluster this machine is in)",
-        ) from exc
+    def _cancel(self) -> None:
+        if not self.tasks:
+            return
+        for ref in self.tasks:
+            with contextlib.suppress(Exception):  # a task that ended meanwhile
+                self.ray.cancel(ref)
+        with contextlib.suppress(Exception):
+            self.ray.wait(list(self.tasks), num_returns=len(self.tasks), timeout=self.CANCEL_SECONDS)
+        self.tasks.clear()
 
 
 def make_executor(config: SearchConfig, folder_of: FolderOf, spec: EvalSpec, progress: Progress):

@@ -1,6 +1,7 @@
 """A search's OUT, claimed before any work: new, empty, or a search of the same model (which it
-resumes); never the input, inside it, or holding it; writable. `OUT/search.json` marks it from
-the start, so an interrupted first run is resumed into it."""
+resumes); never the input, inside it, or holding it; writable; its `best/` (replaced at the end)
+onnxopt's whole. `OUT/search.json` marks it from the start, so an interrupted first run is resumed
+into it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from onnxopt.io.leftovers import clean_stale_staging
 from onnxopt.io.outputs import check_output_file, write_text_atomic
 from onnxopt.io.run_folders import check_run_folder
 from onnxopt.io.yaml_lines import echo
+from onnxopt.search.best import BEST, check_replaceable
 from onnxopt.search.trials import MODELS, TRIALS
 
 MARK = "search.json"
@@ -22,6 +24,7 @@ def check(out: Path, model: Path, input_hash: str) -> None:
         raise OnnxoptError(f"output {echo(out)} is a symbolic link", "give the real folder with -o")
     check_run_folder(out, MARK, "search", model, "choose a new or empty folder with -o")
     check_output_file(out / TRIALS, [model], "-o")
+    check_replaceable(out / BEST)
     if (out / MARK).is_file():
         try:
             saved = json.loads((out / MARK).read_text())

@@ -10,6 +10,8 @@ dropped before points are told apart, so one model is never built twice under tw
 from __future__ import annotations
 
 import itertools
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +26,10 @@ _IGNORED = {
     "static": {"block_size", "algo", "accuracy_level"},
     "int4": {"method", "dynamic_gelu", "target", "qdq"},
 }
+# Each point is a trial that builds, scores and times a model (seconds to minutes each), and the
+# plan's bookkeeping grows faster than the points (a 2,000-point chain of sparsities costs 24 s of
+# it): a space past this many is a mistake in the space file, refused at once, never enumerated.
+MAX_POINTS = 1_000
 _SHORT = {"block_size": "b", "sparsity": "s", "accuracy_level": "level"}
 
 
@@ -58,21 +64,18 @@ class _Variant:
     primary: bool  # every option at its first value
 
 
-def _variants(options: dict[str, tuple], skip: set[str], valid, normalize=lambda o: o) -> list[_Variant]:
-    """Every combination of the options' values (but those in `skip`), valid and distinct. `mode`
-    is named by the key itself, and is no reason for a second tier."""
-    names = [n for n in options if n not in skip]
-    found: dict[str, _Variant] = {}
+def _variants(
+    options: dict[str, tuple], names: list[str], valid, fixed: dict | None = None
+) -> Iterator[_Variant]:
+    """Each valid combination of the `names` options' values, `fixed` added, one at a time (a space
+    is counted before any is made: see `size`). `mode` is named by the key itself, and is no reason
+    for a second tier."""
     for values in itertools.product(*(options[n] for n in names)):
-        chosen = normalize(dict(zip(names, values, strict=True)))
+        chosen = {**(fixed or {}), **dict(zip(names, values, strict=True))}
         if not valid(chosen):
             continue
-        told = [n for n in names if n != "mode" and n in chosen and chosen[n] != options[n][0]]
-        label = "".join(_label(n, chosen[n]) for n in told)
-        primary = not told
-        signature = repr(sorted(chosen.items()))
-        found.setdefault(signature, _Variant(chosen, label, primary))
-    return list(found.values())
+        told = [n for n in names if chosen[n] != options[n][0]]
+        yield _Variant(chosen, "".join(_label(n, chosen[n]) for n in told), not told)
 
 
 def _label(name: str, value: Any) -> str:
@@ -98,21 +101,56 @@ def _valid(config_class, extra: dict | None = None):
     return check
 
 
-def _without_ignored(options: dict) -> dict:
-    if options["mode"] == NONE:
-        return {"mode": NONE}
-    return {k: v for k, v in options.items() if k not in _IGNORED[options["mode"]]}
+def _read(quantize: dict[str, tuple], mode: str) -> list[str]:
+    """The options `mode` reads: none reads none of them."""
+    if mode == NONE:
+        return []
+    return [n for n in quantize if n != "mode" and n not in _IGNORED[mode]]
 
 
 def _quant_valid(options: dict) -> bool:
     return options["mode"] == NONE or _valid(QuantizeConfig)(options)
 
 
-def points(space: Space) -> list[Point]:
-    """Every point of the space except the reference itself (not pruned, not quantized), in order."""
+def _sizes(space: Space) -> tuple[list[float], int, int, int]:
+    """(the sparsities, pruning variants, quantization variants, providers), each count the product
+    of its options' numbers of values: counted, never enumerated, and an upper bound (a combination
+    a config refuses is counted too)."""
     sparsities = sorted(set(space.prune.get("sparsity", (0.0,))))
-    prunes = _variants(space.prune, {"sparsity"}, _valid(PruneConfig, {"sparsity": 0.5}))
-    quants = _variants(space.quantize or {"mode": (NONE,)}, set(), _quant_valid, _without_ignored)
+    prunes = math.prod(len(v) for n, v in space.prune.items() if n != "sparsity")
+    quantize = space.quantize or {"mode": (NONE,)}
+    quants = sum(math.prod(len(quantize[n]) for n in _read(quantize, m)) for m in quantize["mode"])
+    return sparsities, prunes, quants, len(space.session.get("ep", ("cpu",)))
+
+
+def size(space: Space) -> int:
+    """How many points the space holds at most, reference excluded, in microseconds whatever its size."""
+    sparsities, prunes, quants, eps = _sizes(space)
+    pruned = sum(s > 0 for s in sparsities)
+    unpruned = quants - (NONE in (space.quantize or {}).get("mode", (NONE,))) if 0 in sparsities else 0
+    return (pruned * prunes * quants + unpruned) * eps
+
+
+def points(space: Space) -> list[Point]:
+    """Every point of the space except the reference itself (not pruned, not quantized), in order.
+    A space past MAX_POINTS is refused before any point is made: 10^9 combinations once took all
+    memory, and each point is a trial of seconds to minutes anyway."""
+    count = size(space)
+    if count > MAX_POINTS:
+        raise OnnxoptError(
+            f"the space has {count:,} combinations of values to try; a search takes at most {MAX_POINTS:,}",
+            "narrow the space: fewer values per option in the space file",
+        )
+    sparsities = sorted(set(space.prune.get("sparsity", (0.0,))))
+    names = [n for n in space.prune if n != "sparsity"]
+    prune_check = _valid(PruneConfig, {"sparsity": 0.5})
+    prunes = list(_variants(space.prune, names, prune_check)) if sparsities[-1] > 0 else [None]
+    quantize = space.quantize or {"mode": (NONE,)}
+    quants = [
+        v
+        for m in quantize["mode"]
+        for v in _variants(quantize, _read(quantize, m), _quant_valid, {"mode": m})
+    ]
     if not prunes or not quants:
         raise OnnxoptError("the space has no valid combination of options", "check the space file's values")
     eps = list(space.session.get("ep", ("cpu",)))

@@ -11,7 +11,6 @@ it finishes; a rerun redoes no finished trial.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,12 +21,11 @@ from onnxopt.io import model_files
 from onnxopt.io.files import regular_file
 from onnxopt.io.hashing import model_hash
 from onnxopt.io.hf_config import task_from_config
-from onnxopt.io.manifest import MANIFEST_NAME
 from onnxopt.io.outputs import locked
 from onnxopt.io.parts import in_parts
 from onnxopt.options import config_from
-from onnxopt.search import executors, folder
-from onnxopt.search.best import BEST, write_best
+from onnxopt.search import executors, folder, ray_session
+from onnxopt.search.best import remove_best, write_best
 from onnxopt.search.config import SearchConfig
 from onnxopt.search.jobs import EvalSpec
 from onnxopt.search.loop import Runner
@@ -103,7 +101,9 @@ def search(
     task = config.task or task_of(model)
     spec = EvalSpec(task, str(Path(config.data).resolve()), config.seq_len)
     if config.executor == "ray":
-        executors.import_ray()  # refused here, before any work, where Ray is missing
+        ray_session.import_ray()  # refused here, before any work, where Ray is missing
+        if config.address is not None:
+            ray_session.check_reachable(config.address)  # and an address nothing answers at
     progress("hashing the input model", 0, 0)
     input_hash = model_hash(model)
     folder.check(out, model, input_hash)
@@ -168,8 +168,6 @@ def _result(runner: Runner, plan: Plan, out, model, task, config: SearchConfig, 
 def _keep_best(out: Path, best: Trial | None, store: Store, model: Path, spec: EvalSpec) -> Path | None:
     """OUT/best for the best trial; an OUT/best of an earlier run goes when no trial fits now."""
     if best is None:
-        stale = out / BEST
-        if (stale / MANIFEST_NAME).is_file() and not stale.is_symlink():
-            shutil.rmtree(stale)
+        remove_best(out)
         return None
     return write_best(out, best, store.out / best.model, model, spec)
