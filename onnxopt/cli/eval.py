@@ -14,10 +14,10 @@ def run(config: EvalConfig, model: Path, json_path: Path | None) -> None:
         [common.existing(Path(config.reference))] if config.reference else []
     )
     common.check_json(json_path, inputs)
-    with common.progress(f"eval {model} ({config.task})"):
+    with common.progress(f"eval {model} ({config.task})") as progress:
         from onnxopt.evaluate.workflow import evaluate
 
-        result = evaluate(model, config)
+        result = evaluate(model, config, on_progress=progress)
     from onnxopt.report import model_tables
 
     common.finish(result, json_path, model_tables.eval_result)

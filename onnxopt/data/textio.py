@@ -3,12 +3,14 @@
 A hostile data file can hold a single 50 MB field: read whole and tokenized, it took 5.7 GB and
 more than 600 s. Here no read holds more than LINE_LIMIT characters, a field past FIELD_LIMIT is
 one error naming the file and line, and the text is cut to seq_len x 32 characters before
-tokenizing anyway (samples.clip_text).
+tokenizing anyway (samples.clip_text). Text scored whole (perplexity) is streamed instead, in
+pieces of bounded size (text_pieces), NUL bytes refused by offset.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -78,3 +80,80 @@ def read_rows(f: IO[str], path: Path, **options) -> Iterator[list[str]]:
         if row is None:
             return
         yield row
+
+
+# --- text read in bounded pieces (perplexity) ---------------------------------------------------
+
+PIECE = 1 << 14  # characters of text tokenized at once
+
+
+class _NulChecked(io.RawIOBase):
+    """A binary file that refuses NUL bytes as it reads them: text has none, and 5 MB of them once
+    went to the tokenizer whole (1.7 GB, still running at 180 s)."""
+
+    def __init__(self, f: IO[bytes], path: Path):
+        self.f, self.path, self.offset = f, path, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self.f.readinto(buffer)
+        nul = bytes(memoryview(buffer)[:n]).find(b"\0") if n else -1
+        if nul >= 0:
+            raise OnnxoptError(
+                f"{cut(str(self.path))} looks binary: NUL bytes at offset {self.offset + nul}",
+                "give a UTF-8 text file",
+            )
+        self.offset += n or 0
+        return n
+
+
+def _cut_at_space(part: str, size: int) -> tuple[str, str]:
+    """`part` cut before its last run of spaces (a word is not split between two pieces, nor a
+    line's trailing spaces kept), and the rest; a part without one is cut where it is, and spaces
+    alone are kept only up to `size`."""
+    at = max(part.rfind(" "), part.rfind("\t"))
+    head = part[:at].rstrip(" \t") if at >= 0 else part
+    if not head and len(part) <= size:
+        return "", part
+    head = head or part
+    return head, part[len(head) :]
+
+
+def _parts(text: IO[str], path: Path, size: int) -> Iterator[str]:
+    """Lines of at most `size` characters each: a longer line comes in several parts."""
+    number = 0
+    while True:
+        try:
+            part = text.readline(size)
+        except UnicodeDecodeError as exc:
+            where = f"line {number + 1} or after"  # reads are decoded a buffer at a time
+            raise OnnxoptError(f"{cut(str(path))} is not UTF-8 text ({where})", "save it as UTF-8") from exc
+        if not part:
+            return
+        number += part.endswith("\n")
+        yield part
+
+
+def text_pieces(path: Path, size: int = PIECE) -> Iterator[str]:
+    """The text of a UTF-8 file in pieces of at most 2 x `size` characters: its lines stripped,
+    blank ones skipped, each line after the first led by a blank line (as "\n\n".join(lines)
+    reads). A line longer than `size` comes in several pieces, cut at spaces where it has them;
+    no read holds more than `size` characters, so a 15 MB line costs what a short one does."""
+    with path.open("rb") as raw:
+        text = io.TextIOWrapper(io.BufferedReader(_NulChecked(raw, path)), encoding="utf-8")
+        started, new_line, carry = False, True, ""
+        for part in _parts(text, path, size):
+            piece, carry = carry + part, ""
+            piece = piece.lstrip() if new_line else piece
+            if part.endswith("\n"):
+                piece, ends = piece.rstrip(), True
+            else:
+                (piece, carry), ends = _cut_at_space(piece, size), False
+            if piece:
+                yield ("\n\n" if started and new_line else "") + piece
+                started, new_line = True, False
+            new_line = new_line or ends
+        if carry.strip():
+            yield ("\n\n" if started and new_line else "") + carry.rstrip()

@@ -36,7 +36,12 @@ class EvalConfig(Options):
         "qa: SQuAD .json; perplexity: a text file.",
         metavar="PATH",
     )
-    limit: int = option(64, "Samples to compare for fidelity; prompts for generation.", low=1)
+    limit: int = option(
+        64,
+        "Samples to compare for fidelity; prompts for generation; for perplexity, windows of --seq-len "
+        "tokens scored from the start of the text.",
+        low=1,
+    )
     new_tokens: int = option(32, "generation: tokens generated greedily after each prompt.", low=1)
     seq_len: int | None = option(None, "Truncate inputs to this many tokens (default 128; qa 384).", low=1)
     text_column: str | None = option(None, "Column(s) holding the text, for csv/jsonl data.")

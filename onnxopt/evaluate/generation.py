@@ -20,6 +20,7 @@ from onnxopt.data.samples import clip_text, input_types, load_tokenizer
 from onnxopt.errors import OnnxoptError
 from onnxopt.io import limits, model_files
 from onnxopt.runtime.generation import Decoder
+from onnxopt.runtime.generation_limits import check_memory, disagreements, generation_bytes, positions
 from onnxopt.runtime.sessions import make_session
 
 CONTEXT_CAP = 2048  # tokens of cache carried at most: memory stays bounded on long texts
@@ -35,21 +36,47 @@ def cache_context(folder: Path | None) -> int:
     return min(limit[0], CONTEXT_CAP) if limit else CONTEXT_CAP
 
 
-def decoder_of(model: Path, settings=None) -> tuple[Decoder, object, int]:
-    """The model's Decoder, its tokenizer, and how many tokens its cache may hold."""
+def _with_cache(model: Path):
+    """The model's ref, graph (no weights) and input types; refused without a KV cache."""
     ref = model_files.resolve(model)
-    types = input_types(model_files.load(ref, load_weights=False))
+    proto = model_files.load(ref, load_weights=False)
+    types = input_types(proto)
     if types.cache is None:
         raise OnnxoptError(
             f"{ref.name} has no KV cache to generate through",
             "export it with its cache (the default of `onnxopt export` for decoders)",
         )
+    return ref, proto, types
+
+
+def decoder_of(model: Path, settings=None) -> tuple[Decoder, object, int]:
+    """The model's Decoder, its tokenizer, and how many tokens its cache may hold: its positions
+    (config.json's or, where smaller or alone, the graph's), capped at CONTEXT_CAP."""
+    ref, proto, types = _with_cache(model)
     session = make_session(ref.onnx_path, "cpu", settings=settings)
+    hint = "; ".join(disagreements(ref, types.cache))
     return (
-        Decoder(session, types.cache, types.get("input_ids", np.int64)),
+        Decoder(session, types.cache, types.get("input_ids", np.int64), ref.name, hint),
         load_tokenizer(ref.folder),
-        cache_context(ref.folder),
+        min(positions(ref, proto).limit, CONTEXT_CAP),
     )
+
+
+def check_greedy(model: Path, new_tokens: int, seq_len: int) -> int:
+    """The prompt length greedy generation of `new_tokens` leaves within the model's positions,
+    after refusing what cannot run: no room for a prompt, or more memory than there is. Reads the
+    model's files only, so `eval --task generation` answers before any session or prompt."""
+    ref, proto, types = _with_cache(model)
+    context = min(positions(ref, proto).limit, CONTEXT_CAP)
+    if new_tokens >= context:
+        raise OnnxoptError(
+            f"--new-tokens {new_tokens} leaves no room for a prompt in {ref.name}'s {context} positions",
+            f"use --new-tokens {context // 2} or less",
+        )
+    prompt = min(seq_len, context - new_tokens)  # prompt and continuation within the positions
+    needs = generation_bytes(ref, proto, types.cache, 1, prompt, prompt + new_tokens)
+    check_memory(ref.name, needs, 1, prompt + new_tokens, "--seq-len plus --new-tokens")
+    return prompt
 
 
 def cache_perplexity(model: Path, texts: list[str], seq_len: int = 128, settings=None) -> float:
@@ -63,13 +90,8 @@ def cache_perplexity(model: Path, texts: list[str], seq_len: int = 128, settings
 
 
 def greedy_tokens(model: Path, prompts: list[str], new_tokens: int, seq_len: int, settings=None) -> list:
-    decoder, tokenizer, context = decoder_of(model, settings)
-    if new_tokens >= context:
-        raise OnnxoptError(
-            f"--new-tokens {new_tokens} leaves no room for a prompt in {model}'s {context} positions",
-            f"use --new-tokens {context // 2} or less",
-        )
-    seq_len = min(seq_len, context - new_tokens)  # prompt and continuation within the positions
+    seq_len = check_greedy(model, new_tokens, seq_len)
+    decoder, tokenizer, _context = decoder_of(model, settings)
     found = []
     for prompt in prompts:
         ids = tokenizer(clip_text(prompt, seq_len), truncation=True, max_length=seq_len, return_tensors="np")

@@ -1,4 +1,5 @@
-"""Task metrics for models with heads: classification accuracy, SQuAD exact match / F1, perplexity.
+"""Task metrics for models with heads: classification accuracy, SQuAD exact match / F1 (and, in
+evaluate/perplexity.py, perplexity).
 
 Each reads its own data format, runs the model on the CPU provider and returns one number; the
 `eval` workflow (onnxopt.evaluate.workflow) runs the same metric on the reference for the drop.
@@ -23,11 +24,9 @@ from onnxopt.io.files import MIB, regular_file, size_text
 from onnxopt.runtime.sessions import make_session
 
 _TEXT_NAMES = ("text", "sentence", "content", "review")
-# Files read whole are capped. SQuAD v1.1 train is 30 MB, v2.0 train 42 MB. Perplexity scores all
-# of its text, so it is never cut, but tokenizing it at once cost 1.5 GB peak and 13 s for 8 MB
-# here (a 50 MB one-word blob: 5.7 GB), so past 16 MiB it is refused; wikitext-2's test is 1.3 MB.
+# Files read whole are capped: SQuAD v1.1 train is 30 MB, v2.0 train 42 MB. (Perplexity text is
+# streamed in bounded windows: evaluate/perplexity.py.)
 SQUAD_LIMIT = 256 * MIB
-TEXT_LIMIT = 16 * MIB
 
 
 # What each kind of head must output, and what a model with those outputs is.
@@ -38,14 +37,14 @@ _HEADS = {
 
 
 @dataclass
-class _Runner:
+class HeadRunner:
     session: object
     tokenizer: object
     types: dict
     config: dict
 
 
-def _runner(model: Path, needs: str, threads: int | None = None, settings=None) -> _Runner:
+def head_runner(model: Path, needs: str, threads: int | None = None, settings=None) -> HeadRunner:
     ref = model_files.resolve(model)
     proto = model_files.load(ref, load_weights=False)
     outputs = [o.name for o in proto.graph.output]
@@ -59,7 +58,7 @@ def _runner(model: Path, needs: str, threads: int | None = None, settings=None) 
     if ref.folder is not None and (ref.folder / "config.json").is_file():
         config = json.loads((ref.folder / "config.json").read_text())
     session = make_session(ref.onnx_path, "cpu", threads, settings=settings)
-    return _Runner(session, load_tokenizer(ref.folder), input_types(proto), config)
+    return HeadRunner(session, load_tokenizer(ref.folder), input_types(proto), config)
 
 
 def _read_capped(path: Path, what: str, hint: str, max_bytes: int) -> str:
@@ -77,7 +76,7 @@ def _read_capped(path: Path, what: str, hint: str, max_bytes: int) -> str:
         raise OnnxoptError(f"{what} {cut(str(path))} is not UTF-8 text", "save it as UTF-8") from exc
 
 
-def _run(runner: _Runner, enc: dict, names: list[str]) -> list[np.ndarray]:
+def run_head(runner: HeadRunner, enc: dict, names: list[str]) -> list[np.ndarray]:
     feed = complete_inputs({k: v for k, v in enc.items() if k in runner.types}, runner.types)
     return runner.session.run(names, feed)
 
@@ -135,7 +134,7 @@ def classification_accuracy(
     model: Path, rows: list, seq_len: int = 128, batch: int = 32, threads: int | None = None, settings=None
 ) -> float:
     """Accuracy (x100) of argmax(logits) against the labels."""
-    runner = _runner(model, "logits", threads, settings)
+    runner = head_runner(model, "logits", threads, settings)
     correct = 0
     for i in range(0, len(rows), batch):
         chunk = rows[i : i + batch]
@@ -145,7 +144,7 @@ def classification_accuracy(
         enc = runner.tokenizer(
             *columns, padding=True, truncation=True, max_length=seq_len, return_tensors="np"
         )
-        logits = _run(runner, dict(enc), ["logits"])[0]
+        logits = run_head(runner, dict(enc), ["logits"])[0]
         if logits.ndim != 2:
             raise OnnxoptError(
                 f"logits of shape {logits.shape} are not per-sequence class scores",
@@ -222,7 +221,7 @@ def qa_predictions(
     settings=None,
 ) -> dict[str, str]:
     """Best span in the context (start <= end, at most `max_answer` tokens), one window per question."""
-    runner = _runner(model, "span", threads, settings)
+    runner = head_runner(model, "span", threads, settings)
     predictions = {}
     for ex in examples:
         # Cut contexts keep their offsets: the answer span is read from the start of ex.context.
@@ -236,7 +235,7 @@ def qa_predictions(
         )
         offsets = enc.pop("offset_mapping")[0]
         in_context = np.array([s == 1 for s in enc.sequence_ids(0)])
-        start, end = (x[0] for x in _run(runner, dict(enc), ["start_logits", "end_logits"]))
+        start, end = (x[0] for x in run_head(runner, dict(enc), ["start_logits", "end_logits"]))
         start = np.where(in_context, start, -np.inf)
         end = np.where(in_context, end, -np.inf)
         scores = start[:, None] + end[None, :]
@@ -247,42 +246,3 @@ def qa_predictions(
         i, j = np.unravel_index(int(np.argmax(scores)), scores.shape)
         predictions[ex.id] = ex.context[offsets[i][0] : offsets[j][1]] if np.isfinite(scores[i, j]) else ""
     return predictions
-
-
-# --- perplexity --------------------------------------------------------------------------------
-
-
-def load_text(path: Path) -> list[str]:
-    hint = "give a UTF-8 text file, one passage per line"
-    text = _read_capped(path, "perplexity text", f"{hint}, at most 16 MiB: all of it is scored", TEXT_LIMIT)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if not lines:
-        raise OnnxoptError(f"{cut(str(path))} holds no text", hint)
-    return lines
-
-
-def perplexity(
-    model: Path, texts: list[str], seq_len: int = 128, threads: int | None = None, settings=None
-) -> float:
-    """exp(mean next-token negative log-likelihood) over windows of `seq_len` tokens of the text."""
-    runner = _runner(model, "logits", threads, settings)
-    ids = np.array(runner.tokenizer("\n\n".join(texts))["input_ids"], dtype=np.int64)
-    if len(ids) < 2:
-        raise OnnxoptError("the text is too short to measure perplexity", "give at least a sentence")
-    total, count = 0.0, 0
-    for i in range(0, len(ids) - 1, seq_len):
-        window = ids[i : i + seq_len + 1]
-        if len(window) < 2:
-            break
-        inputs, targets = window[:-1][None, :], window[1:]
-        logits = _run(runner, {"input_ids": inputs}, ["logits"])[0][0].astype(np.float64)
-        if logits.ndim != 2 or logits.shape[0] != len(targets):
-            raise OnnxoptError(
-                f"logits of shape {logits.shape} are not per-token scores",
-                "use a causal LM export (--task text-generation) for --task perplexity",
-            )
-        logits -= logits.max(1, keepdims=True)
-        log_probs = logits - np.log(np.exp(logits).sum(1, keepdims=True))
-        total -= float(log_probs[np.arange(len(targets)), targets].sum())
-        count += len(targets)
-    return float(np.exp(total / count))

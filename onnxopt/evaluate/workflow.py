@@ -3,6 +3,7 @@ data for the model and its reference alike, recorded in the model's manifest."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from onnxopt.data.samples import TokenizedSamples, input_types, load_tokenizer
 from onnxopt.data.sources import embedded_samples, load_samples
 from onnxopt.data.sts_pairs import load_sts_pairs
 from onnxopt.errors import OnnxoptError
-from onnxopt.evaluate import generation, seq2seq_metrics, task_metrics
+from onnxopt.evaluate import generation, perplexity, seq2seq_metrics, task_metrics
 from onnxopt.evaluate.config import EvalConfig
 from onnxopt.evaluate.fidelity import Fidelity, output_fidelity
 from onnxopt.evaluate.sts import PADDING_CHECK, padded_batch_agreement, sts_spearman_by_genre
@@ -44,9 +45,19 @@ class EvalResult:
         return diff if self.higher_is_better else -diff
 
 
-def evaluate(model: Path, config: EvalConfig | None = None, record: bool = True, **options) -> EvalResult:
+Progress = Callable[[str, int, int], None]
+
+
+def evaluate(
+    model: Path,
+    config: EvalConfig | None = None,
+    record: bool = True,
+    on_progress: Progress | None = None,
+    **options,
+) -> EvalResult:
     """The metric of `config.task` on `model` (and on `config.reference`, for the drop)."""
     config = config_from(EvalConfig, config, options)
+    progress = on_progress or (lambda _stage, _done, _total: None)
     reference = Path(config.reference) if config.reference else None
     if in_parts(Path(model)):  # an encoder-decoder: generation or fidelity (evaluate/seq2seq_metrics)
         seq2seq_metrics.check_parts_eval(Path(model), reference, config.task)
@@ -70,8 +81,11 @@ def evaluate(model: Path, config: EvalConfig | None = None, record: bool = True,
         other = model_files.part_ref(reference) if in_parts(reference) else model_files.resolve(reference)
         runs.append((reference, settings_of(other)))
     result.runtime = runs[0][1].provider
+    _check_first(runs, config)
     if config.task == "fidelity":
         result.fidelity = _fidelity(ref, runs, config)
+    elif config.task == "perplexity":
+        _perplexity(result, Path(config.data), runs, config, progress)
     else:
         TASKS[config.task](result, Path(config.data) if config.data else None, runs, config)
     if record and ref.folder is not None and (manifest := ref.manifest) is not None:
@@ -125,12 +139,33 @@ def _qa(result: EvalResult, data: Path, runs, config: EvalConfig) -> None:
     result.extras["exact_match_x100"] = (scores[0][0], scores[1][0] if len(scores) > 1 else None)
 
 
-def _perplexity(result: EvalResult, data: Path, runs, config: EvalConfig) -> None:
-    texts = task_metrics.load_text(data)
-    _set(
-        result, "perplexity", [task_metrics.perplexity(m, texts, config.tokens, settings=s) for m, s in runs]
-    )
+def _check_first(runs, config: EvalConfig) -> None:
+    """What refuses generation or perplexity, from the files alone: before any prompt is read or
+    session made (`--new-tokens 1000000000` was refused only after 19 s)."""
+    if config.task == "generation" and not in_parts(runs[0][0]):
+        for model, _settings in runs:
+            generation.check_greedy(model, config.new_tokens, config.tokens)
+    if config.task == "perplexity":
+        perplexity.check_text(Path(config.data))
+        for model, _settings in runs:
+            perplexity.check_model(model, config.tokens)
+
+
+def _perplexity(result: EvalResult, data: Path, runs, config: EvalConfig, progress: Progress) -> None:
+    """The first --limit windows of --seq-len tokens of the text, for each model."""
+    found = []
+    for model, settings in runs:
+        stage = f"perplexity {model_files.resolve(model).name}"
+        on_window = _counted(progress, stage, config.limit)
+        on_window(0)
+        found.append(perplexity.perplexity(model, data, config.tokens, config.limit, settings, on_window))
+    _set(result, "perplexity", [f.value for f in found])
+    result.extras["tokens scored"] = (float(found[0].tokens), float(found[1].tokens) if found[1:] else None)
     result.higher_is_better = False
+
+
+def _counted(progress: Progress, stage: str, total: int) -> Callable[[int], None]:
+    return lambda done: progress(stage, done, total)
 
 
 def _generation(result: EvalResult, data: Path | None, runs, config: EvalConfig) -> None:
@@ -146,7 +181,6 @@ TASKS = {
     "sts": _sts,
     "classification": _classification,
     "qa": _qa,
-    "perplexity": _perplexity,
     "generation": _generation,
 }
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from onnxopt.errors import OnnxoptError
+from onnxopt.errors import OnnxoptError, cut
 
 _NUMPY = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.FLOAT16: np.float16}
 
@@ -55,6 +55,12 @@ def cache_layout(model: onnx.ModelProto) -> CacheLayout | None:
     heads, head_dim = {}, {}
     for value in past:
         dims = value.type.tensor_type.shape.dim  # [batch, kv_heads, past_length, head_dim]
+        if len(dims) != 4:  # Bloom-style (batch x heads, ...) caches, or a damaged graph
+            raise OnnxoptError(
+                f"cache input {cut(value.name)} has {len(dims)} dims, not 4 "
+                "(batch, KV heads, past length, head dim)",
+                "onnxopt generates through optimum's 4-dim caches; export it again with `onnxopt export`",
+            )
         heads[value.name], head_dim[value.name] = dims[1].dim_value or 1, dims[3].dim_value or 1
     dtype = _NUMPY.get(past[0].type.tensor_type.elem_type, np.float32)
     names = tuple(i.name for i in inputs)

@@ -60,15 +60,45 @@ def check_feed_size(model: onnx.ModelProto, name: str, batch: int, seq: int) -> 
             )
 
 
+# Ops that pass ids through unchanged in value: GPT-2 reshapes input_ids before its embedding.
+_SAME_IDS = {"Reshape", "Cast", "Unsqueeze", "Squeeze", "Flatten", "Identity"}
+
+
+def table_rows(model: onnx.ModelProto, ids: str) -> int | None:
+    """Rows of the smallest initializer table a Gather indexes by the graph input `ids` (through
+    reshapes and casts): the most a value of `ids` may be, less one. Quantized tables (int8 rows
+    and their scales) are Gathers by the same ids, so they count alike."""
+    tables = {t.name: t for t in model.graph.initializer}
+    carries, found = {ids}, []
+    for node in model.graph.node:  # graph order is topological: a reshape comes before its Gather
+        if node.op_type in _SAME_IDS and node.input and node.input[0] in carries:
+            carries.update(node.output)
+        elif node.op_type == "Gather" and len(node.input) == 2 and node.input[1] in carries:
+            table = tables.get(node.input[0])
+            if table is not None and len(table.dims) == 2:
+                found.append(int(table.dims[0]))
+    return min(found) if found else None
+
+
 def embedding_rows(model: onnx.ModelProto) -> int | None:
     """Rows of the table that `input_ids` indexes (the word embedding), when it is an initializer."""
+    return table_rows(model, "input_ids")
+
+
+def graph_positions(model: onnx.ModelProto) -> tuple[int, str] | None:
+    """The most positions the graph itself can take, and what holds it: a learned position table
+    (GPT-2's wpe, indexed by position_ids) or GroupQueryAttention's rotary cos cache, one row a
+    position. A config.json may say more; past these rows onnxruntime fails on a Gather index."""
+    limits = []
+    rows = table_rows(model, "position_ids")
+    if rows is not None:
+        limits.append((rows, f"position table of {rows} rows"))
     tables = {t.name: t for t in model.graph.initializer}
     for node in model.graph.node:
-        if node.op_type == "Gather" and len(node.input) == 2 and node.input[1] == "input_ids":
-            table = tables.get(node.input[0])
-            if table is not None and table.dims:
-                return int(table.dims[0])
-    return None
+        if node.op_type == "GroupQueryAttention" and len(node.input) > 7 and node.input[7] in tables:
+            rows = int(tables[node.input[7]].dims[0])
+            limits.append((rows, f"rotary cache of {rows} positions"))
+    return min(limits) if limits else None
 
 
 def check_vocab(model: onnx.ModelProto, ref: ModelRef, vocab_size: int) -> None:

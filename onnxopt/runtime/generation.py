@@ -21,15 +21,28 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from onnxopt.errors import OnnxoptError
+from onnxopt.errors import OnnxoptError, first_line
 from onnxopt.io.cache_layout import CacheLayout, empty_past
+
+# What onnxruntime's messages say when memory ran out (its arena, or a plain allocation).
+_OUT_OF_MEMORY = ("bad_alloc", "bfc_arena", "Failed to allocate", "MemoryError")
+_FAILED_HINT = (
+    "its config.json or graph may not hold together (positions, layers, heads): check it with "
+    "`onnxopt inspect`, or export it again"
+)
 
 
 class Decoder:
-    """A with-past decoder session: prefill and decode steps, greedy generation, timing."""
+    """A with-past decoder session: prefill and decode steps, greedy generation, timing.
 
-    def __init__(self, session, layout: CacheLayout, int_type=np.int64):
+    `name` and `hint` go into the one-line error that replaces onnxruntime's when a step fails
+    (a config that lies about the model gets this far only as a Gather index or shape error)."""
+
+    def __init__(
+        self, session, layout: CacheLayout, int_type=np.int64, name: str = "the model", hint: str = ""
+    ):
         self.session, self.layout, self.int_type = session, layout, int_type
+        self.name, self.hint = name, hint or _FAILED_HINT
         self.outputs = ["logits", *layout.present]
         # CPU provider only: another provider may hold the cache in its own memory, or copy it.
         providers = session.get_providers() if hasattr(session, "io_binding") else []
@@ -49,9 +62,26 @@ class Decoder:
             feed["position_ids"] = np.broadcast_to(positions, (batch, n)).copy()
         return feed
 
+    def run(self, feed: dict[str, np.ndarray], past_length: int, run=None) -> list:
+        """session.run(outputs, feed), or `run()` (an io-bound run); a failure is one OnnxoptError
+        naming the model, the batch and the length the generation had reached."""
+        try:
+            return run() if run is not None else self.session.run(self.outputs, feed)
+        except OnnxoptError:
+            raise
+        except Exception as exc:
+            batch, n = feed["input_ids"].shape
+            where = f"batch {batch}, {past_length + n} tokens"
+            hint = self.hint
+            if isinstance(exc, MemoryError) or any(s in str(exc) for s in _OUT_OF_MEMORY):
+                hint = "memory ran out: use a smaller --batch or shorter prompts and fewer new tokens"
+            raise OnnxoptError(
+                f"onnxruntime failed generating with {self.name} ({where}): {first_line(exc, 160)}", hint
+            ) from exc
+
     def step(self, ids: np.ndarray, past: dict, past_length: int) -> tuple[np.ndarray, dict]:
         """Logits of the last position, and the cache after these tokens."""
-        values = self.session.run(self.outputs, self.feed(ids, past, past_length))
+        values = self.run(self.feed(ids, past, past_length), past_length)
         cache = dict(zip(self.layout.past, values[1:], strict=True))
         return values[0][:, -1, :], cache
 
@@ -91,7 +121,7 @@ class Decoder:
         for _ in range(new_tokens + 1):
             feed = self.feed(ids, past, length)
             yield feed
-            values = self.session.run(self.outputs, feed)
+            values = self.run(feed, length)
             past = dict(zip(self.layout.past, values[1:], strict=True))
             length += ids.shape[1]
             ids = values[0][:, -1, :].argmax(-1)[:, None]
@@ -120,7 +150,7 @@ class Decoder:
             piece = ids[start : start + chunk + 1]
             if length + len(piece) - 1 > context:
                 past, length = self.empty_past(1), 0
-            values = self.session.run(self.outputs, self.feed(piece[None, :-1], past, length))
+            values = self.run(self.feed(piece[None, :-1], past, length), length)
             past = dict(zip(self.layout.past, values[1:], strict=True))
             length += len(piece) - 1
             logits = values[0][0].astype(np.float64)
@@ -156,9 +186,10 @@ class SharedCache:
                 f"the cache holds {self.capacity} tokens, this step would make {past_length + ids.shape[1]}",
                 "size the runner for the prompt plus every new token",
             )
-        for name, value in self.decoder.feed(ids, {}, past_length).items():
+        feed = self.decoder.feed(ids, {}, past_length)
+        for name, value in feed.items():
             self.binding.bind_cpu_input(name, value)
         self.binding.bind_output("logits")  # its shape changes after the prefill: a new one each run
-        self.decoder.session.run_with_iobinding(self.binding)
+        self.decoder.run(feed, past_length, lambda: self.decoder.session.run_with_iobinding(self.binding))
         # The raw vector: get_outputs() would wrap every output, the whole cache included, each step.
         return self.binding.get_outputs_as_ortvaluevector()[0].numpy()[:, -1, :]

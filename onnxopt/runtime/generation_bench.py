@@ -20,9 +20,10 @@ import numpy as np
 from onnxopt.data.samples import input_types
 from onnxopt.errors import OnnxoptError
 from onnxopt.io import model_files
-from onnxopt.io.limits import check_sequence_length
+from onnxopt.io.limits import check_vocab, embedding_rows
 from onnxopt.io.model_files import ModelRef
 from onnxopt.runtime.generation import Decoder
+from onnxopt.runtime.generation_limits import check_generation, disagreements
 from onnxopt.runtime.measure import vocab_size
 from onnxopt.runtime.peak_memory import peak_rss_mb
 from onnxopt.runtime.sessions import SessionSettings, make_session
@@ -64,8 +65,18 @@ class TimedModel:
     steps: list[float] = field(default_factory=list)
 
 
-def _load(ref: ModelRef, settings: SessionSettings, prompt: np.ndarray, new_tokens: int) -> TimedModel:
-    check_sequence_length(ref, prompt.shape[1] + new_tokens, "--prompt-len plus --new-tokens")
+@dataclass
+class Checked:
+    """A model whose generation passed the checks: its cache layout, ids type, and vocabulary."""
+
+    ref: ModelRef
+    types: object
+    vocab: int
+
+
+def checked(ref: ModelRef, batch: int, prompt_len: int, new_tokens: int) -> Checked:
+    """Everything that refuses a generation, from the model's files alone: no session is made and
+    no prompt drawn until every model passed (a batch of 100000 once failed in onnxruntime's arena)."""
     model = model_files.load(ref, load_weights=False)
     types = input_types(model)
     if types.cache is None:
@@ -73,9 +84,17 @@ def _load(ref: ModelRef, settings: SessionSettings, prompt: np.ndarray, new_toke
             f"{ref.name} has no KV cache to generate through",
             "export decoders with their cache (the default of `onnxopt export`), or bench without --generate",
         )
-    decoder = Decoder(
-        make_session(ref.onnx_path, settings=settings), types.cache, types.get("input_ids", np.int64)
-    )
+    vocab, rows = vocab_size(ref), embedding_rows(model)
+    check_vocab(model, ref, vocab)  # random ids past the embedding table fail on a Gather index
+    check_generation(ref, model, types.cache, batch, prompt_len, new_tokens)
+    return Checked(ref, types, min(vocab, rows) if rows else vocab)
+
+
+def _load(found: Checked, settings: SessionSettings, prompt: np.ndarray, new_tokens: int) -> TimedModel:
+    ref, layout = found.ref, found.types.cache
+    hint = "; ".join(disagreements(ref, layout))
+    session = make_session(ref.onnx_path, settings=settings)
+    decoder = Decoder(session, layout, found.types.get("input_ids", np.int64), ref.name, hint)
     start = time.perf_counter()
     decoder.timed(prompt, new_tokens)  # the warm-up generation
     warm_ms = (time.perf_counter() - start) * 1000
@@ -94,12 +113,13 @@ def bench_generation(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> list[GenerationTiming]:
     check_new_tokens(new_tokens)
+    found = [checked(ref, max(batches), prompt_len, new_tokens) for ref in refs]
     timings: list[GenerationTiming] = []
     rng = np.random.default_rng(0)
     for batch in batches:
-        vocab = min(vocab_size(ref) for ref in refs)
+        vocab = min(f.vocab for f in found)
         prompt = random_prompt(rng, vocab, batch, prompt_len)
-        loaded = [_load(ref, settings_for(ref), prompt, new_tokens) for ref in refs]
+        loaded = [_load(f, settings_for(f.ref), prompt, new_tokens) for f in found]
         rounds = interleaved_rounds(loaded, prompt, new_tokens, runs, min_seconds, on_progress)
         timings += timing_rows(loaded, batch, prompt_len, new_tokens, rounds)
         del loaded
