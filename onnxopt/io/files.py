@@ -19,8 +19,9 @@ from typing import Any
 
 from onnxopt.errors import OnnxoptError, cut, first_line, shorten
 
-# Files that travel with a model from step to step (tokenizer, config, pooling of sentence-transformers).
-SIDECAR_SUFFIXES = {".json", ".txt", ".model", ".vocab"}
+# Files that travel with a model from step to step (tokenizer, config, pooling of sentence-transformers,
+# chat_template.jinja: transformers 4.57 saves a chat template there, no longer in tokenizer_config.json).
+SIDECAR_SUFFIXES = {".json", ".txt", ".model", ".vocab", ".jinja"}
 # What transformers and onnxruntime read from a folder besides the sidecars.
 MODEL_SUFFIXES = {".onnx", ".data", ".safetensors", ".bin", ".gguf", ".msgpack", ".h5", ".pt"}
 JSON_LIMIT = 64 << 20  # a config or tokenizer.json past 64 MiB is not one

@@ -15,6 +15,7 @@ import onnx
 from onnxopt.errors import OnnxoptError, cut, first_line, shorten
 from onnxopt.io import files, parts
 from onnxopt.io.files import check_folder_files, file_in_folder, regular_file
+from onnxopt.io.genai_config import write_genai_config
 from onnxopt.io.manifest import MANIFEST_NAME, Manifest
 from onnxopt.io.saving import (
     MODEL_FILE,
@@ -229,8 +230,11 @@ def _external_locations_of(model: onnx.ModelProto) -> set[str]:
 
 
 def copy_sidecars(src_folder: Path | None, dst_folder: Path) -> list[str]:
-    """Copy tokenizer/config files (and sentence-transformers' module folders) next to the new model."""
-    return files.copy_sidecars(src_folder, dst_folder, skip={MANIFEST_NAME})
+    """Copy tokenizer/config files (and sentence-transformers' module folders) next to the new model,
+    already saved in `dst_folder`, and write its genai_config.json where it is a decoder."""
+    copied = files.copy_sidecars(src_folder, dst_folder, skip={MANIFEST_NAME})
+    write_genai_config(dst_folder)
+    return copied
 
 
 def folder_size(path: Path) -> int:
