@@ -83,9 +83,11 @@ def test_smoothing_simulates_the_weight_grid_of_the_cpu(
     quantization.quantize(tiny_bert_onnx, tmp_path / "q", mode="static", calib=4, smooth=True)
     (kwargs,) = built
     assert kwargs["error"].keywords == {"weight_levels": levels}
-    w = np.linspace(-1.0, 1.0, 64 * 3).reshape(64, 3)
-    steps = np.unique(np.round(fake_quant_weight(w, levels) / (1.0 / levels)))
-    assert steps.min() == -levels and steps.max() == levels
+    # The grid itself: every column's largest weight on the top level, the rest on its multiples.
+    w = np.linspace(-1.0, 1.0, 64 * 3).reshape(64, 3) * np.array([1.0, 0.5, 2.0])
+    grid = fake_quant_weight(w, levels) / (np.abs(w).max(0) / levels)
+    np.testing.assert_allclose(grid, np.round(grid), atol=1e-9)
+    assert np.abs(grid).max() == levels
 
 
 def test_the_real_cpu_is_one_of_the_branches():

@@ -226,9 +226,21 @@ def test_every_command_with_an_output_checks_json_against_it(timed_cli, tiny_ber
         "search": ["search", model, "--max-drop", "1", "--data", _sts(tmp_path)],
     }[command]
     before = _sha(tmp_path, tiny_bert_onnx)
-    code, _o, err = timed_cli(*args, "-o", out, "--json", out / "r.json")
-    assert_clean_error(code, err, f"--json {out / 'r.json'} lies inside the output folder {out}")
+    # A run or search folder is never replaced whole: a report may sit beside what they write there,
+    # not over it (their step folders, OUT/best); every other OUT is replaced whole.
+    where = {"run": out / "1-optimize", "search": out / "best"}.get(command, out)
+    json_path = where / "r.json"
+    code, _o, err = timed_cli(*args, "-o", out, "--json", json_path)
+    assert_clean_error(code, err, f"--json {json_path} lies inside the output folder {where}")
     assert _sha(tmp_path, tiny_bert_onnx) == before and not out.exists()
+
+
+def test_a_run_folder_takes_a_report_beside_its_steps(cli, tiny_bert_onnx, tmp_path):
+    """`run` and `search` OUTs are resumable folders onnxopt adds to, never replaced whole."""
+    out = tmp_path / "o"
+    code, _o, err = cli("run", _recipe(tmp_path, str(tiny_bert_onnx)), "-o", out, "--json", out / "r.json")
+    assert code == 0, err
+    assert json.loads((out / "r.json").read_text()) and (out / "1-optimize" / "model.onnx").is_file()
 
 
 def _recipe(folder: Path, model: str) -> Path:

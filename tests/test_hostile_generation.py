@@ -275,6 +275,17 @@ def test_limit_counts_windows_and_progress_comes_per_window(tiny_gpt2_onnx, tmp_
     assert {total for _s, _d, total in seen} == {3} and seen[0][0].startswith("perplexity ")
 
 
+def test_without_limit_perplexity_scores_the_whole_text(tiny_gpt2_onnx, tmp_path):
+    """As before --limit applied to perplexity: a default of 64 windows silently cut the text (and
+    a resumed search compared its whole-text reference with trials scored on 64 windows)."""
+    from onnxopt.evaluate.workflow import evaluate
+
+    text = tmp_path / "text.txt"
+    text.write_text("the cat runs in the park .\n" * 200)  # 1,400 tokens: 87 windows of 16
+    result = evaluate(tiny_gpt2_onnx, task="perplexity", data=str(text), seq_len=16, record=False)
+    assert result.extras["tokens scored"][0] > 64 * 16
+
+
 def test_streamed_windows_are_those_of_the_whole_text(tiny_gpt2_onnx, tmp_path):
     """Pieces tokenized one at a time give the ids, and so the windows, of the text read whole."""
     from onnxopt.data.samples import load_tokenizer
@@ -293,3 +304,19 @@ def test_streamed_windows_are_those_of_the_whole_text(tiny_gpt2_onnx, tmp_path):
     assert len(found) == len(expected) and all(
         np.array_equal(a, b) for a, b in zip(found, expected, strict=True)
     )
+
+
+def test_the_cgroup_left_leaves_out_reclaimable_page_cache(tmp_path, monkeypatch):
+    """memory.current counts file cache; a container that just read a model has much of it."""
+    from pathlib import Path
+
+    from onnxopt.runtime import generation_limits
+
+    cgroup = tmp_path / "cgroup"
+    cgroup.mkdir()
+    (cgroup / "memory.max").write_text(f"{8 * GIB}\n")
+    (cgroup / "memory.current").write_text(f"{int(7.5 * GIB)}\n")
+    (cgroup / "memory.stat").write_text(f"anon {GIB}\nfile {int(6.5 * GIB)}\ninactive_file {6 * GIB}\n")
+    fake = lambda p: Path(str(p).replace("/sys/fs/cgroup", str(cgroup)))  # noqa: E731
+    monkeypatch.setattr(generation_limits, "Path", fake)
+    assert generation_limits._cgroup_left() == int(6.5 * GIB)  # 8 - (7.5 - 6)

@@ -55,8 +55,10 @@ def run(
 
     parsed = schema.load(recipe_path, model=model)  # checks --model as the recipe's own
     out = output or Path("build") / recipe_path.stem
-    common.check_json(json_path, [recipe_path], (out,))
     from onnxopt.recipes.checks import STATE_NAME
+
+    # OUT is a run folder, never replaced whole: a report beside the steps is fine, not over one.
+    common.check_json(json_path, [recipe_path], (out / STATE_NAME, *(out / s.name for s in parsed.steps)))
 
     common.RESUMABLE = common.Resumable(out, STATE_NAME, "the steps finished so far")
     with common.progress(f"run {parsed.name}") as progress:

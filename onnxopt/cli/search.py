@@ -11,7 +11,14 @@ from onnxopt.search.config import SearchConfig
 
 
 def run(config: SearchConfig, model: Path, output: Path, json_path: Path | None) -> None:
-    common.check_json(json_path, [common.existing(model), Path(config.data)], (output,))
+    from onnxopt.report.search_plot import PLOT
+    from onnxopt.search.best import BEST
+    from onnxopt.search.folder import MARK
+    from onnxopt.search.trials import EVALUATIONS, MODELS, REFERENCE, TRIALS
+
+    # OUT is a run folder, never replaced whole: a report beside the trials is fine, not over them.
+    made = (BEST, MARK, TRIALS, EVALUATIONS, MODELS, REFERENCE, PLOT)
+    common.check_json(json_path, [common.existing(model), Path(config.data)], tuple(output / m for m in made))
     with common.progress(f"search {model}") as progress:
         from onnxopt.search.folder import MARK
         from onnxopt.search.workflow import search

@@ -15,7 +15,11 @@ NEEDS = {
     "qa": ("a SQuAD-format json", "pass --data FILE"),
     "perplexity": ("a text file", "pass --data FILE"),
 }
-SEQ_LEN = {"qa": 384}  # the default --seq-len is 128 but for these tasks
+SEQ_LEN = {"qa": 384}
+# Samples read without --limit. Perplexity has no such default: it streams the text in bounded
+# windows, so the whole text is scored, as before --limit applied to it (and a resumed search's
+# reference, scored on the whole text, still compares with its new trials).
+SAMPLES = 64  # the default --seq-len is 128 but for these tasks
 
 
 @dataclass(frozen=True)
@@ -36,10 +40,10 @@ class EvalConfig(Options):
         "qa: SQuAD .json; perplexity: a text file.",
         metavar="PATH",
     )
-    limit: int = option(
-        64,
-        "Samples to compare for fidelity; prompts for generation; for perplexity, windows of --seq-len "
-        "tokens scored from the start of the text.",
+    limit: int | None = option(
+        None,
+        "Samples to compare for fidelity (default 64); prompts for generation (default 64); for "
+        "perplexity, windows of --seq-len tokens scored from the start (default: the whole text).",
         low=1,
     )
     new_tokens: int = option(32, "generation: tokens generated greedily after each prompt.", low=1)
@@ -65,3 +69,8 @@ class EvalConfig(Options):
     @property
     def tokens(self) -> int:
         return self.seq_len or SEQ_LEN.get(self.task, 128)
+
+    @property
+    def samples(self) -> int:
+        """Samples or prompts to read for the sample-based tasks."""
+        return self.limit or SAMPLES

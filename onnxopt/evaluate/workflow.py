@@ -97,8 +97,8 @@ def evaluate(
 def _fidelity(ref, runs, config: EvalConfig) -> Fidelity:
     if len(runs) < 2:
         raise OnnxoptError("fidelity needs a reference model", "pass --reference DIR (e.g. the fp32 export)")
-    samples = load_samples(config.data, config.limit, config.text_column) if config.data else None
-    samples = samples or embedded_samples(config.limit)
+    samples = load_samples(config.data, config.samples, config.text_column) if config.data else None
+    samples = samples or embedded_samples(config.samples)
     if in_parts(runs[0][0]):
         texts = [s if isinstance(s, str) else s[0] for s in samples]
         return seq2seq_metrics.parts_fidelity(
@@ -152,11 +152,11 @@ def _check_first(runs, config: EvalConfig) -> None:
 
 
 def _perplexity(result: EvalResult, data: Path, runs, config: EvalConfig, progress: Progress) -> None:
-    """The first --limit windows of --seq-len tokens of the text, for each model."""
+    """The first --limit windows of --seq-len tokens of the text (all of it without), for each model."""
     found = []
     for model, settings in runs:
         stage = f"perplexity {model_files.resolve(model).name}"
-        on_window = _counted(progress, stage, config.limit)
+        on_window = _counted(progress, stage, config.limit or 0)  # 0: a total not known
         on_window(0)
         found.append(perplexity.perplexity(model, data, config.tokens, config.limit, settings, on_window))
     _set(result, "perplexity", [f.value for f in found])
@@ -169,7 +169,7 @@ def _counted(progress: Progress, stage: str, total: int) -> Callable[[int], None
 
 
 def _generation(result: EvalResult, data: Path | None, runs, config: EvalConfig) -> None:
-    prompts = load_samples(str(data), config.limit) if data else embedded_samples(config.limit, clip=True)
+    prompts = load_samples(str(data), config.samples) if data else embedded_samples(config.samples, clip=True)
     prompts = [p if isinstance(p, str) else p[0] for p in prompts]
     greedy = seq2seq_metrics.greedy_tokens if in_parts(runs[0][0]) else generation.greedy_tokens
     tokens = [greedy(m, prompts, config.new_tokens, config.tokens, settings=s) for m, s in runs]

@@ -52,14 +52,21 @@ _NAMES = {  # genai key -> the graph's names, %d the layer (optimum's names)
 }
 
 
-def write_genai_config(folder: Path) -> bool:
-    """Write genai_config.json for the decoder at `folder`/model.onnx; False (and no such file)
-    where there is nothing genai could run (see the module's docstring)."""
+def write_genai_config(folder: Path, model: onnx.ModelProto | None = None) -> bool:
+    """Write genai_config.json for the decoder at `folder`/model.onnx (`model`: that graph, already
+    in memory, so a finished run does not parse its weights again); False (and no such file) where
+    there is nothing genai could run (see the module's docstring), cache names outside genai's
+    patterns included: the run that wrote the model has succeeded, and its folder still serves
+    ORTModel and onnxopt."""
     path = folder / GENAI_CONFIG
     onnx_path = folder / MODEL_FILE
     config = None
     if onnx_path.is_file():
-        config = genai_config(folder, onnx.load(str(onnx_path), load_external_data=False))
+        try:
+            graph = model if model is not None else onnx.load(str(onnx_path), load_external_data=False)
+            config = genai_config(folder, graph)
+        except OnnxoptError:
+            config = None
     if config is None:
         path.unlink(missing_ok=True)
         return False

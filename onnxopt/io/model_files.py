@@ -229,11 +229,14 @@ def _external_locations_of(model: onnx.ModelProto) -> set[str]:
     return locations
 
 
-def copy_sidecars(src_folder: Path | None, dst_folder: Path) -> list[str]:
+def copy_sidecars(
+    src_folder: Path | None, dst_folder: Path, model: onnx.ModelProto | None = None
+) -> list[str]:
     """Copy tokenizer/config files (and sentence-transformers' module folders) next to the new model,
-    already saved in `dst_folder`, and write its genai_config.json where it is a decoder."""
+    already saved in `dst_folder` (`model`, where the caller holds it), and write its
+    genai_config.json where it is a decoder."""
     copied = files.copy_sidecars(src_folder, dst_folder, skip={MANIFEST_NAME})
-    write_genai_config(dst_folder)
+    write_genai_config(dst_folder, model)
     return copied
 
 

@@ -59,7 +59,7 @@ def optimize(
         model, reports = Pipeline(passes).run(model, on_step=lambda name: progress(name, 0, 0))
         with claim.staged() as tmp:
             saving.save(model, tmp)
-            model_files.copy_sidecars(ref.folder, tmp)
+            model_files.copy_sidecars(ref.folder, tmp, model)
             progress("parity check", 0, 0)
             parity = output_fidelity(tmp, ref.folder or ref.onnx_path, _parity_inputs(ref, model))
             if not parity.max_abs_diff <= config.atol:

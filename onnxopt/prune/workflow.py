@@ -103,7 +103,7 @@ def prune(
             record = _record(config, len(feeds), layers, counts, blocks.notes)
             if any(p.block.kv_heads or p.block.cache for p in head_plans):
                 record["kv_heads"] = cache_widths(Graph(written), head_plans)
-            model_files.copy_sidecars(ref.folder, tmp)
+            model_files.copy_sidecars(ref.folder, tmp, written)
             manifest = ref.derived_manifest(pruned)
             manifest.add_step("prune", **record)
             manifest.save(tmp)

@@ -130,7 +130,7 @@ def quantize(
         progress("save", 0, 0)
         with claim.staged() as tmp:
             saving.save(model, tmp)
-            model_files.copy_sidecars(ref.folder, tmp)
+            model_files.copy_sidecars(ref.folder, tmp, model)
             manifest = ref.derived_manifest(model)
             manifest.add_step(f"quantize-{config.mode}", **record)
             manifest.save(tmp)
@@ -208,8 +208,9 @@ def _prepare(model, ref, config: QuantizeConfig, data: _Data, smooth: bool, prog
         tensors = [group.tensor for group in find_groups(model, explicit=explicit)[0]]
         stats = collect_channel_stats(model, data.calibration, tensors)
         error = partial(weight_only_error, block=config.block_size, algo=config.algo)  # exact activations
-        # 8-bit MatMulNBits (decoders' dynamic mode) keeps full-range weights; the int8 quantizers not.
-        int8 = int8_error(cpu_features().reduce_range and not (decoder and config.mode == "dynamic"))
+        # 8-bit MatMulNBits keeps full-range weights; the int8 quantizers not (see _quantizer).
+        weight_only = config.mode == "dynamic" and cache_layout(model) is not None and not config.qdq
+        int8 = int8_error(cpu_features().reduce_range and not weight_only)
         chosen = {"alphas": INT4_ALPHAS, "error": error} if config.mode == "int4" else {"error": int8}
         model, smooth_reports = Pipeline([Smooth(stats, explicit=explicit, **chosen)]).run(model)
         reports += smooth_reports

@@ -108,13 +108,18 @@ def _meminfo_available() -> int | None:
 
 
 def _cgroup_left() -> int | None:
-    """What a cgroup v2 memory limit (a container's) leaves: memory.max less memory.current."""
+    """What a cgroup v2 memory limit (a container's) leaves: memory.max less the working set.
+    memory.current counts page cache the kernel reclaims on demand, and a container that has just
+    read a model holds much of it; inactive_file is taken back out, as the kubelet does."""
     try:
         limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
         used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+        stat = Path("/sys/fs/cgroup/memory.stat").read_text().split()
     except (OSError, ValueError):
         return None
-    return int(limit) - used if limit.isdigit() else None
+    inactive = dict(zip(stat[::2], stat[1::2], strict=False)).get("inactive_file", "0")
+    working_set = used - (int(inactive) if inactive.isdigit() else 0)
+    return int(limit) - max(working_set, 0) if limit.isdigit() else None
 
 
 def _address_space_left() -> int | None:
