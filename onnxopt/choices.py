@@ -21,3 +21,5 @@ PROVIDERS = ("cpu", "openvino", "cuda")
 PROVIDER_SETS = ("all", "auto")  # every provider; every provider and save the fastest
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 EXECUTION_MODES = ("sequential", "parallel")
+# What runs `bench --generate`: onnxopt's own loop (runtime.generation) or onnxruntime-genai.
+GENERATION_RUNTIMES = ("onnxopt", "genai")

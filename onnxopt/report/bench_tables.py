@@ -177,6 +177,7 @@ def generation_tables(timings: Sequence) -> None:
             "peak RSS MB",
             "size",
             "cache",
+            "runtime",
         ):
             table.add_column(col, justify="left" if col == "model" else "right", overflow="fold")
         fastest = max(rows, key=lambda t: t.tokens_per_s)
@@ -191,6 +192,7 @@ def generation_tables(timings: Sequence) -> None:
                 f"{t.rss_mb:.0f}" if t.rss_mb == t.rss_mb else "-",  # NaN: not measured
                 size(t.size_bytes),
                 t.cache,
+                t.runtime,
                 style="bold green" if t is fastest and len(rows) > 1 else None,
             )
         out().print(table)

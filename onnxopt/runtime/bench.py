@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from onnxopt.errors import OnnxoptError, cut
@@ -79,10 +80,12 @@ def run_bench(
     )
 
 
-def _generation(refs, config: BenchConfig, progress: Progress, timer=bench_generation) -> BenchResult:
+def _generation(refs, config: BenchConfig, progress: Progress, timer=None) -> BenchResult:
     """--generate: each model on the first provider asked for, with its saved settings; `timer`
-    is bench_generation (decoders) or bench_seq2seq_generation (encoder-decoders in parts)."""
+    is bench_seq2seq_generation (encoder-decoders in parts), else bench_generation (decoders)
+    through the runtime asked for."""
     provider = config.providers[0]
+    timer = timer or partial(bench_generation, runtime=config.runtime)
     timings = timer(
         refs,
         config.batch,
@@ -104,6 +107,11 @@ def _seq2seq_generation(models: Sequence[Path], config: BenchConfig, progress: P
         raise OnnxoptError(
             f"bench --generate compares encoder-decoders with encoder-decoders; {cut(mixed[0])} is not one",
             "bench decoders and encoder-decoders in separate runs",
+        )
+    if config.runtime == "genai":
+        raise OnnxoptError(
+            f"--runtime genai times decoders; {cut(str(folders[0]))} is an encoder-decoder in parts",
+            "bench it with --runtime onnxopt",
         )
     check_output_file(config.plot, folders, "--plot")
     return _generation(folders, config, progress, bench_seq2seq_generation)

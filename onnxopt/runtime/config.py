@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from onnxopt.choices import PROVIDER_SETS, PROVIDERS
+from onnxopt.choices import GENERATION_RUNTIMES, PROVIDER_SETS, PROVIDERS
 from onnxopt.errors import OnnxoptError, shorten
 from onnxopt.options import Options, option
 
@@ -30,12 +30,23 @@ class BenchConfig(Options):
     )
     prompt_len: int = option(128, "With --generate: prompt tokens.", low=1)
     new_tokens: int = option(64, "With --generate: tokens generated after each prompt.", low=2)
+    runtime: str = option(
+        "onnxopt",
+        "With --generate: what runs the generation loop, onnxopt's own or onnxruntime-genai's "
+        "(the folder's genai_config.json; CPU; extra genai).",
+        choices=GENERATION_RUNTIMES,
+    )
     plot: Path | None = option(
         None, "Draw latency (and accuracy) to this PNG.", recipe=False, metavar="FILE.png"
     )
 
     def check(self) -> None:
         self.providers  # noqa: B018 - parsed here so a bad --ep fails before any model is read
+        if self.runtime == "genai" and not self.generate:
+            raise OnnxoptError("--runtime genai times generation only", "add --generate")
+        if self.runtime == "genai" and self.providers != ["cpu"]:
+            # onnxruntime-genai's package (extra genai) is its CPU build: it requires the CPU onnxruntime.
+            raise OnnxoptError("--runtime genai runs on the CPU provider only", "use --ep cpu")
         if self.plot is not None and self.plot.suffix.lower() != ".png":
             raise OnnxoptError(
                 f"--plot writes a PNG file, got {shorten(self.plot.name)}", "e.g. --plot latency.png"

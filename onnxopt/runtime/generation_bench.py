@@ -22,6 +22,7 @@ from onnxopt.errors import OnnxoptError
 from onnxopt.io import model_files
 from onnxopt.io.limits import check_vocab, embedding_rows
 from onnxopt.io.model_files import ModelRef
+from onnxopt.runtime.genai_bench import GenaiDecoder, genai_folder, genai_module, genai_settings
 from onnxopt.runtime.generation import Decoder
 from onnxopt.runtime.generation_limits import check_generation, disagreements
 from onnxopt.runtime.measure import vocab_size
@@ -48,6 +49,7 @@ class GenerationTiming:
     # "shared": past and present in one buffer, appended in place (runtime.generation.SharedCache);
     # "copied": each step's presents are new arrays fed back as the next past.
     cache: str = "copied"
+    runtime: str = "onnxopt"  # what ran the generation loop: onnxopt's own, or "genai" (runtime.genai_bench)
 
 
 @dataclass
@@ -90,15 +92,22 @@ def checked(ref: ModelRef, batch: int, prompt_len: int, new_tokens: int) -> Chec
     return Checked(ref, types, min(vocab, rows) if rows else vocab)
 
 
-def _load(found: Checked, settings: SessionSettings, prompt: np.ndarray, new_tokens: int) -> TimedModel:
+def _load(
+    found: Checked, settings: SessionSettings, prompt: np.ndarray, new_tokens: int, runtime: str = "onnxopt"
+) -> TimedModel:
     ref, layout = found.ref, found.types.cache
-    hint = "; ".join(disagreements(ref, layout))
-    session = make_session(ref.onnx_path, settings=settings)
-    decoder = Decoder(session, layout, found.types.get("input_ids", np.int64), ref.name, hint)
+    if runtime == "genai":
+        settings = genai_settings(settings)
+        decoder = GenaiDecoder.load(ref, settings)
+    else:
+        hint = "; ".join(disagreements(ref, layout))
+        session = make_session(ref.onnx_path, settings=settings)
+        decoder = Decoder(session, layout, found.types.get("input_ids", np.int64), ref.name, hint)
     start = time.perf_counter()
     decoder.timed(prompt, new_tokens)  # the warm-up generation
     warm_ms = (time.perf_counter() - start) * 1000
-    rss = peak_rss_mb(ref.onnx_path, settings, prompt, new_tokens)
+    served = ref.folder if runtime == "genai" else ref.onnx_path
+    rss = peak_rss_mb(served, settings, prompt, new_tokens, runtime)
     return TimedModel(ref.name, decoder, settings, rss, ref.size_bytes(), warm_ms)
 
 
@@ -111,17 +120,22 @@ def bench_generation(
     runs: int = 20,
     min_seconds: float = 2.0,
     on_progress: Callable[[int, int], None] | None = None,
+    runtime: str = "onnxopt",
 ) -> list[GenerationTiming]:
     check_new_tokens(new_tokens)
     found = [checked(ref, max(batches), prompt_len, new_tokens) for ref in refs]
+    if runtime == "genai":  # before any session, as the checks above
+        genai_module()
+        for f in found:
+            genai_folder(f.ref)
     timings: list[GenerationTiming] = []
     rng = np.random.default_rng(0)
     for batch in batches:
         vocab = min(f.vocab for f in found)
         prompt = random_prompt(rng, vocab, batch, prompt_len)
-        loaded = [_load(f, settings_for(f.ref), prompt, new_tokens) for f in found]
+        loaded = [_load(f, settings_for(f.ref), prompt, new_tokens, runtime) for f in found]
         rounds = interleaved_rounds(loaded, prompt, new_tokens, runs, min_seconds, on_progress)
-        timings += timing_rows(loaded, batch, prompt_len, new_tokens, rounds)
+        timings += timing_rows(loaded, batch, prompt_len, new_tokens, rounds, runtime)
         del loaded
     return timings
 
@@ -154,7 +168,14 @@ def interleaved_rounds(
     return rounds
 
 
-def timing_rows(loaded: list[TimedModel], batch: int, prompt_len: int, new_tokens: int, rounds: int) -> list:
+def timing_rows(
+    loaded: list[TimedModel],
+    batch: int,
+    prompt_len: int,
+    new_tokens: int,
+    rounds: int,
+    runtime: str = "onnxopt",
+) -> list:
     """One GenerationTiming per model; decode speedups against the first."""
     found, base = [], None
     for m in loaded:
@@ -178,6 +199,7 @@ def timing_rows(loaded: list[TimedModel], batch: int, prompt_len: int, new_token
                 m.size_bytes,
                 m.settings.as_dict(),
                 "shared" if m.runner.shares_cache else "copied",
+                runtime,
             )  # fmt: skip
         )
     return found

@@ -20,10 +20,14 @@ import numpy as np
 from onnxopt.runtime.sessions import SessionSettings
 
 
-def peak_rss_mb(model: Path, settings: SessionSettings, prompt: np.ndarray, new_tokens: int) -> float:
+def peak_rss_mb(
+    model: Path, settings: SessionSettings, prompt: np.ndarray, new_tokens: int, runtime: str = "onnxopt"
+) -> float:
     """The high-water mark of a process that makes the session(s) and generates `new_tokens` once:
-    `model` is a decoder's .onnx file, or the folder of an encoder-decoder in parts."""
+    `model` is a decoder's .onnx file, or the folder of an encoder-decoder in parts (or of the
+    decoder onnxruntime-genai serves, with runtime "genai")."""
     job = {
+        "runtime": runtime,
         "path": str(model),
         "settings": asdict(settings),
         "shape": list(prompt.shape),
@@ -58,7 +62,12 @@ def _main() -> None:
 
     job = json.loads(sys.stdin.read())
     path, settings = Path(job["path"]), SessionSettings(**job["settings"])
-    if path.is_dir():
+    if job.get("runtime") == "genai":
+        from onnxopt.io.model_files import resolve
+        from onnxopt.runtime.genai_bench import GenaiDecoder
+
+        runner = GenaiDecoder.load(resolve(path), settings)
+    elif path.is_dir():
         from onnxopt.runtime.seq2seq import Seq2Seq
 
         runner = Seq2Seq.load(path, settings)
