@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from onnxopt.errors import OnnxoptError, cut, first_line
+from onnxopt.export.gguf_tokenizer import fix_gguf_tokenizer
 from onnxopt.io.files import check_folder_files, read_config, regular_file
 from onnxopt.io.gguf_model import check_gguf
 from onnxopt.io.hf_config import task_from_config, with_cache
@@ -130,7 +131,8 @@ def check_source(folder: Path) -> None:
 
 def read_gguf(gguf: Path, folder: Path) -> None:
     """A GGUF file as a Hugging Face folder in `folder`: transformers reads it (with `gguf`),
-    dequantized to fp32, and saves model, config and tokenizer; optimum exports from there."""
+    dequantized to fp32, and saves model, config and tokenizer; optimum exports from there. A
+    byte-level BPE tokenizer is then saved as one (onnxopt.export.gguf_tokenizer)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -149,3 +151,4 @@ def read_gguf(gguf: Path, folder: Path) -> None:
             f"cannot read GGUF file {cut(str(gguf))}: {first_line(exc, 160)}",
             "transformers reads GGUF files of the architectures it supports (Llama, Mistral, Qwen2, ...)",
         ) from exc
+    fix_gguf_tokenizer(gguf, folder)
