@@ -23,6 +23,7 @@ import json
 from pathlib import Path
 
 from onnxopt.errors import OnnxoptError
+from onnxopt.io.files import read_json
 from onnxopt.io.gguf_header import read_header
 
 BYTE_LEVEL_MODEL = "gpt2"  # tokenizer.ggml.model of byte-level BPE vocabularies (llama.cpp's name)
@@ -73,15 +74,9 @@ def _fix_special_tokens_map(path: Path, config: dict) -> None:
 
 
 def _read(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise OnnxoptError(
-            f"cannot read {path.name} that transformers saved from the GGUF file: {exc}",
-            "check the disk, then export again",
-        ) from exc
-    if not isinstance(data, dict):
-        raise OnnxoptError(f"{path.name} saved from the GGUF file is not a JSON object", "export again")
+    data = read_json(path.parent, path.name)  # regular file in its folder, bounded, a JSON object
+    if data is None:
+        raise OnnxoptError(f"transformers saved no {path.name} from the GGUF file", "export again")
     return data
 
 
