@@ -135,7 +135,8 @@ def measure(args) -> None:
     """The bundled weights and an off-grid copy per sigma through the same commands, then the proxy."""
     from run import cpu_name  # benchmarks/ is sys.path[0] when this file runs as a script
 
-    work, log, t0 = args.work, [], time.perf_counter()
+    work, t0 = args.work, time.perf_counter()
+    log = [shlex.join(["python", "benchmarks/offgrid_measure.py", *sys.argv[1:]])]  # this run, then each step
     work.mkdir(parents=True, exist_ok=True)
     text = work / "heldout.txt"
     sentences = heldout_text(args.data, text, args.sentences)
@@ -158,23 +159,31 @@ def measure(args) -> None:
     report(args.json)
 
 
+def _grid_line(before: dict, after: dict) -> str:
+    """Kinds of linear with the same figures named together: 'q_proj/k_proj 100% -> 0% (...)'."""
+    groups: dict[str, list[str]] = {}
+    for kind, was in before.items():
+        now = after[kind]
+        text = (f"{100 * was['on_grid']:.0f}% -> {100 * now['on_grid']:.0f}% on the grid, "
+                f"offset {was['offset_steps']:.2f} -> {now['offset_steps']:.2f}")  # fmt: skip
+        groups.setdefault(text, []).append(kind)
+    return "; ".join(f"{'/'.join(kinds)} {text}" for text, kinds in groups.items())
+
+
 def _checks(data: dict) -> list[str]:
     lines = []
     for run in data["off_grid"]:
         check, logits = run["check"], run["check"]["logits_reloaded"]
         before, after = check["grid_before"], check["grid_after"]
-        grid = ", ".join(
-            f"{k} {100 * v['on_grid']:.0f}% -> {100 * after[k]['on_grid']:.0f}% "
-            f"({v['offset_steps']:.2f} -> {after[k]['offset_steps']:.2f})"
-            for k, v in before.items()
-        )
         lines.append(
-            f"- sigma {run['sigma']}: logits of the saved copy against the bundled model on "
-            f"{len(offgrid.PROMPTS)} prompts, max abs diff {logits['max_abs_diff']:.1e} at a logit scale of "
+            f"- sigma {run['sigma']}: the saved copy's logits against the bundled model's on "
+            f"{len(offgrid.PROMPTS)} prompts: max abs diff {logits['max_abs_diff']:.1e} at a logit scale of "
             f"{logits['logit_scale']:.1f} ({logits['relative']:.1e} relative). Blocks of {offgrid.BLOCK} "
-            f"input channels on their 16-level min-max grid, bundled -> copy (mean offset in steps): {grid}; "
-            f"lm_head on an 8-bit grid {100 * before['lm_head']['on_8bit_grid']:.0f}% -> "
-            f"{100 * after['lm_head']['on_8bit_grid']:.0f}% (the bundled head is the Q8_0 token_embd)."
+            f"input channels against their 16-level min-max grid (offset: mean distance to it, in steps; "
+            f"0.23 is values spread evenly), bundled -> copy: {_grid_line(before, after)}. The head on an "
+            f"8-bit grid (the bundled head is the tied token_embd, stored Q8_0): "
+            f"{100 * before['lm_head']['on_8bit_grid']:.0f}% -> "
+            f"{100 * after['lm_head']['on_8bit_grid']:.0f}%."
         )
     return lines
 
@@ -197,6 +206,8 @@ def report(path: Path) -> str:
         found = [on] + [r["rows"][i] for r in runs]
         cells = [on["model"], *[f"{c['perplexity']:.2f} ({c['change_pct']:+.1f}%)" for c in found]]
         lines.append(f"| {' | '.join(cells)} | {on['size_mb']} / {found[1]['size_mb']} |")
+    lines.append("\nThe copy's fp32 is larger by its untied LM head (576 x 49,152 fp32); quantized, the tied "
+                 "model's head is stored apart from the embedding table anyway.")  # fmt: skip
     proxy = data["proxy"]
     lines += [
         "",
