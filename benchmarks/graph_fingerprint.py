@@ -1,6 +1,8 @@
-"""Fingerprints of the models `onnxopt` makes from the bundled MiniLM, to prove that a refactor
-changed no graph: node list (op, domain, inputs, outputs, attributes) and every initializer's
-name, type, shape and sha256, per model. Manifests (timestamps) are left out.
+"""Fingerprints of the models `onnxopt` makes for `make bench` (the bundled MiniLM, `--set
+encoder`) and the generation bench (the bundled SmolLM2, `--set generate`: every model
+benchmarks/generation.py builds), to prove that a refactor changed no graph: node list (op,
+domain, inputs, outputs, attributes) and every initializer's name, type, shape and sha256, per
+model. Manifests (timestamps) are left out.
 
     .venv/bin/python benchmarks/graph_fingerprint.py --work /tmp/fp --out before.json
     (change the code)
@@ -21,7 +23,7 @@ from onnx import numpy_helper
 
 ONNXOPT = str(Path(sys.executable).parent / "onnxopt")
 # name -> the onnxopt command that makes it (FP32 is the export every other step reads).
-STEPS = {
+ENCODER_STEPS = {
     "fp32": ["export", "-o", "{work}/fp32"],
     "dynamic": ["quantize", "{work}/fp32", "--dynamic", "-o", "{work}/dynamic"],
     "static": ["quantize", "{work}/fp32", "--static", "--calib", "40", "-o", "{work}/static"],
@@ -39,6 +41,33 @@ STEPS = {
     "pruned": ["prune", "{work}/fp32", "--sparsity", "0.5", "-o", "{work}/pruned"],
     "pruned-static": ["quantize", "{work}/pruned", "--static", "--calib", "40", "-o", "{work}/pruned-static"],
 }
+# The models benchmarks/generation.py's build() makes, by the CLI.
+GENERATE_STEPS = {
+    "smollm2-fp32": ["export", "--bundled", "smollm2", "-o", "{work}/smollm2-fp32"],
+    "smollm2-dynamic": ["quantize", "{work}/smollm2-fp32", "--dynamic", "-o", "{work}/smollm2-dynamic"],
+    "smollm2-static": [
+        "quantize",
+        "{work}/smollm2-fp32",
+        "--static",
+        "--calib",
+        "40",
+        "-o",
+        "{work}/smollm2-static",
+    ],
+    "smollm2-int4": ["quantize", "{work}/smollm2-fp32", "--int4", "-o", "{work}/smollm2-int4"],
+    "smollm2-int4-rtn": [
+        "quantize",
+        "{work}/smollm2-fp32",
+        "--int4",
+        "--algo",
+        "rtn",
+        "-o",
+        "{work}/smollm2-int4-rtn",
+    ],
+    "smollm2-pruned": ["prune", "{work}/smollm2-fp32", "--sparsity", "0.1", "-o", "{work}/smollm2-pruned"],
+    "smollm2-pruned-int4": ["quantize", "{work}/smollm2-pruned", "--int4", "-o", "{work}/smollm2-pruned-int4"],
+}
+SETS = {"encoder": ENCODER_STEPS, "generate": GENERATE_STEPS}
 
 
 def fingerprint(path: Path) -> dict:
@@ -68,9 +97,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--compare", type=Path)
     parser.add_argument("--command", nargs="*", default=[ONNXOPT], help="how to run onnxopt")
+    parser.add_argument("--set", choices=[*SETS, "all"], default="all", help="which bench's models")
     args = parser.parse_args()
+    steps = {k: v for name, s in SETS.items() if args.set in (name, "all") for k, v in s.items()}
     found = {}
-    for name, step in STEPS.items():
+    for name, step in steps.items():
         argv = [part.format(work=args.work) for part in step]
         subprocess.run([*args.command, *argv, "--overwrite"], check=True, capture_output=True)
         found[name] = fingerprint(args.work / name / "model.onnx")
