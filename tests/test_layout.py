@@ -146,3 +146,51 @@ def test_rich_and_matplotlib_are_imported_by_the_report_layer_only():
 @pytest.mark.parametrize("layer", sorted(RANK))
 def test_every_layer_exists(layer):
     assert layer == "onnxopt" or (PACKAGE / layer / "__init__.py").is_file()
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """The onnxopt modules a file imports when it runs, at its top or inside a function (a
+    function-level import that dodges a circle is still the circle); `if TYPE_CHECKING:` blocks
+    never run and do not count."""
+    tree = ast.parse(path.read_text())
+    skipped = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped |= {id(n) for child in node.body for n in ast.walk(child)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("onnxopt"):
+            named = {f"{node.module}.{a.name}" for a in node.names if _is_module(f"{node.module}.{a.name}")}
+            found |= named if len(named) == len(node.names) else named | {node.module}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("onnxopt")}
+    return found
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle in `graph` (module -> modules it imports), as the modules along it."""
+    state, stack = {}, []
+
+    def visit(module: str) -> list[str] | None:
+        state[module] = "open"
+        stack.append(module)
+        for target in sorted(graph.get(module, ())):
+            if state.get(target) == "open":
+                return [*stack[stack.index(target) :], target]
+            if target not in state and (found := visit(target)):
+                return found
+        stack.pop()
+        state[module] = "done"
+        return None
+
+    return next((c for m in sorted(graph) if m not in state and (c := visit(m))), None)
+
+
+def test_no_import_circle_among_modules():
+    graph = {_name(path): _runtime_imports(path) - {_name(path)} for path in _modules()}
+    circle = _cycle(graph)
+    assert circle is None, "modules that import each other (top level or in a function): " + " -> ".join(
+        circle
+    )

@@ -15,9 +15,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from onnxopt.io.manifest import MANIFEST_NAME
+from onnxopt.io.folder_marks import MANIFEST_NAME, STAGING_MARK
 
-STAGING_MARK = ".onnxopt-staging"  # inside a staged folder: the pid of the run that made it
 _STAGED = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)(-[A-Za-z0-9_]+)?$")
 _TEMP = re.compile(r"^onnxopt-[a-z]+-(?P<pid>\d+)-")
 

@@ -9,7 +9,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-MANIFEST_NAME = "onnxopt.json"
+from onnxopt.errors import OnnxoptError
+from onnxopt.io.files import read_json
+from onnxopt.io.folder_marks import MANIFEST_NAME, STAGING_MARK
+from onnxopt.io.output_files import write_text_atomic
+
 # Written first in every manifest, and the entries of the folder it was staged in: with them
 # onnxopt.io.ownership tells a manifest onnxopt wrote, over a folder it alone filled, from a file
 # that only bears the name (--overwrite once took an empty onnxopt.json as proof and deleted a folder).
@@ -51,9 +55,6 @@ class Manifest:
         return [s["step"] for s in self.steps]
 
     def save(self, folder: Path) -> None:
-        from onnxopt.io.leftovers import STAGING_MARK
-        from onnxopt.io.outputs import write_text_atomic
-
         # Only a staged folder is onnxopt's whole: a saved model folder (bench, eval) may hold
         # what a user put there since, which must not become onnxopt's to delete.
         if (folder / STAGING_MARK).is_file():
@@ -68,8 +69,6 @@ class Manifest:
     def load(cls, folder: Path) -> Manifest | None:
         """The folder's manifest, None when it has none; a damaged one is one clear error, never a
         crash further on (a `runtime` that is not a mapping once surfaced as an internal error)."""
-        from onnxopt.io.files import read_json
-
         path = folder / MANIFEST_NAME
         if not path.exists() and not path.is_symlink():
             return None
@@ -98,8 +97,6 @@ class Manifest:
 
 
 def _damaged(path: Path, why: str):
-    from onnxopt.errors import OnnxoptError
-
     return OnnxoptError(
         f"{path} is damaged ({why[:100]})",
         'delete its "runtime" entry (written by `bench --ep auto` / `--tune`), or export the model again',
