@@ -74,7 +74,7 @@ def test_smoothing_simulates_the_weight_grid_of_the_cpu(
     """Smoothing picks alpha by simulated int8 error; the weights it simulates must be those the
     quantizer writes on this CPU (7 bits without VNNI), or it picks for a grid that does not run."""
     import onnxopt.quantize.workflow as quantization
-    from onnxopt.passes.smooth_error import fake_quant_weight
+    from onnxopt.graph_queries.smooth_error import fake_quant_weight
 
     monkeypatch.setattr(quantization, "cpu_features", lambda: features_from("x86_64", cpuinfo))
     built = []

@@ -2,10 +2,10 @@
 private names, modules stay under 300 lines and functions under 60.
 
 The layers, bottom up (README, "Architecture"): the root modules (errors, options, silence), io,
-data, passes, runtime, evaluate, then the workflows (export, optimize, quantize, prune, which do
-not import each other), search (over the workflows; the recipe step `search:` calls it), recipes,
-report, cli. Run `python -m pytest tests/test_layout.py -q` to
-check; a failure names the module and the import.
+data, graph_queries (read-only analyses of a graph), passes (passes and rules only), runtime,
+evaluate, then the workflows (export, optimize, quantize, prune, which do not import each other),
+search (over the workflows; the recipe step `search:` calls it), recipes, report, cli. Run
+`python -m pytest tests/test_layout.py -q` to check; a failure names the module and the import.
 """
 
 import ast
@@ -18,6 +18,7 @@ LAYERS = [
     {"onnxopt"},
     {"io"},
     {"data"},
+    {"graph_queries"},
     {"passes"},
     {"runtime"},
     {"evaluate"},

@@ -9,10 +9,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from onnxopt.graph_queries.graph_index import Graph
+from onnxopt.graph_queries.prune_structures import find_attention_blocks, find_ffn_blocks
 from onnxopt.io import text_graphs
 from onnxopt.io.cache_layout import cache_layout, empty_past
-from onnxopt.passes.graph_index import Graph
-from onnxopt.passes.prune_structures import find_attention_blocks, find_ffn_blocks
 from onnxopt.prune.refit import target_of
 from onnxopt.prune.workflow import prune
 from onnxopt.quantize.workflow import quantize

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from onnxopt.passes.graph_index import Graph
+from onnxopt.graph_queries.graph_index import Graph
 from onnxopt.passes.quantize_embeddings import ROW_SCALE_SUFFIX
 from onnxopt.passes.quantize_weights_offset import INDICATOR_PREFIX
 

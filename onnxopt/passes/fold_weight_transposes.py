@@ -14,8 +14,9 @@ from __future__ import annotations
 import onnx
 from onnx import numpy_helper
 
+from onnxopt.graph_queries.graph_index import Graph, attributes
 from onnxopt.passes.base import Pass, PassResult
-from onnxopt.passes.graph_index import Graph, attributes, drop_unused_initializers
+from onnxopt.passes.graph_edits import drop_unused_initializers
 
 
 class FoldWeightTransposes(Pass):

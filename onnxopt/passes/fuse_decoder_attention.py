@@ -27,7 +27,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxopt.passes.base import Pass, PassResult
-from onnxopt.passes.graph_index import drop_unused_initializers
+from onnxopt.passes.graph_edits import drop_unused_initializers
 
 MS_DOMAIN = "com.microsoft"
 SEQLENS, TOTAL, COS, SIN = "gqa_seqlens_k", "gqa_total_sequence_length", "gqa_cos_cache", "gqa_sin_cache"

@@ -16,7 +16,7 @@ from onnx import helper, numpy_helper
 
 from onnxopt.io.model_files import main_opset
 from onnxopt.passes.base import Pass, PassResult
-from onnxopt.passes.graph_index import drop_unused_initializers
+from onnxopt.passes.graph_edits import drop_unused_initializers
 from onnxopt.passes.rewrite import MS_DOMAIN, Edits, RewriteIndex, RewriteRule, apply_rule
 
 

@@ -16,9 +16,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from onnxopt.graph_queries.graph_index import Graph
+from onnxopt.graph_queries.prune_structures import AttentionBlock, FfnBlock, Linear, ShapeConst
 from onnxopt.passes.base import Pass, PassResult
-from onnxopt.passes.graph_index import Graph, drop_unused_initializers
-from onnxopt.passes.prune_structures import AttentionBlock, FfnBlock, Linear, ShapeConst
+from onnxopt.passes.graph_edits import drop_unused_initializers
 
 
 @dataclass

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import onnx
 
+from onnxopt.graph_queries.int8_ops import INT8_OPS, int8_op_counts
 from onnxopt.io.leftovers import temp_dir
 from onnxopt.io.scratch import through_files
 from onnxopt.passes.base import Pass, PassResult, Pipeline
 from onnxopt.passes.cpu_int8_layout import CpuInt8Layout
-from onnxopt.passes.int8_ops import INT8_OPS, int8_op_counts
 from onnxopt.passes.qdq_fp32_readers import QdqFp32Readers
 
 QDQ_OPS = ("MatMul", "Gemm")

@@ -15,7 +15,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxopt.passes.base import Pass, PassResult
-from onnxopt.passes.graph_index import drop_unused_initializers
+from onnxopt.passes.graph_edits import drop_unused_initializers
 from onnxopt.passes.rewrite import Edits, RewriteIndex, RewriteRule, apply_rule
 
 ROW_SCALE_SUFFIX = "_row_scale"  # each int8 table's per-row scales: `<table>_int8` rows times these

@@ -19,9 +19,9 @@ from collections.abc import Iterable
 import numpy as np
 import onnx
 
+from onnxopt.graph_queries.int8_ops import int8_op_counts
 from onnxopt.io.scratch import through_files
 from onnxopt.passes.base import Pass, PassResult
-from onnxopt.passes.int8_ops import int8_op_counts
 from onnxopt.passes.quantize_weights_offset import QuantizeWeightsOffset, fitted_weights, zero_range_levels
 
 

@@ -28,7 +28,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxopt.passes.base import Pass, PassResult
-from onnxopt.passes.graph_index import drop_unused_initializers
+from onnxopt.passes.graph_edits import drop_unused_initializers
 from onnxopt.passes.rewrite import MS_DOMAIN, Edits, RewriteIndex, RewriteRule, apply_rule
 
 LEVELS = 15  # 4 bits

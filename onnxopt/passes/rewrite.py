@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from onnxopt.passes.graph_index import Graph
+from onnxopt.graph_queries.graph_index import Graph
 
 MS_DOMAIN = "com.microsoft"
 

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from onnxopt.passes.graph_index import Graph
+from onnxopt.graph_queries.graph_index import Graph
 from onnxopt.prune.unit_selection import RemovalCurve, allocate, kept_units, removal_curve
 
 FFN_STEP = 16  # FFN widths move in multiples of 16, which the GEMM kernels like

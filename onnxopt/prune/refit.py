@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from onnxopt.graph_queries.graph_index import Graph
 from onnxopt.io.cache_layout import cache_layout, empty_past
-from onnxopt.passes.graph_index import Graph
 from onnxopt.runtime.sessions import probe_session
 
 # Ridge strength relative to the mean diagonal of the Gram matrix. --sparsity 0.5 on

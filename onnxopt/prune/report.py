@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from onnxopt.passes.graph_index import Graph
+from onnxopt.graph_queries.graph_index import Graph
+from onnxopt.graph_queries.prune_structures import block_linears
 from onnxopt.passes.prune_fold import HeadPlan
-from onnxopt.passes.prune_structures import block_linears
 
 
 @dataclass

@@ -7,10 +7,10 @@ from __future__ import annotations
 import onnx
 
 from onnxopt.errors import OnnxoptError, cut
+from onnxopt.graph_queries.int8_ops import quantized_ops
 from onnxopt.io import model_files
 from onnxopt.io.cache_layout import cache_layout
 from onnxopt.io.manifest import MANIFEST_NAME, Manifest
-from onnxopt.passes.int8_ops import quantized_ops
 from onnxopt.runtime.sessions import check_loads
 
 

@@ -26,9 +26,9 @@ import onnx
 from onnx import numpy_helper
 
 from onnxopt.data.samples import input_types
+from onnxopt.graph_queries.int8_ops import int8_op_counts
 from onnxopt.passes.base import Pass, PassResult
-from onnxopt.passes.graph_index import keep_ancestors
-from onnxopt.passes.int8_ops import int8_op_counts
+from onnxopt.passes.graph_edits import keep_ancestors
 from onnxopt.passes.quantize_weights import weight_only_error
 from onnxopt.quantize.calibrate import collect_channel_stats
 from onnxopt.runtime.generation import Decoder

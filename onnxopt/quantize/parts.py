@@ -14,6 +14,8 @@ from onnxopt.data.samples import clip_text, load_tokenizer
 from onnxopt.data.sources import embedded_samples, load_samples
 from onnxopt.errors import OnnxoptError
 from onnxopt.evaluate.verify import verify_staged
+from onnxopt.graph_queries.smooth_error import int8_error
+from onnxopt.graph_queries.smooth_groups import find_groups
 from onnxopt.io import model_files, saving
 from onnxopt.io.hf_config import model_type
 from onnxopt.io.outputs import claim_output
@@ -32,8 +34,7 @@ from onnxopt.passes.quantize import (
     quantizer_with_layout,
 )
 from onnxopt.passes.quantize_weights import QuantizeWeights
-from onnxopt.passes.smooth import Smooth, find_groups
-from onnxopt.passes.smooth_error import int8_error
+from onnxopt.passes.smooth import Smooth
 from onnxopt.quantize.calibrate import CalibrationSummary, collect_channel_stats, collect_ranges
 from onnxopt.quantize.calibration_feeds import DECODE_STEPS
 from onnxopt.quantize.config import QuantizeConfig

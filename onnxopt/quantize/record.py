@@ -7,7 +7,7 @@ import difflib
 import onnx
 
 from onnxopt.errors import OnnxoptError
-from onnxopt.passes.int8_ops import int8_op_counts
+from onnxopt.graph_queries.int8_ops import int8_op_counts
 from onnxopt.quantize.config import QuantizeConfig
 
 

@@ -30,7 +30,7 @@ from dataclasses import replace
 import onnx
 
 from onnxopt.choices import QDQ_OPS
-from onnxopt.passes.graph_index import Graph
+from onnxopt.graph_queries.graph_index import Graph
 from onnxopt.quantize.config import QuantizeConfig
 
 

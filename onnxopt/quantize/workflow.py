@@ -16,6 +16,8 @@ from onnxopt.data.sts_pairs import load_sts_pairs
 from onnxopt.errors import OnnxoptError
 from onnxopt.evaluate.generation import cache_context
 from onnxopt.evaluate.verify import verify_staged
+from onnxopt.graph_queries.smooth_error import int8_error
+from onnxopt.graph_queries.smooth_groups import find_groups
 from onnxopt.io import limits, model_files, saving
 from onnxopt.io.cache_layout import cache_layout
 from onnxopt.io.hf_config import model_type
@@ -38,8 +40,7 @@ from onnxopt.passes.quantize import (
 )
 from onnxopt.passes.quantize_embeddings import QuantizeEmbeddings
 from onnxopt.passes.quantize_weights import QuantizeWeights, lm_heads, weight_only_error
-from onnxopt.passes.smooth import Smooth, find_groups
-from onnxopt.passes.smooth_error import int8_error
+from onnxopt.passes.smooth import Smooth
 from onnxopt.quantize.calibrate import CalibrationSummary, collect_channel_stats, collect_ranges
 from onnxopt.quantize.calibration_feeds import generation_feeds
 from onnxopt.quantize.config import QuantizeConfig

@@ -206,7 +206,7 @@ def probe_session(model, tensors: list[str], provider: str = "cpu", only: bool =
 
     from onnxopt.io.leftovers import temp_dir
     from onnxopt.io.scratch import write_temp_model
-    from onnxopt.passes.graph_index import keep_ancestors
+    from onnxopt.passes.graph_edits import keep_ancestors
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)

@@ -12,9 +12,10 @@ from onnx import numpy_helper
 
 from onnxopt.data.samples import TokenizedSamples, input_types, load_tokenizer
 from onnxopt.data.sources import embedded_samples
+from onnxopt.graph_queries.smooth_groups import find_groups
 from onnxopt.io import model_files
 from onnxopt.passes.fuse_transformer import FuseTransformer
-from onnxopt.passes.smooth import Smooth, find_groups
+from onnxopt.passes.smooth import Smooth
 from onnxopt.quantize.calibrate import ChannelStats, collect_channel_stats
 from onnxopt.quantize.workflow import quantize
 from onnxopt.runtime.cpu import cpu_features

@@ -10,8 +10,9 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxopt.data.samples import TokenizedSamples, input_types, load_tokenizer
 from onnxopt.data.sources import embedded_samples
 from onnxopt.evaluate.fidelity import output_fidelity
+from onnxopt.graph_queries.smooth_groups import find_groups
 from onnxopt.io import model_files
-from onnxopt.passes.smooth import Smooth, find_groups
+from onnxopt.passes.smooth import Smooth
 from onnxopt.quantize.calibrate import collect_channel_stats
 from onnxopt.quantize.workflow import quantize
 from tests.passes.util import inits, node, run, unchanged_by

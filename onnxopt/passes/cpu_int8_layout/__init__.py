@@ -29,14 +29,14 @@ from __future__ import annotations
 import onnx
 from onnx import helper
 
+from onnxopt.graph_queries.int8_ops import int8_op_counts
 from onnxopt.passes.base import Pass, PassResult, op_histogram
 from onnxopt.passes.cpu_int8_layout.bias_fold import BiasFold
 from onnxopt.passes.cpu_int8_layout.dynamic_matmul import DynamicMatMul
 from onnxopt.passes.cpu_int8_layout.float_qdq import FloatQdq
 from onnxopt.passes.cpu_int8_layout.skip_layernorm import SkipLayerNorm
 from onnxopt.passes.cpu_int8_layout.static_matmul import StaticMatMul
-from onnxopt.passes.graph_index import keep_ancestors
-from onnxopt.passes.int8_ops import int8_op_counts
+from onnxopt.passes.graph_edits import keep_ancestors
 from onnxopt.passes.rewrite import MS_DOMAIN, RewriteRule, apply_rule
 
 RULES: tuple[RewriteRule, ...] = (StaticMatMul(), DynamicMatMul(), FloatQdq(), BiasFold(), SkipLayerNorm())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import onnx
 from onnx import helper
 
-from onnxopt.passes.graph_index import attributes
+from onnxopt.graph_queries.graph_index import attributes
 from onnxopt.passes.rewrite import MS_DOMAIN, Edits, RewriteIndex, RewriteRule
 
 LAYERNORM_OPSET = 17  # LayerNormalization is an ONNX op from opset 17 on

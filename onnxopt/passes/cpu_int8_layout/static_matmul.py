@@ -9,7 +9,7 @@ from __future__ import annotations
 import onnx
 from onnx import helper
 
-from onnxopt.passes.graph_index import attributes
+from onnxopt.graph_queries.graph_index import attributes
 from onnxopt.passes.rewrite import MS_DOMAIN, Edits, RewriteIndex, RewriteRule
 
 

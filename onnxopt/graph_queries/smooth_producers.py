@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import onnx
 
-from onnxopt.passes.graph_index import Graph
+from onnxopt.graph_queries.graph_index import Graph
 
 # Producer op -> (indices of its gamma and beta inputs). Only output 0 is the normalized tensor.
 FUSED_NORMS = {
@@ -101,28 +101,6 @@ def constant_aliases(model: onnx.ModelProto) -> dict[str, str]:
         if origin in inits:
             aliases[name] = origin
     return aliases
-
-
-def drop_orphaned_identities(before: onnx.ModelProto, after: onnx.ModelProto, aliases) -> None:
-    """Remove from `after` the Identity nodes among `aliases` that were read in `before` and are
-    no longer (their readers now read rescaled copies), in place."""
-    was_read = _read(before) & set(aliases)
-    while True:
-        now = _read(after)
-        orphans = {
-            n.output[0]
-            for n in after.graph.node
-            if n.op_type == "Identity" and n.output[0] in was_read and n.output[0] not in now
-        }
-        if not orphans:
-            return
-        kept = [n for n in after.graph.node if not (n.op_type == "Identity" and n.output[0] in orphans)]
-        del after.graph.node[:]
-        after.graph.node.extend(kept)
-
-
-def _read(model: onnx.ModelProto) -> set[str]:
-    return {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
 
 
 def rms_gammas(model: onnx.ModelProto) -> dict[str, int]:

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from onnxopt.passes.graph_index import Graph, attributes
-from onnxopt.passes.prune_structures.blocks import Linear, ShapeConst, linear_ending_at, reshape_consts
+from onnxopt.graph_queries.graph_index import Graph, attributes
+from onnxopt.graph_queries.prune_structures.blocks import Linear, ShapeConst, linear_ending_at, reshape_consts
 
 _SAME_RANK = {
     "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Reciprocal", "Neg", "Cast", "Identity", "Dropout",

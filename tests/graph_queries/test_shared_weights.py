@@ -2,9 +2,9 @@
 
 from onnx import helper
 
-from onnxopt.passes.graph_index import Graph
-from onnxopt.passes.prune_structures import find_ffn_blocks
-from onnxopt.passes.shared_weights import shared_linears, without_shared_weights
+from onnxopt.graph_queries.graph_index import Graph
+from onnxopt.graph_queries.prune_structures import find_ffn_blocks
+from onnxopt.graph_queries.shared_weights import shared_linears, without_shared_weights
 from tests.passes.util import graph
 
 

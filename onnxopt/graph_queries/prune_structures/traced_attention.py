@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import onnx
 
-from onnxopt.passes.graph_index import Graph
-from onnxopt.passes.prune_structures.blocks import (
+from onnxopt.graph_queries.graph_index import Graph
+from onnxopt.graph_queries.prune_structures.blocks import (
     AttentionBlock,
     ShapeConst,
     descendants,
@@ -28,7 +28,7 @@ from onnxopt.passes.prune_structures.blocks import (
     scores_matmul,
     shape_elements,
 )
-from onnxopt.passes.prune_structures.sections import Section, packed_section, scales, whole
+from onnxopt.graph_queries.prune_structures.sections import Section, packed_section, scales, whole
 
 _DATA = {"Mul", "Div", "Add", "Sub", "Neg", "Transpose", "Reshape", "Expand", "Unsqueeze", "Squeeze",
          "Concat", "Slice", "Cast", "Identity", "Dropout", "Where"}  # fmt: skip

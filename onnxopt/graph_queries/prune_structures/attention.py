@@ -1,12 +1,12 @@
 """Attention blocks found from each scores Softmax: separate Q, K and V projections as BERT has them,
-else traced (onnxopt.passes.prune_structures.traced_attention)."""
+else traced (onnxopt.graph_queries.prune_structures.traced_attention)."""
 
 from __future__ import annotations
 
 import onnx
 
-from onnxopt.passes.graph_index import Graph
-from onnxopt.passes.prune_structures.blocks import (
+from onnxopt.graph_queries.graph_index import Graph
+from onnxopt.graph_queries.prune_structures.blocks import (
     AttentionBlock,
     Linear,
     descendants,
@@ -15,7 +15,7 @@ from onnxopt.passes.prune_structures.blocks import (
     reshape_consts,
     scores_matmul,
 )
-from onnxopt.passes.prune_structures.traced_attention import traced_block
+from onnxopt.graph_queries.prune_structures.traced_attention import traced_block
 
 _PASS_THROUGH = {"Mul", "Div", "Transpose", "Cast", "Identity", "Dropout"}
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from onnxopt.passes.graph_index import Graph, attributes
+from onnxopt.graph_queries.graph_index import Graph, attributes
 
 
 @dataclass

@@ -15,15 +15,15 @@ are traced from the Softmax through rotary embeddings, the KV cache and repeat_k
 packed Q/K/V; a unit is a K/V head with the query heads that read it (traced_attention).
 """
 
-from onnxopt.passes.prune_structures.attention import find_attention_blocks
-from onnxopt.passes.prune_structures.blocks import (
+from onnxopt.graph_queries.prune_structures.attention import find_attention_blocks
+from onnxopt.graph_queries.prune_structures.blocks import (
     AttentionBlock,
     FfnBlock,
     Linear,
     ShapeConst,
     block_linears,
 )
-from onnxopt.passes.prune_structures.ffn import find_ffn_blocks
+from onnxopt.graph_queries.prune_structures.ffn import find_ffn_blocks
 
 __all__ = [
     "AttentionBlock",

@@ -8,8 +8,8 @@ So such blocks are left whole, and the report says so.
 
 from __future__ import annotations
 
-from onnxopt.passes.graph_index import Graph
-from onnxopt.passes.prune_structures import FfnBlock, block_linears
+from onnxopt.graph_queries.graph_index import Graph
+from onnxopt.graph_queries.prune_structures import FfnBlock, block_linears
 
 
 def without_shared_weights(g: Graph, blocks: list) -> tuple[list, list[str]]:

@@ -6,15 +6,15 @@ import numpy as np
 import onnx
 import pytest
 
-from onnxopt.passes.graph_index import Graph
-from onnxopt.passes.prune_structures import (
+from onnxopt.graph_queries.graph_index import Graph
+from onnxopt.graph_queries.prune_structures import (
     AttentionBlock,
     FfnBlock,
     Linear,
     find_attention_blocks,
     find_ffn_blocks,
 )
-from onnxopt.passes.prune_structures.blocks import ShapeConst
+from onnxopt.graph_queries.prune_structures.blocks import ShapeConst
 from tests.passes.util import graph, node
 from tests.test_prune_decoders import exported_decoder
 

@@ -1,4 +1,4 @@
-"""Lookups over a ModelProto, and the in-place clean-ups passes share."""
+"""Lookups over a ModelProto (the in-place clean-ups passes share are in passes/graph_edits.py)."""
 
 from __future__ import annotations
 
@@ -60,35 +60,3 @@ class Graph:
 
 def attributes(node: onnx.NodeProto) -> dict:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-
-
-def drop_unused_initializers(graph: onnx.GraphProto) -> None:
-    """Delete the initializers no node or graph output reads, in place: re-adding the kept ones
-    would copy them through serialization, which protobuf refuses for a tensor past 2 GB."""
-    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
-    for k in reversed(range(len(graph.initializer))):
-        if graph.initializer[k].name not in used:
-            del graph.initializer[k]
-
-
-def keep_ancestors(graph: onnx.GraphProto, tensors: list[str]) -> None:
-    """Keep only the nodes `tensors` depend on (and the initializers those read), in place.
-    A graph with subgraphs (If, Loop) is left whole: they may read outer names the walk misses."""
-    if any(a.type == onnx.AttributeProto.GRAPH for n in graph.node for a in n.attribute):
-        return
-    producer = {o: n for n in graph.node for o in n.output if o}
-    needed, stack, keep = set(), list(tensors), set()
-    while stack:
-        name = stack.pop()
-        if name in needed:
-            continue
-        needed.add(name)
-        node = producer.get(name)
-        if node is not None and id(node) not in keep:
-            keep.add(id(node))
-            stack.extend(i for i in node.input if i)
-    if len(keep) < len(graph.node):
-        nodes = [n for n in graph.node if id(n) in keep]
-        del graph.node[:]
-        graph.node.extend(nodes)
-    drop_unused_initializers(graph)

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from onnxopt.passes.graph_index import Graph
-from onnxopt.passes.prune_structures.blocks import (
+from onnxopt.graph_queries.graph_index import Graph
+from onnxopt.graph_queries.prune_structures.blocks import (
     FfnBlock,
     Linear,
     ShapeConst,
@@ -20,7 +20,7 @@ from onnxopt.passes.prune_structures.blocks import (
     linear_ending_at,
     reshape_consts,
 )
-from onnxopt.passes.prune_structures.sections import Section, packed_section, scales
+from onnxopt.graph_queries.prune_structures.sections import Section, packed_section, scales
 
 _ELEMENTWISE = {
     "Mul",

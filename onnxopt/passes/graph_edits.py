@@ -1,0 +1,60 @@
+"""In-place clean-ups the passes share: unused initializers, nodes no output needs, Identity
+nodes a rewrite left unread."""
+
+from __future__ import annotations
+
+import onnx
+
+
+def drop_unused_initializers(graph: onnx.GraphProto) -> None:
+    """Delete the initializers no node or graph output reads, in place: re-adding the kept ones
+    would copy them through serialization, which protobuf refuses for a tensor past 2 GB."""
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    for k in reversed(range(len(graph.initializer))):
+        if graph.initializer[k].name not in used:
+            del graph.initializer[k]
+
+
+def keep_ancestors(graph: onnx.GraphProto, tensors: list[str]) -> None:
+    """Keep only the nodes `tensors` depend on (and the initializers those read), in place.
+    A graph with subgraphs (If, Loop) is left whole: they may read outer names the walk misses."""
+    if any(a.type == onnx.AttributeProto.GRAPH for n in graph.node for a in n.attribute):
+        return
+    producer = {o: n for n in graph.node for o in n.output if o}
+    needed, stack, keep = set(), list(tensors), set()
+    while stack:
+        name = stack.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        node = producer.get(name)
+        if node is not None and id(node) not in keep:
+            keep.add(id(node))
+            stack.extend(i for i in node.input if i)
+    if len(keep) < len(graph.node):
+        nodes = [n for n in graph.node if id(n) in keep]
+        del graph.node[:]
+        graph.node.extend(nodes)
+    drop_unused_initializers(graph)
+
+
+def drop_orphaned_identities(before: onnx.ModelProto, after: onnx.ModelProto, aliases) -> None:
+    """Remove from `after` the Identity nodes among `aliases` that were read in `before` and are
+    no longer (their readers now read rescaled copies), in place."""
+    was_read = _read(before) & set(aliases)
+    while True:
+        now = _read(after)
+        orphans = {
+            n.output[0]
+            for n in after.graph.node
+            if n.op_type == "Identity" and n.output[0] in was_read and n.output[0] not in now
+        }
+        if not orphans:
+            return
+        kept = [n for n in after.graph.node if not (n.op_type == "Identity" and n.output[0] in orphans)]
+        del after.graph.node[:]
+        after.graph.node.extend(kept)
+
+
+def _read(model: onnx.ModelProto) -> set[str]:
+    return {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
