@@ -71,6 +71,36 @@ class Pass(abc.ABC):
         return result
 
 
+class FunctionalPass(Pass):
+    """A pass that leaves its input alone, after onnx-ir's FunctionalPass: `call` copies the input
+    once and hands the copy to `apply`, which rewrites it in place and returns it. `original` is
+    the caller's model, to read only (Smooth compares the two)."""
+
+    in_place = False
+    changes_input = False
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        return self.apply(copy_model(model), model)
+
+    @abc.abstractmethod
+    def apply(self, model: onnx.ModelProto, original: onnx.ModelProto) -> PassResult: ...
+
+
+class InPlacePass(Pass):
+    """A pass that rewrites the model it is handed and returns that same object, after onnx-ir's
+    InPlacePass: for a model it would otherwise hold twice (FuseTransformer past 2 GB)."""
+
+    in_place = True
+    changes_input = True
+
+
+def copy_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A deep copy: the one a functional pass makes of its input."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
 def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
     return dict(Counter(node.op_type for node in model.graph.node))
 

@@ -15,18 +15,14 @@ import onnx
 from onnx import numpy_helper
 
 from onnxopt.graph_queries.graph_index import Graph, attributes
-from onnxopt.passes.base import Pass, PassResult
+from onnxopt.passes.base import FunctionalPass, PassResult
 from onnxopt.passes.graph_edits import drop_unused_initializers
 
 
-class FoldWeightTransposes(Pass):
+class FoldWeightTransposes(FunctionalPass):
     name = "fold-weight-transposes"
-    in_place = False
-    changes_input = False
 
-    def call(self, model: onnx.ModelProto) -> PassResult:
-        out = onnx.ModelProto()
-        out.CopyFrom(model)
+    def apply(self, out: onnx.ModelProto, original: onnx.ModelProto) -> PassResult:
         g = Graph(out)
         folded, skipped = [], {}
         for node in list(out.graph.node):

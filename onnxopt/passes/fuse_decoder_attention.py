@@ -26,14 +26,14 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxopt.passes.base import Pass, PassResult
+from onnxopt.passes.base import FunctionalPass, PassResult
 from onnxopt.passes.graph_edits import drop_unused_initializers
 
 MS_DOMAIN = "com.microsoft"
 SEQLENS, TOTAL, COS, SIN = "gqa_seqlens_k", "gqa_total_sequence_length", "gqa_cos_cache", "gqa_sin_cache"
 
 
-class FuseDecoderAttention(Pass):
+class FuseDecoderAttention(FunctionalPass):
     """Functional. `rope`: the rotary tables (`.cos`, `.sin`: max positions x rotary dim / 2), or
     the reason the model has none. details: `fused` ({op: count}), `layers`, `skipped`
     ({layer or "graph": reason})."""
@@ -43,9 +43,7 @@ class FuseDecoderAttention(Pass):
     def __init__(self, rope):
         self.rope = rope
 
-    def call(self, model: onnx.ModelProto) -> PassResult:
-        out = onnx.ModelProto()
-        out.CopyFrom(model)
+    def apply(self, out: onnx.ModelProto, original: onnx.ModelProto) -> PassResult:
         graph = out.graph
         reason = self.rope if isinstance(self.rope, str) else _graph_reason(graph)
         if reason:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import onnx
 
-from onnxopt.passes.base import Pass, PassResult, op_histogram
+from onnxopt.passes.base import InPlacePass, PassResult, op_histogram
 from onnxopt.silence import quiet
 
 # Hugging Face model_type -> onnxruntime.transformers fusion family.
@@ -33,7 +33,7 @@ FUSED_OPS = (
 )
 
 
-class FuseTransformer(Pass):
+class FuseTransformer(InPlacePass):
     """In place: the fusion tool rewrites the ModelProto it is handed, so a functional pass would
     have to copy the whole model first, and for a model past 2 GB that second copy is what this
     path avoids (`_hold_embedding_tables` shrinks its tables so the tool's own copies stay small).
@@ -42,8 +42,6 @@ class FuseTransformer(Pass):
     reason}) when it did not."""
 
     name = "fuse"
-    in_place = True
-    changes_input = True
 
     def __init__(self, model_type: str | None):
         self.model_type = model_type

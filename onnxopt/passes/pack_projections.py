@@ -15,7 +15,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxopt.io.model_files import main_opset
-from onnxopt.passes.base import Pass, PassResult
+from onnxopt.passes.base import FunctionalPass, PassResult
 from onnxopt.passes.graph_edits import drop_unused_initializers
 from onnxopt.passes.rewrite import MS_DOMAIN, Edits, RewriteIndex, RewriteRule, apply_rule
 
@@ -98,7 +98,7 @@ class PackedQkvIntoGqa(RewriteRule):
         edits.remove(split)
 
 
-class PackProjections(Pass):
+class PackProjections(FunctionalPass):
     """Functional. details: `packed` (MatMul groups made one), `packed_qkv` (attention layers
     reading the packed q|k|v), `skipped` (reasons, by GroupQueryAttention node)."""
 
@@ -107,9 +107,7 @@ class PackProjections(Pass):
     def __init__(self, exclude: tuple[str, ...] = ()):
         self.exclude = exclude
 
-    def call(self, model: onnx.ModelProto) -> PassResult:
-        out = onnx.ModelProto()
-        out.CopyFrom(model)
+    def apply(self, out: onnx.ModelProto, original: onnx.ModelProto) -> PassResult:
         if main_opset(out) < 13:
             reason = {"graph": "opset below 13 (Split sizes input)"}
             return PassResult(out, False, {"packed": 0, "packed_qkv": 0, "skipped": reason})

@@ -18,7 +18,7 @@ from onnx import numpy_helper
 
 from onnxopt.graph_queries.graph_index import Graph
 from onnxopt.graph_queries.prune_structures import AttentionBlock, FfnBlock, Linear, ShapeConst
-from onnxopt.passes.base import Pass, PassResult
+from onnxopt.passes.base import FunctionalPass, PassResult
 from onnxopt.passes.graph_edits import drop_unused_initializers
 
 
@@ -55,17 +55,14 @@ def query_channels(block: AttentionBlock, units) -> np.ndarray:
     return head_channels([u * n + r for u in units for r in range(n)], block.head_dim)
 
 
-class FoldPruned(Pass):
-    in_place = False  # slices a copy: the prune workflow folds the same model again per re-fit
-    changes_input = False
+class FoldPruned(FunctionalPass):
+    # Functional (slices a copy): the prune workflow folds the same model again per re-fit.
 
     def __init__(self, ffn: list[FfnPlan], heads: list[HeadPlan], mask_only: bool = False):
         self.ffn, self.heads, self.mask_only = ffn, heads, mask_only
         self.name = "prune-mask" if mask_only else "prune-fold"
 
-    def call(self, model: onnx.ModelProto) -> PassResult:
-        out = onnx.ModelProto()
-        out.CopyFrom(model)
+    def apply(self, out: onnx.ModelProto, original: onnx.ModelProto) -> PassResult:
         g = Graph(out)
         for plan in self.ffn:
             b = plan.block

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import onnx
 
-from onnxopt.passes.base import Pass, PassResult
+from onnxopt.passes.base import FunctionalPass, PassResult
 from onnxopt.passes.rewrite import Edits, RewriteIndex, RewriteRule, apply_rule
 
 INT8_READERS = ("MatMul", "Gemm", "Conv", "Gather")
@@ -44,13 +44,11 @@ class Fp32ReadersOffQdq(RewriteRule):
                         user.input[k] = source
 
 
-class QdqFp32Readers(Pass):
+class QdqFp32Readers(FunctionalPass):
     """details: `moved` (DQs whose fp32 readers now read the tensor itself), `skipped`."""
 
     name = "qdq-fp32-readers"
 
-    def call(self, model: onnx.ModelProto) -> PassResult:
-        out = onnx.ModelProto()
-        out.CopyFrom(model)
+    def apply(self, out: onnx.ModelProto, original: onnx.ModelProto) -> PassResult:
         result = apply_rule(Fp32ReadersOffQdq(), out)
         return PassResult(out, result.rewritten > 0, {"moved": result.rewritten})

@@ -20,7 +20,7 @@ import onnx
 from onnxopt.graph_queries.int8_ops import INT8_OPS, int8_op_counts
 from onnxopt.io.leftovers import temp_dir
 from onnxopt.io.scratch import through_files
-from onnxopt.passes.base import Pass, PassResult, Pipeline
+from onnxopt.passes.base import Pass, PassResult, Pipeline, copy_model
 from onnxopt.passes.cpu_int8_layout import CpuInt8Layout
 from onnxopt.passes.qdq_fp32_readers import QdqFp32Readers
 
@@ -207,8 +207,7 @@ class QuantizeStatic(Pass):
 
             quantized = through_files(quantized, _dynamic_tool(opts, dynamic_ops, targets))
         if quantized is model:  # nothing to quantize: still a new object, as a functional pass returns
-            quantized = onnx.ModelProto()
-            quantized.CopyFrom(model)
+            quantized = copy_model(model)
         return PassResult(
             quantized,
             True,

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxopt.passes.base import Pass, PassResult
+from onnxopt.passes.base import FunctionalPass, PassResult
 from onnxopt.passes.graph_edits import drop_unused_initializers
 from onnxopt.passes.rewrite import Edits, RewriteIndex, RewriteRule, apply_rule
 
@@ -70,16 +70,12 @@ class EmbeddingInt8(RewriteRule):
         )
 
 
-class QuantizeEmbeddings(Pass):
+class QuantizeEmbeddings(FunctionalPass):
     """Every word-embedding Gather on an fp32 table of its own goes int8 with per-row scales."""
 
     name = "quantize-embeddings"
-    in_place = False
-    changes_input = False
 
-    def call(self, model: onnx.ModelProto) -> PassResult:
-        out = onnx.ModelProto()
-        out.CopyFrom(model)
+    def apply(self, out: onnx.ModelProto, original: onnx.ModelProto) -> PassResult:
         rule = EmbeddingInt8()
         result = apply_rule(rule, out)
         if result.rewritten:

@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxopt.passes.base import Pass, PassResult
+from onnxopt.passes.base import FunctionalPass, PassResult
 from onnxopt.passes.graph_edits import drop_unused_initializers
 from onnxopt.passes.rewrite import MS_DOMAIN, Edits, RewriteIndex, RewriteRule, apply_rule
 
@@ -178,19 +178,14 @@ class MatMulOffsetInt4(RewriteRule):
         ]
 
 
-class QuantizeWeightsOffset(Pass):
+class QuantizeWeightsOffset(FunctionalPass):
     """Float MatMul weights to 4-bit blocks with a float offset each (module docstring)."""
-
-    in_place = False
-    changes_input = False
 
     def __init__(self, block_size: int = 32, accuracy_level: int = 4, exclude: tuple[str, ...] = ()):
         self.block_size, self.accuracy_level, self.exclude = block_size, accuracy_level, exclude
         self.name = "quantize-int4-offset"
 
-    def call(self, model: onnx.ModelProto) -> PassResult:
-        out = onnx.ModelProto()
-        out.CopyFrom(model)
+    def apply(self, out: onnx.ModelProto, original: onnx.ModelProto) -> PassResult:
         if not any(o.domain == MS_DOMAIN for o in out.opset_import):
             out.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
         result = apply_rule(MatMulOffsetInt4(self.block_size, self.accuracy_level, self.exclude), out)

@@ -27,6 +27,8 @@ layers took 5.5 of 112 ms (Intel Xeon AMX, 2026-12-02).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -34,7 +36,7 @@ from onnx import numpy_helper
 from onnxopt.graph_queries.smooth_error import quant_error, smoothing_scales
 from onnxopt.graph_queries.smooth_groups import SmoothGroup, find_groups
 from onnxopt.graph_queries.smooth_producers import constant_aliases
-from onnxopt.passes.base import Pass, PassResult
+from onnxopt.passes.base import Pass, PassResult, copy_model
 from onnxopt.passes.graph_edits import drop_orphaned_identities
 
 ALPHAS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
@@ -43,21 +45,24 @@ ALPHAS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 class Smooth(Pass):
     """Fold per-channel smoothing scales into the graph, alpha chosen per activation.
 
-    `stats` maps each group's tensor to its onnxopt.quantize.calibrate.ChannelStats; `alphas` are the
-    candidates (a fixed alpha: one value). A group whose best simulated error is not below the
-    unsmoothed one is left alone.
+    `stats` maps each group's tensor to its onnxopt.quantize.calibrate.ChannelStats, or is a
+    function `stats(model, tensors)` that collects them for the tensors this pass will smooth:
+    then the pass finds its groups itself, with its own `gates` and `explicit`, so a caller cannot
+    calibrate another set. `alphas` are the candidates (a fixed alpha: one value). A group whose
+    best simulated error is not below the unsmoothed one is left alone.
 
     details: `smoothed` (one entry per smoothed activation) and `skipped` ({tensor: reason} for
     every candidate activation left alone).
     """
 
     name = "smooth"
+    # Functional, but not a FunctionalPass: it reads (and calibrates) its input before the copy.
     in_place = False  # works on a copy: the caller's model keeps its unsmoothed weights
     changes_input = False
 
     def __init__(
         self,
-        stats: dict,
+        stats: dict | Callable[[onnx.ModelProto, list[str]], dict],
         alphas: tuple[float, ...] = ALPHAS,
         only_if_better: bool = True,
         error=None,
@@ -74,16 +79,18 @@ class Smooth(Pass):
         self.error = error or quant_error
 
     def call(self, model: onnx.ModelProto) -> PassResult:
-        model_copy = onnx.ModelProto()
-        model_copy.CopyFrom(model)
-        groups, skipped = find_groups(model_copy, self.gates, self.explicit)
+        # Groups and statistics come from the input, before the copy: calibration runs the model
+        # while one copy exists, as when the caller calibrated first. Groups hold names only.
+        groups, skipped = find_groups(model, self.gates, self.explicit)
+        found = self.stats(model, [g.tensor for g in groups]) if callable(self.stats) else self.stats
+        model_copy = copy_model(model)
         inits = {t.name: t for t in model_copy.graph.initializer}
         aliases = constant_aliases(model_copy)  # rescaled through a copy, which may orphan the Identity
         inits.update({alias: inits[name] for alias, name in aliases.items()})
         nodes = {n.name: n for n in model_copy.graph.node}
         applied, muls = [], {}
         for group in groups:
-            stats = self.stats.get(group.tensor)
+            stats = found.get(group.tensor)
             if stats is None:
                 skipped[group.tensor] = "no calibration statistics"
                 continue

@@ -1,34 +1,30 @@
 """The pass contract (onnx-ir's in_place / changes_input) and Pipeline as a pass that nests."""
 
-import onnx
 import pytest
 from onnx import helper
 
 from onnxopt.passes import Pass, PassResult, Pipeline
-from onnxopt.passes.base import PassContractError
+from onnxopt.passes.base import FunctionalPass, InPlacePass, PassContractError
 from tests.passes.util import graph, unchanged_by
 
 
-class AddRelu(Pass):
-    """Functional: appends a Relu after the graph output, on a copy."""
+class AddRelu(FunctionalPass):
+    """Functional: appends a Relu after the graph output, on the copy FunctionalPass makes."""
 
     name = "add-relu"
 
-    def call(self, model):
-        out = onnx.ModelProto()
-        out.CopyFrom(model)
+    def apply(self, out, original):
+        assert out is not original and out == original  # a copy, made once, before the rewrite
         old = out.graph.output[0].name
         out.graph.node.append(helper.make_node("Relu", [old], [f"{old}_relu"], name=f"{old}_relu"))
         out.graph.output[0].name = f"{old}_relu"
         return PassResult(out, True, {"added": f"{old}_relu"})
 
 
-class RenameGraph(Pass):
+class RenameGraph(InPlacePass):
     """In place: renames the graph."""
 
     name = "rename"
-    in_place = True
-    changes_input = True
 
     def call(self, model):
         model.graph.name = "renamed"

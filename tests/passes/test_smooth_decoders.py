@@ -281,3 +281,23 @@ def test_swiglu_products_are_groups_folded_into_up_and_exact(tiny_llama):
     for feed in feeds:
         for got, want in zip(run(result.model, feed), run(model, feed), strict=True):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_smooth_collects_the_statistics_of_its_own_groups(tiny_llama):
+    # Given a collector, Smooth finds its groups itself (here with gates), so a caller cannot
+    # calibrate another set of tensors than the one it smooths; the model is the same byte for byte.
+    model = model_files.load(model_files.resolve(tiny_llama))
+    feeds = _llama_feeds(tiny_llama, model, 0, 8)
+    asked = []
+
+    def collect(m, tensors):
+        asked.append(list(tensors))
+        return collect_channel_stats(m, feeds, tensors)
+
+    lazy = unchanged_by(Smooth(collect, alphas=(0.5,), only_if_better=False, gates=True), model)
+    tensors = [g.tensor for g in find_groups(model, gates=True)[0]]
+    stats = collect_channel_stats(model, feeds, tensors)
+    eager = Smooth(stats, alphas=(0.5,), only_if_better=False, gates=True)(model)
+    assert asked == [tensors] and len(lazy.details["smoothed"]) == len(tensors)
+    assert lazy.model.SerializeToString() == eager.model.SerializeToString()
+    assert lazy.details == eager.details

@@ -30,7 +30,7 @@ import onnx
 from onnx import helper
 
 from onnxopt.graph_queries.int8_ops import int8_op_counts
-from onnxopt.passes.base import Pass, PassResult, op_histogram
+from onnxopt.passes.base import FunctionalPass, PassResult, op_histogram
 from onnxopt.passes.cpu_int8_layout.bias_fold import BiasFold
 from onnxopt.passes.cpu_int8_layout.dynamic_matmul import DynamicMatMul
 from onnxopt.passes.cpu_int8_layout.float_qdq import FloatQdq
@@ -43,20 +43,16 @@ RULES: tuple[RewriteRule, ...] = (StaticMatMul(), DynamicMatMul(), FloatQdq(), B
 LAYOUT = "onnxruntime-cpu"  # the value of details["layout"], recorded in the manifest
 
 
-class CpuInt8Layout(Pass):
+class CpuInt8Layout(FunctionalPass):
     """details: `layout`, `rewrites` (count per rule, those above 0), `skipped` ({candidate node:
     reason}) and `int8_ops` (the laid-out graph's int8 op counts)."""
 
     name = "cpu-int8-layout"
-    in_place = False
-    changes_input = False
 
     def __init__(self, rules: tuple[RewriteRule, ...] = RULES):
         self.rules = rules
 
-    def call(self, model: onnx.ModelProto) -> PassResult:
-        out = onnx.ModelProto()
-        out.CopyFrom(model)
+    def apply(self, out: onnx.ModelProto, original: onnx.ModelProto) -> PassResult:
         g = out.graph
         changes, skipped = {}, {}
         for rule in self.rules:
@@ -69,7 +65,7 @@ class CpuInt8Layout(Pass):
             o.domain == MS_DOMAIN for o in out.opset_import
         ):
             out.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
-        modified = any(changes.values()) or op_histogram(model) != op_histogram(out)
+        modified = any(changes.values()) or op_histogram(original) != op_histogram(out)
         details = {
             "layout": LAYOUT,
             "rewrites": {k: v for k, v in changes.items() if v},
