@@ -34,3 +34,18 @@ def test_optimize_graph_without_rules_keeps_it(cli, graph_file, tmp_path):
         "MatMul",
         "Add",
     ]
+
+
+def test_optimize_skip_leaves_that_rule_out(cli, tiny_bert_onnx, tmp_path):
+    out = tmp_path / "opt"
+    code, _stdout, err = cli("optimize", tiny_bert_onnx, "-o", out, "--skip", "fuse")
+    assert code == 0, err
+    ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
+    assert not ops & {"Attention", "SkipLayerNormalization", "EmbedLayerNormalization"}, ops
+    assert json.loads((out / "onnxopt.json").read_text())["steps"][-1]["fused"] == {}
+
+
+def test_optimize_skip_of_an_unknown_rule_fails_before_any_work(cli, tiny_bert_onnx, tmp_path):
+    code, _out, err = cli("optimize", tiny_bert_onnx, "-o", tmp_path / "opt", "--skip", "fuse,nonesuch")
+    assert_clean_error(code, err, "--skip names no rule: nonesuch", "fuse, fuse-decoder-attention")
+    assert list(tmp_path.iterdir()) == []

@@ -13,3 +13,6 @@ class OptimizeConfig(Options):
     verify_loading: bool = option(
         False, "Load OUTPUT with optimum's ORTModelFor<Task>; compare with the input."
     )
+    skip: tuple[str, ...] = option(
+        (), "Rules to leave out: fuse, fuse-decoder-attention.", metavar="RULE,RULE"
+    )

@@ -22,9 +22,11 @@ from onnxopt.options import config_from
 from onnxopt.passes import Pipeline, StepReport
 from onnxopt.passes.fuse_decoder_attention import FuseDecoderAttention
 from onnxopt.passes.fuse_transformer import FuseTransformer
+from onnxopt.passes.registry import check_skip, without
 from onnxopt.runtime.sessions import check_loads
 
 PARITY_SAMPLES = 8
+OPTIMIZE_RULES = (FuseTransformer.name, FuseDecoderAttention.name)  # what --skip may name
 Progress = Callable[[str, int, int], None]
 
 
@@ -47,6 +49,7 @@ def optimize(
     **options,
 ) -> OptimizeResult:
     config = config_from(OptimizeConfig, config, options)
+    check_skip(config.skip, OPTIMIZE_RULES)
     progress = on_progress or (lambda _stage, _done, _total: None)
     start = time.perf_counter()
     ref = model_files.resolve(src)
@@ -56,6 +59,7 @@ def optimize(
         passes = [FuseTransformer(model_type(ref.folder))]
         if cache_layout(model) is not None:
             passes.append(FuseDecoderAttention(rope_tables(ref.folder)))
+        passes = without(passes, config.skip)
         model, reports = Pipeline(passes).run(model, on_step=lambda name: progress(name, 0, 0))
         with claim.staged() as tmp:
             saving.save(model, tmp)

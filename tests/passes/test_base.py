@@ -98,3 +98,16 @@ def test_a_pipeline_declares_what_its_passes_do():
     model = graph("linear")
     assert Pipeline([in_place, in_place])(model).model is model
     assert Pipeline([]).in_place and not Pipeline([]).changes_input
+
+
+def test_the_registry_names_each_rewrite_pass_by_its_own_name():
+    from onnxopt.errors import OnnxoptError
+    from onnxopt.passes.registry import RULES, check_skip, without
+
+    assert all(name == rule.name for name, rule in RULES.items())
+    assert {"fuse", "fuse-decoder-attention", "fold-weight-transposes", "cpu-int8-layout"} <= set(RULES)
+    assert [p.name for p in without([AddRelu(), RenameGraph()], ("rename",))] == ["add-relu"]
+    check_skip(("fuse",))
+    with pytest.raises(OnnxoptError, match="no rule: fusee") as raised:
+        check_skip(("fusee",), among=("fuse",))
+    assert raised.value.hint == "the rules are fuse"
