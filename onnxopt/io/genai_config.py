@@ -32,7 +32,8 @@ import onnx
 
 from onnxopt.errors import OnnxoptError, cut
 from onnxopt.io.cache_layout import CacheLayout, cache_layout
-from onnxopt.io.files import read_config, read_json
+from onnxopt.io.files import read_json
+from onnxopt.io.hf_config import read_config
 from onnxopt.io.saving import MODEL_FILE
 
 GENAI_CONFIG = "genai_config.json"
@@ -83,7 +84,7 @@ def genai_config(folder: Path, model: onnx.ModelProto) -> dict | None:
     shapes = _cache_shapes(model, layout.past)
     if len(shapes) != 1:
         return None  # per-layer widths (an uneven prune)
-    hf = read_config(folder)
+    hf = read_config(folder)  # not ModelInfo: model_files, which ModelInfo reads through, calls this
     kind = hf.get("model_type") if hf.get("model_type") in GENAI_TYPES else GENERIC_TYPE
     context = _int(hf, "max_position_embeddings", "n_positions", "n_ctx") or 2048
     bos, eos, pad = _special_tokens(folder, hf)

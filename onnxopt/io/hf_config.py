@@ -1,42 +1,39 @@
-"""What a Hugging Face config.json says about a model: its type, and the task its architecture
-implies (optimum infers tasks for hub ids only, so local folders are read here)."""
+"""The one place onnxopt opens a Hugging Face config.json (tests/test_layout.py checks it).
+
+Callers ask onnxopt.io.model_info.ModelInfo (`info.config`, `info.model_type`, `info.task`, ...),
+which reads it here once per model. This module sits below onnxopt.io.model_files, so
+genai_config (which model_files calls) reads it here too, without an import circle.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from onnxopt.io.files import read_config
+from onnxopt.io.files import read_json
+
+CONFIG = "config.json"
+
+
+def read_config(folder: Path | None) -> dict[str, Any]:
+    """config.json of a model folder ({} when there is none), checked to be a JSON object: a regular
+    file inside the folder, of bounded size (onnxopt.io.files.read_json)."""
+    if folder is None:
+        return {}
+    return read_json(folder, CONFIG) or {}
+
+
+def auto_config(folder: Path) -> Any:
+    """transformers' AutoConfig of the folder, for what only it derives (rope initialisers)."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(str(folder))
 
 
 def model_type(folder: Path | None) -> str | None:
+    """config.json's model_type; ModelInfo.model_type for a caller that holds one."""
     value = read_config(folder).get("model_type")
     return value if isinstance(value, str) else None
-
-
-# Architecture class suffix -> optimum task, for local folders (optimum infers tasks for hub ids only).
-_ARCHITECTURE_TASKS = (
-    ("ForSequenceClassification", "text-classification"),
-    ("ForQuestionAnswering", "question-answering"),
-    ("ForTokenClassification", "token-classification"),
-    ("ForMultipleChoice", "multiple-choice"),
-    ("ForMaskedLM", "fill-mask"),
-    ("ForCausalLM", "text-generation"),
-    ("LMHeadModel", "text-generation"),
-    ("ForConditionalGeneration", "text2text-generation"),
-    ("Model", "feature-extraction"),
-)
-
-
-def task_from_config(folder: Path) -> str:
-    config = read_config(folder)
-    architectures = config.get("architectures") or []
-    for arch in architectures if isinstance(architectures, list) else []:
-        if not isinstance(arch, str):
-            continue
-        for suffix, task in _ARCHITECTURE_TASKS:
-            if arch.endswith(suffix):
-                return task
-    return "feature-extraction"
 
 
 # Tasks whose models generate: exported with their KV cache by default (`-with-past`), since
@@ -48,20 +45,3 @@ def with_cache(task: str, cache: bool) -> str:
     """The task to export: a generative one with `-with-past` when `cache`, without it otherwise."""
     base = task.removesuffix("-with-past")
     return f"{base}-with-past" if cache and base in GENERATIVE_TASKS else base
-
-
-def decoder_start_token(folder: Path | None) -> int:
-    """The token an encoder-decoder's decoder starts from (T5: pad 0; BART: eos 2)."""
-    config = read_config(folder)
-    for key in ("decoder_start_token_id", "pad_token_id"):
-        value = config.get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return value
-    return 0
-
-
-def end_token(folder: Path | None) -> int | None:
-    """The end-of-text token (config.json's eos_token_id; the first of a list), None without one."""
-    value = read_config(folder).get("eos_token_id")
-    value = value[0] if isinstance(value, list) and value else value
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None

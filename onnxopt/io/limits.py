@@ -11,34 +11,26 @@ from pathlib import Path
 import onnx
 
 from onnxopt.errors import OnnxoptError, cut
-from onnxopt.io import files
 from onnxopt.io.model_files import ModelRef
+from onnxopt.io.model_info import ModelInfo
 
-# Models whose position ids start after the padding index, so max_position_embeddings overstates
-# the longest sequence by pad_token_id + 1 (RoBERTa: 514 positions, 512 tokens).
-_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer", "mpnet", "ibert")
 FEED_LIMIT = 4 << 30  # bytes of synthetic inputs per model: past this a fixed dim is not real
 
 
-def max_sequence_length(folder: Path | None) -> tuple[int, str] | None:
-    """The longest sequence the model's position embeddings allow, and the config key that says so."""
-    config = files.read_config(folder)
-    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
-        value = files.positive_int(config, key, folder)
-        if value is not None:
-            if config.get("model_type") in _OFFSET_POSITIONS:
-                value -= int(config.get("pad_token_id") or 1) + 1
-            return value, key
-    return None
+def max_sequence_length(model: Path | ModelInfo | None) -> tuple[int, str] | None:
+    """The longest sequence the model's position embeddings allow, and the config key that says so
+    (`model`: its folder, or its ModelInfo)."""
+    return ModelInfo.read(model).max_positions
 
 
-def check_sequence_length(ref: ModelRef, seq: int, option: str = "--seq-len") -> None:
+def check_sequence_length(model: ModelRef | ModelInfo, seq: int, option: str = "--seq-len") -> None:
     """Refuse a sequence length the model cannot take, naming the limit (onnxruntime's own error is
     a truncated C++ message about a Gather index)."""
-    limit = max_sequence_length(ref.folder)
+    info = ModelInfo.read(model)
+    limit = info.max_positions
     if limit is not None and seq > limit[0]:
         raise OnnxoptError(
-            f"{option} {seq} exceeds {ref.name}'s {limit[1]} {limit[0]}",
+            f"{option} {seq} exceeds {info.ref.name}'s {limit[1]} {limit[0]}",
             f"use {option} {limit[0]} or less",
         )
 

@@ -1,10 +1,12 @@
 """A model's facts, read once: what kind of model it is, its cache, its config.json.
 
 Every question "what is this model?" is asked here, of one `ModelInfo`, instead of each command
-reading config.json and the graph again in its own way. This is the only module that opens
-config.json (`read_config`; tests/test_layout.py checks it).
+reading config.json and the graph again in its own way. config.json itself is opened only by
+onnxopt.io.hf_config (below onnxopt.io.model_files, which genai_config needs), and only for this
+object, genai_config and the quantize workflow's model_type.
 
     info = ModelInfo.read(path)      # a model folder, a folder in parts, an .onnx file, a ModelRef
+                                     # (a ModelRef is one graph, a part's included)
     info.kind                        # "encoder", "decoder" (one graph with a KV cache),
                                      # "encoder-decoder" (a folder in parts, onnxopt.io.parts)
     info.in_parts, info.has_cache, info.cache       # CacheLayout or None
@@ -30,7 +32,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from onnxopt.io import files, parts
+from onnxopt.io import files, hf_config, parts
 from onnxopt.io.cache_layout import CacheLayout, cache_layout
 
 if TYPE_CHECKING:
@@ -39,7 +41,6 @@ if TYPE_CHECKING:
     from onnxopt.io.model_files import ModelRef
 
 Kind = Literal["encoder", "decoder", "encoder-decoder"]
-CONFIG = "config.json"
 # Models whose position ids start after the padding index, so max_position_embeddings overstates
 # the longest sequence by pad_token_id + 1 (RoBERTa: 514 positions, 512 tokens).
 _OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer", "mpnet", "ibert")
@@ -57,14 +58,6 @@ _ARCHITECTURE_TASKS = (
 )
 
 
-def read_config(folder: Path | None) -> dict[str, Any]:
-    """config.json of a model folder ({} when there is none), checked to be a JSON object: a regular
-    file inside the folder, of bounded size (onnxopt.io.files.read_json)."""
-    if folder is None:
-        return {}
-    return files.read_json(folder, CONFIG) or {}
-
-
 def _token(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
@@ -78,12 +71,15 @@ class ModelInfo:
     given: ModelRef | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def read(cls, source: Path | str | ModelRef | None) -> ModelInfo:
-        """The info of a folder, an .onnx file, or an already resolved ModelRef; nothing is read yet."""
+    def read(cls, source: Path | str | ModelRef | ModelInfo | None) -> ModelInfo:
+        """The info of a folder, an .onnx file, or an already resolved ModelRef; nothing is read yet.
+        An info is returned as it is, so a function may take a folder or its caller's info."""
+        if isinstance(source, ModelInfo):
+            return source
         if source is None:
             return cls(None, None)
-        if not isinstance(source, (str, Path)):  # a ModelRef
-            return cls(source.folder or source.onnx_path, source.folder, source)
+        if not isinstance(source, (str, Path)):  # a ModelRef: one graph, its folder's config
+            return cls(source.onnx_path, source.folder, source)
         path = Path(source)
         if path.is_dir():
             return cls(path, path)
@@ -94,14 +90,13 @@ class ModelInfo:
     @cached_property
     def config(self) -> dict[str, Any]:
         """config.json as a dict, {} without one; a file that is not a JSON object is an error."""
-        return read_config(self.folder)
+        return hf_config.read_config(self.folder)
 
     @cached_property
     def parts(self) -> dict[str, Path] | None:
-        """part -> .onnx file of a folder in parts (onnxopt.io.parts), None for one graph."""
-        if self.given is not None and self.given.folder is None:
-            return None
-        return parts.part_files(self.folder if self.folder == self.path else None)
+        """part -> .onnx file of a folder in parts (onnxopt.io.parts), None for one graph (a file,
+        a ModelRef)."""
+        return parts.part_files(self.folder if self.given is None and self.folder == self.path else None)
 
     @property
     def in_parts(self) -> bool:
@@ -249,6 +244,4 @@ class ModelInfo:
     @cached_property
     def auto_config(self) -> Any:
         """transformers' AutoConfig of the folder (rope tables need its derived settings)."""
-        from transformers import AutoConfig
-
-        return AutoConfig.from_pretrained(str(self.folder))
+        return hf_config.auto_config(self.folder)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxopt.io.files import read_config
+from onnxopt.io.model_info import ModelInfo
 
 FIXED_ROPES = ("default", "linear", "llama3", "yarn")
 
@@ -25,9 +25,10 @@ class RopeTables:
     sin: np.ndarray
 
 
-def rope_tables(folder: Path | None) -> RopeTables | str:
-    """The tables, or the reason there are none for this model."""
-    raw = read_config(folder)
+def rope_tables(model: Path | ModelInfo | None) -> RopeTables | str:
+    """The tables, or the reason there are none for this model (`model`: its folder, or its ModelInfo)."""
+    info = ModelInfo.read(model)
+    raw = info.config
     if raw.get("model_type") not in ("llama", "qwen2", "mistral"):
         return f"no rotary tables for model type {raw.get('model_type')!r}"
     window = raw.get("sliding_window") if raw.get("use_sliding_window", True) else None
@@ -38,10 +39,9 @@ def rope_tables(folder: Path | None) -> RopeTables | str:
     rope_type = scaling.get("rope_type", scaling.get("type", "default")) if isinstance(scaling, dict) else "?"
     if rope_type not in FIXED_ROPES:
         return f"its rope ({rope_type}) changes with the sequence length"
-    from transformers import AutoConfig
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-    config = AutoConfig.from_pretrained(str(folder))
+    config = info.auto_config
     inv_freq, attention_scaling = ROPE_INIT_FUNCTIONS[rope_type](config, "cpu")
     positions = np.arange(config.max_position_embeddings, dtype=np.float32)
     angles = np.outer(positions, inv_freq.numpy().astype(np.float32))

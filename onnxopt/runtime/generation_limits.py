@@ -19,9 +19,9 @@ import onnx
 
 from onnxopt.errors import OnnxoptError
 from onnxopt.io.cache_layout import CacheLayout
-from onnxopt.io.files import positive_int, read_config
-from onnxopt.io.limits import graph_positions, max_sequence_length
+from onnxopt.io.limits import graph_positions
 from onnxopt.io.model_files import ModelRef
+from onnxopt.io.model_info import ModelInfo
 
 # Where neither config.json nor the graph bounds the positions (rotary angles computed from
 # position_ids): the longest generation onnxopt runs. Models past it state their limit.
@@ -38,10 +38,10 @@ class Positions:
     what: str  # what says so, for messages: "n_positions 256", "position table of 256 rows", ...
 
 
-def positions(ref: ModelRef, model: onnx.ModelProto) -> Positions:
+def positions(ref: ModelRef | ModelInfo, model: onnx.ModelProto) -> Positions:
     """The longest sequence the model takes: the smaller of its config.json's and its graph's
     limits; a config that says more than the graph holds is named beside the graph's."""
-    config, graph = max_sequence_length(ref.folder), graph_positions(model)
+    config, graph = ModelInfo.read(ref).max_positions, graph_positions(model)
     if graph is not None and (config is None or graph[0] < config[0]):
         said = f" (its config.json says {config[1]} {config[0]})" if config else ""
         return Positions(graph[0], graph[1] + said)
@@ -51,21 +51,14 @@ def positions(ref: ModelRef, model: onnx.ModelProto) -> Positions:
     return Positions(POSITION_CAP, f"{POSITION_CAP} positions, {why}")
 
 
-def check_length(ref: ModelRef, model: onnx.ModelProto, length: int, option: str) -> Positions:
+def check_length(ref: ModelRef | ModelInfo, model: onnx.ModelProto, length: int, option: str) -> Positions:
     found = positions(ref, model)
     if length > found.limit:
         raise OnnxoptError(
-            f"{option} {length} exceeds {ref.name}'s {found.what}", f"use {option} {found.limit} or less"
+            f"{option} {length} exceeds {ModelInfo.read(ref).ref.name}'s {found.what}",
+            f"use {option} {found.limit} or less",
         )
     return found
-
-
-def _config_int(config: dict, keys: tuple[str, ...], folder: Path | None) -> int | None:
-    for key in keys:
-        value = positive_int(config, key, folder)
-        if value is not None:
-            return value
-    return None
 
 
 def _logits_width(model: onnx.ModelProto) -> int | None:
@@ -77,21 +70,26 @@ def _logits_width(model: onnx.ModelProto) -> int | None:
 
 
 def generation_bytes(
-    ref: ModelRef, model: onnx.ModelProto, layout: CacheLayout, batch: int, prompt: int, total: int
+    ref: ModelRef | ModelInfo,
+    model: onnx.ModelProto,
+    layout: CacheLayout,
+    batch: int,
+    prompt: int,
+    total: int,
 ) -> tuple[int, int]:
     """(KV cache bytes, all bytes) a generation of `total` tokens after a `prompt`-token prefill
     needs at its peak: the cache (twice where each step's presents are new arrays beside the
     pasts), and the prefill's logits (every position's), hidden states and attention scores.
     Weights are not counted: the session holds them whatever the batch."""
-    config = read_config(ref.folder)
+    info = ModelInfo.read(ref)
     item = np.dtype(layout.dtype).itemsize
     kv = sum(batch * layout.heads[p] * total * layout.head_dim[p] for p in layout.past) * item
     kv *= 1 if layout.gqa_writes_presents else 2
     width = sum(layout.heads[p] * layout.head_dim[p] for p in layout.past[:1])
-    hidden = _config_int(config, ("hidden_size", "n_embd", "d_model"), ref.folder) or width
-    heads = _config_int(config, ("num_attention_heads", "n_head"), ref.folder) or max(layout.heads.values())
-    inner = _config_int(config, ("intermediate_size", "n_inner"), ref.folder) or 4 * hidden
-    vocab = _logits_width(model) or _config_int(config, ("vocab_size",), ref.folder) or 1
+    hidden = info.config_int(("hidden_size", "n_embd", "d_model")) or width
+    heads = info.config_int(("num_attention_heads", "n_head")) or max(layout.heads.values())
+    inner = info.config_int(("intermediate_size", "n_inner")) or 4 * hidden
+    vocab = _logits_width(model) or info.config_int(("vocab_size",)) or 1
     prefill = batch * prompt * (vocab + 4 * hidden + 2 * inner) * 4
     scores = 2 * batch * heads * prompt * prompt * 4  # scores and softmax, one layer at a time
     return kv, kv + prefill + scores
@@ -167,22 +165,28 @@ def check_memory(name: str, needs: tuple[int, int], batch: int, total: int, leng
 
 
 def check_generation(
-    ref: ModelRef, model: onnx.ModelProto, layout: CacheLayout, batch: int, prompt: int, new_tokens: int
+    ref: ModelRef | ModelInfo,
+    model: onnx.ModelProto,
+    layout: CacheLayout,
+    batch: int,
+    prompt: int,
+    new_tokens: int,
 ) -> None:
     """`bench --generate`'s checks: prompt plus new tokens within the positions, then memory."""
     lengths = "--prompt-len plus --new-tokens"
     check_length(ref, model, prompt + new_tokens, lengths)
     total = prompt + new_tokens
-    check_memory(ref.name, generation_bytes(ref, model, layout, batch, prompt, total), batch, total, lengths)
+    name = ModelInfo.read(ref).ref.name
+    check_memory(name, generation_bytes(ref, model, layout, batch, prompt, total), batch, total, lengths)
 
 
-def disagreements(ref: ModelRef, layout: CacheLayout) -> list[str]:
+def disagreements(ref: ModelRef | ModelInfo, layout: CacheLayout) -> list[str]:
     """Where config.json and the graph's cache inputs disagree (layers, KV heads): the likely cause
     when onnxruntime fails mid-generation (a pruned model's heads differ by layer: any one matches)."""
-    config, found = read_config(ref.folder), []
+    info, found = ModelInfo.read(ref), []
     try:
-        layers = _config_int(config, ("num_hidden_layers", "n_layer"), ref.folder)
-        heads = _config_int(config, ("num_key_value_heads", "num_attention_heads", "n_head"), ref.folder)
+        layers = info.config_int(("num_hidden_layers", "n_layer"))
+        heads = info.config_int(("num_key_value_heads", "num_attention_heads", "n_head"))
     except OnnxoptError as exc:
         return [exc.message]
     if layers is not None and layers != layout.layers:

@@ -12,9 +12,9 @@ import numpy as np
 
 from onnxopt.data.samples import synthetic_inputs
 from onnxopt.errors import OnnxoptError, first_line
-from onnxopt.io import limits, model_files
-from onnxopt.io.files import positive_int, read_config
+from onnxopt.io import limits
 from onnxopt.io.model_files import ModelRef
+from onnxopt.io.model_info import ModelInfo
 from onnxopt.runtime.providers import available, openvino_route
 from onnxopt.runtime.sessions import SessionSettings, make_session, node_placement
 
@@ -75,8 +75,8 @@ class _Candidate:
     route: str = ""
 
 
-def vocab_size(ref: ModelRef) -> int:
-    return positive_int(read_config(ref.folder), "vocab_size", ref.folder) or 1000
+def vocab_size(model: ModelRef | ModelInfo) -> int:
+    return ModelInfo.read(model).vocab_size or 1000
 
 
 def _checked_run(c: _Candidate, feed: dict, batch: int) -> list:
@@ -146,10 +146,11 @@ def bench(
     def default_variants(_ref: ModelRef, provider: str) -> list[SessionSettings]:
         return [SessionSettings(provider=provider, intra_threads=threads)]
 
-    models = {id(ref): model_files.load(ref, load_weights=False) for ref in refs}
+    infos = {id(ref): ModelInfo.read(ref) for ref in refs}
+    models = {id(ref): infos[id(ref)].graph for ref in refs}
     for ref in refs:  # the model's limits before any session is made, each named
-        limits.check_sequence_length(ref, seq, "--seq-len")
-        limits.check_vocab(models[id(ref)], ref, vocab_size(ref))
+        limits.check_sequence_length(infos[id(ref)], seq, "--seq-len")
+        limits.check_vocab(models[id(ref)], ref, vocab_size(infos[id(ref)]))
         for batch in batches:
             limits.check_feed_size(models[id(ref)], ref.name, batch, seq)
     variants = variants_for or default_variants
@@ -158,7 +159,7 @@ def bench(
     clock = _Clock(candidates, batches, runs, warmup, on_progress)
     # Read once per model, not once per batch size: size_bytes parses the model file.
     sizes = {ref.name: ref.size_bytes() for ref in refs}
-    vocab_sizes = {ref.name: vocab_size(ref) for ref in refs}
+    vocab_sizes = {ref.name: vocab_size(infos[id(ref)]) for ref in refs}
     timings: list[Timing] = []
     for b_index, batch in enumerate(batches):
         feeds = {

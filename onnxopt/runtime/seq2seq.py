@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from onnxopt.errors import OnnxoptError, cut
-from onnxopt.io.hf_config import decoder_start_token, end_token
-from onnxopt.io.parts import SEQ2SEQ_PARTS, part_files
+from onnxopt.io.model_info import ModelInfo
+from onnxopt.io.parts import SEQ2SEQ_PARTS
 
 _PAST, _PRESENT = "past_key_values.", "present."
 
@@ -40,18 +40,20 @@ class Seq2Seq:
         self.int_type = _int_type(sessions["encoder"], "input_ids")
 
     @classmethod
-    def load(cls, folder: Path, settings=None) -> Seq2Seq:
-        """The runner of a folder in parts, its start and end tokens read from config.json."""
+    def load(cls, folder: Path | ModelInfo, settings=None) -> Seq2Seq:
+        """The runner of a folder in parts (or its ModelInfo), its start and end tokens read from
+        config.json."""
         from onnxopt.runtime.sessions import make_session
 
-        files = part_files(folder)
+        info = ModelInfo.read(folder)
+        files = info.parts
         if files is None:
             raise OnnxoptError(
-                f"{cut(str(folder))} is not an encoder-decoder in parts",
+                f"{cut(str(info.path))} is not an encoder-decoder in parts",
                 "export it with `onnxopt export` (text2text-generation keeps its parts)",
             )
         sessions = {p: make_session(files[p], "cpu", settings=settings) for p in SEQ2SEQ_PARTS}
-        return cls(sessions, decoder_start_token(folder), end_token(folder))
+        return cls(sessions, info.decoder_start_token, info.end_token)
 
     def next_token(self, logits: np.ndarray) -> np.ndarray:
         """The most likely token of the last position, never the end token: like generate() with

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from onnxopt.io import model_files
-from onnxopt.io.files import positive_int, read_config
 from onnxopt.io.limits import check_sequence_length
+from onnxopt.io.model_info import ModelInfo
 from onnxopt.runtime.generation_bench import (
     GenerationTiming,
     TimedModel,
@@ -47,10 +47,11 @@ def bench_seq2seq_generation(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> list[GenerationTiming]:
     check_new_tokens(new_tokens)
-    for folder in folders:  # named limits, not onnxruntime's message about a Gather index
-        check_sequence_length(model_files.part_ref(folder), prompt_len, "--prompt-len")
-        check_sequence_length(model_files.part_ref(folder), new_tokens, "--new-tokens")
-    vocab = min(positive_int(read_config(f), "vocab_size", f) or 1000 for f in folders)
+    infos = [ModelInfo.read(folder) for folder in folders]  # each named by its folder
+    for info in infos:  # named limits, not onnxruntime's message about a Gather index
+        check_sequence_length(info, prompt_len, "--prompt-len")
+        check_sequence_length(info, new_tokens, "--new-tokens")
+    vocab = min(info.vocab_size or 1000 for info in infos)
     rng = np.random.default_rng(0)
     timings: list[GenerationTiming] = []
     for batch in batches:

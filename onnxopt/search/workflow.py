@@ -20,9 +20,8 @@ from onnxopt.errors import OnnxoptError, cut
 from onnxopt.io import model_files
 from onnxopt.io.files import regular_file
 from onnxopt.io.hashing import model_hash
-from onnxopt.io.hf_config import task_from_config
+from onnxopt.io.model_info import ModelInfo
 from onnxopt.io.outputs import locked
-from onnxopt.io.parts import in_parts
 from onnxopt.options import config_from
 from onnxopt.search import executors, folder, ray_session
 from onnxopt.search.best import remove_best, write_best
@@ -69,15 +68,16 @@ class SearchResult:
 
 def task_of(folder: Path) -> str:
     """The metric a model is searched by when --task is not given."""
-    manifest = model_files.resolve(folder).manifest
-    task = manifest.task if manifest is not None and manifest.task != "unknown" else task_from_config(folder)
+    info = ModelInfo.read(model_files.resolve(folder))
+    manifest = info.ref.manifest
+    task = manifest.task if manifest is not None and manifest.task != "unknown" else info.task
     return next((metric for prefix, metric in _TASKS if task.startswith(prefix)), "sts")
 
 
 def _check_inputs(model: Path, config: SearchConfig) -> bool:
     """The model and data before any work; whether the model is a causal LM."""
-    ref = model_files.resolve(model)
-    if in_parts(model) or ref.folder is None:
+    ref = model_files.resolve(model)  # first: its own message for a folder in parts without a graph
+    if ModelInfo.read(model).in_parts or ref.folder is None:
         raise OnnxoptError(
             f"{cut(str(model))}: search takes a model folder with one graph (from `onnxopt export`)",
             "encoder-decoders in parts are not searched yet",

@@ -11,21 +11,21 @@ from pathlib import Path
 import pytest
 
 from onnxopt.errors import OnnxoptError
-from onnxopt.io import files, model_files
+from onnxopt.io import files, hf_config, model_files
 from onnxopt.io.model_info import ModelInfo
 from onnxopt.io.parts import SEQ2SEQ_FILES
 
 
 def _count_config_reads(monkeypatch) -> list[str]:
     """Every config.json onnxopt's bounded reader opens, by path."""
-    seen, real = [], files.read_json
+    seen, real = [], hf_config.read_json
 
     def counting(folder, name, what=None):
         if name == "config.json":
             seen.append(str(folder))
         return real(folder, name, what)
 
-    monkeypatch.setattr(files, "read_json", counting)
+    monkeypatch.setattr(hf_config, "read_json", counting)
     return seen
 
 
@@ -81,7 +81,7 @@ def test_parts_facts(parts_folder, monkeypatch):
     assert info.ref.onnx_path == parts_folder / SEQ2SEQ_FILES[0]
     assert info.files == [parts_folder / name for name in SEQ2SEQ_FILES]
     assert info.cache.layers == 2 and info.model_type == "gpt2"
-    assert ModelInfo.read(model_files.part_ref(parts_folder)).in_parts
+    assert not ModelInfo.read(model_files.part_ref(parts_folder)).in_parts  # a ref is one graph
     assert reads == [str(parts_folder)]
 
 
