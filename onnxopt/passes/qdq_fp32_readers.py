@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import onnx
 
+from onnxopt.graph_queries.dq_readers import QDQ_INT8_READERS, split_readers
 from onnxopt.passes.base import FunctionalPass, PassResult
 from onnxopt.passes.rewrite import Edits, RewriteIndex, RewriteRule, apply_rule
-
-INT8_READERS = ("MatMul", "Gemm", "Conv", "Gather")
 
 
 class Fp32ReadersOffQdq(RewriteRule):
@@ -28,20 +27,19 @@ class Fp32ReadersOffQdq(RewriteRule):
         q = index.made_by(node.input[0], "QuantizeLinear")
         if q is None:
             return "its input is not a QuantizeLinear output"
-        users = index.consumers.get(node.output[0], [])
-        if not any(u.op_type in INT8_READERS for u in users):
+        int8, fp32 = split_readers(index.consumers.get(node.output[0], []), QDQ_INT8_READERS)
+        if not int8:
             return "no reader runs it in int8"
-        if all(u.op_type in INT8_READERS for u in users):
+        if not fp32:
             return "every reader runs it in int8"
         return None
 
     def rewrite(self, index: RewriteIndex, node: onnx.NodeProto, edits: Edits) -> None:
         source = index.made_by(node.input[0], "QuantizeLinear").input[0]
-        for user in index.consumers[node.output[0]]:
-            if user.op_type not in INT8_READERS:
-                for k, name in enumerate(user.input):
-                    if name == node.output[0]:
-                        user.input[k] = source
+        for user in split_readers(index.consumers[node.output[0]], QDQ_INT8_READERS)[1]:
+            for k, name in enumerate(user.input):
+                if name == node.output[0]:
+                    user.input[k] = source
 
 
 class QdqFp32Readers(FunctionalPass):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import onnx
 
+from onnxopt.choices import DYNAMIC_ONLY_OPS, QDQ_OPS, QUANTIZE_OPS
 from onnxopt.graph_queries.int8_ops import INT8_OPS, int8_op_counts
 from onnxopt.io.leftovers import temp_dir
 from onnxopt.io.scratch import through_files
@@ -24,17 +25,11 @@ from onnxopt.passes.base import Pass, PassResult, Pipeline, copy_model
 from onnxopt.passes.cpu_int8_layout import CpuInt8Layout
 from onnxopt.passes.qdq_fp32_readers import QdqFp32Readers
 
-QDQ_OPS = ("MatMul", "Gemm")
-DYNAMIC_ONLY_OPS = ("Attention", "EmbedLayerNormalization")
-SUPPORTED_OPS = QDQ_OPS + DYNAMIC_ONLY_OPS
-DEFAULT_OPS = SUPPORTED_OPS
-__all__ = [  # INT8_OPS and int8_op_counts live in int8_ops.py; read from here too, as before
-    "DEFAULT_OPS",
+__all__ = [  # the op lists live in choices.py, INT8_OPS and int8_op_counts in graph_queries/int8_ops.py
     "DYNAMIC_ONLY_OPS",
     "INT8_OPS",
     "PORTABLE_LAYOUT",
     "QDQ_OPS",
-    "SUPPORTED_OPS",
     "QuantOptions",
     "QuantizeDynamic",
     "QuantizeStatic",
@@ -80,7 +75,7 @@ def _has_external_data(src: Path) -> bool:
 
 @dataclass(frozen=True)
 class QuantOptions:
-    op_types: tuple[str, ...] = DEFAULT_OPS
+    op_types: tuple[str, ...] = QUANTIZE_OPS
     per_channel: bool = True
     reduce_range: bool = False
     exclude: tuple[str, ...] = ()

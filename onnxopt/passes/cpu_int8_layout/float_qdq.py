@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import onnx
 
+from onnxopt.graph_queries.dq_readers import CPU_DQ_FUSING, split_readers
 from onnxopt.passes.rewrite import Edits, RewriteIndex, RewriteRule, rename_input
-
-# Ops that onnxruntime fuses with a DequantizeLinear feeding them: such a DQ must stay.
-DQ_FUSING = ("MatMul", "Gemm", "Conv", "Attention")
 
 
 class FloatQdq(RewriteRule):
@@ -31,7 +29,7 @@ class FloatQdq(RewriteRule):
         users = index.consumers.get(node.output[0], [])
         if not users:
             return "nothing reads it"
-        fusing = sorted({u.op_type for u in users if u.op_type in DQ_FUSING})
+        fusing = sorted({u.op_type for u in split_readers(users, CPU_DQ_FUSING)[0]})
         if fusing:
             return f"read by {', '.join(fusing)}, which onnxruntime fuses with it"
         return None
