@@ -137,17 +137,7 @@ class QuantizeDynamic(Pass):
     def call(self, model: onnx.ModelProto) -> PassResult:
         opts = self.options
         quantized = through_files(model, _dynamic_tool(opts, opts.op_types))
-        return PassResult(
-            quantized,
-            True,
-            {
-                "layout": PORTABLE_LAYOUT,
-                "int8_ops": int8_op_counts(quantized),
-                "weights": "s8",
-                "activations": "u8 (dynamic)",
-                "per_channel": opts.per_channel,
-            },
-        )
+        return PassResult(quantized, True, _details(quantized, opts, "u8 (dynamic)"))
 
 
 class QuantizeStatic(Pass):
@@ -203,17 +193,18 @@ class QuantizeStatic(Pass):
             quantized = through_files(quantized, _dynamic_tool(opts, dynamic_ops, targets))
         if quantized is model:  # nothing to quantize: still a new object, as a functional pass returns
             quantized = copy_model(model)
-        return PassResult(
-            quantized,
-            True,
-            {
-                "layout": PORTABLE_LAYOUT,
-                "int8_ops": int8_op_counts(quantized),
-                "weights": "s8",
-                "activations": opts.activations,
-                "per_channel": opts.per_channel,
-                "static_ops": static_ops,
-                "dynamic_matmuls": dynamic_nodes,
-                "dynamic_activation_ops": dynamic_ops,
-            },
-        )
+        details = _details(quantized, opts, opts.activations, static_ops=static_ops)
+        details.update(dynamic_matmuls=dynamic_nodes, dynamic_activation_ops=dynamic_ops)
+        return PassResult(quantized, True, details)
+
+
+def _details(quantized: onnx.ModelProto, opts: QuantOptions, activations: str, **more) -> dict:
+    """What both quantize passes report, in this order, then `more`."""
+    return {
+        "layout": PORTABLE_LAYOUT,
+        "int8_ops": int8_op_counts(quantized),
+        "weights": "s8",
+        "activations": activations,
+        "per_channel": opts.per_channel,
+        **more,
+    }
