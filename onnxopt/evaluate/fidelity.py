@@ -10,6 +10,7 @@ import numpy as np
 from onnxopt.errors import OnnxoptError
 from onnxopt.io import model_files
 from onnxopt.runtime.sessions import make_session
+from onnxopt.runtime.similarity import cosine
 
 
 @dataclass
@@ -35,7 +36,7 @@ def output_fidelity(model: Path, reference: Path, feeds, settings: tuple = (None
                 "compare a model with the one it was made from",
             )
         a, b = got.ravel(), want.ravel()
-        cosines.append(float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30)))
+        cosines.append(cosine(a, b))
         worst = max(worst, float(np.max(np.abs(a - b))))
         count += 1
     if not count:

@@ -19,6 +19,7 @@ from onnxopt.errors import OnnxoptError, cut
 from onnxopt.evaluate.fidelity import Fidelity
 from onnxopt.io.parts import in_parts
 from onnxopt.runtime.seq2seq import Seq2Seq
+from onnxopt.runtime.similarity import cosine
 
 FIDELITY_STEPS = 8
 PARTS_TASKS = ("generation", "fidelity")
@@ -65,7 +66,7 @@ def parts_fidelity(model: Path, reference: Path, texts: list[str], seq_len: int,
                     f"the reference's {expected.size}",
                     "compare a model with the one it was made from",
                 )
-            cosines.append(float(got @ expected / max(np.linalg.norm(got) * np.linalg.norm(expected), 1e-30)))
+            cosines.append(cosine(got, expected))
             worst = max(worst, float(np.max(np.abs(got - expected))))
     if not cosines:
         raise OnnxoptError("no samples to compare", "give --limit above 0, or a non-empty --data file")

@@ -20,6 +20,7 @@ from onnxopt.evaluate import verify_models
 from onnxopt.evaluate.verify_models import GENERATIVE, MODEL_CLASSES, Ran
 from onnxopt.io.manifest import Manifest
 from onnxopt.io.model_info import ModelInfo
+from onnxopt.runtime.similarity import cosine
 
 __all__ = ["MODEL_CLASSES", "VerifyResult", "verify_loading", "verify_staged"]
 # Below this cosine the output is broken, not merely quantized or pruned.
@@ -102,7 +103,7 @@ def _compare(result: VerifyResult, got: Ran, want: Ran, shown: Path) -> None:
             same += int((g.argmax(-1) == w.argmax(-1)).sum())
             positions += int(np.prod(g.shape[:-1]))
         g, w = g.ravel(), w.ravel()
-        cosines.append(float(g @ w / max(np.linalg.norm(g) * np.linalg.norm(w), 1e-30)))
+        cosines.append(cosine(g, w))
         diffs.append(float(np.max(np.abs(g - w))) if g.size else 0.0)
     result.min_cosine, result.max_abs_diff = min(cosines), max(diffs)
     result.top1_agreement = same / positions if positions else None

@@ -17,6 +17,7 @@ from onnxopt.io.model_files import ModelRef
 from onnxopt.io.model_info import ModelInfo
 from onnxopt.runtime.providers import available, openvino_route
 from onnxopt.runtime.sessions import SessionSettings, make_session, node_placement
+from onnxopt.runtime.similarity import row_cosines
 
 _MAX_RUNS = 1000
 
@@ -101,8 +102,7 @@ def _compare(outputs: list, reference: list) -> tuple[float, float]:
             continue
         diff = max(diff, float(np.max(np.abs(got - want))) if got.size else 0.0)
         g, w = got.reshape(len(got), -1), want.reshape(len(want), -1)
-        norms = np.linalg.norm(g, axis=1) * np.linalg.norm(w, axis=1)
-        cos = np.where(norms > 0, np.sum(g * w, axis=1) / np.maximum(norms, 1e-30), 1.0)
+        cos = row_cosines(g, w)
         cosine = min(cosine, float(cos.min()) if cos.size else 1.0)
     return diff, cosine
 
