@@ -17,6 +17,7 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import Any
@@ -224,6 +225,29 @@ def config_from(config_class: type, config: Any, options: dict[str, Any]):
     if config is not None and options:
         raise TypeError(f"pass a {config_class.__name__} or keyword options, not both")
     return config if config is not None else config_class(**options)
+
+
+def exactly_one(choices: Sequence[str], spelled: Callable[[str], str] = "--{}".format, verb="choose") -> str:
+    """`choose exactly one of --static, --dynamic and --int4`: each choice as `spelled` writes it
+    (a flag on the command line, `static: true` in a recipe)."""
+    return f"{verb} exactly one of {listing(spelled(c) for c in choices)}"
+
+
+def chosen_flag(
+    f: Field,
+    values: Mapping[str, Any],
+    spelled: Callable[[str], str] | None = None,
+    verb="choose",
+    none_ok=False,
+) -> str | None:
+    """The value of an `as_flags` field: the one of its choices set in `values` (choice -> given).
+    Two or more are refused, and none unless `none_ok` (the command line leaves that to the
+    config's own check, whose hint shows a whole command)."""
+    spelled = spelled or "--{}".format
+    chosen = [c for c in f.spec.choices if values.get(c)]
+    if len(chosen) > 1 or not (chosen or none_ok):
+        raise OnnxoptError(exactly_one(f.spec.choices, spelled, verb), f"e.g. {spelled(f.spec.choices[0])}")
+    return chosen[0] if chosen else None
 
 
 def listing(items) -> str:

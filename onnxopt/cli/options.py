@@ -17,8 +17,7 @@ from typing import Any
 
 import typer
 
-from onnxopt.errors import OnnxoptError
-from onnxopt.options import Field, fields_of, listing, parse_list
+from onnxopt.options import Field, chosen_flag, fields_of, parse_list
 
 KW = inspect.Parameter.KEYWORD_ONLY
 _METAVARS = {int: "N", float: "X", str: "TEXT"}
@@ -92,11 +91,7 @@ def build(config_class: type, values: dict[str, Any]):
         if not f.spec.cli:
             continue
         if f.spec.as_flags:
-            chosen = [choice for choice in f.spec.choices if values.get(choice)]
-            if len(chosen) > 1:
-                flags = listing(f"--{c}" for c in f.spec.choices)
-                raise OnnxoptError(f"choose exactly one of {flags}", f"e.g. --{f.spec.choices[0]}")
-            kwargs[f.name] = chosen[0] if chosen else None
+            kwargs[f.name] = chosen_flag(f, values, none_ok=True)
         elif f.is_list:
             if values.get(f.name) is not None:
                 kwargs[f.name] = parse_list(f, values[f.name])

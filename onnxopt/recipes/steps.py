@@ -11,13 +11,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from onnxopt.errors import OnnxoptError
 from onnxopt.evaluate.config import EvalConfig
 from onnxopt.export.config import ExportConfig
 from onnxopt.io import model_files
 from onnxopt.io.parts import in_parts
 from onnxopt.optimize.config import OptimizeConfig
-from onnxopt.options import Field, describe, fields_of, fits, listing
+from onnxopt.options import Field, chosen_flag, describe, fields_of, fits
 from onnxopt.prune.config import PruneConfig
 from onnxopt.quantize.config import QuantizeConfig
 from onnxopt.runtime.config import BenchConfig
@@ -77,11 +76,7 @@ def config_for(kind: str, values: dict[str, Any]):
     kwargs = {}
     for f in _recipe_fields(kind):
         if f.spec.as_flags:
-            chosen = [c for c in f.spec.choices if values.get(c)]
-            if len(chosen) != 1:
-                flags = listing(f"{c}: true" for c in f.spec.choices)
-                raise OnnxoptError(f"set exactly one of {flags}", f"e.g. {f.spec.choices[0]}: true")
-            kwargs[f.name] = chosen[0]
+            kwargs[f.name] = chosen_flag(f, values, "{}: true".format, verb="set")
         elif f.name in values:
             kwargs[f.name] = tuple(values[f.name]) if f.is_list else values[f.name]
     return CONFIGS[kind](**kwargs)
