@@ -65,7 +65,13 @@ GENERATE_STEPS = {
         "{work}/smollm2-int4-rtn",
     ],
     "smollm2-pruned": ["prune", "{work}/smollm2-fp32", "--sparsity", "0.1", "-o", "{work}/smollm2-pruned"],
-    "smollm2-pruned-int4": ["quantize", "{work}/smollm2-pruned", "--int4", "-o", "{work}/smollm2-pruned-int4"],
+    "smollm2-pruned-int4": [
+        "quantize",
+        "{work}/smollm2-pruned",
+        "--int4",
+        "-o",
+        "{work}/smollm2-pruned-int4",
+    ],
 }
 SETS = {"encoder": ENCODER_STEPS, "generate": GENERATE_STEPS}
 

@@ -108,7 +108,7 @@ def make_model(
         r = optimize(src, target, config, overwrite=True, on_progress=progress)
         return {}, f"parity max abs diff {r.parity.max_abs_diff:.1e}" + loads(r)
     if kind == "quantize":
-        from onnxopt.quantize.parts import quantize_model
+        from onnxopt.quantize.entry import quantize_model
 
         r = quantize_model(src, target, config, overwrite=True, on_progress=progress)
         return {}, f"{config.mode} int8, {r.size_after / 1e6:.1f} MB" + loads(r)

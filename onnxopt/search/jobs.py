@@ -69,7 +69,7 @@ def build_step(step: Step, src: Path, target: Path, progress: Progress) -> None:
 
         prune(src, target, PruneConfig(**step.options), overwrite=True, on_progress=progress)
         return
-    from onnxopt.quantize.parts import quantize_model
+    from onnxopt.quantize.entry import quantize_model
 
     quantize_model(src, target, QuantizeConfig(**step.options), overwrite=True, on_progress=progress)
 
