@@ -73,13 +73,14 @@ def test_smoothing_simulates_the_weight_grid_of_the_cpu(
 ):
     """Smoothing picks alpha by simulated int8 error; the weights it simulates must be those the
     quantizer writes on this CPU (7 bits without VNNI), or it picks for a grid that does not run."""
+    import onnxopt.quantize.graph_steps as graph_steps
     import onnxopt.quantize.workflow as quantization
     from onnxopt.graph_queries.smooth_error import fake_quant_weight
 
     monkeypatch.setattr(quantization, "cpu_features", lambda: features_from("x86_64", cpuinfo))
     built = []
-    real = quantization.Smooth
-    monkeypatch.setattr(quantization, "Smooth", lambda *a, **k: built.append(k) or real(*a, **k))
+    real = graph_steps.Smooth
+    monkeypatch.setattr(graph_steps, "Smooth", lambda *a, **k: built.append(k) or real(*a, **k))
     quantization.quantize(tiny_bert_onnx, tmp_path / "q", mode="static", calib=4, smooth=True)
     (kwargs,) = built
     assert kwargs["error"].keywords == {"weight_levels": levels}

@@ -74,7 +74,7 @@ def test_static_from_csv_pairs_and_options(tiny_bert_onnx, tmp_path):
     assert result.calibration.samples == 2  # the file holds two pairs; --calib is an upper bound
     ops = {n.op_type for n in onnx.load(str(tmp_path / "q" / "model.onnx")).graph.node}
     assert "Attention" not in ops and "QAttention" not in ops  # --no-optimize keeps the graph unfused
-    assert result.options["per_channel"] is False
+    assert result.options["options"]["per_channel"] is False  # the options as given, beside the plan
 
 
 def test_exclude_keeps_node_in_float(tiny_bert_onnx, tmp_path):

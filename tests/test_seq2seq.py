@@ -170,7 +170,7 @@ def test_dynamic_quantization_reaches_every_part(exported, quantized, kind):
 
 
 def test_static_calibration_is_fed_from_a_generation_loop(exported, tmp_path):
-    from onnxopt.quantize.parts import quantize_model
+    from onnxopt.quantize.entry import quantize_model
 
     result = quantize_model(exported["bart"], tmp_path / "s", mode="static", calib=3)
     calibration = result.options["calibration"]
@@ -181,7 +181,7 @@ def test_static_calibration_is_fed_from_a_generation_loop(exported, tmp_path):
 
 
 def test_int4_packs_every_part(exported, tmp_path):
-    from onnxopt.quantize.parts import quantize_model
+    from onnxopt.quantize.entry import quantize_model
 
     quantize_model(exported["t5"], tmp_path / "w", mode="int4")
     for name in SEQ2SEQ_FILES:

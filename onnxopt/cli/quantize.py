@@ -13,7 +13,7 @@ def run(config: QuantizeConfig, model: Path, output: Path, overwrite: bool, json
     common.check_json(json_path, [common.existing(model)], (output,))
     kind = "int4" if config.mode == "int4" else f"{config.mode} int8"
     with common.progress(f"quantize {model} ({kind})") as progress:
-        from onnxopt.quantize.parts import quantize_model
+        from onnxopt.quantize.entry import quantize_model
 
         result = quantize_model(model, output, config, overwrite=overwrite, on_progress=progress)
     from onnxopt.report import tables

@@ -9,7 +9,6 @@ import onnx
 from onnxopt.errors import OnnxoptError, cut
 from onnxopt.graph_queries.int8_ops import quantized_ops
 from onnxopt.io import model_files
-from onnxopt.io.cache_layout import cache_layout
 from onnxopt.io.manifest import MANIFEST_NAME, Manifest
 from onnxopt.runtime.sessions import check_loads
 
@@ -38,10 +37,10 @@ def check_fp32(model: onnx.ModelProto, manifest: Manifest | None, shown: object)
     )
 
 
-def check_int4_search(model: onnx.ModelProto, mode: str, max_drop: float | None, shown: object) -> None:
+def check_int4_search(kind: str, mode: str, max_drop: float | None, shown: object) -> None:
     """--int4 --max-drop keeps layers 8-bit by the rise in perplexity as the model generates: an
     encoder has no cache to generate with (it once failed as an internal AttributeError)."""
-    if mode == "int4" and max_drop is not None and cache_layout(model) is None:
+    if mode == "int4" and max_drop is not None and kind == "encoder":
         raise OnnxoptError(
             f"--int4 --max-drop measures the rise in perplexity, which needs a decoder; "
             f"{cut(str(shown))} is an encoder (it has no cache)",

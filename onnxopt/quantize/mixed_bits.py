@@ -19,115 +19,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
-from onnxopt.data.samples import input_types
 from onnxopt.graph_queries.int8_ops import int8_op_counts
+from onnxopt.graph_queries.matmul_roles import lm_heads
 from onnxopt.passes.base import Pass, PassResult
-from onnxopt.passes.graph_edits import keep_ancestors
-from onnxopt.passes.quantize_weights import weight_only_error
-from onnxopt.quantize.calibrate import collect_channel_stats
-from onnxopt.runtime.generation import Decoder
-from onnxopt.runtime.sessions import session_for_model
+from onnxopt.passes.quantize_weights import QuantizeWeights
+from onnxopt.quantize.search_report import MIXED_BITS, SearchReport
+from onnxopt.quantize.widths import matmul_errors, splice
 
 Progress = Callable[[str, int, int], None]
-
-
-class PerplexityDrop:
-    """Drop = 100 x (perplexity / fp32's perplexity - 1) on held-back text, read through the cache."""
-
-    name = "perplexity"
-
-    def __init__(
-        self, reference: onnx.ModelProto, ids: np.ndarray, layout, int_type, context: int, chunk: int
-    ):
-        self.ids, self.layout, self.int_type = ids, layout, int_type
-        self.context, self.chunk = context, chunk
-        self.reference = self.perplexity(reference)
-
-    @classmethod
-    def of(cls, model: onnx.ModelProto, ids: np.ndarray, context: int, chunk: int) -> PerplexityDrop:
-        types = input_types(model)
-        return cls(model, ids, types.cache, types.get("input_ids", np.int64), context, chunk)
-
-    def perplexity(self, model: onnx.ModelProto) -> float:
-        decoder = Decoder(session_for_model(model), self.layout, self.int_type)
-        return float(np.exp(-decoder.token_log_likelihoods(self.ids, self.chunk, self.context).mean()))
-
-    def __call__(self, model: onnx.ModelProto) -> float:
-        return 100.0 * (self.perplexity(model) / self.reference - 1.0)
-
-
-def matmul_errors(
-    model: onnx.ModelProto, feeds, names: list[str], bits: int, block: int, algo: str = "rtn"
-) -> dict[str, float]:
-    """Each named MatMul's simulated relative output error at `bits` bits, on its own activations."""
-    weights = {t.name: t for t in model.graph.initializer}
-    nodes = {n.name: n for n in model.graph.node if n.name in names}
-    inputs = sorted({nodes[name].input[0] for name in names})
-    stats = collect_channel_stats(model, feeds, inputs, max_rows=256)
-    errors = {}
-    for name in names:
-        node = nodes[name]
-        w = numpy_helper.to_array(weights[node.input[1]]).astype(np.float64)
-        errors[name] = weight_only_error(stats[node.input[0]], [w], np.ones(w.shape[0]), bits, block, algo)
-    return errors
-
-
-def splice(low: onnx.ModelProto, high: onnx.ModelProto, outputs: set[str]) -> onnx.ModelProto:
-    """`low` with the nodes writing `outputs` taken from `high` (same tensor names, other widths),
-    each with the initializers it reads. Both quantizers name scales after the weight, so a name
-    the two models share is renamed on the side of `high`."""
-    high_inits = {t.name: t for t in high.graph.initializer}
-    model = onnx.ModelProto()
-    model.CopyFrom(low)
-    taken = {}
-    for node in high.graph.node:
-        if node.output and node.output[0] in outputs:
-            taken[node.output[0]] = onnx.NodeProto()
-            taken[node.output[0]].CopyFrom(node)
-    nodes = [taken.get(n.output[0], n) if n.output else n for n in model.graph.node]
-    low_reads = {name for n in nodes if not (n.output and n.output[0] in taken) for name in n.input}
-    renamed = {}
-    for node in taken.values():
-        for i, name in enumerate(node.input):
-            if name in high_inits:
-                renamed[name] = f"{name}.spliced" if name in low_reads else name
-                node.input[i] = renamed[name]
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    initializers = [t for t in model.graph.initializer if t.name in low_reads]
-    for old, new in sorted(renamed.items()):
-        tensor = onnx.TensorProto()
-        tensor.CopyFrom(high_inits[old])
-        tensor.name = new
-        initializers.append(tensor)
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(initializers)
-    # int4 offsets: an input whose readers all went wide leaves its block sums unread.
-    keep_ancestors(model.graph, [o.name for o in model.graph.output])
-    return model
-
-
-@dataclass
-class MixedBitsReport:
-    metric: str
-    max_drop: float
-    start_drop: float
-    final_drop: float
-    reached: bool
-    kept_as: str  # the wider width the promoted nodes have
-    candidates: int
-    promoted: list[dict] = field(default_factory=list)  # node, op_type, error at the low width
-    trials: list[dict] = field(default_factory=list)  # promoted count, measured drop
-    roles: list[dict] = field(default_factory=list)  # role, nodes, drop with it alone widened
-
-    def as_dict(self) -> dict:
-        return dict(vars(self))
 
 
 MAX_ROLES = 24  # more roles than this (graphs without module-path names): rank by error alone
@@ -216,7 +119,7 @@ class MixedBitsSearch(Pass):
         self.algo = algo  # the low width's quantizer, simulated to rank the nodes
         self.metric, self.max_drop, self.progress = metric, max_drop, progress
         self.kept_as = "fp32" if bits == 8 else "8-bit"
-        self.report: MixedBitsReport | None = None
+        self.report: SearchReport | None = None
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         low = self.low.call(model).model
@@ -240,14 +143,15 @@ class MixedBitsSearch(Pass):
                 ranked, build, self.metric, self.max_drop, self.progress, start
             )
         drops = {t["promoted"]: t["drop"] for t in trials}
-        self.report = MixedBitsReport(
+        self.report = SearchReport(
+            MIXED_BITS,
             self.metric.name,
             self.max_drop,
             drops[0],
             drops[count],
             drops[count] <= self.max_drop,
-            self.kept_as,
             len(ranked),
+            self.kept_as,
             [{"node": n, "op_type": "MatMul", "error": round(errors[n], 6)} for n in ranked[:count]],
             trials,
             roles,
@@ -256,37 +160,25 @@ class MixedBitsSearch(Pass):
             **int8_op_counts(best),
             "MatMulNBits": sum(n.op_type == "MatMulNBits" for n in best.graph.node),
         }
-        return PassResult(best, True, {"int8_ops": counts, "mixed_bits": self.report.as_dict()})
+        return PassResult(best, True, {"int8_ops": counts, MIXED_BITS: self.report.as_dict()})
 
 
-def mixed_bits_search(model, config, calibration, low: Pass, metric, progress) -> MixedBitsSearch:
+def mixed_bits_search(model, plan, exclude, calibration, low: Pass, metric, progress) -> MixedBitsSearch:
     """--max-drop on weight-only decoders: int4 MatMuls move to 8 bits (8 bits to fp32), the
     costliest first, until `metric` (perplexity on held-back text) is within the bound."""
-    from onnxopt.passes.quantize_weights import QuantizeWeights, lm_heads
-
-    bits = 4 if config.mode == "int4" else 8
-    skip = set(config.exclude) | set(lm_heads(model) if bits == 4 else ())
+    config, bits = plan.options, plan.weight_bits
+    skip = set(exclude) | set(lm_heads(model) if bits == 4 else ())
     weights = {t.name for t in model.graph.initializer if len(t.dims) == 2}
     candidates = [
         n.name
         for n in model.graph.node
         if n.op_type == "MatMul" and n.name not in skip and n.input[1] in weights
     ]
-    wide = QuantizeWeights(8, 32, "rtn", 4, config.exclude)
+    wide = QuantizeWeights(8, 32, "rtn", 4, exclude)
 
     def widen(m: onnx.ModelProto) -> onnx.ModelProto:
         return wide.call(m).model if bits == 4 else m
 
-    block = config.block_size if bits == 4 else 32
-    return MixedBitsSearch(
-        low,
-        widen,
-        candidates,
-        calibration,
-        bits,
-        block,
-        metric,
-        config.max_drop,
-        progress,
-        algo=config.algo if bits == 4 else "rtn",
-    )
+    block, algo = (config.block_size, config.algo) if bits == 4 else (32, "rtn")
+    search = (candidates, calibration, bits, block, metric, config.max_drop, progress)
+    return MixedBitsSearch(low, widen, *search, algo=algo)

@@ -1,6 +1,6 @@
-"""`onnxopt quantize` of an encoder-decoder in parts (onnxopt.io.parts): each part quantized as
-a one-graph model is (fusion, shapes, smoothing, the quantizer, the CPU layout), calibrated on
-the feeds that part gets while the fp32 model generates: the encoder on each calibration text,
+"""`onnxopt quantize` of an encoder-decoder in parts (onnxopt.io.parts): each part quantized by
+the rules a one-graph model is (graph_steps.py, under the plan make_plan gives encoder-decoders),
+calibrated on the feeds that part gets while the fp32 model generates: the encoder on each calibration text,
 the first decoder step on its states, and the decoder with past on every later step, with its
 real cache (onnxopt.runtime.seq2seq)."""
 
@@ -14,42 +14,21 @@ from onnxopt.data.samples import clip_text, load_tokenizer
 from onnxopt.data.sources import embedded_samples, load_samples
 from onnxopt.errors import OnnxoptError
 from onnxopt.evaluate.verify import verify_staged
-from onnxopt.graph_queries.smooth_error import int8_error
-from onnxopt.graph_queries.smooth_groups import find_groups
 from onnxopt.io import model_files, saving
-from onnxopt.io.hf_config import model_type
 from onnxopt.io.outputs import claim_output
-from onnxopt.io.parts import SEQ2SEQ_PARTS, in_parts, part_files
+from onnxopt.io.parts import SEQ2SEQ_PARTS, part_files
 from onnxopt.options import config_from
-from onnxopt.passes import Pipeline
-from onnxopt.passes.fold_weight_transposes import FoldWeightTransposes
-from onnxopt.passes.fuse_transformer import FuseTransformer
-from onnxopt.passes.infer_shapes import InferShapes
-from onnxopt.passes.quantize import (
-    QDQ_OPS,
-    QuantizeDynamic,
-    QuantizeStatic,
-    QuantOptions,
-    after_activation,
-    quantizer_with_layout,
-)
-from onnxopt.passes.quantize_weights import QuantizeWeights
-from onnxopt.passes.smooth import Smooth
-from onnxopt.quantize.calibrate import CalibrationSummary, collect_channel_stats, collect_ranges
+from onnxopt.quantize.calibrate import CalibrationSummary
 from onnxopt.quantize.calibration_feeds import DECODE_STEPS
 from onnxopt.quantize.config import QuantizeConfig
+from onnxopt.quantize.graph_steps import quantize_graph
 from onnxopt.quantize.inputs import check_fp32
+from onnxopt.quantize.plan import PARTS, make_plan
 from onnxopt.quantize.record import run_record
-from onnxopt.quantize.targets import gelu_scales_dynamic
-from onnxopt.quantize.workflow import QuantizeResult, quantize
+from onnxopt.quantize.texts import RunData
+from onnxopt.quantize.workflow import QuantizeResult
 from onnxopt.runtime.cpu import cpu_features
 from onnxopt.runtime.seq2seq import Seq2Seq
-
-
-def quantize_model(src: Path, out: Path, config=None, overwrite=False, on_progress=None, **options):
-    """`onnxopt quantize`: a folder in parts part by part, any other model by the workflow."""
-    run = quantize_parts if in_parts(Path(src)) else quantize
-    return run(src, out, config, overwrite=overwrite, on_progress=on_progress, **options)
 
 
 def quantize_parts(src: Path, out: Path, config=None, overwrite=False, on_progress=None, **options):
@@ -63,17 +42,17 @@ def quantize_parts(src: Path, out: Path, config=None, overwrite=False, on_progre
         for path in files.values():
             ref = model_files.ModelRef(path, src)
             check_fp32(model_files.load(ref), ref.manifest, path)
-        smooth = config.mode != "int4" if config.smooth is None else config.smooth
-        calibrated = config.mode == "static" or smooth or (config.mode == "int4" and config.algo == "gptq")
-        feeds = _recorded_feeds(src, config, progress) if calibrated else None
+        plan = make_plan(config, PARTS, cpu_features().reduce_range, True)
+        feeds = _recorded_feeds(src, config, progress) if plan.calibrated or plan.smooth else None
         quantized, reports, records, calibration = {}, [], {}, None
         for part in SEQ2SEQ_PARTS:
-            model, part_reports, used = _quantize_part(
-                src, files[part], part, config, feeds, smooth, progress
-            )
+            model = model_files.load(model_files.ModelRef(files[part], src))
+            data = RunData(calibration=feeds[part] if feeds is not None else None)
+            model, part_reports, used, options, excl = quantize_graph(model, src, plan, data, progress, part)
+            part_reports = [replace(r, name=f"{r.name} ({part})") for r in part_reports]
             quantized[part], reports = model, reports + part_reports
             calibration = calibration or used
-            records[part] = run_record(config, _options(config), part_reports, used, "", model)
+            records[part] = run_record(plan, options, part_reports, used, "", model, excl)
         record = _merged_record(records, config, feeds)
         progress("save", 0, 0)
         with claim.staged() as tmp:
@@ -134,46 +113,6 @@ def _recorded_feeds(src: Path, config: QuantizeConfig, progress) -> dict[str, li
             feeds[part].append(feed)
         progress("generating calibration feeds", i + 1, len(samples))
     return feeds
-
-
-def _options(config: QuantizeConfig) -> QuantOptions:
-    reduce = cpu_features().reduce_range
-    return QuantOptions(op_types=config.ops, per_channel=config.per_channel, reduce_range=reduce, exclude=())
-
-
-def _quantize_part(src, path: Path, part: str, config: QuantizeConfig, feeds, smooth: bool, progress):
-    """(quantized model, step reports named after the part, calibration or None)."""
-    model = model_files.load(model_files.ModelRef(path, src))
-    passes = [FuseTransformer(model_type(src))] if config.optimize else []
-    model, reports = Pipeline([*passes, FoldWeightTransposes(), InferShapes()]).run(model)
-    samples = feeds[part] if feeds is not None else None
-    if smooth:
-        progress(f"smooth {part}", 0, 0)
-        tensors = [group.tensor for group in find_groups(model)[0]]
-        stats = collect_channel_stats(model, samples, tensors)
-        smoothing = Smooth(stats, error=int8_error(_options(config).reduce_range))
-        model, smoothed = Pipeline([smoothing]).run(model)
-        reports += smoothed
-    options, calibration = _options(config), None
-    if config.mode == "int4":
-        algo = (config.block_size, config.algo, config.accuracy_level, ())
-        quantizer = QuantizeWeights(4, *algo, samples or ())
-    elif config.mode == "static":
-        if gelu_scales_dynamic(config):
-            options = replace(options, dynamic_nodes=after_activation(model))
-        static_ops = [op for op in config.ops if op in QDQ_OPS]
-        count = len(samples)
-        calibration = collect_ranges(
-            model, samples, config.method, static_ops, lambda i: progress(f"calibrate {part}", i, count)
-        )
-        static = QuantizeStatic(calibration.ranges, calibration.method, options)
-        quantizer = quantizer_with_layout(static, not config.qdq)
-    else:
-        quantizer = quantizer_with_layout(QuantizeDynamic(options), not config.qdq)
-    progress(f"{quantizer.name} {part}", 0, 0)
-    model, quant_reports = Pipeline([quantizer]).run(model)
-    reports = [replace(r, name=f"{r.name} ({part})") for r in reports + quant_reports]
-    return model, reports, calibration
 
 
 def _merged_record(records: dict[str, dict], config: QuantizeConfig, feeds) -> dict:

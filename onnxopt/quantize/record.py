@@ -8,23 +8,21 @@ import onnx
 
 from onnxopt.errors import OnnxoptError
 from onnxopt.graph_queries.int8_ops import int8_op_counts
-from onnxopt.quantize.config import QuantizeConfig
 
 
-def run_record(config: QuantizeConfig, options, reports, calibration, cpu: str, model) -> dict:
-    """The manifest's record of a quantize run: options, CPU, layout, smoothing, and the int8 ops
-    counted in the quantized model itself."""
+def run_record(plan, options, reports, calibration, cpu: str, model, exclude=()) -> dict:
+    """The manifest's record of a quantize run: what it wrote (mode, the target laid out for, the
+    nodes kept fp32, CPU, layout, smoothing, the int8 ops counted in the quantized model itself),
+    the user's `options` as given and the `plan` derived from them, with its reasons."""
+    config = plan.options
     quant = next((r.details for r in reversed(reports) if {"fallback", "mixed_bits"} & set(r.details)), {})
     record = {
         "mode": config.mode,
-        "target": config.target,
-        "ops": list(config.ops),
-        "per_channel": config.per_channel,
-        "exclude": list(config.exclude),
+        "target": plan.target,
+        "exclude": list(exclude),
         "reduce_range": options.reduce_range,
         "cpu": cpu,
-        "optimize": config.optimize,
-        "layout": _layout(config, model),
+        "layout": _layout(plan, model),
         "int8_ops": int8_op_counts(model),
         "dynamic_matmuls": list(options.dynamic_nodes),
         "smooth": [
@@ -33,6 +31,8 @@ def run_record(config: QuantizeConfig, options, reports, calibration, cpu: str, 
             if r.name == "smooth"
             for g in r.details["smoothed"]
         ],
+        "options": {k: list(v) if isinstance(v, tuple) else v for k, v in config.as_dict().items()},
+        "plan": plan.as_record(tuple(exclude)),
     }
     if "fallback" in quant:
         record["fallback"] = quant["fallback"]
@@ -60,7 +60,7 @@ def check_excluded(model, exclude: tuple[str, ...]) -> None:
             raise OnnxoptError(f"--exclude names node {name!r}, which the (fused) graph does not have", hint)
 
 
-def _layout(config: QuantizeConfig, model) -> str:
+def _layout(plan, model) -> str:
     bits = sorted(
         {a.i for n in model.graph.node if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "bits"}
     )
@@ -69,6 +69,7 @@ def _layout(config: QuantizeConfig, model) -> str:
         n.op_type == "Gather" and inits.get(n.input[0]) == onnx.TensorProto.INT8 for n in model.graph.node
     )
     embedding = "embedding int8 per row" if int8_table else "embedding fp32"
+    config = plan.options
     if config.mode == "int4":
         head = "LM head 8-bit, " if bits == [4, 8] else ""
         return (
@@ -77,7 +78,7 @@ def _layout(config: QuantizeConfig, model) -> str:
         )
     if bits == [8]:
         return f"MatMulNBits 8-bit, block 32, level 4 (int8 multiplies); {embedding}"
-    if config.target != "cpu":
-        core = ", attention core fp32" if config.target == "openvino" else ""
-        return f"qdq for {config.target}: plain ONNX ops{core}; {embedding}"
-    return "qdq" if config.qdq else "onnxruntime-cpu"
+    if plan.plain_onnx:
+        core = ", attention core fp32" if plan.attention_core_fp32 else ""
+        return f"qdq for {plan.target}: plain ONNX ops{core}; {embedding}"
+    return "qdq" if plan.qdq else "onnxruntime-cpu"

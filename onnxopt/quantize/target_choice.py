@@ -14,15 +14,15 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from onnxopt.errors import OnnxoptError
 from onnxopt.io import model_files
 from onnxopt.io.manifest import Manifest
 from onnxopt.io.outputs import claim_output
-from onnxopt.io.parts import in_parts
 from onnxopt.quantize.config import QuantizeConfig
+from onnxopt.quantize.plan import ENCODER, model_kind
 from onnxopt.runtime import selection
 from onnxopt.runtime.measure import bench
 from onnxopt.runtime.providers import available
@@ -62,19 +62,16 @@ class TargetChoice:
 
 def check_auto(src: Path) -> None:
     """Refuse what auto does not time: decoders (their layouts are timed by `bench --generate`)."""
-    from onnxopt.evaluate.generation import has_cache
-
-    if in_parts(src) or has_cache(src):
+    if model_kind(src) != ENCODER:
         raise OnnxoptError(
             "--target auto times encoder layouts; this model is a generative one",
             "use --target cpu (the default) and compare with `onnxopt bench --generate`",
         )
 
 
-def quantize_auto(
-    src: Path, out: Path, config: QuantizeConfig, overwrite: bool, progress, quantize: Callable
-):
-    """Build each layout into OUT's staging folder, time them, keep the faster as OUT."""
+def quantize_auto(src: Path, out: Path, config: QuantizeConfig, overwrite: bool, progress, build: Callable):
+    """Build each layout into OUT's staging folder (`build(layout, folder)`: the run with that
+    layout's plan; the options stay as given), time them, keep the faster as OUT."""
     check_auto(src)
     start = time.perf_counter()
     ref = model_files.resolve(src)
@@ -82,9 +79,7 @@ def quantize_auto(
         results = {}
         for layout in LAYOUTS:
             progress(f"target {layout}", 0, 0)
-            results[layout] = quantize(
-                src, tmp / layout, replace(config, target=layout), on_progress=progress
-            )
+            results[layout] = build(layout, tmp / layout)
         progress("timing layouts", 0, 0)
         choice = choose(
             [model_files.resolve(tmp / layout) for layout in LAYOUTS],

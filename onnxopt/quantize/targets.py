@@ -25,32 +25,18 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import onnx
 
-from onnxopt.choices import QDQ_OPS
 from onnxopt.graph_queries.graph_index import Graph
-from onnxopt.quantize.config import QuantizeConfig
 
-
-def for_target(config: QuantizeConfig) -> QuantizeConfig:
-    if config.target in ("cpu", "auto") or config.mode == "int4":
-        return config  # auto builds the cpu and openvino layouts, each through here (target_choice)
-    # No fused ops to quantize: Attention and EmbedLayerNormalization are onnxruntime's fusions.
-    ops = tuple(op for op in config.ops if op in QDQ_OPS) or QDQ_OPS
-    return replace(config, optimize=False, qdq=True, dynamic_gelu=False, ops=ops)
-
-
-def gelu_scales_dynamic(config: QuantizeConfig) -> bool:
-    """Whether static int8 gives the MatMuls fed by a GELU dynamic activation scales.
-
-    With the CPU layout a calibrated scale there lost nothing (all-MiniLM-L6-v2, STS-B drop dev /
-    train / everyday 0.09 / 0.10 / 0.08, dynamic 0.06 / 0.13 / -0.03) and runs faster (see
-    `after_activation`); with --qdq it cost 0.45 / 1.15 / 0.22 against 0.00 / 0.13 / -0.09
-    (2026-12-02, measured, the cause not traced).
-    """
-    return config.qdq if config.dynamic_gelu is None else config.dynamic_gelu
+# Why a plain ONNX target's layout differs from the user's options (the module docstring measures it).
+PLAIN_ONNX = {
+    "openvino": "QDQ on plain ONNX ops for OpenVINO: no onnxruntime fusions (no conversion rule for "
+    "QAttention or QEmbedLayerNormalization in OpenVINO 2026.4), static scales throughout, QDQ-able "
+    "ops only, attention core fp32",
+    "portable": "QDQ on plain ONNX ops, every MatMul quantized: no onnxruntime fusions, static scales "
+    "throughout, QDQ-able ops only",
+}
 
 
 def attention_core(model: onnx.ModelProto) -> tuple[str, ...]:
@@ -100,16 +86,3 @@ def attention_scores(model: onnx.ModelProto) -> tuple[str, ...]:
         and not graph.inits.keys() & set(n.input)
         and to_softmax(n.output[0])
     )
-
-
-def activation_layout(target: str, mode: str) -> dict:
-    """QuantOptions' activation fields: OpenVINO's signed int8 for static scales (dynamic ones
-    stay onnxruntime's uint8)."""
-    return {"activations": "s8"} if target == "openvino" and mode == "static" else {}
-
-
-def with_attention_core_excluded(config: QuantizeConfig, model: onnx.ModelProto) -> QuantizeConfig:
-    if config.target != "openvino" or config.mode == "int4":
-        return config
-    core = [name for name in (*attention_scores(model), *attention_core(model)) if name not in config.exclude]
-    return replace(config, exclude=(*config.exclude, *core))
