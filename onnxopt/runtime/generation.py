@@ -16,6 +16,7 @@ token. onnxruntime-genai serves GroupQueryAttention models this way. SmolLM2 int
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Iterator
 
@@ -79,32 +80,40 @@ class Decoder:
                 f"onnxruntime failed generating with {self.name} ({where}): {first_line(exc, 160)}", hint
             ) from exc
 
-    def step(self, ids: np.ndarray, past: dict, past_length: int) -> tuple[np.ndarray, dict]:
-        """Logits of the last position, and the cache after these tokens."""
-        values = self.run(self.feed(ids, past, past_length), past_length)
+    def step(self, ids: np.ndarray, past: dict, past_length: int, seen=None) -> tuple[np.ndarray, dict]:
+        """Logits of the last position, and the cache after these tokens; `seen(feed)`, given,
+        receives the feed before it runs."""
+        feed = self.feed(ids, past, past_length)
+        if seen is not None:
+            seen(feed)
+        values = self.run(feed, past_length)
         cache = dict(zip(self.layout.past, values[1:], strict=True))
         return values[0][:, -1, :], cache
 
     def greedy(self, prompt: np.ndarray, new_tokens: int) -> np.ndarray:
         """`new_tokens` tokens after each prompt row, always the most likely one (batch, new_tokens)."""
-        return np.stack(list(self._greedy_steps(prompt, new_tokens)), axis=1)
+        run = self.runner(len(prompt), prompt.shape[1] + new_tokens)
+        return np.stack(list(self._greedy_steps(prompt, new_tokens, run)), axis=1)
 
-    def runner(self, batch: int, capacity: int):
+    def runner(self, batch: int, capacity: int, seen=None):
         """A function (ids, past_length) -> last logits that keeps the cache between calls, for
-        one generation of at most `capacity` tokens in all."""
-        if self.shares_cache:
+        one generation of at most `capacity` tokens in all. With `seen` (which receives every
+        feed) the cache is always the presents copied back: a shared buffer has no feed to record."""
+        if self.shares_cache and seen is None:
             return SharedCache(self, batch, capacity)
         past = self.empty_past(batch)
 
         def run(ids: np.ndarray, past_length: int) -> np.ndarray:
             nonlocal past
-            logits, past = self.step(ids, past, past_length)
+            logits, past = self.step(ids, past, past_length, seen)
             return logits
 
         return run
 
-    def _greedy_steps(self, prompt: np.ndarray, new_tokens: int) -> Iterator[np.ndarray]:
-        run = self.runner(len(prompt), prompt.shape[1] + new_tokens)
+    def _greedy_steps(self, prompt: np.ndarray, new_tokens: int, run) -> Iterator[np.ndarray]:
+        """The one generation loop: the prefill, then each token (batch,), the most likely, fed
+        back through `run` (a runner) when the next one is asked for. Greedy generation,
+        calibration's recorded feeds and the timing all run it, so they generate alike."""
         logits = run(prompt, 0)
         length = prompt.shape[1]
         for _ in range(new_tokens):
@@ -113,33 +122,32 @@ class Decoder:
             logits = run(token[:, None], length)
             length += 1
 
-    def recorded_feeds(self, prompt: np.ndarray, new_tokens: int) -> Iterator[dict[str, np.ndarray]]:
-        """Every feed a greedy generation gives the session, prefill first: calibration data in
-        which the cache inputs carry real values, as they do when the model serves."""
-        past, length = self.empty_past(len(prompt)), 0
-        ids = prompt
-        for _ in range(new_tokens + 1):
-            feed = self.feed(ids, past, length)
-            yield feed
-            values = self.run(feed, length)
-            past = dict(zip(self.layout.past, values[1:], strict=True))
-            length += ids.shape[1]
-            ids = values[0][:, -1, :].argmax(-1)[:, None]
+    def recorded_feeds(self, prompt: np.ndarray, new_tokens: int) -> list[dict[str, np.ndarray]]:
+        """Every feed a greedy generation gives the session, prefill first (new_tokens + 1):
+        calibration data in which the cache inputs carry real values, as they do when the model
+        serves."""
+        feeds = []
+        run = self.runner(len(prompt), prompt.shape[1] + new_tokens, seen=feeds.append)
+        collections.deque(self._greedy_steps(prompt, new_tokens, run), maxlen=0)
+        return feeds
 
     def timed(self, prompt: np.ndarray, new_tokens: int) -> tuple[float, list[float]]:
-        """Time to the first token (the prefill) and the time of each further token, in ms."""
+        """Time to the first token (the prefill, the cache's allocation included) and the time of
+        each further token, in ms; the last token's step, which a server would not run, is not."""
         start = time.perf_counter()
-        run = self.runner(len(prompt), prompt.shape[1] + new_tokens)
-        logits = run(prompt, 0)
-        first = (time.perf_counter() - start) * 1000
-        length, steps = prompt.shape[1], []
-        for _ in range(new_tokens - 1):
-            token = logits.argmax(-1)[:, None]
-            start = time.perf_counter()
-            logits = run(token, length)
-            steps.append((time.perf_counter() - start) * 1000)
-            length += 1
-        return first, steps
+        run, stamps = self.runner(len(prompt), prompt.shape[1] + new_tokens), []
+
+        def clocked(ids: np.ndarray, past_length: int) -> np.ndarray:
+            stamps.append(time.perf_counter())
+            logits = run(ids, past_length)
+            stamps.append(time.perf_counter())
+            return logits
+
+        tokens = self._greedy_steps(prompt, new_tokens, clocked)
+        for _ in range(max(new_tokens, 1)):  # the prefill runs even for none; no step past the last
+            next(tokens, None)
+        first = (stamps[1] - start) * 1000
+        return first, [(end - begin) * 1000 for begin, end in zip(stamps[2::2], stamps[3::2], strict=True)]
 
     def token_log_likelihoods(self, ids: np.ndarray, chunk: int, context: int) -> np.ndarray:
         """log p(token_i | tokens before it) for i >= 1 of one sequence, read `chunk` tokens at a time
