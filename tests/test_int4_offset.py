@@ -9,14 +9,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxopt.passes.quantize_weights import QuantizeWeights, weight_only_error
-from onnxopt.passes.quantize_weights_offset import (
-    INDICATOR_PREFIX,
-    QuantizeWeightsOffset,
-    fit_blocks,
-    fitted_weights,
-    sum_width,
-)
+from onnxopt.passes.quantize_weights import QuantizeWeights
+from onnxopt.passes.quantize_weights_offset import INDICATOR_PREFIX, QuantizeWeightsOffset, sum_width
 
 K, N, BLOCK = 128, 48, 32
 
@@ -58,14 +52,6 @@ def relative_error(model, weights, x) -> float:
     return max(
         float(np.linalg.norm(y - x @ w) / np.linalg.norm(x @ w)) for y, w in zip(found, weights, strict=True)
     )
-
-
-def test_fit_blocks_finds_a_q4_1_grid_again():
-    w = q4_1_weight(np.random.default_rng(0))
-    q, _scale, _offset = fit_blocks(w.T, BLOCK)
-    rebuilt = fitted_weights(w.T, BLOCK).T
-    assert np.abs(rebuilt - w).max() < 1e-6 * np.abs(w).max()
-    assert q.min() == 0 and q.max() == 15
 
 
 @pytest.mark.parametrize("level", [0, 4])
@@ -131,19 +117,6 @@ def test_the_rule_says_why_it_leaves_a_matmul_alone():
     }
     result = QuantizeWeightsOffset(BLOCK, 4, exclude=("mm0",))(matmul_model([q4_1_weight(rng)]))
     assert result.details["skipped"] == {"mm0": "int4 offset: excluded"}
-
-
-def test_smoothing_simulates_the_offset_quantizer():
-    """Smoothing before int4 is chosen by the simulated error of the quantizer that will run: a
-    Q4_1 grid costs `offset` nothing, so no smoothing scale can help it (and would break the grid)."""
-
-    class Stats:
-        rows = np.random.default_rng(5).standard_normal((64, K))
-
-    w = q4_1_weight(np.random.default_rng(6)).astype(np.float64)
-    ones = np.ones(K)
-    assert weight_only_error(Stats, [w], ones, algo="offset") < 1e-10
-    assert weight_only_error(Stats, [w], ones, algo="rtn") > 1e-4
 
 
 def test_a_spliced_wide_node_leaves_no_unread_block_sums():

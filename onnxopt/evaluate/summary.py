@@ -10,8 +10,8 @@ import onnx
 from onnx import helper
 
 from onnxopt.evaluate.fp32_kept import Fp32Group, fp32_kept, parameter_count
+from onnxopt.graph_queries.int8_ops import INT8_OPS
 from onnxopt.io import model_files
-from onnxopt.passes.quantize import INT8_OPS
 
 
 @dataclass

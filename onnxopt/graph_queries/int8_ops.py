@@ -1,5 +1,6 @@
-"""The op types an int8 graph is made of, counted: what the quantize and layout steps report; and
-the ops that show a graph is quantized already, in 8 bits or fewer."""
+"""The op types a graph is made of, counted (every op: what each step reports before and after;
+the int8 ones: what the quantize and layout steps report); and the ops that show a graph is
+quantized already, in 8 bits or fewer."""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ INT8_OPS = (
     "QuantizeLinear",
     "DynamicQuantizeLinear",
 )
+
+
+def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
+    return dict(Counter(node.op_type for node in model.graph.node))
 
 
 def int8_op_counts(model: onnx.ModelProto) -> dict[str, int]:

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import abc
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import onnx
+
+from onnxopt.graph_queries.int8_ops import op_histogram
 
 
 class PassContractError(RuntimeError):
@@ -99,10 +100,6 @@ def copy_model(model: onnx.ModelProto) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(model)
     return out
-
-
-def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
-    return dict(Counter(node.op_type for node in model.graph.node))
 
 
 ProgressCallback = Callable[[str], None]

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import onnx
 
-from onnxopt.passes.base import InPlacePass, PassResult, op_histogram
+from onnxopt.graph_queries.int8_ops import op_histogram
+from onnxopt.passes.base import InPlacePass, PassResult
 from onnxopt.silence import quiet
 
 # Hugging Face model_type -> onnxruntime.transformers fusion family.

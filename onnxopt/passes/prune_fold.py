@@ -17,7 +17,14 @@ import onnx
 from onnx import numpy_helper
 
 from onnxopt.graph_queries.graph_index import Graph
-from onnxopt.graph_queries.prune_structures import AttentionBlock, FfnBlock, Linear, ShapeConst
+from onnxopt.graph_queries.prune_structures import (
+    AttentionBlock,
+    FfnBlock,
+    Linear,
+    ShapeConst,
+    head_channels,
+    query_channels,
+)
 from onnxopt.passes.base import FunctionalPass, PassResult
 from onnxopt.passes.graph_edits import drop_unused_initializers
 
@@ -40,19 +47,6 @@ class HeadPlan:
     @property
     def channels(self) -> np.ndarray:
         return query_channels(self.block, self.keep)
-
-
-def head_channels(heads, head_dim: int) -> np.ndarray:
-    """The hidden channels of the given heads (head h owns channels h*d .. h*d + d - 1)."""
-    return np.concatenate([np.arange(h * head_dim, (h + 1) * head_dim) for h in heads]).astype(np.int64)
-
-
-def query_channels(block: AttentionBlock, units) -> np.ndarray:
-    """The context channels (rows of the output projection) of the kept units: under grouped-query
-    attention, query head h reads K/V head h // group_size (repeat_kv), so unit g is query heads
-    g * group_size .. (g + 1) * group_size - 1."""
-    n = block.group_size
-    return head_channels([u * n + r for u in units for r in range(n)], block.head_dim)
 
 
 class FoldPruned(FunctionalPass):

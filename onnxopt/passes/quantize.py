@@ -18,23 +18,20 @@ from pathlib import Path
 import onnx
 
 from onnxopt.choices import DYNAMIC_ONLY_OPS, QDQ_OPS, QUANTIZE_OPS
-from onnxopt.graph_queries.int8_ops import INT8_OPS, int8_op_counts
+from onnxopt.graph_queries.int8_ops import int8_op_counts
 from onnxopt.io.leftovers import temp_dir
 from onnxopt.io.scratch import through_files
 from onnxopt.passes.base import Pass, PassResult, Pipeline, copy_model
 from onnxopt.passes.cpu_int8_layout import CpuInt8Layout
 from onnxopt.passes.qdq_fp32_readers import QdqFp32Readers
 
-__all__ = [  # the op lists live in choices.py, INT8_OPS and int8_op_counts in graph_queries/int8_ops.py
+__all__ = [  # the op lists live in choices.py
     "DYNAMIC_ONLY_OPS",
-    "INT8_OPS",
     "PORTABLE_LAYOUT",
     "QDQ_OPS",
     "QuantOptions",
     "QuantizeDynamic",
     "QuantizeStatic",
-    "after_activation",
-    "int8_op_counts",
     "quantizer_with_layout",
 ]
 
@@ -79,7 +76,7 @@ class QuantOptions:
     per_channel: bool = True
     reduce_range: bool = False
     exclude: tuple[str, ...] = ()
-    # MatMul nodes that get dynamic activation scales even in static mode (see after_activation).
+    # MatMul nodes that get dynamic activation scales even in static mode (matmul_roles.after_activation).
     dynamic_nodes: tuple[str, ...] = ()
     # Op types whose outputs get no QDQ pair of their own (onnxruntime's static QDQ quantizes a
     # MatMul's output before its bias Add; OpenVINO then runs one more requantization per layer).
@@ -103,27 +100,6 @@ def quantizer_with_layout(quantizer: Pass, cpu_layout: bool, fp32_readers: bool 
     if fp32_readers:
         return Pipeline([quantizer, QdqFp32Readers()], name=quantizer.name)
     return quantizer
-
-
-_HEAVY_TAILED = ("Gelu", "BiasGelu", "FastGelu", "QuickGelu")
-
-
-def after_activation(model: onnx.ModelProto) -> tuple[str, ...]:
-    """MatMuls fed by a GELU: the FFN down projections.
-
-    GELU outputs are heavy-tailed and differ from input to input, so a dynamic scale follows each
-    input (`--dynamic-gelu`). Not the default since 2026-12-02: with the CPU layout the calibrated
-    scale lost no accuracy on all-MiniLM-L6-v2 (STS-B drop dev 0.09 / train 0.10 / everyday 0.08,
-    dynamic 0.06 / 0.13 / -0.03), and DynamicQuantizeMatMul reads its fp32 input twice (range,
-    then quantize) where QuantizeLinear reads it once: 149.8 against 159.2 ms at batch 32, 6.7 /
-    6.6 ms at batch 1 (Intel Xeon with AMX, interleaved).
-    """
-    producers = {out: node.op_type for node in model.graph.node for out in node.output}
-    return tuple(
-        n.name
-        for n in model.graph.node
-        if n.op_type == "MatMul" and n.name and producers.get(n.input[0]) in _HEAVY_TAILED
-    )
 
 
 class QuantizeDynamic(Pass):

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import numpy as np
 import onnx
 
 from onnxopt.graph_queries.int8_ops import int8_op_counts
 from onnxopt.io.scratch import through_files
 from onnxopt.passes.base import Pass, PassResult
-from onnxopt.passes.quantize_weights_offset import QuantizeWeightsOffset, fitted_weights, zero_range_levels
+from onnxopt.passes.quantize_weights_offset import QuantizeWeightsOffset
 
 
 class _Reader:
@@ -56,39 +55,6 @@ def _config(algo: str, bits: int, block_size: int, accuracy_level: int, feeds):
     return nbits.DefaultWeightOnlyQuantConfig(
         block_size=block_size, is_symmetric=False, accuracy_level=accuracy_level, bits=bits
     )
-
-
-def weight_only_error(
-    stats, weights: list, scales, bits: int = 4, block: int = 32, algo: str = "rtn"
-) -> float:
-    """Relative squared error of X·W when W·diag(s) is quantized to `bits` in blocks of `block`
-    input channels (asymmetric, as MatMulNBits stores it) and X/s stays exact: what smoothing
-    before weight-only quantization is chosen by."""
-    x = stats.rows.astype(np.float64)
-    num = den = 0.0
-    for w in weights:
-        exact = x @ w
-        num += float(
-            (((x / scales) @ _fake_quant_blocks(w * scales[:, None], bits, block, algo) - exact) ** 2).sum()
-        )
-        den += float((exact**2).sum())
-    return num / max(den, 1e-30)
-
-
-def _fake_quant_blocks(w, bits: int, block: int, algo: str = "rtn"):
-    k, n = w.shape
-    if k % block:
-        return w
-    if algo == "offset" and bits == 4:
-        return fitted_weights(w.T, block).T
-    q, scale, zero = zero_range_levels(w.reshape(k // block, block, n), 2**bits - 1, axis=1)
-    return ((q - zero) * scale).reshape(k, n)
-
-
-def lm_heads(model: onnx.ModelProto) -> tuple[str, ...]:
-    """The MatMuls that write a graph output (a causal LM's logits)."""
-    outputs = {o.name for o in model.graph.output}
-    return tuple(n.name for n in model.graph.node if n.op_type == "MatMul" and n.output[0] in outputs)
 
 
 class QuantizeWeights(Pass):

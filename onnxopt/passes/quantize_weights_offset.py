@@ -27,47 +27,12 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxopt.graph_queries.weight_grids import LEVELS, MIDDLE, fit_blocks, zero_range_levels
 from onnxopt.passes.base import FunctionalPass, PassResult
 from onnxopt.passes.graph_edits import drop_unused_initializers
 from onnxopt.passes.rewrite import MS_DOMAIN, Edits, RewriteIndex, RewriteRule, apply_rule
 
-LEVELS = 15  # 4 bits
-MIDDLE = 8  # MatMulNBits' zero point when it has none: 2 ** (bits - 1)
 INDICATOR_PREFIX = "block_indicator_"  # the 0/1 matrices that sum the inputs' blocks
-
-
-def fit_blocks(w: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """q [N, K/block, block] in 0..15, scale and offset [N, K/block] for w [N, K]: min-max levels,
-    then scale and offset refitted by least squares over the block's levels (exact when w is on a
-    4-bit grid already)."""
-    n, k = w.shape
-    b = w.reshape(n, k // block, block).astype(np.float64)
-    low, high = b.min(-1, keepdims=True), b.max(-1, keepdims=True)
-    step = np.maximum((high - low) / LEVELS, 1e-12)
-    q = np.clip(np.round((b - low) / step), 0, LEVELS)
-    # Least squares of w on (q - 8) per block: the scale and offset that best fit these levels.
-    centred = q - q.mean(-1, keepdims=True)
-    spread = (centred**2).sum(-1, keepdims=True)
-    fitted = np.where(spread > 0, (centred * b).sum(-1, keepdims=True) / np.maximum(spread, 1e-30), step)
-    scale = np.where(fitted > 0, fitted, step)
-    offset = (b - scale * (q - MIDDLE)).mean(-1, keepdims=True)
-    return q.astype(np.uint8), scale[..., 0].astype(np.float32), offset[..., 0].astype(np.float32)
-
-
-def fitted_weights(w: np.ndarray, block: int) -> np.ndarray:
-    """w [N, K] as the offset quantizer stores it, in float: what its error is simulated with."""
-    q, scale, offset = fit_blocks(w, block)
-    return (scale[..., None] * (q.astype(np.float64) - MIDDLE) + offset[..., None]).reshape(w.shape)
-
-
-def zero_range_levels(b: np.ndarray, levels: int, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Asymmetric min-max levels along `axis` with 0 inside every range (onnxruntime's RTN):
-    levels, scales and integer zero points, the reduced axis kept."""
-    low = np.minimum(b.min(axis, keepdims=True), 0)
-    high = np.maximum(b.max(axis, keepdims=True), 0)
-    scale = np.maximum((high - low) / levels, 1e-12)
-    zero = np.clip(np.round(-low / scale), 0, levels)
-    return np.clip(np.round(b / scale) + zero, 0, levels), scale, zero
 
 
 def pack_nibbles(q: np.ndarray) -> np.ndarray:

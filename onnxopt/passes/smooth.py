@@ -74,7 +74,7 @@ class Smooth(Pass):
         self.alphas = alphas
         self.only_if_better = only_if_better
         # The simulated error alpha is chosen by: int8 activations and weights by default; int4
-        # weight-only (passes.quantize_weights.weight_only_error) protects the channels that
+        # weight-only (graph_queries.weight_grids.weight_only_error) protects the channels that
         # matter to the activations instead, as AWQ does.
         self.error = error or quant_error
 

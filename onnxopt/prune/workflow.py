@@ -25,15 +25,15 @@ from onnxopt.data.sources import embedded_samples, load_samples
 from onnxopt.errors import OnnxoptError
 from onnxopt.evaluate.verify import verify_staged
 from onnxopt.graph_queries.graph_index import Graph
-from onnxopt.graph_queries.prune_structures import find_attention_blocks, find_ffn_blocks
+from onnxopt.graph_queries.int8_ops import INT8_OPS
+from onnxopt.graph_queries.prune_structures import find_attention_blocks, find_ffn_blocks, query_channels
 from onnxopt.graph_queries.shared_weights import shared_linears, without_shared_weights
 from onnxopt.io import limits, model_files, saving
 from onnxopt.io.leftovers import temp_dir
 from onnxopt.io.outputs import claim_output
 from onnxopt.options import config_from
 from onnxopt.passes import Pipeline, StepReport
-from onnxopt.passes.prune_fold import FfnPlan, FoldPruned, HeadPlan, query_channels
-from onnxopt.passes.quantize import INT8_OPS
+from onnxopt.passes.prune_fold import FfnPlan, FoldPruned, HeadPlan
 from onnxopt.prune.config import PruneConfig
 from onnxopt.prune.curves import ffn_curve, head_curve, keep_per_block
 from onnxopt.prune.refit import PrefillProbe, refit, statistics, target_of

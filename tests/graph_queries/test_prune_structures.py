@@ -13,6 +13,8 @@ from onnxopt.graph_queries.prune_structures import (
     Linear,
     find_attention_blocks,
     find_ffn_blocks,
+    head_channels,
+    query_channels,
 )
 from onnxopt.graph_queries.prune_structures.blocks import ShapeConst
 from tests.passes.util import graph, node
@@ -172,3 +174,12 @@ def test_phi3_packed_qkv_and_gate_up_are_sections(tmp_path_factory):
     assert [(b.up.node.split("/")[-2], b.width, b.up_offsets, b.shapes) for b in ffn] == [
         ("gate_up_proj", 64, [0, 64], [])  # torch's chunk computes its bounds from the width
     ] * 2
+
+
+def test_a_unit_owns_the_channels_of_the_query_heads_that_read_its_kv_head():
+    lin = Linear("p", "w", None)
+    block = AttentionBlock(0, lin, lin, lin, lin, heads=4, head_dim=2, context="c", kv_heads=2)
+    assert head_channels([1, 3], 2).tolist() == [2, 3, 6, 7]
+    assert query_channels(block, [1]).tolist() == [4, 5, 6, 7]  # K/V head 1: query heads 2 and 3
+    block.kv_heads = 0  # one K/V head per query head, as in BERT
+    assert query_channels(block, [1]).tolist() == [2, 3]

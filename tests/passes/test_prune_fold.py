@@ -6,9 +6,14 @@ import onnx
 import pytest
 
 from onnxopt.graph_queries.graph_index import Graph
-from onnxopt.graph_queries.prune_structures import find_attention_blocks, find_ffn_blocks
+from onnxopt.graph_queries.prune_structures import (
+    find_attention_blocks,
+    find_ffn_blocks,
+    head_channels,
+    query_channels,
+)
 from onnxopt.io.cache_layout import cache_layout
-from onnxopt.passes.prune_fold import FfnPlan, FoldPruned, HeadPlan, head_channels, query_channels
+from onnxopt.passes.prune_fold import FfnPlan, FoldPruned, HeadPlan
 from onnxopt.runtime.generation import Decoder
 from tests.passes.util import feed_for, graph, inits, nodes, run, unchanged_by
 from tests.test_prune_decoders import exported_decoder

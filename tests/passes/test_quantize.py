@@ -14,7 +14,6 @@ from onnxopt.passes.quantize import (
     QuantizeDynamic,
     QuantizeStatic,
     QuantOptions,
-    after_activation,
     quantizer_with_layout,
 )
 from onnxopt.runtime.cpu import cpu_features
@@ -89,10 +88,3 @@ def test_the_layout_is_a_step_of_its_own_after_the_quantizer():
     }
     feed = feed_for(model)
     np.testing.assert_allclose(run(out, feed)[0], run(model, feed)[0], atol=0.05)
-
-
-def test_after_activation_names_the_matmuls_a_gelu_feeds():
-    model = graph("ffn")
-    assert after_activation(model) == ()
-    node(model, "gelu_half").op_type = "Gelu"
-    assert after_activation(model) == ("down",)

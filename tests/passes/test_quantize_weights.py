@@ -1,36 +1,22 @@
-"""Weight-only quantization helpers: the LM head found by what it writes, and the simulated int4
-error that chooses smoothing for weight-only models."""
-
-from types import SimpleNamespace
+"""QuantizeWeights: MatMul weights to MatMulNBits blocks (onnxruntime's RTN), on a copy; an excluded
+MatMul stays fp32 and is reported; the output stays close. Its analyses (the LM head, the simulated
+int4 error) are tested in tests/graph_queries/."""
 
 import numpy as np
-from onnx import TensorProto, helper
 
-from onnxopt.passes.quantize_weights import lm_heads, weight_only_error
-from onnxopt.passes.smooth import smoothing_scales
-
-
-def test_the_lm_head_is_the_matmul_that_writes_a_graph_output():
-    nodes = [
-        helper.make_node("MatMul", ["x", "w1"], ["h"], name="body"),
-        helper.make_node("MatMul", ["h", "w2"], ["logits"], name="head"),
-    ]
-    graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])],
-    )  # fmt: skip
-    assert lm_heads(helper.make_model(graph)) == ("head",)
+from onnxopt.passes.quantize_weights import QuantizeWeights
+from tests.test_int4_offset import matmul_model, run
 
 
-def test_scaling_up_the_channels_activations_rely_on_lowers_the_int4_error():
+def test_rtn_blocks_every_matmul_but_the_excluded_one():
     rng = np.random.default_rng(0)
-    rows = rng.normal(size=(256, 64))
-    rows[:, 3] *= 40  # one input channel carries most of the output, as LLM outlier channels do
-    weights = [rng.normal(size=(64, 32))]
-    stats = SimpleNamespace(rows=rows, absmax=np.abs(rows).max(0))
-    absmax_w = np.abs(weights[0]).max(1)
-    plain = weight_only_error(stats, weights, np.ones(64))
-    smoothed = weight_only_error(stats, weights, smoothing_scales(stats.absmax, absmax_w, 0.5))
-    assert smoothed < 0.5 * plain
-    # Exact activations: with 8 bits the error is far below 4 bits'.
-    assert weight_only_error(stats, weights, np.ones(64), bits=8) < plain / 100
+    model = matmul_model([rng.normal(size=(128, 48)).astype(np.float32) for _ in range(2)])
+    before = model.SerializeToString()
+    result = QuantizeWeights(4, 32, "rtn", 4, exclude=("mm1",))(model)
+    assert model.SerializeToString() == before
+    ops = [n.op_type for n in result.model.graph.node]
+    assert result.modified and ops.count("MatMulNBits") == 1 and ops.count("MatMul") == 1
+    assert list(result.details["skipped"]) == ["mm1"]
+    x = rng.normal(size=(1, 3, 128)).astype(np.float32)
+    for got, want in zip(run(result.model, x), run(model, x), strict=True):
+        assert np.linalg.norm(got - want) < 0.2 * np.linalg.norm(want)

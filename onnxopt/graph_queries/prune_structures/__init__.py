@@ -22,6 +22,8 @@ from onnxopt.graph_queries.prune_structures.blocks import (
     Linear,
     ShapeConst,
     block_linears,
+    head_channels,
+    query_channels,
 )
 from onnxopt.graph_queries.prune_structures.ffn import find_ffn_blocks
 
@@ -33,4 +35,6 @@ __all__ = [
     "block_linears",
     "find_attention_blocks",
     "find_ffn_blocks",
+    "head_channels",
+    "query_channels",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import onnx
 
 from onnxopt.graph_queries.graph_index import Graph, attributes
@@ -70,6 +71,19 @@ class AttentionBlock:
     @property
     def group_size(self) -> int:
         return self.heads // self.groups
+
+
+def head_channels(heads, head_dim: int) -> np.ndarray:
+    """The hidden channels of the given heads (head h owns channels h*d .. h*d + d - 1)."""
+    return np.concatenate([np.arange(h * head_dim, (h + 1) * head_dim) for h in heads]).astype(np.int64)
+
+
+def query_channels(block: AttentionBlock, units) -> np.ndarray:
+    """The context channels (rows of the output projection) of the kept units: under grouped-query
+    attention, query head h reads K/V head h // group_size (repeat_kv), so unit g is query heads
+    g * group_size .. (g + 1) * group_size - 1."""
+    n = block.group_size
+    return head_channels([u * n + r for u in units for r in range(n)], block.head_dim)
 
 
 def block_linears(block) -> list[Linear]:

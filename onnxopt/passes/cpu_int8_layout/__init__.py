@@ -29,8 +29,8 @@ from __future__ import annotations
 import onnx
 from onnx import helper
 
-from onnxopt.graph_queries.int8_ops import int8_op_counts
-from onnxopt.passes.base import FunctionalPass, PassResult, op_histogram
+from onnxopt.graph_queries.int8_ops import int8_op_counts, op_histogram
+from onnxopt.passes.base import FunctionalPass, PassResult
 from onnxopt.passes.cpu_int8_layout.bias_fold import BiasFold
 from onnxopt.passes.cpu_int8_layout.dynamic_matmul import DynamicMatMul
 from onnxopt.passes.cpu_int8_layout.float_qdq import FloatQdq
