@@ -19,15 +19,12 @@ import numpy as np
 from onnxopt.data.samples import clip_text, input_types, load_tokenizer
 from onnxopt.errors import OnnxoptError
 from onnxopt.io import limits, model_files
+from onnxopt.io.model_info import ModelInfo
 from onnxopt.runtime.generation import Decoder
 from onnxopt.runtime.generation_limits import check_memory, disagreements, generation_bytes, positions
 from onnxopt.runtime.sessions import make_session
 
 CONTEXT_CAP = 2048  # tokens of cache carried at most: memory stays bounded on long texts
-
-
-def has_cache(model: Path) -> bool:
-    return input_types(model_files.load(model_files.resolve(model), load_weights=False)).cache is not None
 
 
 def cache_context(folder: Path | None) -> int:
@@ -37,28 +34,27 @@ def cache_context(folder: Path | None) -> int:
 
 
 def _with_cache(model: Path):
-    """The model's ref, graph (no weights) and input types; refused without a KV cache."""
-    ref = model_files.resolve(model)
-    proto = model_files.load(ref, load_weights=False)
-    types = input_types(proto)
-    if types.cache is None:
+    """The model's info, graph (no weights) and input types; refused without a KV cache."""
+    info = ModelInfo.read(model_files.resolve(model))
+    if not info.has_cache:
         raise OnnxoptError(
-            f"{ref.name} has no KV cache to generate through",
+            f"{info.ref.name} has no KV cache to generate through",
             "export it with its cache (the default of `onnxopt export` for decoders)",
         )
-    return ref, proto, types
+    return info, info.graph, input_types(info.graph)
 
 
 def decoder_of(model: Path, settings=None) -> tuple[Decoder, object, int]:
     """The model's Decoder, its tokenizer, and how many tokens its cache may hold: its positions
     (config.json's or, where smaller or alone, the graph's), capped at CONTEXT_CAP."""
-    ref, proto, types = _with_cache(model)
+    info, proto, types = _with_cache(model)
+    ref = info.ref
     session = make_session(ref.onnx_path, "cpu", settings=settings)
-    hint = "; ".join(disagreements(ref, types.cache))
+    hint = "; ".join(disagreements(info, types.cache))
     return (
         Decoder(session, types.cache, types.get("input_ids", np.int64), ref.name, hint),
         load_tokenizer(ref.folder),
-        min(positions(ref, proto).limit, CONTEXT_CAP),
+        min(positions(info, proto).limit, CONTEXT_CAP),
     )
 
 
@@ -66,15 +62,16 @@ def check_greedy(model: Path, new_tokens: int, seq_len: int) -> int:
     """The prompt length greedy generation of `new_tokens` leaves within the model's positions,
     after refusing what cannot run: no room for a prompt, or more memory than there is. Reads the
     model's files only, so `eval --task generation` answers before any session or prompt."""
-    ref, proto, types = _with_cache(model)
-    context = min(positions(ref, proto).limit, CONTEXT_CAP)
+    info, proto, types = _with_cache(model)
+    ref = info.ref
+    context = min(positions(info, proto).limit, CONTEXT_CAP)
     if new_tokens >= context:
         raise OnnxoptError(
             f"--new-tokens {new_tokens} leaves no room for a prompt in {ref.name}'s {context} positions",
             f"use --new-tokens {context // 2} or less",
         )
     prompt = min(seq_len, context - new_tokens)  # prompt and continuation within the positions
-    needs = generation_bytes(ref, proto, types.cache, 1, prompt, prompt + new_tokens)
+    needs = generation_bytes(info, proto, types.cache, 1, prompt, prompt + new_tokens)
     check_memory(ref.name, needs, 1, prompt + new_tokens, "--seq-len plus --new-tokens")
     return prompt
 

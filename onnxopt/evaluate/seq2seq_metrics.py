@@ -17,7 +17,7 @@ import numpy as np
 from onnxopt.data.samples import clip_text, load_tokenizer
 from onnxopt.errors import OnnxoptError, cut
 from onnxopt.evaluate.fidelity import Fidelity
-from onnxopt.io.parts import in_parts
+from onnxopt.io.model_info import ModelInfo
 from onnxopt.runtime.seq2seq import Seq2Seq
 from onnxopt.runtime.similarity import cosine
 
@@ -25,16 +25,17 @@ FIDELITY_STEPS = 8
 PARTS_TASKS = ("generation", "fidelity")
 
 
-def check_parts_eval(model: Path, reference: Path | None, task: str) -> None:
+def check_parts_eval(model: Path, reference: Path | ModelInfo | None, task: str) -> None:
     """What eval of a folder in parts takes: generation or fidelity, against a folder in parts."""
     if task not in PARTS_TASKS:
         raise OnnxoptError(
             f"eval --task {task} does not work on an encoder-decoder in parts ({cut(str(model))}) yet",
             f"use --task {' or '.join(PARTS_TASKS)}",
         )
-    if reference is not None and not in_parts(reference):
+    other = ModelInfo.read(reference) if reference is not None else None
+    if other is not None and not other.in_parts:
         raise OnnxoptError(
-            f"{cut(str(model))} is an encoder-decoder in parts; its reference {cut(str(reference))} is not",
+            f"{cut(str(model))} is an encoder-decoder in parts; its reference {cut(str(other.path))} is not",
             "compare it with the folder it was made from (e.g. the fp32 export)",
         )
 

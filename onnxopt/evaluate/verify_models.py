@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxopt.errors import OnnxoptError, first_line
-from onnxopt.io.parts import part_files
+from onnxopt.io.model_info import ModelInfo
 
 MODEL_CLASSES = {  # the task recorded at export -> optimum's class for it
     "feature-extraction": "ORTModelForFeatureExtraction",
@@ -56,22 +56,13 @@ class Ran:
 
 
 def _kwargs(name: str, folder: Path) -> dict:
+    info = ModelInfo.read(folder)
     if name == "ORTModelForCausalLM":
-        with_past = _has_past(folder)
-        return {"use_cache": with_past, "use_io_binding": False}
+        return {"use_cache": info.has_cache, "use_io_binding": False}
     if name == "ORTModelForSeq2SeqLM":
-        files = {f"{part}_file_name": path.name for part, path in (part_files(folder) or {}).items()}
+        files = {f"{part}_file_name": path.name for part, path in (info.parts or {}).items()}
         return {"use_cache": True, "use_merged": False, "use_io_binding": False, **files}
     return {}
-
-
-def _has_past(folder: Path) -> bool:
-    import onnx
-
-    from onnxopt.io import model_files
-
-    model = onnx.load(str(model_files.resolve(folder).onnx_path), load_external_data=False)
-    return any(i.name.startswith("past_key_values.") for i in model.graph.input)
 
 
 def load(folder: Path, task: str, shown: Path) -> Loaded:

@@ -16,7 +16,7 @@ from onnxopt.evaluate.config import EvalConfig
 from onnxopt.evaluate.fidelity import Fidelity, output_fidelity
 from onnxopt.evaluate.sts import PADDING_CHECK, padded_batch_agreement, sts_spearman_by_genre
 from onnxopt.io import limits, model_files
-from onnxopt.io.parts import in_parts
+from onnxopt.io.model_info import ModelInfo
 from onnxopt.options import config_from
 from onnxopt.runtime.selection import runtime_settings
 from onnxopt.runtime.sessions import SessionSettings
@@ -59,14 +59,15 @@ def evaluate(
     config = config_from(EvalConfig, config, options)
     progress = on_progress or (lambda _stage, _done, _total: None)
     reference = Path(config.reference) if config.reference else None
-    if in_parts(Path(model)):  # an encoder-decoder: generation or fidelity (evaluate/seq2seq_metrics)
-        seq2seq_metrics.check_parts_eval(Path(model), reference, config.task)
-        ref = model_files.part_ref(Path(model))
-        limits.check_sequence_length(ref, config.tokens)
-        limits.check_sequence_length(ref, config.new_tokens, "--new-tokens")
-    else:
-        ref = model_files.resolve(model)
-        limits.check_sequence_length(ref, config.tokens)
+    # The kind asked once: the model's info (and its reference's) is passed down from here.
+    info = ModelInfo.read(Path(model))
+    other = ModelInfo.read(reference) if reference is not None else None
+    if info.in_parts:  # an encoder-decoder: generation or fidelity (evaluate/seq2seq_metrics)
+        seq2seq_metrics.check_parts_eval(Path(model), other, config.task)
+    ref = info.ref  # its encoder's for a folder in parts
+    limits.check_sequence_length(info, config.tokens)
+    if info.in_parts:
+        limits.check_sequence_length(info, config.new_tokens, "--new-tokens")
     result = EvalResult(
         model=ref.name, reference=config.reference and str(config.reference), task=config.task
     )
@@ -77,15 +78,16 @@ def evaluate(
         return SessionSettings(provider=config.ep) if config.ep else runtime_settings(r)
 
     runs = [(Path(model), settings_of(ref))]
-    if reference is not None:
-        other = model_files.part_ref(reference) if in_parts(reference) else model_files.resolve(reference)
-        runs.append((reference, settings_of(other)))
+    if other is not None:
+        runs.append((reference, settings_of(other.ref)))
     result.runtime = runs[0][1].provider
-    _check_first(runs, config)
+    _check_first(runs, config, info)
     if config.task == "fidelity":
-        result.fidelity = _fidelity(ref, runs, config)
+        result.fidelity = _fidelity(info, runs, config)
     elif config.task == "perplexity":
         _perplexity(result, Path(config.data), runs, config, progress)
+    elif config.task == "generation":
+        _generation(result, Path(config.data) if config.data else None, runs, config, info.in_parts)
     else:
         TASKS[config.task](result, Path(config.data) if config.data else None, runs, config)
     if record and ref.folder is not None and (manifest := ref.manifest) is not None:
@@ -94,18 +96,17 @@ def evaluate(
     return result
 
 
-def _fidelity(ref, runs, config: EvalConfig) -> Fidelity:
+def _fidelity(info: ModelInfo, runs, config: EvalConfig) -> Fidelity:
     if len(runs) < 2:
         raise OnnxoptError("fidelity needs a reference model", "pass --reference DIR (e.g. the fp32 export)")
     samples = load_samples(config.data, config.samples, config.text_column) if config.data else None
     samples = samples or embedded_samples(config.samples)
-    if in_parts(runs[0][0]):
+    if info.in_parts:
         texts = [s if isinstance(s, str) else s[0] for s in samples]
         return seq2seq_metrics.parts_fidelity(
             runs[0][0], runs[1][0], texts, config.tokens, tuple(s for _, s in runs)
         )
-    types = input_types(model_files.load(ref, False))
-    feeds = TokenizedSamples(samples, load_tokenizer(ref.folder), types, config.tokens)
+    feeds = TokenizedSamples(samples, load_tokenizer(info.ref.folder), input_types(info.graph), config.tokens)
     return output_fidelity(runs[0][0], runs[1][0], feeds, tuple(s for _, s in runs))
 
 
@@ -139,10 +140,10 @@ def _qa(result: EvalResult, data: Path, runs, config: EvalConfig) -> None:
     result.extras["exact_match_x100"] = (scores[0][0], scores[1][0] if len(scores) > 1 else None)
 
 
-def _check_first(runs, config: EvalConfig) -> None:
+def _check_first(runs, config: EvalConfig, info: ModelInfo) -> None:
     """What refuses generation or perplexity, from the files alone: before any prompt is read or
     session made (`--new-tokens 1000000000` was refused only after 19 s)."""
-    if config.task == "generation" and not in_parts(runs[0][0]):
+    if config.task == "generation" and not info.in_parts:
         for model, _settings in runs:
             generation.check_greedy(model, config.new_tokens, config.tokens)
     if config.task == "perplexity":
@@ -168,10 +169,10 @@ def _counted(progress: Progress, stage: str, total: int) -> Callable[[int], None
     return lambda done: progress(stage, done, total)
 
 
-def _generation(result: EvalResult, data: Path | None, runs, config: EvalConfig) -> None:
+def _generation(result: EvalResult, data: Path | None, runs, config: EvalConfig, in_parts: bool) -> None:
     prompts = load_samples(str(data), config.samples) if data else embedded_samples(config.samples, clip=True)
     prompts = [p if isinstance(p, str) else p[0] for p in prompts]
-    greedy = seq2seq_metrics.greedy_tokens if in_parts(runs[0][0]) else generation.greedy_tokens
+    greedy = seq2seq_metrics.greedy_tokens if in_parts else generation.greedy_tokens
     tokens = [greedy(m, prompts, config.new_tokens, config.tokens, settings=s) for m, s in runs]
     _set(result, "greedy_agreement_x100", [generation.greedy_agreement(tokens[0], tokens[1]), 100.0])
     result.extras["prompts x new tokens"] = (float(len(prompts) * config.new_tokens), None)
@@ -181,7 +182,6 @@ TASKS = {
     "sts": _sts,
     "classification": _classification,
     "qa": _qa,
-    "generation": _generation,
 }
 
 

@@ -19,6 +19,7 @@ from onnxopt.io import model_files, parts, saving
 from onnxopt.io.genai_config import write_genai_config
 from onnxopt.io.leftovers import temp_dir
 from onnxopt.io.manifest import Manifest
+from onnxopt.io.model_info import ModelInfo
 from onnxopt.io.outputs import claim_output
 from onnxopt.options import config_from
 from onnxopt.silence import native_stdout_silenced, quiet
@@ -64,7 +65,7 @@ def export(
                 diffs, opset, notes = _export_checked(hf, tmp, task, config, progress)
             write_genai_config(tmp)  # what onnxruntime-genai reads to serve a decoder folder
             manifest = Manifest(source=model or source.shown, task=task, opset=opset)
-            if parts.in_parts(tmp):
+            if ModelInfo.read(tmp).in_parts:
                 manifest.parts = parts.default_parts()
             record = {
                 "source": str(source.gguf or source.path),

@@ -19,8 +19,8 @@ from onnxopt import __version__ as onnxopt_version
 from onnxopt.errors import OnnxoptError
 from onnxopt.io import model_files
 from onnxopt.io.hashing import file_hash, model_hash
+from onnxopt.io.model_info import ModelInfo
 from onnxopt.io.outputs import write_text_atomic
-from onnxopt.io.parts import in_parts
 from onnxopt.recipes import steps
 from onnxopt.recipes.checks import STATE_NAME, claim_out
 from onnxopt.recipes.schema import PATH_OPTIONS, Recipe, Step
@@ -167,7 +167,9 @@ def _run_step(current: _Run, step: Step, progress) -> StepOutcome:
     key = current.key(step, reads)
     target = current.out / step.name
     saved = current.state["steps"].get(step.name, {})
-    made = step.kind not in MODEL_STEPS or (target / "model.onnx").is_file() or in_parts(target)
+    made = (
+        step.kind not in MODEL_STEPS or (target / "model.onnx").is_file() or ModelInfo.read(target).in_parts
+    )
     done = saved.get("key") == key and made
     start = time.perf_counter()
     if done:

@@ -14,7 +14,7 @@ from typing import Any
 from onnxopt.evaluate.config import EvalConfig
 from onnxopt.export.config import ExportConfig
 from onnxopt.io import model_files
-from onnxopt.io.parts import in_parts
+from onnxopt.io.model_info import ModelInfo
 from onnxopt.optimize.config import OptimizeConfig
 from onnxopt.options import Field, chosen_flag, describe, fields_of, fits
 from onnxopt.prune.config import PruneConfig
@@ -146,7 +146,9 @@ def bench_step(config: BenchConfig, names: list[str], outputs: dict[str, Path], 
     report = run_bench(folders, config, on_progress=progress)
     by_path = {str(f): n for n, f in zip(names, folders, strict=True)}
     by_path |= {
-        model_files.resolve(f).name: n for n, f in zip(names, folders, strict=True) if not in_parts(f)
+        model_files.resolve(f).name: n
+        for n, f in zip(names, folders, strict=True)
+        if not ModelInfo.read(f).in_parts
     }
     rows = [{**asdict(t), "step": by_path.get(t.model, t.model)} for t in report.results]
     return {"timings": rows}, f"{len(folders)} models, batches {list(config.batch)}"

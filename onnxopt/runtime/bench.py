@@ -13,8 +13,8 @@ from pathlib import Path
 
 from onnxopt.errors import OnnxoptError, cut
 from onnxopt.io import model_files
+from onnxopt.io.model_info import ModelInfo
 from onnxopt.io.outputs import check_output_file
-from onnxopt.io.parts import in_parts
 from onnxopt.options import config_from
 from onnxopt.runtime import selection
 from onnxopt.runtime.config import BenchConfig
@@ -43,8 +43,9 @@ def run_bench(
 ) -> BenchResult:
     config = config_from(BenchConfig, config, options)
     progress = on_progress or (lambda _stage, _done, _total: None)
-    if config.generate and any(in_parts(Path(m)) for m in models):
-        return _seq2seq_generation(models, config, progress)
+    infos = [ModelInfo.read(Path(m)) for m in models]  # each kind asked once, lazily
+    if config.generate and any(info.in_parts for info in infos):
+        return _seq2seq_generation(infos, config, progress)
     refs = [model_files.resolve(m) for m in models]
     # Before the measuring, not after it: an unwritable or hostile path costs no minutes.
     check_output_file(config.plot, [r.folder or r.onnx_path for r in refs], "--plot")
@@ -99,10 +100,10 @@ def _generation(refs, config: BenchConfig, progress: Progress, timer=None) -> Be
     return BenchResult([], [], {}, config.threads, generation=timings)
 
 
-def _seq2seq_generation(models: Sequence[Path], config: BenchConfig, progress: Progress) -> BenchResult:
+def _seq2seq_generation(infos: list[ModelInfo], config: BenchConfig, progress: Progress) -> BenchResult:
     """--generate of encoder-decoders in parts; every model must be one (their timings compare)."""
-    folders = [Path(m) for m in models]
-    mixed = [str(f) for f in folders if not in_parts(f)]
+    folders = [info.path for info in infos]
+    mixed = [str(info.path) for info in infos if not info.in_parts]
     if mixed:
         raise OnnxoptError(
             f"bench --generate compares encoder-decoders with encoder-decoders; {cut(mixed[0])} is not one",

@@ -19,9 +19,9 @@ import numpy as np
 
 from onnxopt.data.samples import input_types
 from onnxopt.errors import OnnxoptError
-from onnxopt.io import model_files
 from onnxopt.io.limits import check_vocab, embedding_rows
 from onnxopt.io.model_files import ModelRef
+from onnxopt.io.model_info import ModelInfo
 from onnxopt.runtime.genai_bench import GenaiDecoder, genai_folder, genai_module, genai_settings
 from onnxopt.runtime.generation import Decoder
 from onnxopt.runtime.generation_limits import check_generation, disagreements
@@ -79,16 +79,17 @@ class Checked:
 def checked(ref: ModelRef, batch: int, prompt_len: int, new_tokens: int) -> Checked:
     """Everything that refuses a generation, from the model's files alone: no session is made and
     no prompt drawn until every model passed (a batch of 100000 once failed in onnxruntime's arena)."""
-    model = model_files.load(ref, load_weights=False)
-    types = input_types(model)
-    if types.cache is None:
+    info = ModelInfo.read(ref)  # config.json and the graph read once for every check below
+    model = info.graph
+    if not info.has_cache:
         raise OnnxoptError(
             f"{ref.name} has no KV cache to generate through",
             "export decoders with their cache (the default of `onnxopt export`), or bench without --generate",
         )
-    vocab, rows = vocab_size(ref), embedding_rows(model)
+    types = input_types(model)
+    vocab, rows = vocab_size(info), embedding_rows(model)
     check_vocab(model, ref, vocab)  # random ids past the embedding table fail on a Gather index
-    check_generation(ref, model, types.cache, batch, prompt_len, new_tokens)
+    check_generation(info, model, types.cache, batch, prompt_len, new_tokens)
     return Checked(ref, types, min(vocab, rows) if rows else vocab)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from onnxopt.errors import first_line
 from onnxopt.evaluate.config import EvalConfig
 from onnxopt.io import model_files
-from onnxopt.io.parts import in_parts
+from onnxopt.io.model_info import ModelInfo
 from onnxopt.prune.config import PruneConfig
 from onnxopt.quantize.config import QuantizeConfig
 
@@ -59,7 +59,7 @@ class Evaluated:
 
 
 def built(folder: Path) -> bool:
-    return (folder / "model.onnx").is_file() or in_parts(folder)
+    return (folder / "model.onnx").is_file() or ModelInfo.read(folder).in_parts
 
 
 def build_step(step: Step, src: Path, target: Path, progress: Progress) -> None:

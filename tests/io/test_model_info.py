@@ -3,6 +3,7 @@ and a hostile config.json refused with the messages the readers gave before."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -117,3 +118,37 @@ def test_bad_config_value(tmp_path, tiny_bert_onnx):
     folder = _hostile(tmp_path, tiny_bert_onnx, lambda p: p.write_text('{"vocab_size": -3}'))
     with pytest.raises(OnnxoptError, match="config.json: vocab_size is -3; expected a positive integer"):
         _ = ModelInfo.read(folder).vocab_size
+
+
+# Calls that read a file's contents; `.is_file()` and messages that name config.json are not reads.
+_READS = {"open", "read_text", "read_bytes", "read_json", "loads", "load", "from_pretrained", "read_config"}
+_OPENER = "onnxopt/io/hf_config.py"
+# read_config's callers: ModelInfo, and genai_config, which model_files (under ModelInfo) calls.
+_CALLERS = ("onnxopt/io/model_info.py", "onnxopt/io/genai_config.py")
+
+
+def _config_reads(path: Path, may_call: bool) -> list[int]:
+    """Lines of `path` whose file-reading calls name config.json, or that use AutoConfig (which
+    opens it), or that call read_config unless `may_call`."""
+    tree = ast.parse(path.read_text())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name | ast.Attribute) and "AutoConfig" in ast.unparse(node).split("."):
+            found.append(node.lineno)
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        named = any(isinstance(n, ast.Constant) and n.value == "config.json" for n in ast.walk(node))
+        if func in _READS and (named or func == "read_config" and not may_call):
+            found.append(node.lineno)
+    return found
+
+
+def test_config_json_is_opened_in_one_module():
+    root = Path(__file__).resolve().parents[2]
+    wrong = []
+    for path in sorted((root / "onnxopt").rglob("*.py")):
+        name = path.relative_to(root).as_posix()
+        if name != _OPENER:
+            wrong += [f"{name}:{line}" for line in _config_reads(path, name in _CALLERS)]
+    assert not wrong, "config.json read outside onnxopt.io.hf_config (ask ModelInfo): " + ", ".join(wrong)
