@@ -13,6 +13,7 @@ from onnxopt.data.sts_pairs import StsPair
 from onnxopt.evaluate.sts import sts_score
 from onnxopt.runtime.generation import Decoder
 from onnxopt.runtime.sessions import session_for_model
+from onnxopt.runtime.similarity import cosine
 
 
 class FidelityDrop:
@@ -29,8 +30,7 @@ class FidelityDrop:
         session = session_for_model(model)
         cosines = []
         for feed, want in zip(self.feeds, self.expected, strict=True):
-            got = session.run(None, feed)[0].astype(np.float64).ravel()
-            cosines.append(got @ want / max(np.linalg.norm(got) * np.linalg.norm(want), 1e-30))
+            cosines.append(cosine(session.run(None, feed)[0].astype(np.float64), want))
         return float(100 * (1 - np.mean(cosines)))
 
 
