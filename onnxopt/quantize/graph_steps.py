@@ -7,7 +7,6 @@ from __future__ import annotations
 from functools import partial
 
 from onnxopt.graph_queries.smooth_error import int8_error
-from onnxopt.graph_queries.smooth_groups import find_groups
 from onnxopt.graph_queries.weight_grids import weight_only_error
 from onnxopt.io.hf_config import model_type
 from onnxopt.io.rope import rope_tables
@@ -56,17 +55,19 @@ def prepare(model, folder, plan: QuantizePlan, data: RunData, progress, label: s
     check_excluded(model, plan.options.exclude)
     if plan.smooth:
         progress(f"smooth{label}", 0, 0)
-        model, smooth_reports = Pipeline([smoothing(model, plan, data.calibration)]).run(model)
+        model, smooth_reports = Pipeline([smoothing(plan, data.calibration)]).run(model)
         reports += smooth_reports
     return model, reports
 
 
-def smoothing(model, plan: QuantizePlan, feeds) -> Smooth:
+def smoothing(plan: QuantizePlan, feeds) -> Smooth:
     """The Smooth pass, its alpha chosen by the simulated error on the grid the quantizer writes."""
     # A Mul OpenVINO fuses with the FakeQuantize after it (smooth.py): static scales only.
     explicit = plan.smooth_explicit
-    tensors = [group.tensor for group in find_groups(model, explicit=explicit)[0]]
-    stats = collect_channel_stats(model, feeds, tensors)
+
+    def stats(graph, tensors):  # Smooth finds its groups and asks for exactly their tensors
+        return collect_channel_stats(graph, feeds, tensors)
+
     if plan.smooth_grid == "int4":
         config = plan.options
         error = partial(weight_only_error, block=config.block_size, algo=config.algo)  # exact activations
