@@ -52,6 +52,25 @@ def check_path(path: Path) -> None:
         raise OnnxoptError(f"--plot writes a PNG file, got {path.name!r}", "e.g. --plot latency.png")
 
 
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files, no display), imported only when a plot is drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_png(fig, path: Path) -> None:
+    """The figure laid out and written as PNG, whole or not at all; then closed."""
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    pyplot().close(fig)
+    write_atomic(path, lambda f: f.write(buffer.getvalue()))
+
+
 def plot(
     timings: Sequence,
     path: Path,
@@ -62,11 +81,7 @@ def plot(
     bar outlined); plus, when accuracy is known for two or more models, p50 at the smallest batch
     against the metric, with the Pareto front drawn."""
     check_path(path)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     selected = selected or {}
     accuracy = {m: a for m, a in (accuracy or {}).items() if any(t.model == m for t in timings)}
     if accuracy:  # one metric per chart: models evaluated on another task are left out
@@ -82,11 +97,7 @@ def plot(
         _latency_panel(ax, timings, batch, models, providers, selected)
     if len(accuracy) >= 2:
         _accuracy_panel(axes[-1], timings, selected, accuracy, batches[0])
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    write_atomic(path, lambda f: f.write(buffer.getvalue()))
+    save_png(fig, path)
 
 
 def _latency_panel(ax, timings, batch: int, models: list, providers: list, selected: dict) -> None:

@@ -4,20 +4,15 @@ Pareto fronts joined, the budget as a line, the best starred. matplotlib only he
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-from onnxopt.io.outputs import write_atomic
+from onnxopt.report.plots import pyplot, save_png
 
 PLOT = "pareto.png"
 
 
 def plot_search(r, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     done = [t for t in r.trials if t.status == "done" and r.batch in t.p50_ms]
     everyone = [r.reference, *done]
     fig, axes = plt.subplots(1, 2, figsize=(12, 5))
@@ -31,11 +26,7 @@ def plot_search(r, path: Path) -> None:
     )
     for ax, (cost, keys, label) in zip(axes, panels, strict=True):
         _panel(ax, r, [t for t in everyone if cost(t) is not None], cost, keys, label)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    write_atomic(path, lambda f: f.write(buffer.getvalue()))
+    save_png(fig, path)
 
 
 def _panel(ax, r, trials, cost, keys: list[str], label: str) -> None:

@@ -7,7 +7,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from onnxopt.report.console import out, size
-from onnxopt.report.steps import step_summary
+from onnxopt.report.steps import step_summary, steps_table
 
 
 def export_result(r) -> None:
@@ -24,15 +24,8 @@ def export_result(r) -> None:
     out().print(table)
 
 
-def _steps_table(title: str) -> Table:
-    table = Table(title=escape(title))
-    for col in ("step", "time", "what changed"):
-        table.add_column(col)
-    return table
-
-
 def quantize_result(r) -> None:
-    table = _steps_table(f"Quantized ({r.mode}) to {r.out}")
+    table = steps_table(f"Quantized ({r.mode}) to {r.out}")
     for step in r.steps:
         if step.name.startswith("quantize") and r.calibration is not None:
             c = r.calibration
@@ -106,7 +99,7 @@ def _counts(counts: dict) -> str:
 
 
 def optimize_result(r) -> None:
-    table = _steps_table(f"Optimized to {r.out}")
+    table = steps_table(f"Optimized to {r.out}")
     for step in r.steps:
         table.add_row(step.name, f"{step.seconds:.1f} s", step_summary(step))
     p = r.parity
