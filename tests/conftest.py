@@ -175,6 +175,12 @@ def error_lines(err: str) -> list[str]:
     return [line for line in err.splitlines() if line.strip() and not line.startswith(PROGRESS)]
 
 
+def cells_text(stdout: str) -> str:
+    """Printed tables as one line of words, borders dropped: stdout is not a terminal in tests,
+    so tables are 100 columns wide and a long cell wraps onto the row's next line."""
+    return " ".join(stdout.translate({ord(c): " " for c in "│┃"}).split())
+
+
 def assert_clean_error(code: int, err: str, *fragments: str) -> None:
     """Exit 2, exactly one error line on stderr that contains every fragment, and no traceback.
     Progress lines (stderr is not a terminal here, so each stage prints one) are not errors."""

@@ -33,6 +33,7 @@ def test_quantize_verify_loading_per_task(cli, tiny_exports, tmp_path, task, mod
     out = tmp_path / "q"
     code, stdout, err = cli("quantize", tiny_exports[task], "--dynamic", "-o", out, "--verify-loading")
     assert code == 0, err
+    stdout = " ".join(stdout.split())  # the line wraps at 100 columns (stdout is not a terminal)
     assert f"verified: {model_class}.from_pretrained" in stdout and "min cosine" in stdout
     import optimum.onnxruntime as ort_models
 
@@ -130,6 +131,7 @@ def test_a_decoder_with_past_generates_through_optimum(cli, tiny_llama, tmp_path
         "quantize", tiny_llama, "--dynamic", "-o", out, "--verify-loading", "--json", tmp_path / "r.json"
     )
     assert code == 0, err
+    stdout = " ".join(stdout.split())  # the line wraps at 100 columns (stdout is not a terminal)
     assert "verified: ORTModelForCausalLM.from_pretrained" in stdout
     assert "generate() wrote 64 greedy tokens" in stdout  # 4 prompts x 16 tokens
     import json

@@ -20,8 +20,11 @@ from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, Te
 from rich.text import Text
 
 PROGRESS = "· "
-# Piped or logged output (CI) gets a fixed width instead of 80 columns, so wide tables stay legible.
-console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 150)
+# Piped or logged output (CI) gets 100 columns rather than rich's 80, and every line fits them:
+# the tables fold their cells (150 made lines that logs and review tools wrap). A terminal, or
+# COLUMNS, sets its own width.
+LOG_WIDTH = 100
+console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else LOG_WIDTH)
 err_console = Console(stderr=True)
 
 
