@@ -12,7 +12,7 @@ from onnxopt.choices import (
     WEIGHT_ALGORITHMS,
 )
 from onnxopt.errors import OnnxoptError
-from onnxopt.options import Options, option
+from onnxopt.options import Options, exactly_one, option
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ class QuantizeConfig(Options):
     def check(self) -> None:
         if self.mode is None:
             raise OnnxoptError(
-                "choose exactly one of --static, --dynamic and --int4",
+                exactly_one(QUANTIZE_MODES),
                 "e.g. `onnxopt quantize DIR --static --calib 40 -o OUT`",
             )
         if self.block_size not in (16, 32, 64, 128):
