@@ -5,7 +5,7 @@ its output listed. Prints one row per probe; exit status 1 if any probe misbehav
     .venv/bin/python benchmarks/hostile_probes.py --work /tmp/probes
 
 Needs a tiny BERT export (made here from code) and, for the ALBERT and ViT probes, transformers.
-Not a test (it takes minutes); tests/test_hostile_*.py hold the same findings as tests.
+Not a test (it takes minutes); tests/*/test_hostile_*.py hold the same findings as tests.
 """
 
 from __future__ import annotations

@@ -195,3 +195,13 @@ def test_no_import_circle_among_modules():
     assert circle is None, "modules that import each other (top level or in a function): " + " -> ".join(
         circle
     )
+
+
+def test_test_folders_mirror_the_package():
+    """Tests live in tests/<room>/ for the room they test (as hatch's do); the root keeps the
+    whole-package tests (layout, README, end to end, fuzzing, the large model)."""
+    tests = Path(__file__).resolve().parent
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    rooms = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    assert folders <= rooms, f"tests/ folders with no onnxopt room: {sorted(folders - rooms)}"
+    assert rooms <= folders, f"rooms without a tests/ folder: {sorted(rooms - folders)}"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from onnxopt.options import VERIFY_HELP, Options, option
 
 # The opsets optimum's exporter can write: it runs torch's TorchScript exporter (dynamo=False),
-# which takes 7 to 20 (torch.onnx._constants; tests/test_hostile_cli.py checks they still agree).
+# which takes 7 to 20 (torch.onnx._constants; tests/cli/test_hostile_cli.py checks they still agree).
 # Checked with the other options, before torch is imported: --opset 99 once failed only after 16 s
 # of export, with torch's whole graph on stdout.
 MIN_OPSET, MAX_OPSET = 7, 20

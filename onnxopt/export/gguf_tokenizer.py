@@ -4,7 +4,8 @@ model's `byte_fallback` on, a SentencePiece decoder (ByteFallback, Fuse, Replace
 ByteLevel, and tokenizer_class LlamaTokenizer. transformers itself still encodes it right, but
 onnxruntime-genai 0.18.0's tokenizer, reading those files, gave -1 ids for SmolLM2's text and
 decoded 'Ġ' as 'Ġ', not a space. Rewritten with the BPE model's byte_fallback off, a plain
-ByteLevel decoder and GPT2TokenizerFast, genai's ids equal transformers' (tests/test_gguf_tokenizer.py).
+ByteLevel decoder and GPT2TokenizerFast, genai's ids equal transformers'
+(tests/export/test_gguf_tokenizer.py).
 Vocabulary, merges, added tokens and the pre-tokenizer are kept, so transformers' ids are the
 ones it gave before the rewrite, but for one: the import adds the bos token (<|im_start|> for
 SmolLM2) in front of every text, though the GGUF says tokenizer.ggml.add_bos_token = false (and

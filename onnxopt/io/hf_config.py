@@ -1,4 +1,4 @@
-"""The one place onnxopt opens a Hugging Face config.json (tests/test_layout.py checks it).
+"""The one place onnxopt opens a Hugging Face config.json (tests/io/test_model_info.py checks it).
 
 Callers ask onnxopt.io.model_info.ModelInfo (`info.config`, `info.model_type`, `info.task`, ...),
 which reads it here once per model. This module sits below onnxopt.io.model_files, so

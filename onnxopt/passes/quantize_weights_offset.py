@@ -18,7 +18,7 @@ dev text, 2026-12-02, AMD EPYC: +0.6% perplexity against RTN's +13.7%; integer z
 every matrix needs them. Cost: the block sums are 2 small ops per distinct input (4 per layer),
 decode 12% slower than RTN in a 24-generation interleaved run (MatMul 7 us and Concat 5 us a call;
 MatMulNBits itself +6%). Padding the sums to whole blocks matters: K + 18 channels ran 11% slower
-than K + 32. Gaussian weights: output error 0.067 against RTN's 0.084 (tests/test_int4_offset.py).
+than K + 32. Gaussian weights: output error 0.067 against RTN's 0.084 (tests/quantize/test_int4_offset.py).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from onnxopt.graph_queries.prune_structures import (
 )
 from onnxopt.graph_queries.prune_structures.blocks import ShapeConst
 from tests.passes.util import graph, node
-from tests.test_prune_decoders import exported_decoder
+from tests.prune.test_prune_decoders import exported_decoder
 
 
 def _model(folder):

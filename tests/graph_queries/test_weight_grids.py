@@ -7,7 +7,7 @@ import numpy as np
 
 from onnxopt.graph_queries.smooth_error import smoothing_scales
 from onnxopt.graph_queries.weight_grids import fit_blocks, fitted_weights, weight_only_error
-from tests.test_int4_offset import BLOCK, K, q4_1_weight
+from tests.quantize.test_int4_offset import BLOCK, K, q4_1_weight
 
 
 def test_fit_blocks_finds_a_q4_1_grid_again():

@@ -19,7 +19,7 @@ from onnxopt.passes.fuse_decoder_attention import FuseDecoderAttention
 from onnxopt.prune.workflow import prune
 from onnxopt.runtime.generation import Decoder
 from tests.passes.util import unchanged_by
-from tests.test_prune_decoders import build_tiny_decoder, export_decoder
+from tests.prune.test_prune_decoders import build_tiny_decoder, export_decoder
 
 _EXPORTS: dict[tuple[str, int], Path] = {}
 

@@ -16,7 +16,7 @@ from onnxopt.io.cache_layout import cache_layout
 from onnxopt.passes.prune_fold import FfnPlan, FoldPruned, HeadPlan
 from onnxopt.runtime.generation import Decoder
 from tests.passes.util import feed_for, graph, inits, nodes, run, unchanged_by
-from tests.test_prune_decoders import exported_decoder
+from tests.prune.test_prune_decoders import exported_decoder
 
 KEEP = np.array([0, 3, 5])
 

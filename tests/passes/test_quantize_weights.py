@@ -5,7 +5,7 @@ int4 error) are tested in tests/graph_queries/."""
 import numpy as np
 
 from onnxopt.passes.quantize_weights import QuantizeWeights
-from tests.test_int4_offset import matmul_model, run
+from tests.quantize.test_int4_offset import matmul_model, run
 
 
 def test_rtn_blocks_every_matmul_but_the_excluded_one():

@@ -109,7 +109,7 @@ def test_optimum_without_tokenizer_files(cli, tiny_bert_onnx, tmp_path):
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory):
     """A tiny Llama (hidden 64) exported with its cache, as `onnxopt export` writes it."""
-    from tests.test_prune_decoders import build_tiny_decoder
+    from tests.prune.test_prune_decoders import build_tiny_decoder
 
     root = tmp_path_factory.mktemp("verify-llama")
     return export_to(build_tiny_decoder("llama", root / "hf", hidden=64), root / "onnx")

@@ -13,7 +13,7 @@ import pytest
 
 from onnxopt.passes.quantize_weights_offset import INDICATOR_PREFIX
 from tests.conftest import assert_clean_error
-from tests.test_prune_decoders import build_tiny_decoder
+from tests.prune.test_prune_decoders import build_tiny_decoder
 
 _EXPORTED: dict[str, Path] = {}
 

@@ -2,15 +2,15 @@
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
 from onnxopt.recipes import schema as recipe
-from tests.conftest import assert_clean_error, build_tiny_bert, build_tiny_gpt2, cells_text
+from tests.conftest import REPO, assert_clean_error, build_tiny_bert, build_tiny_gpt2, cells_text
+from tests.conftest import STSB as STSB_FOLDER
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-STSB = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "stsb" / "sts-dev.csv"
+RECIPES = REPO / "recipes"
+STSB = STSB_FOLDER / "sts-dev.csv"
 
 
 @pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)

@@ -13,7 +13,7 @@ import pytest
 from onnxopt.io.genai_config import GENAI_CONFIG
 from onnxopt.io.parts import SEQ2SEQ_FILES
 from tests.conftest import assert_clean_error, export_to
-from tests.test_prune_decoders import build_tiny_decoder
+from tests.prune.test_prune_decoders import build_tiny_decoder
 
 pytest.importorskip("onnxruntime_genai", reason="onnxruntime-genai is not installed (extra genai)")
 

@@ -17,7 +17,7 @@ import onnx
 import pytest
 
 from tests.conftest import assert_clean_error, export_to
-from tests.test_prune_decoders import build_tiny_decoder
+from tests.prune.test_prune_decoders import build_tiny_decoder
 
 GIB = 1 << 30
 FAST = ("--runs", "1", "--min-time", "0")

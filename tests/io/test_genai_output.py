@@ -18,7 +18,7 @@ from onnxopt.errors import OnnxoptError
 from onnxopt.evaluate.generation import decoder_of
 from onnxopt.io.genai_config import GENAI_CONFIG, genai_config, write_genai_config
 from tests.conftest import export_to
-from tests.test_prune_decoders import build_tiny_decoder
+from tests.prune.test_prune_decoders import build_tiny_decoder
 
 NEW_TOKENS = 20
 PROMPT = np.array([[5, 9, 12, 20, 33, 7, 41, 28]], np.int64)  # the tiny vocabulary's words, no <eos>

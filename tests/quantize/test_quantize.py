@@ -173,7 +173,7 @@ def test_overwrite_replaces_an_earlier_output(cli, tiny_bert_onnx, tmp_path):
     out = tmp_path / "q"
     code, _out, err = cli("quantize", tiny_bert_onnx, "--dynamic", "-o", out)
     assert code == 0, err
-    # A file its manifest lists is onnxopt's to replace (one it does not list: tests/test_hostile_cli.py).
+    # A file its manifest lists is onnxopt's to replace (one it does not list: tests/cli/test_hostile_cli.py).
     (out / "vocab.txt").write_text("old")
     code, _out, err = cli("quantize", tiny_bert_onnx, "--dynamic", "-o", out, "--overwrite")
     assert code == 0, err

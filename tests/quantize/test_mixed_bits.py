@@ -13,10 +13,10 @@ import pytest
 from onnxopt.passes.quantize_weights import QuantizeWeights
 from onnxopt.quantize.mixed_bits import bisect_promotions, role_of, splice
 from onnxopt.runtime.sessions import session_for_model
-from tests.conftest import assert_clean_error
-from tests.test_prune_decoders import build_tiny_decoder
+from tests.conftest import REPO, assert_clean_error
+from tests.prune.test_prune_decoders import build_tiny_decoder
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 
 
 def _markov_text(words: list[str], lines: int, seed: int = 0) -> list[str]:

@@ -1,5 +1,5 @@
 """Structured pruning on tiny BERT and GPT-2 models: folding equals masking, shapes really shrink.
-Decoders with grouped-query attention and gated FFNs: tests/test_prune_decoders.py."""
+Decoders with grouped-query attention and gated FFNs: tests/prune/test_prune_decoders.py."""
 
 import json
 import shutil

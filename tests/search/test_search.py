@@ -251,7 +251,7 @@ def test_a_search_on_a_local_ray_runs_the_same_trials(local_search, tiny_bert_on
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])
 def test_perplexity_is_the_metric_of_a_causal_lm(kind, tiny_gpt2_onnx, tmp_path_factory, inputs, tmp_path):
-    from tests.test_prune_decoders import exported_decoder
+    from tests.prune.test_prune_decoders import exported_decoder
 
     model = tiny_gpt2_onnx if kind == "gpt2" else exported_decoder(tmp_path_factory, "llama")
     space = tmp_path / "space.yaml"
