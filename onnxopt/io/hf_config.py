@@ -30,12 +30,6 @@ def auto_config(folder: Path) -> Any:
     return AutoConfig.from_pretrained(str(folder))
 
 
-def model_type(folder: Path | None) -> str | None:
-    """config.json's model_type; ModelInfo.model_type for a caller that holds one."""
-    value = read_config(folder).get("model_type")
-    return value if isinstance(value, str) else None
-
-
 # Tasks whose models generate: exported with their KV cache by default (`-with-past`), since
 # generation is what they are for; without it every token recomputes the whole prefix.
 GENERATIVE_TASKS = ("text-generation", "text2text-generation")

@@ -14,7 +14,7 @@ from onnxopt.evaluate.fidelity import Fidelity, output_fidelity
 from onnxopt.evaluate.verify import verify_staged
 from onnxopt.io import model_files, saving
 from onnxopt.io.cache_layout import cache_layout
-from onnxopt.io.hf_config import model_type
+from onnxopt.io.model_info import ModelInfo
 from onnxopt.io.outputs import claim_output
 from onnxopt.io.rope import rope_tables
 from onnxopt.optimize.config import OptimizeConfig
@@ -56,7 +56,7 @@ def optimize(
     with claim_output(out, [ref.folder or ref.onnx_path], overwrite) as claim:
         model = model_files.load(ref)
         check_loads(ref.onnx_path)
-        passes = [FuseTransformer(model_type(ref.folder))]
+        passes = [FuseTransformer(ModelInfo.read(ref).model_type)]
         if cache_layout(model) is not None:
             passes.append(FuseDecoderAttention(rope_tables(ref.folder)))
         passes = without(passes, config.skip)

@@ -8,7 +8,7 @@ from functools import partial
 
 from onnxopt.graph_queries.smooth_error import int8_error
 from onnxopt.graph_queries.weight_grids import weight_only_error
-from onnxopt.io.hf_config import model_type
+from onnxopt.io.model_info import ModelInfo
 from onnxopt.io.rope import rope_tables
 from onnxopt.passes import Pipeline
 from onnxopt.passes.fold_weight_transposes import FoldWeightTransposes
@@ -43,7 +43,7 @@ def quantize_graph(model, folder, plan: QuantizePlan, data: RunData, progress, p
 
 def prepare(model, folder, plan: QuantizePlan, data: RunData, progress, label: str = ""):
     """Fusion (unless the plan says not) and shape inference, then smoothing."""
-    prepare = [FuseTransformer(model_type(folder))] if plan.optimize else []
+    prepare = [FuseTransformer(ModelInfo.read(folder).model_type)] if plan.optimize else []
     if plan.fuse_decoder_attention:
         prepare.append(FuseDecoderAttention(rope_tables(folder)))
     # A tied LM head gets a weight of its own, so the quantizers reach it (passes/fold_weight_transposes).
