@@ -142,6 +142,15 @@ def tiny_gpt2_onnx(tmp_path_factory) -> Path:
     return export_to(hf, tmp_path_factory.mktemp("onnx") / "gpt2")
 
 
+@pytest.fixture(scope="session")
+def tiny_gpt2_int4(tmp_path_factory, tiny_gpt2_onnx) -> Path:
+    from onnxopt.quantize.workflow import quantize
+
+    out = tmp_path_factory.mktemp("onnx") / "gpt2-int4"
+    quantize(tiny_gpt2_onnx, out, mode="int4", block_size=16)
+    return out
+
+
 @pytest.fixture
 def graph_file(tmp_path):
     """Write one of graphs/*.onnxtxt as a binary .onnx file and return its path."""

@@ -10,7 +10,7 @@ import onnx
 from onnx import helper
 
 from onnxopt.evaluate.fp32_kept import Fp32Group, fp32_kept, parameter_count
-from onnxopt.graph_queries.int8_ops import INT8_OPS
+from onnxopt.graph_queries.int8_ops import quantized_ops as quantized_op_types
 from onnxopt.io import model_files
 
 
@@ -58,19 +58,34 @@ def _tensor_infos(values) -> list[TensorInfo]:
     return infos
 
 
+def _packed_weights(model: onnx.ModelProto) -> dict[str, int]:
+    """MatMulNBits weight initializer -> the weights it holds (K x N), not its packed bytes: an
+    int4 byte holds two."""
+    found = {}
+    for n in model.graph.node:
+        if n.op_type == "MatMulNBits" and len(n.input) > 1:
+            attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+            if isinstance(attrs.get("K"), int) and isinstance(attrs.get("N"), int):
+                found[n.input[1]] = attrs["K"] * attrs["N"]
+    return found
+
+
 def summarize(path: Path, with_nodes: bool = False) -> ModelSummary:
     ref = model_files.resolve(path)
     model = model_files.load(ref, load_weights=False)
     initializer_names = {t.name for t in model.graph.initializer}
+    packed = _packed_weights(model)
     params = 0
     int8_params = 0
     for t in model.graph.initializer:
-        count = parameter_count(t)
+        count = packed.get(t.name) or parameter_count(t)
         params += count
         if t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8):
             int8_params += count
     ops = Counter(n.op_type for n in model.graph.node)
-    quantized_ops = {op: n for op, n in ops.items() if op in INT8_OPS}
+    # Weight-only ops (int4 / 8-bit MatMulNBits) count too: int4 models once showed "quantized: no".
+    low_bit = set(quantized_op_types(model))
+    quantized_ops = {op: n for op, n in ops.items() if op in low_bit}
     manifest = ref.manifest
     pruned = None
     steps: list[str] = []

@@ -25,7 +25,7 @@ from onnxopt.data.sources import embedded_samples, load_samples
 from onnxopt.errors import OnnxoptError
 from onnxopt.evaluate.verify import verify_staged
 from onnxopt.graph_queries.graph_index import Graph
-from onnxopt.graph_queries.int8_ops import INT8_OPS
+from onnxopt.graph_queries.int8_ops import quantized_ops
 from onnxopt.graph_queries.prune_structures import find_attention_blocks, find_ffn_blocks, query_channels
 from onnxopt.graph_queries.shared_weights import shared_linears, without_shared_weights
 from onnxopt.io import limits, model_files, saving
@@ -130,7 +130,7 @@ def _unfused_fp32(ref):
     model = model_files.load(ref)
     check_loads(ref.onnx_path)
     ops = {n.op_type for n in model.graph.node}
-    if ops & set(INT8_OPS):
+    if quantized_ops(model):  # int8 or weight-only (int4 / 8-bit MatMulNBits)
         raise OnnxoptError(
             f"{ref.name} is quantized", "prune the fp32 export, then quantize the pruned model"
         )

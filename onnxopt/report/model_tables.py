@@ -21,7 +21,7 @@ def summary(s) -> None:
             table.add_row(kind, escape(f"{info.name}: {info.dtype}[{', '.join(str(d) for d in info.shape)}]"))
     if s.quantized:
         ops = ", ".join(f"{op} x{n}" for op, n in s.quantized_ops.items())
-        table.add_row("quantized", f"yes: {ops}; {s.int8_weight_share:.1%} of parameters in 8 bits")
+        table.add_row("quantized", f"yes: {ops}; {s.int8_weight_share:.1%} of parameters in 8 bits or fewer")
         for g in s.fp32_kept:
             more = ", ..." if g.tensors > len(g.examples) else ""
             nodes = f": {', '.join(g.examples)}{more}" if g.examples else ""

@@ -1,5 +1,5 @@
 from onnxopt.evaluate.summary import summarize
-from tests.conftest import assert_clean_error
+from tests.conftest import assert_clean_error, cells_text
 
 
 def test_inspect_fp32_folder(cli, tiny_bert_onnx):
@@ -20,6 +20,16 @@ def test_inspect_quantized(cli, tiny_bert_dynamic):
     assert summary.int8_weight_share > 0.5
     code, out, _err = cli("inspect", tiny_bert_dynamic, "--nodes")
     assert code == 0 and "yes: " in out and "Nodes" in out
+
+
+def test_inspect_says_an_int4_model_is_quantized(cli, tiny_gpt2_int4):
+    summary = summarize(tiny_gpt2_int4)
+    assert summary.quantized and "MatMulNBits" in summary.quantized_ops
+    # MatMulNBits packs two int4 weights a byte: counted as weights, not bytes.
+    assert summary.int8_weight_share > 0.5
+    code, out, err = cli("inspect", tiny_gpt2_int4)
+    assert code == 0, err
+    assert "yes: MatMulNBits" in cells_text(out)
 
 
 def test_inspect_text_graph(cli, graph_file):

@@ -124,6 +124,11 @@ def test_pruned_model_still_fuses_and_quantizes(bert4, tmp_path):
     assert _outputs(tmp_path / "q").shape == _outputs(bert4).shape
 
 
+def test_prune_refuses_an_int4_model(cli, tiny_gpt2_int4, tmp_path):
+    code, _o, err = cli("prune", tiny_gpt2_int4, "-o", tmp_path / "x", "--sparsity", "0.25")
+    assert_clean_error(code, err, "is quantized", "prune the fp32 export")
+
+
 def test_prune_errors(cli, bert4, tiny_bert_dynamic, tmp_path):
     for bad in ("1", "-0.1", "nan"):
         code, _o, err = cli("prune", bert4, "-o", tmp_path / "x", "--sparsity", bad)
