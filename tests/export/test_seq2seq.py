@@ -209,7 +209,7 @@ def test_bench_generate_times_an_encoder_decoder(cli, exported, quantized, tmp_p
         "bench", exported["t5"], quantized["t5"], *args, "--min-time", "0", "--json", report
     )
     assert code == 0, err
-    assert "first token ms" in stdout
+    assert "TTFT ms" in stdout
     rows = json.loads(report.read_text())["generation"]
     assert [Path(r["model"]).name for r in rows] == ["t5", "t5"]
     for row in rows:
