@@ -57,12 +57,12 @@ def test_overwrite_refuses_a_folder_onnxopt_did_not_make(cli, model_copy, tmp_pa
 def test_overwrite_of_the_working_folder_is_refused_before_any_work(cli, model_copy, tmp_path, monkeypatch):
     work = _foreign(tmp_path / "work")
     monkeypatch.chdir(work)
-    from onnxopt.quantize import workflow as quantization
+    from onnxopt.passes.fuse_transformer import FuseTransformer
 
     def no_work(*_a, **_k):
         raise AssertionError("the fusion ran before the output was checked")
 
-    monkeypatch.setattr(quantization.FuseTransformer, "call", no_work)
+    monkeypatch.setattr(FuseTransformer, "call", no_work)
     code, _o, err = cli("quantize", model_copy, "--dynamic", "-o", ".", "--overwrite")
     assert_clean_error(code, err, "is not an onnxopt output")
     assert (work / "notes.txt").read_text() == "mine"
