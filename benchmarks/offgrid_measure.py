@@ -32,7 +32,10 @@ import torch
 HERE = Path(__file__).resolve().parent
 VARIANTS = [  # (row, folder, quantize options); fp32 is the export itself
     ("fp32", "fp32", None),
-    ("int4 b32, offset (default)", "int4", ["--int4"]),
+    ("int4 b32, offset (default: blocks searched)", "int4", ["--int4"]),
+    ("int4 b32, offset, --no-block-search (min-max)", "int4-minmax", ["--int4", "--no-block-search"]),
+    ("int4 b64, offset", "int4-b64", ["--int4", "--block-size", "64"]),
+    ("int4 b128, offset", "int4-b128", ["--int4", "--block-size", "128"]),
     ("int4 b32, --algo rtn", "int4-rtn", ["--int4", "--algo", "rtn"]),
     ("dynamic 8-bit", "dynamic", ["--dynamic"]),
 ]
@@ -61,10 +64,12 @@ def measure_weights(source: list[str], work: Path, text: Path, limit: int, log: 
 
     rows = []
     for name, folder, options in VARIANTS:
+        t0 = time.perf_counter()
         if options is None:
             _onnxopt(["export", *source, "-o", str(work / folder), "--overwrite"], log)
         else:
             _onnxopt(["quantize", str(work / "fp32"), *options, "-o", str(work / folder), "--overwrite"], log)
+        seconds = time.perf_counter() - t0
         result = work / f"{folder}.eval.json"
         _onnxopt(["eval", str(work / folder), "--task", "perplexity", "--data", str(text), "--limit",
                   str(limit), "--json", str(result)], log)  # fmt: skip
@@ -74,6 +79,7 @@ def measure_weights(source: list[str], work: Path, text: Path, limit: int, log: 
             "perplexity": round(found["metric"], 3),
             "tokens_scored": int(found["extras"]["tokens scored"][0]),
             "size_mb": round(model_files.resolve(work / folder).size_bytes() / 1e6, 1),
+            "seconds": round(seconds),  # export or quantize, wall clock
         })  # fmt: skip
     for row in rows:
         row["change_pct"] = round(100 * (row["perplexity"] / rows[0]["perplexity"] - 1), 2)
@@ -152,11 +158,18 @@ def measure(args) -> None:
     payload = {
         **{"date": time.strftime("%Y-%m-%d"), "cpu": cpu_name(), "seed": args.seed},
         "text": f"{sentences} STS-B train sentences (held out), windows of 128 tokens, --limit {args.limit}",
-        **{"on_grid": on_grid, "off_grid": off_grid, "proxy": proxy_sweep(text, args.seed, args.limit)},
+        **{"on_grid": on_grid, "off_grid": off_grid, "proxy": _proxy(args, text)},
         **{"commands": log, "minutes": round((time.perf_counter() - t0) / 60, 1)},
     }
     args.json.write_text(json.dumps(payload, indent=2) + "\n")
     report(args.json)
+
+
+def _proxy(args, text: Path) -> dict:
+    """The proxy sweep, or the one in --proxy-from (it measures PyTorch RTN only, no onnxopt code)."""
+    if args.proxy_from is None:
+        return proxy_sweep(text, args.seed, args.limit)
+    return {**json.loads(args.proxy_from.read_text())["proxy"], "from": str(args.proxy_from.name)}
 
 
 def _grid_line(before: dict, after: dict) -> str:
@@ -199,19 +212,22 @@ def report(path: Path) -> str:
         f"--task perplexity` on {data['text']}; in brackets, the change against each column's fp32.\n",
         *_checks(data),
         "",
-        head + " | size MB (bundled / copy) |",
-        "|---" * (3 + len(runs)) + "|",
+        head + " | size MB (bundled / copy) | export or quantize s (bundled / copy) |",
+        "|---" * (4 + len(runs)) + "|",
     ]
     for i, on in enumerate(data["on_grid"]):
         found = [on] + [r["rows"][i] for r in runs]
         cells = [on["model"], *[f"{c['perplexity']:.2f} ({c['change_pct']:+.1f}%)" for c in found]]
-        lines.append(f"| {' | '.join(cells)} | {on['size_mb']} / {found[1]['size_mb']} |")
+        took = " / ".join(str(c.get("seconds", "-")) for c in found[:2])
+        lines.append(f"| {' | '.join(cells)} | {on['size_mb']} / {found[1]['size_mb']} | {took} |")
     lines.append("\nThe copy's fp32 is larger by its untied LM head (576 x 49,152 fp32); quantized, the tied "
                  "model's head is stored apart from the embedding table anyway.")  # fmt: skip
     proxy = data["proxy"]
     lines += [
         "",
-        f"PyTorch proxy (fp32 perplexity {proxy['fp32_perplexity']:.2f} on the same windows): rise with "
+        (f"PyTorch proxy, kept from {proxy['from']} (it runs no onnxopt code) " if "from" in proxy else
+         "PyTorch proxy ") +
+        f"(fp32 perplexity {proxy['fp32_perplexity']:.2f} on the same windows): rise with "
         "4-bit RTN per 32 input channels of the decoder linears, min-max and symmetric (which cannot use "
         "Q4_1's grid), against sigma; offset: mean distance to the min-max grid, in steps.\n",
         "| sigma | offset | min-max RTN | symmetric RTN |",
@@ -243,6 +259,7 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=300)
     parser.add_argument("--limit", type=int, default=1000, help="perplexity windows (1000: the whole text)")
     parser.add_argument("--json", type=Path, default=HERE / "offgrid.json")
+    parser.add_argument("--proxy-from", type=Path, help="keep the proxy sweep of this earlier offgrid.json")
     args = parser.parse_args()
     if args.report:
         report(args.json)

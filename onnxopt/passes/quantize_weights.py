@@ -77,6 +77,7 @@ class QuantizeWeights(Pass):
         self.bits, self.block_size, self.algo = bits, block_size, algo
         self.accuracy_level, self.exclude, self.calibration = accuracy_level, exclude, calibration
         self.include = include
+        self.importance = None  # offset: (model, tensors) -> E[x^2] per channel, the searched grid
         self.name = f"quantize-int{bits}-{algo}"
 
     def call(self, model: onnx.ModelProto) -> PassResult:
@@ -121,7 +122,9 @@ class QuantizeWeights(Pass):
     def _offset(self, model: onnx.ModelProto) -> PassResult:
         """Offsets where the input channels fill whole blocks; onnxruntime's RTN (which pads the
         last block) for the rest, e.g. a pruned FFN of 1,133 channels."""
-        result = QuantizeWeightsOffset(self.block_size, self.accuracy_level, self.exclude)(model)
+        result = QuantizeWeightsOffset(self.block_size, self.accuracy_level, self.exclude, self.importance)(
+            model
+        )
         skipped = result.details["skipped"]
         partial = tuple(name for name, why in skipped.items() if "not a multiple of the block" in why)
         if partial:

@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxopt.graph_queries.block_search import search_blocks
 from onnxopt.graph_queries.weight_grids import LEVELS, MIDDLE, fit_blocks, zero_range_levels
 from onnxopt.passes.base import FunctionalPass, PassResult
 from onnxopt.passes.graph_edits import drop_unused_initializers
@@ -47,11 +48,12 @@ def pack_zero_points(zero: np.ndarray) -> np.ndarray:
     return (zero[:, 0::2] | (zero[:, 1::2] << 4)).astype(np.uint8).reshape(-1)
 
 
-def offset_rows(w: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def offset_rows(w: np.ndarray, block: int, importance=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """B [N, blocks, block / 2], scales and zero points of MatMulNBits over K + K/block input
     channels for w [N, K]: the K weights with integer zero points, then the offsets they leave
-    (|r| <= half a step), as extra channels read against the inputs' block sums."""
-    q, scale, offset = fit_blocks(w, block)
+    (|r| <= half a step), as extra channels read against the inputs' block sums. With `importance`
+    (E[x^2] per input channel) each block's grid is searched (graph_queries/block_search.py)."""
+    q, scale, offset = fit_blocks(w, block) if importance is None else search_blocks(w, block, importance)
     zero = np.clip(np.round(MIDDLE - offset / scale), 0, LEVELS)
     rest = offset - scale * (MIDDLE - zero)  # w = scale * (q - zero) + rest
     n, blocks = rest.shape
@@ -75,8 +77,9 @@ class MatMulOffsetInt4(RewriteRule):
     counts_as = "MatMulNBits"
     anchor = ("MatMul",)
 
-    def __init__(self, block: int, accuracy_level: int, exclude: tuple[str, ...]):
+    def __init__(self, block: int, accuracy_level: int, exclude: tuple[str, ...], importance=None):
         self.block, self.accuracy_level, self.exclude = block, accuracy_level, set(exclude)
+        self.importance = importance or {}  # input -> E[x^2] per channel: the searched grid
         self.with_sums: dict[str, str] = {}  # input -> [input, its block sums], shared by its MatMuls
 
     def check(self, index: RewriteIndex, node: onnx.NodeProto) -> str | None:
@@ -93,7 +96,7 @@ class MatMulOffsetInt4(RewriteRule):
         x, out, name = node.input[0], node.output[0], node.name or node.output[0]
         w = numpy_helper.to_array(index.inits[node.input[1]]).astype(np.float32)
         k, n = w.shape
-        packed, scales, zeros = offset_rows(w.T, self.block)
+        packed, scales, zeros = offset_rows(w.T, self.block, self.importance.get(x))
         base = f"{name}_int4"
         index.model.graph.initializer.extend(
             [
@@ -144,16 +147,32 @@ class MatMulOffsetInt4(RewriteRule):
 
 
 class QuantizeWeightsOffset(FunctionalPass):
-    """Float MatMul weights to 4-bit blocks with a float offset each (module docstring)."""
+    """Float MatMul weights to 4-bit blocks with a float offset each (module docstring).
 
-    def __init__(self, block_size: int = 32, accuracy_level: int = 4, exclude: tuple[str, ...] = ()):
+    `importance`, when given, is a function (model, input tensor names) -> {name: E[x^2] per input
+    channel} from calibration activations; each block's grid is then searched by the weighted error
+    instead of min-max (graph_queries/block_search.py). It reads the pass's input model, unchanged."""
+
+    def __init__(
+        self, block_size: int = 32, accuracy_level: int = 4, exclude: tuple[str, ...] = (), importance=None
+    ):
         self.block_size, self.accuracy_level, self.exclude = block_size, accuracy_level, exclude
+        self.importance = importance
         self.name = "quantize-int4-offset"
 
     def apply(self, out: onnx.ModelProto, original: onnx.ModelProto) -> PassResult:
         if not any(o.domain == MS_DOMAIN for o in out.opset_import):
             out.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
-        result = apply_rule(MatMulOffsetInt4(self.block_size, self.accuracy_level, self.exclude), out)
+        rule = MatMulOffsetInt4(self.block_size, self.accuracy_level, self.exclude)
+        if self.importance is not None:
+            index = RewriteIndex(original)
+            inputs = {
+                n.input[0] for n in original.graph.node if n.op_type == "MatMul" and not rule.check(index, n)
+            }
+            rule.importance = self.importance(original, sorted(inputs))
+        result = apply_rule(rule, out)
         drop_unused_initializers(out.graph)
         details = {"MatMulNBits": result.rewritten, "skipped": result.skipped}
+        if self.importance is not None:
+            details["searched"] = sum(1 for x in rule.with_sums if x in rule.importance)
         return PassResult(out, result.rewritten > 0, details)

@@ -65,6 +65,11 @@ class QuantizeConfig(Options):
     smooth: bool | None = option(
         None, "Fold SmoothQuant scales, alpha searched per activation (default: on with a tokenizer)."
     )
+    block_search: bool | None = option(
+        None,
+        "int4 offset: each block's scale and minimum searched by the error weighted with calibration "
+        "activations (default: on with a tokenizer).",
+    )
     embeddings: bool = option(True, "Word-embedding tables to int8 too, one scale per row.")
     dynamic_gelu: bool | None = option(
         None,

@@ -72,8 +72,9 @@ def _layout(plan, model) -> str:
     config = plan.options
     if config.mode == "int4":
         head = "LM head 8-bit, " if bits == [4, 8] else ""
+        algo = f"{config.algo}, blocks searched" if plan.block_search else config.algo
         return (
-            f"MatMulNBits int4, block {config.block_size}, {config.algo}, level {config.accuracy_level}; "
+            f"MatMulNBits int4, block {config.block_size}, {algo}, level {config.accuracy_level}; "
             f"{head}{embedding}"
         )
     if bits == [8]:

@@ -46,7 +46,7 @@ def read_data(ref, model, plan: QuantizePlan) -> RunData:
             "drop --eval-data; --calib-data FILE chooses the text (the rest past --calib is held back)",
         )
     data = RunData(pairs=load_sts_pairs(Path(config.eval_data)) if config.eval_data else None)
-    if not (plan.calibrated or config.max_drop is not None or plan.smooth):
+    if not (plan.calibrated or config.max_drop is not None or plan.smooth or plan.block_search):
         return data  # dynamic int8 or RTN/HQQ int4 without smoothing reads no text
     data.tokenizer = load_tokenizer(ref.folder)
     types = input_types(model)

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from onnxopt.graph_queries.matmul_roles import lm_heads
 from onnxopt.passes import Pipeline
 from onnxopt.passes.quantize_weights import QuantizeWeights
+from onnxopt.quantize.calibrate import collect_channel_stats
 from onnxopt.quantize.drop_metrics import PerplexityDrop
 from onnxopt.quantize.mixed_bits import mixed_bits_search
 from onnxopt.quantize.plan import QuantizePlan
@@ -30,7 +33,19 @@ def _int4(model, plan: QuantizePlan, exclude: tuple[str, ...], data: RunData):
     heads = lm_heads(model) if plan.lm_head_8bit else ()
     excluded, feeds = exclude + heads, data.calibration or ()
     body = QuantizeWeights(4, config.block_size, config.algo, config.accuracy_level, excluded, feeds)
+    if plan.block_search and data.calibration is not None:  # plan.py: BLOCK_SEARCH
+        body.importance = _mean_squares(data.calibration)
     if not heads:
         return body
     head = QuantizeWeights(8, 32, "rtn", 4, exclude, include=heads)
     return Pipeline([body, head], name=body.name)
+
+
+def _mean_squares(feeds):
+    """(model, tensors) -> {tensor: E[x^2] per channel} over the calibration rows."""
+
+    def importance(model, tensors):
+        stats = collect_channel_stats(model, feeds, tensors)
+        return {name: np.mean(np.square(s.rows, dtype=np.float64), 0) for name, s in stats.items()}
+
+    return importance

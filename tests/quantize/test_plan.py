@@ -60,6 +60,14 @@ def test_int4_smooths_for_its_grid_and_keeps_the_lm_head_8bit():
     assert not _plan(DECODER, mode="int4", smooth=False).smooth
 
 
+def test_int4_offset_searches_its_blocks_where_there_is_calibration_text():
+    plan = _plan(DECODER, mode="int4")
+    assert plan.block_search and "E[x^2]" in dict(plan.why)["block_search"]
+    assert not _plan(DECODER, tokenizer=False, mode="int4").block_search  # no text to weigh by
+    assert not _plan(DECODER, mode="int4", algo="rtn").block_search  # onnxruntime's own grid
+    assert not _plan(PARTS, mode="int4").block_search and not _plan(DECODER, mode="dynamic").block_search
+
+
 def test_encoder_decoder_parts_say_what_they_leave_out():
     int4 = _plan(PARTS, mode="int4")
     why = dict(int4.why)

@@ -1,0 +1,98 @@
+"""An activation-weighted search of each int4 block's grid (scale and float minimum) for the offset
+quantizer (passes/quantize_weights_offset.py), in place of min-max levels.
+
+Min-max spends a block's 16 levels on its extremes and weighs every input channel alike. The search
+minimises sum_i E[x_i^2] (w_i - q(w_i))^2 over the block, the diagonal of the output error X·W, with
+E[x_i^2] per input channel from calibration activations (AWQ's auto-clip and llama.cpp's
+make_qkx2_quants (Q4_K) search the same error, the latter with an importance vector): a few
+candidate steps at and below min-max's range, for each the levels by rounding and then the scale
+and minimum by weighted least squares, a re-rounding on that fit, the best candidate per block
+kept. Vectorised over every block of a matrix at once.
+
+Why: see `SEARCH` in onnxopt/quantize/plan.py (measured on an off-grid SmolLM2).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnxopt.graph_queries.weight_grids import LEVELS, MIDDLE
+
+# Candidate ranges: min-max's, and shrunk to these fractions of it at the low end, the high end or
+# both (AWQ's auto-clip shrinks to 0.5 at most); each then refitted.
+RATIOS = (0.95, 0.9, 0.8, 0.7, 0.6)
+ROUNDS = 1  # re-roundings on each candidate's fit
+
+
+class _Sums:
+    """A block's fixed weighted sums (of d, d·w, d·w²), for least squares on any levels."""
+
+    def __init__(self, b, d):
+        self.b, self.d = b, d
+        self.sw, self.sx = d.sum(-1, keepdims=True), (d * b).sum(-1, keepdims=True)
+        self.sxx = (d * b * b).sum(-1, keepdims=True)
+
+    def fit(self, q):
+        """Weighted least squares of w on scale * q + low per block: (scale, low, error); where the
+        levels do not pin a positive scale, scale 0 (the caller's fallback)."""
+        dq = self.d * q
+        sq, sqq, sqx = (
+            dq.sum(-1, keepdims=True),
+            (dq * q).sum(-1, keepdims=True),
+            (dq * self.b).sum(-1, keepdims=True),
+        )
+        det = self.sw * sqq - sq * sq
+        ok = det > 1e-12 * self.sw * sqq
+        scale = np.where(ok, (self.sw * sqx - sq * self.sx) / np.where(ok, det, 1.0), 0.0)
+        low = np.where(ok, (self.sx - scale * sq) / self.sw, self.sx / self.sw)
+        # At the least-squares optimum the residual is sum d w^2 - scale * sum d q w - low * sum d w.
+        error = np.maximum(self.sxx - scale * sqx - low * self.sx, 0.0)
+        return np.where(scale > 0, scale, 0.0), low, np.where(scale > 0, error, np.inf)
+
+
+def _levels(b, low, scale):
+    return np.clip(np.round((b - low) / np.where(scale > 0, scale, 1.0)), 0, LEVELS)
+
+
+def search_blocks(w: np.ndarray, block: int, importance: np.ndarray) -> tuple:
+    """As weight_grids.fit_blocks (q [N, K/block, block] in 0..15, scale and offset [N, K/block],
+    w = scale * (q - 8) + offset) for w [N, K], the grid of each block chosen by the error weighted
+    with `importance` [K] (E[x^2] per input channel). Min-max is one of the candidates, and the
+    levels are rounded again on the chosen fit, so no block's weighted error is above min-max's with
+    its least-squares fit."""
+    n, k = w.shape
+    b = w.reshape(n, k // block, block).astype(np.float64)
+    d = np.maximum(importance.astype(np.float64).reshape(1, k // block, block), 0.0)
+    d = np.broadcast_to(
+        d + 1e-6 * d.mean(-1, keepdims=True) + 1e-30, b.shape
+    )  # unseen channels count a little
+    sums = _Sums(b, d)
+    low, high = b.min(-1, keepdims=True), b.max(-1, keepdims=True)
+    span = np.maximum(high - low, 1e-12)
+    best_err, best_scale, best_low = np.full(low.shape, np.inf), span / LEVELS, low  # min-max's grid
+    starts = [(low, span)] + [(low + (1 - r) * span * a, r * span) for r in RATIOS for a in (0.0, 0.5, 1.0)]
+    for start, width in starts:
+        scale, lo, err = sums.fit(_levels(b, start, width / LEVELS))
+        for _ in range(ROUNDS):
+            again = sums.fit(_levels(b, lo, np.where(scale > 0, scale, width / LEVELS)))
+            keep = again[2] <= err
+            scale, lo, err = (
+                np.where(keep, new, old) for new, old in zip(again, (scale, lo, err), strict=True)
+            )
+        better = err < best_err
+        best_err = np.where(better, err, best_err)
+        best_scale, best_low = np.where(better, scale, best_scale), np.where(better, lo, best_low)
+    q = _levels(b, best_low, best_scale)  # nearest levels on the chosen grid: never a larger error
+    offset = best_low + MIDDLE * best_scale
+    return q.astype(np.uint8), best_scale[..., 0].astype(np.float32), offset[..., 0].astype(np.float32)
+
+
+def searched_weights(w: np.ndarray, block: int, importance: np.ndarray) -> np.ndarray:
+    """w [N, K] as the offset quantizer stores it after the search, in float."""
+    q, scale, offset = search_blocks(w, block, importance)
+    return (scale[..., None] * (q.astype(np.float64) - MIDDLE) + offset[..., None]).reshape(w.shape)
+
+
+def weighted_error(w: np.ndarray, fitted: np.ndarray, importance: np.ndarray) -> float:
+    """sum_i importance_i (w - fitted)^2 over w [N, K]: the diagonal part of the output error."""
+    return float((importance[None, :] * (w.astype(np.float64) - fitted) ** 2).sum())
