@@ -279,7 +279,13 @@ def test_a_stopped_search_says_its_trials_are_kept(cli, tiny_bert_onnx, inputs, 
     assert (out / "search.json").is_file() and "reference" in (out / "trials.jsonl").read_text()
     # Stopped before OUT was made: then nothing was written, and it says so.
     monkeypatch.setattr(workflow, "model_hash", _signal_here(signal.SIGHUP))
-    code, _o, err = cli("search", tiny_bert_onnx, "-o", tmp_path / "new", *_args(inputs))
+    # The handler path is what is tested, whatever this process inherited (under nohup SIGHUP
+    # arrives ignored, and ignored it stays: tests/io/test_hostile_outputs.py).
+    inherited = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        code, _o, err = cli("search", tiny_bert_onnx, "-o", tmp_path / "new", *_args(inputs))
+    finally:
+        signal.signal(signal.SIGHUP, inherited)
     assert code == 129 and error_lines(err) == ["onnxopt: error: hung up (SIGHUP); nothing was written"], err
     assert not (tmp_path / "new").exists()
 
