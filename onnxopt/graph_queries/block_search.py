@@ -9,7 +9,7 @@ candidate steps at and below min-max's range, for each the levels by rounding an
 and minimum by weighted least squares, a re-rounding on that fit, the best candidate per block
 kept. Vectorised over every block of a matrix at once.
 
-Why: see `SEARCH` in onnxopt/quantize/plan.py (measured on an off-grid SmolLM2).
+Why: see BLOCK_SEARCH in onnxopt/quantize/plan.py (measured on an off-grid SmolLM2).
 """
 
 from __future__ import annotations
