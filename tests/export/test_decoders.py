@@ -152,7 +152,7 @@ def test_other_decoders_through_the_command_line(cli, tmp_path, kind):
         "bench", tmp_path / "fp32", tmp_path / "q", "--generate", "--prompt-len", 8, "--new-tokens", 4,
         "--runs", 2, "--min-time", 0,
     )  # fmt: skip
-    assert code == 0 and "tokens/s" in stdout, err
+    assert code == 0 and "tok/s" in stdout, err
     code, _out, err = cli(
         "eval",
         tmp_path / "q",
