@@ -190,6 +190,23 @@ def cells_text(stdout: str) -> str:
     return " ".join(stdout.translate({ord(c): " " for c in "│┃"}).split())
 
 
+def text_words() -> list[str]:
+    """The test vocabulary's plain words (what the tiny tokenizers know)."""
+    return [w for w in _WORDS if w.isalpha()]
+
+
+def write_sts_pairs(path: Path, count: int, rng) -> Path:
+    """STS-B-format rows over the test vocabulary, a third of the pairs identical, scores drawn
+    from `rng` (which the caller may go on drawing from)."""
+    words, rows = text_words(), []
+    for i in range(count):
+        first = " ".join(rng.choice(words) for _ in range(6))
+        second = first if i % 3 == 0 else " ".join(rng.choice(words) for _ in range(6))
+        rows.append(f"main\tMSRvid\t2012\t{i:04d}\t{rng.uniform(0, 5):.2f}\t{first}\t{second}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
 def assert_clean_error(code: int, err: str, *fragments: str) -> None:
     """Exit 2, exactly one error line on stderr that contains every fragment, and no traceback.
     Progress lines (stderr is not a terminal here, so each stage prints one) are not errors."""

@@ -17,6 +17,7 @@ from onnxopt.prune.refit import target_of
 from onnxopt.prune.workflow import prune
 from onnxopt.quantize.workflow import quantize
 from tests.conftest import assert_clean_error, build_tiny_bert, export_to
+from tests.prune.test_prune_decoders import weight_shapes
 
 
 @pytest.fixture(scope="module")
@@ -45,16 +46,6 @@ def _outputs(folder, batch=2, seq=9, vocab=60):
     return session.run(None, feed)[0]
 
 
-def _weight_shapes(folder):
-    model = onnx.load(str(folder / "model.onnx"))
-    inits = {t.name: tuple(t.dims) for t in model.graph.initializer}
-    return {
-        n.name: inits[n.input[1]]
-        for n in model.graph.node
-        if n.op_type in ("MatMul", "Gemm") and n.input[1] in inits
-    }
-
-
 def test_bert_folding_equals_masking_and_shrinks(bert4, tmp_path):
     folded = prune(bert4, tmp_path / "fold", sparsity=0.5, calib=24)
     prune(bert4, tmp_path / "mask", sparsity=0.5, calib=24, mask_only=True)
@@ -65,13 +56,13 @@ def test_bert_folding_equals_masking_and_shrinks(bert4, tmp_path):
     kept = {(r.kind, r.layer): r.kept for r in folded.layers}
     assert all(1 <= kept[("attention", i)] < 4 for i in range(2)), kept
     assert all(kept[("ffn", i)] % 16 == 0 and 64 <= kept[("ffn", i)] < 256 for i in range(2)), kept
-    shapes = _weight_shapes(tmp_path / "fold")
+    shapes = weight_shapes(tmp_path / "fold")
     for i in range(2):
         heads = kept[("attention", i)]
         assert shapes[f"/encoder/layer.{i}/attention/self/query/MatMul"] == (64, 16 * heads)
         assert shapes[f"/encoder/layer.{i}/attention/output/dense/MatMul"] == (16 * heads, 64)
         assert shapes[f"/encoder/layer.{i}/output/dense/MatMul"] == (kept[("ffn", i)], 64)
-    assert _weight_shapes(tmp_path / "mask") == _weight_shapes(bert4)
+    assert weight_shapes(tmp_path / "mask") == weight_shapes(bert4)
     sizes = [(f / "model.onnx").stat().st_size for f in (bert4, tmp_path / "mask", tmp_path / "fold")]
     assert sizes[2] < 0.8 * sizes[1] and sizes[1] <= 1.01 * sizes[0]  # no stale weights left behind
     before, after = folded.linear_params
@@ -83,7 +74,7 @@ def test_bert_folding_equals_masking_and_shrinks(bert4, tmp_path):
 def test_sparsity_zero_is_the_identity(bert4, tmp_path):
     prune(bert4, tmp_path / "same", sparsity=0.0, calib=4)
     np.testing.assert_allclose(_outputs(tmp_path / "same"), _outputs(bert4), atol=1e-6)
-    assert _weight_shapes(tmp_path / "same") == _weight_shapes(bert4)
+    assert weight_shapes(tmp_path / "same") == weight_shapes(bert4)
 
 
 def test_gpt2_packed_attention_and_ffn_are_folded(tiny_gpt2_onnx, tmp_path):
@@ -107,7 +98,7 @@ def test_gpt2_packed_attention_and_ffn_are_folded(tiny_gpt2_onnx, tmp_path):
     assert all(r.kept < r.units for r in folded.layers)
     assert not any("heads are kept" in note for note in folded.notes)
     kept = {(r.kind, r.layer): r.kept for r in folded.layers}
-    shapes = _weight_shapes(tmp_path / "fold")
+    shapes = weight_shapes(tmp_path / "fold")
     assert shapes["/transformer/h.0/mlp/c_proj/Gemm"][0] == kept[("ffn", 0)]
     assert shapes["/transformer/h.0/attn/c_attn/Gemm"] == (32, 3 * 16 * kept[("attention", 0)])
     assert shapes["/transformer/h.0/attn/c_proj/Gemm"] == (16 * kept[("attention", 0)], 32)

@@ -136,12 +136,19 @@ def test_a_config_without_positions_is_bounded_by_the_graphs_position_table(
     assert seconds < 10
 
 
-def test_a_config_that_lies_about_its_positions_is_named(cli, tiny_gpt2_onnx, tmp_path, no_session):
-    model = edited(tiny_gpt2_onnx, tmp_path / "m", n_positions=100_000)
+@pytest.mark.parametrize(
+    "field, new_tokens, message",
+    [
+        ("n_positions", 300, "position table of 256 rows (its config.json says n_positions 100000)"),
+        ("vocab_size", 4, "config.json says vocab_size 100000, but the embedding table has 75 rows"),
+    ],
+)
+def test_a_config_that_lies_is_named(cli, tiny_gpt2_onnx, tmp_path, no_session, field, new_tokens, message):
+    model = edited(tiny_gpt2_onnx, tmp_path / "m", **{field: 100_000})
     code, err, _s = timed(
-        cli, "bench", model, "--generate", "--batch", 1, "--prompt-len", 8, "--new-tokens", 300
+        cli, "bench", model, "--generate", "--batch", 1, "--prompt-len", 8, "--new-tokens", new_tokens
     )
-    assert_clean_error(code, err, "position table of 256 rows (its config.json says n_positions 100000)")
+    assert_clean_error(code, err, message)
 
 
 def test_no_position_limit_anywhere_is_onnxopts_cap(tiny_llama, tmp_path):
@@ -181,14 +188,6 @@ def test_eval_generation_refuses_new_tokens_before_any_session(
 
 
 # --- configs and graphs that lie ---------------------------------------------------------------
-
-
-def test_a_config_that_lies_about_its_vocabulary_is_named(cli, tiny_gpt2_onnx, tmp_path, no_session):
-    model = edited(tiny_gpt2_onnx, tmp_path / "m", vocab_size=100_000)
-    code, err, _s = timed(
-        cli, "bench", model, "--generate", "--batch", 1, "--prompt-len", 8, "--new-tokens", 4
-    )
-    assert_clean_error(code, err, "config.json says vocab_size 100000, but the embedding table has 75 rows")
 
 
 def test_a_cache_input_of_another_rank_is_named(cli, tiny_gpt2_onnx, tmp_path, no_session):

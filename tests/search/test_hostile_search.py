@@ -26,7 +26,7 @@ from onnxopt.search import points as points_module
 from onnxopt.search.points import MAX_POINTS, points, size
 from onnxopt.search.space import default_space
 from onnxopt.search.workflow import search
-from tests.conftest import _WORDS, REPO, assert_clean_error, error_lines
+from tests.conftest import REPO, assert_clean_error, error_lines, write_sts_pairs
 
 SPACE = "prune: {sparsity: [0]}\nquantize: {mode: [none, dynamic], smooth: null}\n"  # one trial: dynamic
 FAST = {"batch": (1,), "seq_len": 16, "min_time": 0.01, "runs": 2}
@@ -37,14 +37,7 @@ KEPT = "the trials so far are kept in {} for a resume (run the same command agai
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("hostile-search")
-    rng = random.Random(0)
-    words = [w for w in _WORDS if w.isalpha()]
-    rows = []
-    for i in range(24):
-        first = " ".join(rng.choice(words) for _ in range(6))
-        second = first if i % 3 == 0 else " ".join(rng.choice(words) for _ in range(6))
-        rows.append(f"main\tMSRvid\t2012\t{i:04d}\t{rng.uniform(0, 5):.2f}\t{first}\t{second}")
-    (folder / "sts.csv").write_text("\n".join(rows) + "\n")
+    write_sts_pairs(folder / "sts.csv", 24, random.Random(0))
     (folder / "space.yaml").write_text(SPACE)
     return {"sts": folder / "sts.csv", "space": folder / "space.yaml"}
 

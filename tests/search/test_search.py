@@ -20,7 +20,7 @@ from onnxopt.search.points import points
 from onnxopt.search.space import Space, default_space
 from onnxopt.search.strategy import DONE, Outcome, Plan
 from onnxopt.search.workflow import search
-from tests.conftest import _WORDS, assert_clean_error, cells_text
+from tests.conftest import assert_clean_error, cells_text, text_words, write_sts_pairs
 
 SPACE = """\
 prune:
@@ -42,13 +42,8 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     """STS pairs and text over the test vocabulary, and the space file."""
     folder = tmp_path_factory.mktemp("search-data")
     rng = random.Random(0)
-    words = [w for w in _WORDS if w.isalpha()]
-    rows = []
-    for i in range(40):
-        first = " ".join(rng.choice(words) for _ in range(6))
-        second = first if i % 3 == 0 else " ".join(rng.choice(words) for _ in range(6))
-        rows.append(f"main\tMSRvid\t2012\t{i:04d}\t{rng.uniform(0, 5):.2f}\t{first}\t{second}")
-    (folder / "sts.csv").write_text("\n".join(rows) + "\n")
+    write_sts_pairs(folder / "sts.csv", 40, rng)
+    words = text_words()
     (folder / "text.txt").write_text(
         "\n".join(" ".join(rng.choice(words) for _ in range(16)) for _ in range(12))
     )
