@@ -73,11 +73,12 @@ class QuantizeWeights(Pass):
         exclude: tuple[str, ...] = (),
         calibration: Iterable[dict] = (),
         include: tuple[str, ...] = (),
+        importance=None,
     ):
         self.bits, self.block_size, self.algo = bits, block_size, algo
         self.accuracy_level, self.exclude, self.calibration = accuracy_level, exclude, calibration
         self.include = include
-        self.importance = None  # offset: (model, tensors) -> E[x^2] per channel, the searched grid
+        self.importance = importance  # offset: (model, tensors) -> E[x^2] per channel, the searched grid
         self.name = f"quantize-int{bits}-{algo}"
 
     def call(self, model: onnx.ModelProto) -> PassResult:

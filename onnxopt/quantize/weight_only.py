@@ -32,9 +32,11 @@ def _int4(model, plan: QuantizePlan, exclude: tuple[str, ...], data: RunData):
     config = plan.options
     heads = lm_heads(model) if plan.lm_head_8bit else ()
     excluded, feeds = exclude + heads, data.calibration or ()
-    body = QuantizeWeights(4, config.block_size, config.algo, config.accuracy_level, excluded, feeds)
-    if plan.block_search and data.calibration is not None:  # plan.py: BLOCK_SEARCH
-        body.importance = _mean_squares(data.calibration)
+    searched = plan.block_search and data.calibration is not None  # plan.py: BLOCK_SEARCH
+    importance = _mean_squares(data.calibration) if searched else None
+    body = QuantizeWeights(
+        4, config.block_size, config.algo, config.accuracy_level, excluded, feeds, importance=importance
+    )
     if not heads:
         return body
     head = QuantizeWeights(8, 32, "rtn", 4, exclude, include=heads)
