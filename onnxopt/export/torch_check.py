@@ -50,10 +50,9 @@ def compare_with_torch(
     source: str, folder: Path, task: str, types: dict[str, type], trust_remote_code: bool
 ) -> TorchCheck:
     """onnxruntime against PyTorch on a padded sample batch (the real tokens only), and greedy
-    generation for decoders exported with their cache."""
+    generation for decoders exported with their cache. PyTorch runs first and is freed before
+    onnxruntime loads the graph: one copy of the weights at a time (a 1B model's are 4 GB)."""
     import onnxruntime as ort
-    import torch
-    from optimum.exporters.tasks import TasksManager
 
     from onnxopt.data.samples import complete_inputs, load_tokenizer
 
@@ -62,8 +61,28 @@ def compare_with_torch(
         tokenizer.pad_token = tokenizer.eos_token
     enc = dict(tokenizer(_CHECK_TEXTS, padding=True, return_tensors="np"))
     feed = complete_inputs(enc, types)
+    prompts = [tokenizer(prompt, return_tensors="np")["input_ids"] for prompt in PROMPTS]
+    generative = types.cache is not None
+    torch_out, theirs = _torch_reference(
+        source, task, feed, prompts if generative else [], tokenizer, trust_remote_code
+    )
     session = ort.InferenceSession(str(folder / model_files.MODEL_FILE), providers=["CPUExecutionProvider"])
     onnx_outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed), strict=True))
+    mask = enc["attention_mask"].astype(bool)
+    check = _compare_outputs(onnx_outputs, torch_out, mask, generative=generative)
+    if generative:
+        check.agreement, note = _greedy_agreement(session, types, prompts, theirs)
+        check.notes.append(note)
+    return check
+
+
+def _torch_reference(source, task, feed, prompts, tokenizer, trust_remote_code):
+    """PyTorch's outputs on the sample batch (as arrays) and its greedy tokens for each prompt."""
+    import gc
+
+    import torch
+    from optimum.exporters.tasks import TasksManager
+
     with quiet():
         torch_model = TasksManager.get_model_from_task(
             task, source, library_name="transformers", trust_remote_code=trust_remote_code
@@ -71,13 +90,24 @@ def compare_with_torch(
     torch_model.eval()
     torch_feed = {k: torch.from_numpy(v.astype(np.int64)) for k, v in feed.items() if k in _TOKEN_INPUTS}
     with torch.no_grad():
-        torch_out = torch_model(**torch_feed)
-    mask = enc["attention_mask"].astype(bool)
-    check = _compare_outputs(onnx_outputs, torch_out, mask, generative=types.cache is not None)
-    if types.cache is not None:
-        check.agreement, note = _greedy_agreement(session, types, tokenizer, torch_model)
-        check.notes.append(note)
-    return check
+        out = torch_model(**torch_feed)
+    arrays = {k: v.numpy() for k, v in out.items() if isinstance(v, torch.Tensor)}
+    del out
+    tokens = []
+    for ids in prompts:
+        with torch.no_grad(), quiet():
+            tokens.append(
+                torch_model.generate(
+                    torch.from_numpy(ids.astype(np.int64)),
+                    attention_mask=torch.ones(ids.shape, dtype=torch.long),
+                    max_new_tokens=GREEDY_TOKENS,
+                    do_sample=False,
+                    pad_token_id=tokenizer.pad_token_id,
+                )[0, ids.shape[1] :].numpy()
+            )
+    del torch_model
+    gc.collect()
+    return arrays, tokens
 
 
 def _compare_outputs(onnx_outputs: dict, torch_out, mask: np.ndarray, generative: bool) -> TorchCheck:
@@ -85,7 +115,7 @@ def _compare_outputs(onnx_outputs: dict, torch_out, mask: np.ndarray, generative
     for name, value in onnx_outputs.items():
         if name.startswith("present.") or name not in torch_out or torch_out[name] is None:
             continue
-        expected = torch_out[name].numpy()
+        expected = torch_out[name]
         if expected.shape != value.shape:
             check.diffs[name] = float("inf")
             continue
@@ -102,31 +132,20 @@ def _compare_outputs(onnx_outputs: dict, torch_out, mask: np.ndarray, generative
     return check
 
 
-def _greedy_agreement(session, types, tokenizer, torch_model) -> tuple[float, str]:
+def _greedy_agreement(session, types, prompts, theirs) -> tuple[float, str]:
     """The share of greedy tokens (PROMPTS x GREEDY_TOKENS) equal to PyTorch's `generate()`."""
-    import torch
-
     from onnxopt.runtime.generation import Decoder
 
     decoder = Decoder(session, types.cache, types.get("input_ids", np.int64))
     equal = total = 0
-    for prompt in PROMPTS:
-        ids = tokenizer(prompt, return_tensors="np")["input_ids"]
+    for ids, their_tokens in zip(prompts, theirs, strict=True):
         ours = decoder.greedy(ids, GREEDY_TOKENS)[0]
-        with torch.no_grad(), quiet():
-            theirs = torch_model.generate(
-                torch.from_numpy(ids.astype(np.int64)),
-                attention_mask=torch.ones(ids.shape, dtype=torch.long),
-                max_new_tokens=GREEDY_TOKENS,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-            )[0, ids.shape[1] :].numpy()
         # Compared up to PyTorch's end of sequence, its eos included. min_new_tokens once kept it
         # going, but by banning eos in PyTorch only: SmolLM2's export without a BOS token read
         # 254/256, both sides' logits choosing <|im_end|> at step 29 (6.5e-5 apart).
-        ours = ours[: len(theirs)]
-        equal += int((ours == theirs).sum())
-        total += len(theirs)
+        ours = ours[: len(their_tokens)]
+        equal += int((ours == their_tokens).sum())
+        total += len(their_tokens)
     share = equal / max(total, 1)
     note = f"greedy generation: {equal}/{total} tokens equal PyTorch's"
     return share, f"{note} ({len(PROMPTS)} prompts x {GREEDY_TOKENS})"

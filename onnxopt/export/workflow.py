@@ -16,6 +16,7 @@ from onnxopt.export.seq2seq_check import compare_seq2seq
 from onnxopt.export.sources import check_source, infer_task, read_gguf, resolve_source
 from onnxopt.export.torch_check import MIN_AGREEMENT, compare_with_torch
 from onnxopt.io import model_files, parts, saving
+from onnxopt.io.external_data import consolidate, safetensors_parameters
 from onnxopt.io.genai_config import write_genai_config
 from onnxopt.io.leftovers import temp_dir
 from onnxopt.io.manifest import Manifest
@@ -102,10 +103,15 @@ def _export_checked(
     """Run optimum's exporter into `tmp` and compare with PyTorch; outside the tolerance nothing is
     kept. An encoder-decoder with its cache is kept in parts (onnxopt.io.parts), not merged."""
     in_parts = task == "text2text-generation-with-past"
-    _run_exporter(source, tmp, task, config.opset, config.trust_remote_code, merged=not in_parts)
+    large = not in_parts and _fp32_bytes(source) >= LARGE_EXPORT_BYTES
+    _run_exporter(source, tmp, task, config.opset, config.trust_remote_code, not in_parts, large)
     files = list(parts.part_files(tmp).values()) if in_parts else [model_files.resolve(tmp).onnx_path]
     for path in files:
-        onnx_model = model_files.load(model_files.ModelRef(path, tmp))
+        if large:
+            progress("gathering the weights into one file", 0, 0)
+            consolidate(path)
+        # The graph alone: weights stay on disk (a 1B model's would be 4 GB more, for an opset).
+        onnx_model = model_files.load(model_files.ModelRef(path, tmp), load_weights=False)
         opset = model_files.main_opset(onnx_model)
         if onnx_model.ir_version != saving.loadable_ir_version(onnx_model):
             saving.save(onnx_model, tmp, path.name)
@@ -128,18 +134,43 @@ def _export_checked(
             f"greedy generation agrees with PyTorch on {100 * check.agreement:.1f}% of tokens only",
             "the export does not generate as the model does; try another --opset",
         )
+    if large:
+        check.notes.append(LARGE_EXPORT_NOTE)
     return check.diffs, opset, check.notes
 
 
+# Past this many fp32 weight bytes the export streams its weights (LARGE_EXPORT_NOTE). optimum's
+# post-processing serializes the whole model to find tied weights and fails past protobuf's 2 GB
+# ("The post-processing of the ONNX export failed" on a Llama-3.2-1B shape, at 12.9 GB of memory).
+LARGE_EXPORT_BYTES = 2**31 - 2**27
+LARGE_EXPORT_NOTE = (
+    "weights past 2 GB: written tensor by tensor into model.onnx.data; tied weights are kept as "
+    "two copies (optimum's deduplication reads the whole model as one protobuf)"
+)
+
+
+def _fp32_bytes(source: str) -> int:
+    """The exported weights' size, from the checkpoint's headers (0 when unknown: a hub id)."""
+    count = safetensors_parameters(Path(source)) if Path(source).is_dir() else None
+    return 4 * (count or 0)
+
+
 def _run_exporter(
-    source: str, out: Path, task: str, opset: int | None, trust_remote_code: bool, merged: bool = True
+    source: str,
+    out: Path,
+    task: str,
+    opset: int | None,
+    trust_remote_code: bool,
+    merged: bool = True,
+    large: bool = False,
 ) -> None:
     """optimum's main_export; `merged` False keeps an encoder-decoder's decoders apart (optimum
-    merges them in its post-processing, which also deduplicates tied weights)."""
+    merges them in its post-processing, which also deduplicates tied weights). A `large` model's
+    weights stay in torch's per-tensor files (gathered after, by io.external_data)."""
     from optimum.exporters.onnx import main_export
 
     try:
-        with quiet():
+        with quiet(), _weights_left_on_disk() if large else contextlib.nullcontext():
             main_export(
                 source,
                 output=out,
@@ -148,7 +179,7 @@ def _run_exporter(
                 do_validation=False,
                 library_name="transformers",
                 trust_remote_code=trust_remote_code,
-                no_post_process=not merged,
+                no_post_process=large or not merged,
             )
     except KeyError as exc:
         raise OnnxoptError(
@@ -164,3 +195,20 @@ def _run_exporter(
         raise OnnxoptError(
             f"export failed: {first_line(exc, 200)}", "check the model and --task/--opset values"
         ) from exc
+
+
+@contextlib.contextmanager
+def _weights_left_on_disk() -> Iterator[None]:
+    """optimum, after torch's export, loads the whole model to gather its weights into one file and
+    opens an onnxruntime session to check dynamic axes, both while the PyTorch model is still held:
+    two more copies of the weights (9.7 GB for a 4 GB model). Both are skipped while this is open;
+    the weights are gathered after, tensor by tensor, and the parity check runs the graph."""
+    from optimum.exporters.onnx import base, convert
+
+    saved = convert.check_model_uses_external_data, base.OnnxConfig.fix_dynamic_axes
+    convert.check_model_uses_external_data = lambda _model: False
+    base.OnnxConfig.fix_dynamic_axes = lambda *_args, **_kwargs: None
+    try:
+        yield
+    finally:
+        convert.check_model_uses_external_data, base.OnnxConfig.fix_dynamic_axes = saved

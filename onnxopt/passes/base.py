@@ -61,6 +61,11 @@ class Pass(abc.ABC):
     @abc.abstractmethod
     def call(self, model: onnx.ModelProto) -> PassResult: ...
 
+    def call_owned(self, model: onnx.ModelProto) -> PassResult:
+        """`call` for a caller that gives `model` up (a Pipeline's own intermediate, or a model
+        the workflow loaded for this run): a pass may rewrite it instead of copying it first."""
+        return self(model)
+
     def __call__(self, model: onnx.ModelProto) -> PassResult:
         result = self.call(model)
         # Object identity only: cheap. Whether a functional pass left its input's contents alone
@@ -82,6 +87,11 @@ class FunctionalPass(Pass):
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         return self.apply(copy_model(model), model)
+
+    def call_owned(self, model: onnx.ModelProto) -> PassResult:
+        # `apply` reads `original` only before it writes (tests/passes/test_owned.py runs every
+        # FunctionalPass both ways and compares): no copy of a model nobody else reads.
+        return self.apply(model, model)
 
     @abc.abstractmethod
     def apply(self, model: onnx.ModelProto, original: onnx.ModelProto) -> PassResult: ...
@@ -128,20 +138,29 @@ class Pipeline(Pass):
         model, reports = self.run(model)
         return PassResult(model, any(r.modified for r in reports), {"steps": reports})
 
+    def call_owned(self, model: onnx.ModelProto) -> PassResult:
+        model, reports = self.run(model, owned=True)
+        return PassResult(model, any(r.modified for r in reports), {"steps": reports})
+
     def run(
-        self, model: onnx.ModelProto, on_step: ProgressCallback | None = None
+        self, model: onnx.ModelProto, on_step: ProgressCallback | None = None, owned: bool = False
     ) -> tuple[onnx.ModelProto, list[StepReport]]:
+        """`owned`: the caller gives `model` up. Either way a model a pass returned anew is the
+        pipeline's own, so the passes after it rewrite it rather than copy it: one copy of the
+        weights at a time (a 4 GB model was held 3 times over a copying pass, issue 28)."""
         reports: list[StepReport] = []
         for p in self.passes:
             if isinstance(p, Pipeline):
-                model, inner = p.run(model, on_step)
+                out, inner = p.run(model, on_step, owned)
+                owned, model = owned or out is not model, out
                 reports += inner
                 continue
             if on_step is not None:
                 on_step(p.name)
             before = op_histogram(model)
             start = time.perf_counter()
-            result = p(model)
+            result = p.call_owned(model) if owned else p(model)
+            owned = owned or result.model is not model
             reports.append(
                 StepReport(
                     name=p.name,

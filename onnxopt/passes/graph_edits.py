@@ -38,12 +38,12 @@ def keep_ancestors(graph: onnx.GraphProto, tensors: list[str]) -> None:
     drop_unused_initializers(graph)
 
 
-def drop_orphaned_identities(before: onnx.ModelProto, after: onnx.ModelProto, aliases) -> None:
-    """Remove from `after` the Identity nodes among `aliases` that were read in `before` and are
-    no longer (their readers now read rescaled copies), in place."""
-    was_read = _read(before) & set(aliases)
+def drop_orphaned_identities(read_before: set[str], after: onnx.ModelProto, aliases) -> None:
+    """Remove from `after` the Identity nodes among `aliases` that were read before (`read_before`,
+    from `names_read`) and are no longer (their readers now read rescaled copies), in place."""
+    was_read = read_before & set(aliases)
     while True:
-        now = _read(after)
+        now = names_read(after)
         orphans = {
             n.output[0]
             for n in after.graph.node
@@ -56,5 +56,6 @@ def drop_orphaned_identities(before: onnx.ModelProto, after: onnx.ModelProto, al
         after.graph.node.extend(kept)
 
 
-def _read(model: onnx.ModelProto) -> set[str]:
+def names_read(model: onnx.ModelProto) -> set[str]:
+    """Tensor names the model's nodes and outputs read."""
     return {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}

@@ -12,7 +12,9 @@ from __future__ import annotations
 import onnx
 
 from onnxopt.errors import first_line
-from onnxopt.passes.base import Pass, PassResult
+from onnxopt.io.external_data import weightless
+from onnxopt.io.saving import is_large
+from onnxopt.passes.base import Pass, PassResult, copy_model
 from onnxopt.silence import quiet
 
 
@@ -25,6 +27,16 @@ class InferShapes(Pass):
     changes_input = False
 
     def call(self, model: onnx.ModelProto) -> PassResult:
+        if is_large(model):
+            return _typed_from_weightless(model, self._infer(weightless(model)), copy_model(model))
+        return self._infer(model)
+
+    def call_owned(self, model: onnx.ModelProto) -> PassResult:
+        if is_large(model):
+            return _typed_from_weightless(model, self._infer(weightless(model)), model)
+        return self.call(model)
+
+    def _infer(self, model: onnx.ModelProto) -> PassResult:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
         try:
@@ -38,6 +50,17 @@ class InferShapes(Pass):
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
         details = {"method": "onnx", "fallback_reason": reason, "skipped": {"symbolic": reason}}
         return PassResult(inferred, True, {**details, "typed": _typed_count(inferred)})
+
+
+def _typed_from_weightless(model, inferred: PassResult, out: onnx.ModelProto) -> PassResult:
+    """Past 2 GB inference runs on the graph with its weights stubbed (names, types, shapes) and
+    its types are copied into `out`: both inferences serialize or copy the whole model otherwise,
+    and protobuf cannot serialize past 2 GB (a Llama-3.2-1B shape held 3 copies here, issue 28)."""
+    typed = inferred.model.graph
+    for field in ("value_info", "input", "output"):
+        del getattr(out.graph, field)[:]
+        getattr(out.graph, field).extend(getattr(typed, field))
+    return PassResult(out, True, {**inferred.details, "weights": "stubbed (model past 2 GB)"})
 
 
 def _typed_count(model: onnx.ModelProto) -> int:

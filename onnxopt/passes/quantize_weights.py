@@ -120,19 +120,22 @@ class QuantizeWeights(Pass):
         }
         return PassResult(quantized, done > 0, details)
 
-    def _offset(self, model: onnx.ModelProto) -> PassResult:
+    def call_owned(self, model: onnx.ModelProto) -> PassResult:
+        return self._offset(model, owned=True) if self.algo == "offset" else self(model)
+
+    def _offset(self, model: onnx.ModelProto, owned: bool = False) -> PassResult:
         """Offsets where the input channels fill whole blocks; onnxruntime's RTN (which pads the
         last block) for the rest, e.g. a pruned FFN of 1,133 channels."""
-        result = QuantizeWeightsOffset(self.block_size, self.accuracy_level, self.exclude, self.importance)(
-            model
-        )
+        before = _count(model, "MatMulNBits")
+        offset = QuantizeWeightsOffset(self.block_size, self.accuracy_level, self.exclude, self.importance)
+        result = offset.call_owned(model) if owned else offset(model)
         skipped = result.details["skipped"]
         partial = tuple(name for name, why in skipped.items() if "not a multiple of the block" in why)
         if partial:
             rest = QuantizeWeights(self.bits, self.block_size, "rtn", self.accuracy_level, include=partial)
             result = PassResult(rest.call(result.model).model, True, result.details)
             skipped = {name: why for name, why in skipped.items() if name not in partial}
-        made = _count(result.model, "MatMulNBits") - _count(model, "MatMulNBits")
+        made = _count(result.model, "MatMulNBits") - before
         level = self.accuracy_level
         result.details.update(
             layout=f"MatMulNBits + block offsets, 4 bits, block {self.block_size}, level {level}",

@@ -37,7 +37,7 @@ from onnxopt.graph_queries.smooth_error import quant_error, smoothing_scales
 from onnxopt.graph_queries.smooth_groups import SmoothGroup, find_groups
 from onnxopt.graph_queries.smooth_producers import constant_aliases
 from onnxopt.passes.base import Pass, PassResult, copy_model
-from onnxopt.passes.graph_edits import drop_orphaned_identities
+from onnxopt.passes.graph_edits import drop_orphaned_identities, names_read
 
 ALPHAS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
@@ -79,11 +79,18 @@ class Smooth(Pass):
         self.error = error or quant_error
 
     def call(self, model: onnx.ModelProto) -> PassResult:
+        return self._smooth(model, owned=False)
+
+    def call_owned(self, model: onnx.ModelProto) -> PassResult:
+        return self._smooth(model, owned=True)
+
+    def _smooth(self, model: onnx.ModelProto, owned: bool) -> PassResult:
         # Groups and statistics come from the input, before the copy: calibration runs the model
         # while one copy exists, as when the caller calibrated first. Groups hold names only.
         groups, skipped = find_groups(model, self.gates, self.explicit)
         found = self.stats(model, [g.tensor for g in groups]) if callable(self.stats) else self.stats
-        model_copy = copy_model(model)
+        read_before = names_read(model)
+        model_copy = model if owned else copy_model(model)
         inits = {t.name: t for t in model_copy.graph.initializer}
         aliases = constant_aliases(model_copy)  # rescaled through a copy, which may orphan the Identity
         inits.update({alias: inits[name] for alias, name in aliases.items()})
@@ -127,7 +134,7 @@ class Smooth(Pass):
                 ordered.extend(muls.get(node.name, []))
             del model_copy.graph.node[:]
             model_copy.graph.node.extend(ordered)
-        drop_orphaned_identities(model, model_copy, aliases)
+        drop_orphaned_identities(read_before, model_copy, aliases)
         return PassResult(model_copy, bool(applied), {"smoothed": applied, "skipped": skipped})
 
 

@@ -30,14 +30,15 @@ INT4_ALPHAS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 
 
 def quantize_graph(model, folder, plan: QuantizePlan, data: RunData, progress, part: str = ""):
-    """(quantized model, step reports, calibration or None, QuantOptions, nodes kept fp32)."""
+    """(quantized model, step reports, calibration or None, QuantOptions, nodes kept fp32).
+    `model` is rewritten in place where a pass can: the caller gives it up."""
     label = f" {part}" if part else ""
     model, reports = prepare(model, folder, plan, data, progress, label)
     exclude = plan.excluded(model)
     quantizer, calibration, options = quantizer_for(model, plan, exclude, data, progress, label)
     progress(f"{quantizer.name}{label}", 0, 0)
     steps = [quantizer, QuantizeEmbeddings()] if plan.embeddings else [quantizer]
-    model, quant_reports = Pipeline(steps).run(model)
+    model, quant_reports = Pipeline(steps).run(model, owned=True)
     return model, reports + quant_reports, calibration, options, exclude
 
 
@@ -51,11 +52,13 @@ def prepare(model, folder, plan: QuantizePlan, data: RunData, progress, label: s
     if plan.pack_projections:  # weight-only MatMulNBits
         prepare.append(PackProjections(plan.options.exclude))  # after the fold: transposed weights pack too
     passes = [*prepare, InferShapes()]
-    model, reports = Pipeline(passes).run(model, on_step=lambda name: progress(name, 0, 0))
+    # Owned: the callers load `model` for this run and read only what comes back, so the passes
+    # rewrite it in place (a Llama-3.2-1B shape was held 3-5 times over and killed at 22 GB).
+    model, reports = Pipeline(passes).run(model, on_step=lambda name: progress(name, 0, 0), owned=True)
     check_excluded(model, plan.options.exclude)
     if plan.smooth:
         progress(f"smooth{label}", 0, 0)
-        model, smooth_reports = Pipeline([smoothing(plan, data.calibration)]).run(model)
+        model, smooth_reports = Pipeline([smoothing(plan, data.calibration)]).run(model, owned=True)
         reports += smooth_reports
     return model, reports
 

@@ -33,7 +33,7 @@ def _int4(model, plan: QuantizePlan, exclude: tuple[str, ...], data: RunData):
     heads = lm_heads(model) if plan.lm_head_8bit else ()
     excluded, feeds = exclude + heads, data.calibration or ()
     searched = plan.block_search and data.calibration is not None  # plan.py: BLOCK_SEARCH
-    importance = _mean_squares(data.calibration) if searched else None
+    importance = mean_squares(data.calibration) if searched else None
     body = QuantizeWeights(
         4, config.block_size, config.algo, config.accuracy_level, excluded, feeds, importance=importance
     )
@@ -43,7 +43,7 @@ def _int4(model, plan: QuantizePlan, exclude: tuple[str, ...], data: RunData):
     return Pipeline([body, head], name=body.name)
 
 
-def _mean_squares(feeds):
+def mean_squares(feeds):
     """(model, tensors) -> {tensor: E[x^2] per channel} over the calibration rows."""
 
     def importance(model, tensors):

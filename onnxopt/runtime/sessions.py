@@ -204,12 +204,13 @@ def probe_session(model, tensors: list[str], provider: str = "cpu", only: bool =
     probe of an early layer does not run the layers above it."""
     import onnx
 
+    from onnxopt.io.external_data import without_initializers, write_streamed
     from onnxopt.io.leftovers import temp_dir
-    from onnxopt.io.scratch import write_temp_model
     from onnxopt.passes.graph_edits import keep_ancestors
 
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
+    # The graph is copied, not the weights: they are streamed from `model` into the probe's file
+    # (a copy of a 4 GB model here was one of quantize's five, issue 28).
+    probe = without_initializers(model)
     if only:
         del probe.graph.output[:]
         keep_ancestors(probe.graph, tensors)
@@ -218,7 +219,8 @@ def probe_session(model, tensors: list[str], provider: str = "cpu", only: bool =
         if name not in present:
             probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     with temp_dir("probe") as tmp:
-        return make_session(write_temp_model(probe, Path(tmp)), provider)
+        path = write_streamed(probe, model.graph.initializer, Path(tmp) / "probe.onnx")
+        return make_session(path, provider)
 
 
 def cpu_count() -> int:

@@ -9,12 +9,17 @@ from tests.passes.util import graph, unchanged_by
 
 
 class AddRelu(FunctionalPass):
-    """Functional: appends a Relu after the graph output, on the copy FunctionalPass makes."""
+    """Functional: appends a Relu after the graph output, on the copy FunctionalPass makes (or on
+    the model itself when its caller gives it up); `copied` records which, call by call."""
 
     name = "add-relu"
 
+    def __init__(self):
+        self.copied = []
+
     def apply(self, out, original):
-        assert out is not original and out == original  # a copy, made once, before the rewrite
+        assert out == original  # a copy made once before the rewrite, or the model given up
+        self.copied.append(out is not original)
         old = out.graph.output[0].name
         out.graph.node.append(helper.make_node("Relu", [old], [f"{old}_relu"], name=f"{old}_relu"))
         out.graph.output[0].name = f"{old}_relu"
@@ -74,6 +79,26 @@ def test_nested_pipelines_report_their_steps_flattened_in_order():
     assert [r.ops_after.get("Relu", 0) for r in reports] == [1, 2, 3, 4]
     assert reports[1].op_changes() == {"Relu": 1}
     assert model.graph.output[0].name == "y_relu_relu_relu_relu"
+
+
+def test_a_pipeline_copies_only_the_model_its_caller_still_holds():
+    first, second, third = AddRelu(), AddRelu(), AddRelu()
+    result = unchanged_by(Pipeline([first, Pipeline([second]), third]), graph("linear"))
+    # The first pass copies the caller's model; the copy is the pipeline's own, rewritten after.
+    assert (first.copied, second.copied, third.copied) == ([True], [False], [False])
+    assert result.model.graph.output[0].name == "y_relu_relu_relu"
+    given_up, owner = graph("linear"), AddRelu()
+    model, _ = Pipeline([owner, RenameGraph()]).run(given_up, owned=True)
+    assert model is given_up and owner.copied == [False] and model.graph.name == "renamed"
+    assert model.graph.output[0].name == "y_relu"
+
+
+def test_an_in_place_pass_first_leaves_the_caller_owning_the_model():
+    """After an in-place pass the model is still the caller's: the next pass must copy it."""
+    after = AddRelu()
+    model = graph("linear")
+    Pipeline([RenameGraph(), after]).run(model)
+    assert after.copied == [True] and model.graph.output[0].name == "y"
 
 
 def test_a_pipeline_is_a_pass_whose_details_carry_the_steps():

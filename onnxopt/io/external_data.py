@@ -1,0 +1,192 @@
+"""External weights moved tensor by tensor: never the whole model in memory.
+
+torch's exporter writes a model past 2 GB as one file per tensor; `consolidate` gathers them into
+`<model>.data` (the layout every onnxopt writer uses and onnxruntime-genai expects), copying each
+tensor in chunks, so a 4 GB Llama-3.2-1B-shaped export is gathered in tens of MB of memory where
+optimum's own gathering loads the whole model beside the PyTorch one (9.7 GB peak, issue 28).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import onnx
+
+from onnxopt.io.files import file_in_folder
+from onnxopt.io.saving import data_file
+
+_ALIGN = 4096  # page-aligned offsets: onnxruntime can map such tensors instead of copying them
+_CHUNK = 64 << 20
+
+
+def consolidate(path: Path) -> int:
+    """Gather the external tensors of the model at `path` into `data_file(path)`; returns how many
+    tensors moved. The per-tensor files are removed once the model points at the gathered file."""
+    model = onnx.load(str(path), load_external_data=False)
+    target = data_file(path)
+    folder = path.parent
+    moved, sources = 0, set()
+    with target.open("wb") as out:
+        for tensor in _external_tensors(model):
+            info = {e.key: e.value for e in tensor.external_data}
+            if info["location"] == target.name:
+                raise ValueError(f"{path} already keeps weights in {target.name}")
+            source = file_in_folder(folder, folder / info["location"], "external data file")
+            offset = out.tell()
+            pad = -offset % _ALIGN
+            out.write(b"\0" * pad)
+            offset += pad
+            length = _copy(source, int(info.get("offset", 0)), info.get("length"), out)
+            _point_at(tensor, target.name, offset, length)
+            sources.add(source)
+            moved += 1
+    onnx.save_model(model, str(path))
+    for source in sources:
+        source.unlink()
+    return moved
+
+
+def _external_tensors(model: onnx.ModelProto):
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            yield tensor
+    for node in model.graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_location == onnx.TensorProto.EXTERNAL:
+                yield attr.t
+
+
+def _copy(source: Path, offset: int, length: str | None, out) -> int:
+    left = int(length) if length is not None else source.stat().st_size - offset
+    total = left
+    with source.open("rb") as f:
+        f.seek(offset)
+        while left > 0:
+            chunk = f.read(min(_CHUNK, left))
+            if not chunk:
+                raise ValueError(f"{source.name} ends before its tensor does")
+            out.write(chunk)
+            left -= len(chunk)
+    return total
+
+
+def _point_at(tensor: onnx.TensorProto, location: str, offset: int, length: int) -> None:
+    del tensor.external_data[:]
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+
+
+def safetensors_parameters(folder: Path) -> int | None:
+    """Parameters in a folder's safetensors files, read from their headers (no weights loaded);
+    None when the folder has none."""
+    total, found = 0, False
+    for file in sorted(folder.glob("*.safetensors")):
+        with file.open("rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(size))
+        for name, entry in header.items():
+            if name != "__metadata__":
+                count = 1
+                for dim in entry["shape"]:
+                    count *= dim
+                total += count
+        found = True
+    return total if found else None
+
+
+def without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of everything but the graph's initializers: nodes, inputs, outputs, value_info,
+    opsets and metadata (kilobytes, where `CopyFrom` would copy every weight too)."""
+    out = onnx.ModelProto()
+    _copy_fields(model, out, skip="graph")
+    _copy_fields(model.graph, out.graph, skip="initializer")
+    return out
+
+
+def _copy_fields(src, dst, skip: str) -> None:
+    for field, value in src.ListFields():
+        if field.name == skip:
+            continue
+        if _repeated(field):
+            getattr(dst, field.name).extend(value)
+        elif field.type == field.TYPE_MESSAGE:
+            getattr(dst, field.name).CopyFrom(value)
+        else:
+            setattr(dst, field.name, value)
+
+
+def _repeated(field) -> bool:
+    # protobuf 6 has `is_repeated`; older ones only `label`
+    repeated = getattr(field, "is_repeated", None)
+    return repeated if repeated is not None else field.label == field.LABEL_REPEATED
+
+
+def weightless(model: onnx.ModelProto, threshold: int = 1024) -> onnx.ModelProto:
+    """`model` with each initializer of `threshold` bytes or more replaced by a stub that has its
+    name, type and shape but no data (marked external, at a location that is never read): what
+    shape inference needs, in kilobytes. Small ones (shapes, axes) are kept: inference reads them."""
+    out = without_initializers(model)
+    for tensor in model.graph.initializer:
+        if _stored_bytes(tensor) < threshold:
+            out.graph.initializer.append(tensor)
+            continue
+        stub = out.graph.initializer.add()
+        stub.name, stub.data_type = tensor.name, tensor.data_type
+        stub.dims.extend(tensor.dims)
+        stub.data_location = onnx.TensorProto.EXTERNAL
+        _point_at(stub, "weights-not-loaded", 0, 0)
+    return out
+
+
+def _stored_bytes(tensor: onnx.TensorProto) -> int:
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        return 1 << 62  # already on disk: never copied in
+    return tensor.ByteSize()
+
+
+def write_streamed(graph: onnx.ModelProto, weights, path: Path, threshold: int = 1024) -> Path:
+    """Write `graph` (a model without initializers, see `without_initializers`) to `path` with the
+    tensors of `weights` it reads: each of `threshold` bytes or more appended to `data_file(path)`
+    one at a time, the rest inline. `graph` gets the initializer entries; `weights` is not changed.
+    Memory stays at one tensor, where onnx.save_model needs a full copy of a model first (it strips
+    the raw data of what it saves). Tensors already external must sit in `path`'s folder."""
+    from onnx import numpy_helper
+
+    used = _names_read(graph.graph)
+    target = data_file(path)
+    with target.open("wb") as out:
+        for tensor in weights:
+            if tensor.name not in used:
+                continue
+            if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.ByteSize() < threshold:
+                graph.graph.initializer.append(tensor)  # a reference, or small: kept as it is
+                continue
+            raw = tensor.raw_data if tensor.HasField("raw_data") else numpy_helper.to_array(tensor).tobytes()
+            offset = out.tell()
+            pad = -offset % _ALIGN
+            out.write(b"\0" * pad)
+            out.write(raw)
+            stub = graph.graph.initializer.add()
+            stub.name, stub.data_type = tensor.name, tensor.data_type
+            stub.dims.extend(tensor.dims)
+            stub.data_location = onnx.TensorProto.EXTERNAL
+            _point_at(stub, target.name, offset + pad, len(raw))
+            del raw
+    onnx.save_model(graph, str(path))
+    return path
+
+
+def _names_read(graph: onnx.GraphProto) -> set[str]:
+    names = {o.name for o in graph.output}
+    for node in graph.node:
+        names.update(node.input)
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                names |= _names_read(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    names |= _names_read(sub)
+    return names

@@ -1,0 +1,112 @@
+"""External weights moved tensor by tensor (onnxopt.io.external_data): torch's one-file-per-tensor
+export gathered into model.onnx.data, a model written without copying or stripping it, parameter
+counts read from safetensors headers, and a location outside the folder refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxopt.errors import OnnxoptError
+from onnxopt.io.external_data import (
+    consolidate,
+    safetensors_parameters,
+    weightless,
+    without_initializers,
+    write_streamed,
+)
+
+
+def _model(rng) -> onnx.ModelProto:
+    w1 = numpy_helper.from_array(rng.normal(size=(16, 32)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.normal(size=(32, 8)).astype(np.float32), "w2")
+    shape = numpy_helper.from_array(np.array([-1, 8], dtype=np.int64), "shape")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("MatMul", ["h", "w2"], ["y0"]),
+        helper.make_node("Reshape", ["y0", "shape"], ["y"]),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "g", [x], [y], [w1, w2, shape])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def _run(path, x) -> np.ndarray:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+def test_per_tensor_files_are_gathered_into_one_aligned_data_file(tmp_path):
+    rng = np.random.default_rng(0)
+    model, x = _model(rng), rng.normal(size=(2, 16)).astype(np.float32)
+    path = tmp_path / "model.onnx"
+    # torch's exporter past 2 GB: one file per tensor, named after it
+    onnx.save_model(
+        model, str(path), save_as_external_data=True, all_tensors_to_one_file=False, size_threshold=64
+    )
+    expected = _run(path, x)
+    assert {p.name for p in tmp_path.iterdir()} == {"model.onnx", "w1", "w2"}
+    assert consolidate(path) == 2
+    assert {p.name for p in tmp_path.iterdir()} == {"model.onnx", "model.onnx.data"}
+    np.testing.assert_array_equal(_run(path, x), expected)
+    stored = onnx.load(str(path), load_external_data=False)
+    offsets = [int(e.value) for t in stored.graph.initializer for e in t.external_data if e.key == "offset"]
+    assert offsets and all(o % 4096 == 0 for o in offsets)
+
+
+def test_a_location_outside_the_folder_is_refused_before_anything_is_written(tmp_path):
+    rng = np.random.default_rng(1)
+    path = tmp_path / "model.onnx"
+    onnx.save_model(
+        _model(rng), str(path), save_as_external_data=True, all_tensors_to_one_file=False, size_threshold=64
+    )
+    stored = onnx.load(str(path), load_external_data=False)
+    (tmp_path.parent / "elsewhere").write_bytes(b"\0" * 4096)
+    for entry in stored.graph.initializer[0].external_data:
+        if entry.key == "location":
+            entry.value = "../elsewhere"
+    onnx.save_model(stored, str(path))
+    with pytest.raises(OnnxoptError, match="outside the model folder"):
+        consolidate(path)
+    assert (tmp_path / "w2").is_file()  # nothing gathered, nothing removed
+
+
+def test_a_model_is_written_streamed_without_changing_it(tmp_path):
+    rng = np.random.default_rng(2)
+    model, x = _model(rng), rng.normal(size=(2, 16)).astype(np.float32)
+    before = model.SerializeToString()
+    path = write_streamed(
+        without_initializers(model), model.graph.initializer, tmp_path / "m.onnx", threshold=64
+    )
+    assert model.SerializeToString() == before
+    stored = onnx.load(str(path), load_external_data=False)
+    places = {t.name: t.data_location for t in stored.graph.initializer}
+    assert places == {"w1": TensorProto.EXTERNAL, "w2": TensorProto.EXTERNAL, "shape": TensorProto.DEFAULT}
+    reference = tmp_path / "ref.onnx"
+    onnx.save_model(model, str(reference))
+    np.testing.assert_array_equal(_run(path, x), _run(reference, x))
+
+
+def test_weightless_keeps_names_types_and_shapes_and_small_constants():
+    model = _model(np.random.default_rng(3))
+    stubbed = weightless(model, threshold=64)
+    assert [(t.name, t.data_type, list(t.dims)) for t in stubbed.graph.initializer] == [
+        (t.name, t.data_type, list(t.dims)) for t in model.graph.initializer
+    ]
+    assert not any(t.HasField("raw_data") for t in stubbed.graph.initializer[:2])
+    assert stubbed.graph.initializer[2] == model.graph.initializer[2]
+    assert stubbed.ByteSize() < model.ByteSize() / 4
+
+
+def test_safetensors_headers_give_the_parameter_count(tmp_path):
+    from safetensors.numpy import save_file
+
+    assert safetensors_parameters(tmp_path) is None
+    save_file(
+        {"a": np.zeros((3, 4), np.float16), "b": np.zeros(5, np.float32)}, str(tmp_path / "m-1.safetensors")
+    )
+    save_file({"c": np.zeros((2, 2, 2), np.float32)}, str(tmp_path / "m-2.safetensors"))
+    assert safetensors_parameters(tmp_path) == 12 + 5 + 8
