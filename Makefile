@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-$(ORT)
 COMMA := ,
 $(if $(filter-out cpu gpu,$(ORT)),$(error ORT must be cpu or gpu, got '$(ORT)'))
 
-.PHONY: install demo test test-large test-fast bench bench-generate bench-openvino nncf-venv lint clean
+.PHONY: install demo test test-large test-fast bench bench-generate bench-openvino nncf-venv llama-venv genai-venv openvino-venv lint clean
 
 install: $(STAMP)
 
@@ -54,8 +54,11 @@ bench: install nncf-venv
 	$(BIN)/python benchmarks/openvino_bench.py --data $(STSB) --out benchmarks
 	$(BIN)/python benchmarks/generation.py --data $(STSB) --out benchmarks
 
-bench-generate: install
+# generate_peers: onnxopt against llama.cpp, ORT GenAI's builder and OpenVINO GenAI, each in its own
+# venv, on an off-grid copy of SmolLM2 it builds (benchmarks/generate_peers.md; about 40 min).
+bench-generate: install llama-venv genai-venv openvino-venv
 	$(BIN)/python benchmarks/generation.py --data $(STSB) --out benchmarks
+	$(BIN)/python benchmarks/generate_peers.py --data $(STSB)
 
 bench-openvino: install nncf-venv
 	$(BIN)/python benchmarks/openvino_bench.py --data $(STSB) --out benchmarks
@@ -66,6 +69,52 @@ nncf-venv: $(NNCF_VENV)/.installed
 $(NNCF_VENV)/.installed:
 	$(PYTHON) -m venv $(NNCF_VENV)
 	$(NNCF_VENV)/bin/python -m pip install -q nncf==3.4.0 onnx==1.23.2 onnxruntime==1.31.1 openvino==2026.4.1 tokenizers==0.22.2
+	touch $@
+
+# The generation peers (benchmarks/generate_peers.py), each in a venv of its own as NNCF's is.
+# llama.cpp: llama-cpp-python built from its sdist, CPU only, nice'd; the same unpacked sources give
+# the converter (vendor/llama.cpp/convert_hf_to_gguf.py, with its gguf-py) the bench runs. torch is
+# the CPU wheel .venv has (the converter's requirements name 2.11.0; it only reads tensors here).
+LLAMA_VERSION := 0.3.36
+LLAMA_VENV := build/llama-venv
+LLAMA_SRC := build/llama-src
+llama-venv: $(LLAMA_VENV)/.installed
+$(LLAMA_VENV)/.installed:
+	rm -rf $(LLAMA_VENV) $(LLAMA_SRC)
+	$(PYTHON) -m venv $(LLAMA_VENV)
+	$(LLAMA_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(LLAMA_VENV)/bin/python -m pip install -q numpy==2.2.6 transformers==4.57.6 'sentencepiece>=0.1.98,<0.3.0' 'protobuf>=4.21,<5' safetensors==0.8.0
+	$(LLAMA_VENV)/bin/python -m pip download -q --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_VERSION) -d $(LLAMA_SRC)
+	tar xzf $(LLAMA_SRC)/llama_cpp_python-$(LLAMA_VERSION).tar.gz -C $(LLAMA_SRC)
+	CMAKE_ARGS="-DGGML_CUDA=OFF -DGGML_VULKAN=OFF -DGGML_METAL=OFF -DGGML_OPENMP=ON -DLLAMA_CURL=OFF" \
+	CMAKE_BUILD_PARALLEL_LEVEL=2 nice -n 10 $(LLAMA_VENV)/bin/python -m pip install -q ./$(LLAMA_SRC)/llama_cpp_python-$(LLAMA_VERSION)
+	touch $@
+
+# ORT GenAI's model builder: its 0.18 imports model classes of a newer transformers than onnxopt's
+# pin (Qwen3_5ForConditionalGeneration), so it builds in a venv of its own; the models it writes
+# are served by .venv's onnxruntime-genai, the same 0.18.0 (onnxopt's `genai` extra).
+GENAI_VENV := build/genai-venv
+genai-venv: $(GENAI_VENV)/.installed
+$(GENAI_VENV)/.installed:
+	rm -rf $(GENAI_VENV)
+	$(PYTHON) -m venv $(GENAI_VENV)
+	$(GENAI_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(GENAI_VENV)/bin/python -m pip install -q onnxruntime-genai==0.18.0 onnxruntime==1.31.1 onnx==1.23.2 \
+		onnx-ir==1.1.0 transformers==5.23.0 safetensors==0.8.0 numpy==2.4.6 tqdm
+	touch $@
+
+# OpenVINO GenAI: optimum-intel's export (NNCF weight compression), openvino-genai's LLMPipeline.
+OPENVINO_VENV := build/openvino-venv
+openvino-venv: $(OPENVINO_VENV)/.installed
+$(OPENVINO_VENV)/.installed:
+	rm -rf $(OPENVINO_VENV)
+	$(PYTHON) -m venv $(OPENVINO_VENV)
+	$(OPENVINO_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(OPENVINO_VENV)/bin/python -m pip install -q optimum==2.3.0 nncf==3.4.0 openvino==2026.4.1 openvino-genai==2026.4.1.0 \
+		openvino-tokenizers==2026.4.1.0 transformers==4.57.6 tokenizers==0.22.2 setuptools 'requests>=2.33,<3'
+	# Without its dependencies: it requires torchvision, whose wheels would pull a CUDA torch; a text
+	# model's export never imports it. The rest of its requirements are the line above.
+	$(OPENVINO_VENV)/bin/python -m pip install -q --no-deps optimum-intel==2.2.0
 	touch $@
 
 lint: install

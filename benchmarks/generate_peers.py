@@ -1,0 +1,575 @@
+"""The generation peers side by side (issue 29, item 4): onnxopt and llama.cpp, ORT GenAI's model
+builder and OpenVINO GenAI, all made from ONE off-grid copy of the bundled SmolLM2 (benchmarks/
+offgrid.py: sigma 0.2, seed 0), each measured in its own runtime, each peer in a venv of its own
+(`make llama-venv genai-venv openvino-venv`; ORT GenAI's builder runs in its venv, its models are
+served by .venv's onnxruntime-genai, the same 0.18.0, onnxopt's pinned `genai` extra):
+
+- onnxopt fp32, int4 (block 32, default options), 8-bit (--dynamic), through onnxopt's loop; its
+  int4 also through onnxruntime-genai's loop (its genai_config.json).
+- llama.cpp (llama-cpp-python, built from its sdist): the sdist's own convert_hf_to_gguf.py writes
+  an F32 GGUF, llama_model_quantize makes Q4_0, Q4_K_M and Q8_0 of it.
+- ORT GenAI builder (`python -m onnxruntime_genai.models.builder`): int4 with its defaults, int4 with
+  its best options, int8.
+- OpenVINO GenAI: `optimum-cli export openvino` int4 with its best options that need no download
+  (data-free AWQ; --ov-data-aware adds --dataset auto --awq --scale-estimation, ~50 min here),
+  int8; served by openvino_genai.LLMPipeline.
+
+Every runtime reads the same token ids (benchmarks/peer_runner.py feeds ids, never text):
+perplexity on `onnxopt eval --task perplexity`'s windows of the held-out text (300 STS-B train
+sentences, 128 tokens a window, each a prefill of its own); greedy agreement with onnxopt fp32 on 8
+held-out prompts x 32 new tokens; decode tokens/s (1000 / p50 of the per-token times after the
+first), time to the first token (p50) and peak RSS of the serving process (VmHWM: load + warm-up +
+timed generations), batch 1, prompt 128 random ids (seed 0), 64 new tokens, 2 threads, one fresh
+process per candidate per round, the candidates' order rotating round by round.
+
+    python benchmarks/generate_peers.py [--source HF_DIR] [--work build/generate-peers] [--rounds 3]
+    python benchmarks/generate_peers.py --report      # generate_peers.md again from the JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+MAIN_PY = Path(sys.executable)
+LLAMA_VENV = ROOT / "build" / "llama-venv"
+LLAMA_SRC = ROOT / "build" / "llama-src" / "llama_cpp_python-0.3.36" / "vendor" / "llama.cpp"
+OPENVINO_VENV = ROOT / "build" / "openvino-venv"
+GENAI_VENV = ROOT / "build" / "genai-venv"  # the builder only: .venv's onnxruntime-genai serves
+GENAI_BEST = ["is_symmetric=false", "algo_config=k_quant", "matmul_mixed_precision=last_matmul:int8",
+              "block_size=32", "accuracy_level=4"]  # fmt: skip
+OV_BEST = ["--weight-format", "int4", "--group-size", "32", "--ratio", "1.0", "--awq"]  # asym; head int8
+OV_DATA_AWARE = ["--dataset", "auto", "--awq", "--scale-estimation"]
+
+
+class Log:
+    def __init__(self):
+        self.commands: list[str] = []
+        self.failures: dict[str, str] = {}
+
+    def run(self, argv: list[str], env: dict | None = None, show: str | None = None) -> None:
+        text = show or shlex.join(str(a) for a in argv)
+        self.commands.append(text.replace(str(ROOT) + "/", ""))
+        print(f"$ {self.commands[-1]}", flush=True)
+        done = subprocess.run([str(a) for a in argv], env={**os.environ, **(env or {})},
+                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+        sys.stderr.write(done.stderr[-4000:])
+        if done.returncode != 0:
+            tail = [line for line in done.stderr.strip().splitlines() if line.strip()][-1:]
+            raise RuntimeError(f"exit {done.returncode}: {' '.join(tail)[:400]}")
+
+
+# --- candidates ------------------------------------------------------------------------------
+
+
+def candidates(work: Path, ov_data_aware: bool) -> list[dict]:
+    """name, family, precision, backend (peer_runner), python, model path, how it is built."""
+    llama = work / "llama"
+    ov_best = "int4, group 32, ratio 1.0, asym, " + ("AWQ + scale estimation, --dataset auto"
+                                                     if ov_data_aware else "data-free AWQ")  # fmt: skip
+    main, lpy, opy = MAIN_PY, LLAMA_VENV / "bin" / "python", OPENVINO_VENV / "bin" / "python"
+    return [
+        dict(name="onnxopt fp32", family="onnxopt", bits="fp32", backend="onnxopt", python=main,
+             model=work / "onnxopt" / "fp32"),
+        dict(name="onnxopt int4 b32 (default)", family="onnxopt", bits="int4", backend="onnxopt",
+             python=main, model=work / "onnxopt" / "int4"),
+        dict(name="onnxopt int4 b32, in ORT GenAI's runtime", family="onnxopt", bits="int4",
+             backend="genai", python=main, model=work / "onnxopt" / "int4"),
+        dict(name="onnxopt 8-bit (--dynamic)", family="onnxopt", bits="8-bit", backend="onnxopt",
+             python=main, model=work / "onnxopt" / "dynamic"),
+        dict(name="llama.cpp F32 GGUF (conversion check)", family="llama.cpp", bits="fp32",
+             backend="llama", python=lpy, model=llama / "f32.gguf", timed=False),
+        dict(name="llama.cpp Q4_0", family="llama.cpp", bits="int4", backend="llama", python=lpy,
+             model=llama / "q4_0.gguf"),
+        dict(name="llama.cpp Q4_K_M", family="llama.cpp", bits="int4", backend="llama", python=lpy,
+             model=llama / "q4_k_m.gguf"),
+        dict(name="llama.cpp Q8_0", family="llama.cpp", bits="8-bit", backend="llama", python=lpy,
+             model=llama / "q8_0.gguf"),
+        dict(name="ORT GenAI builder int4 (defaults)", family="ORT GenAI", bits="int4", backend="genai",
+             python=main, model=work / "genai" / "int4-default"),
+        dict(name="ORT GenAI builder int4 (" + ", ".join(GENAI_BEST) + ")", family="ORT GenAI",
+             bits="int4", backend="genai", python=main, model=work / "genai" / "int4-best"),
+        dict(name="ORT GenAI builder int8", family="ORT GenAI", bits="8-bit", backend="genai",
+             python=main, model=work / "genai" / "int8"),
+        dict(name=f"OpenVINO GenAI int4 ({ov_best})", family="OpenVINO", bits="int4",
+             backend="openvino", python=opy,
+             model=work / "openvino" / ("int4-best" + ("-data" if ov_data_aware else ""))),
+        dict(name="OpenVINO GenAI int8", family="OpenVINO", bits="8-bit", backend="openvino", python=opy,
+             model=work / "openvino" / "int8"),
+    ]  # fmt: skip
+
+
+def _done(path: Path, log: Log | None = None) -> bool:
+    """Whether `path` was built by an earlier run (its marker holds the commands, logged again)."""
+    marker = path.parent / f".{path.name}.done"
+    if marker.is_file() and log is not None:
+        log.commands += marker.read_text().splitlines()
+    return marker.is_file()
+
+
+def _attempt(log: Log, target: Path, build) -> None:
+    """Build `target` unless an earlier run did; a failure is recorded for its row, the rest go on."""
+    if _done(target, log):
+        return
+    since = len(log.commands)
+    try:
+        build()
+    except Exception as exc:
+        log.failures[str(target)] = f"{type(exc).__name__}: {exc}"
+        print(f"{target}: {log.failures[str(target)]}", flush=True)
+        return
+    _mark(target, log, since)
+
+
+def _mark(path: Path, log: Log, since: int) -> None:
+    """Mark `path` built, with the commands logged since index `since`."""
+    (path.parent / f".{path.name}.done").write_text("\n".join(log.commands[since:]) + "\n")
+
+
+def build_onnxopt(source: Path, work: Path, log: Log, reuse: Path | None) -> None:
+    cli = MAIN_PY.with_name("onnxopt")
+    out = work / "onnxopt"
+    out.mkdir(parents=True, exist_ok=True)
+    steps = [("fp32", ["export", source]), ("int4", ["quantize", out / "fp32", "--int4"]),
+             ("dynamic", ["quantize", out / "fp32", "--dynamic"])]  # fmt: skip
+    for name, args in steps:
+        target = out / name
+
+        def make(target=target, name=name, args=args):
+            if reuse is not None and (reuse / name / "model.onnx").is_file():
+                if target.is_symlink() or target.exists():
+                    target.unlink()
+                target.symlink_to(reuse / name)
+                log.commands.append(f"# onnxopt {name}: {reuse / name} reused, made by the same command:")
+                log.commands.append("onnxopt " + shlex.join(str(a) for a in [*args, "-o", reuse / name]))
+            else:
+                log.run([cli, "-q", *args, "-o", target, "--overwrite"])
+
+        _attempt(log, target, make)
+
+
+def build_llama(source: Path, work: Path, log: Log, threads: int) -> None:
+    out = work / "llama"
+    out.mkdir(parents=True, exist_ok=True)
+    f32 = out / "f32.gguf"
+    env = {"PYTHONPATH": str(LLAMA_SRC / "gguf-py"), "NO_LOCAL_GGUF": ""}
+    convert = [LLAMA_VENV / "bin" / "python", LLAMA_SRC / "convert_hf_to_gguf.py", source,
+               "--outtype", "f32", "--outfile", f32]  # fmt: skip
+    _attempt(log, f32, lambda: log.run(convert, env=env))
+    for kind in ("Q4_0", "Q4_K_M", "Q8_0"):
+        target = out / f"{kind.lower()}.gguf"
+        job = {"mode": "quantize", "model": str(f32), "out": str(target), "type": kind, "threads": threads}
+        show = f"llama_cpp.llama_model_quantize({f32.name} -> {target.name}, LLAMA_FTYPE_MOSTLY_{kind})"
+        _attempt(
+            log,
+            target,
+            lambda job=job, kind=kind, show=show: _runner(
+                LLAMA_VENV / "bin" / "python", job, work / "jobs" / f"quantize-{kind}", log, show=show
+            ),
+        )
+
+
+def genai_source(source: Path, work: Path, log: Log) -> Path:
+    """The source as the builder's transformers 5 reads it: the same files (links), but
+    tokenizer_config.json's `"add_prefix_space": null` (what transformers 4.57 wrote from the GGUF)
+    made false, the value of tokenizer.json's pre-tokenizer; 5.23 refuses null there."""
+    folder = work / "genai-source"
+    folder.mkdir(parents=True, exist_ok=True)
+    for item in source.iterdir():
+        target = folder / item.name
+        if target.is_symlink() or target.exists():
+            target.unlink()
+        if item.name == "tokenizer_config.json":
+            config = json.loads(item.read_text(encoding="utf-8"))
+            if config.get("add_prefix_space", False) is None:
+                config["add_prefix_space"] = False
+            target.write_text(json.dumps(config, indent=2), encoding="utf-8")
+        else:
+            target.symlink_to(item)
+    log.commands.append(
+        f"# {folder}: links to {source}'s files; tokenizer_config.json add_prefix_space null -> false"
+    )
+    return folder
+
+
+def build_genai(source: Path, work: Path, log: Log) -> None:
+    out = work / "genai"
+    out.mkdir(parents=True, exist_ok=True)
+    source = genai_source(source, work, log)
+    for name, precision, extra in (("int4-default", "int4", []), ("int4-best", "int4", GENAI_BEST),
+                                   ("int8", "int8", [])):  # fmt: skip
+        target = out / name
+        options = ["--extra_options", *extra] if extra else []
+        argv = [GENAI_VENV / "bin" / "python", "-m", "onnxruntime_genai.models.builder", "-i", source, "-o", target,
+                "-p", precision, "-e", "cpu", "-c", work / "genai-cache", *options]  # fmt: skip
+        _attempt(log, target, lambda argv=argv: log.run(argv))
+
+
+def build_openvino(source: Path, work: Path, log: Log, data_aware: bool) -> None:
+    out = work / "openvino"
+    out.mkdir(parents=True, exist_ok=True)
+    best = OV_BEST + (OV_DATA_AWARE if data_aware else [])
+    for name, options in (("int4-best" + ("-data" if data_aware else ""), best),
+                          ("int8", ["--weight-format", "int8"])):  # fmt: skip
+        target = out / name
+        argv = [OPENVINO_VENV / "bin" / "optimum-cli", "export", "openvino", "-m", source,
+                "--task", "text-generation-with-past", *options, target]  # fmt: skip
+        _attempt(log, target, lambda argv=argv: log.run(argv))
+
+
+# --- running a candidate ---------------------------------------------------------------------
+
+
+def _runner(python: Path, job: dict, stem: Path, log: Log | None = None, show: str | None = None) -> dict:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    job_path, out_path = stem.with_suffix(".job.json"), stem.with_suffix(".out.json")
+    job_path.write_text(json.dumps(job))
+    argv = [str(python), str(HERE / "peer_runner.py"), str(job_path), str(out_path)]
+    if log is not None:
+        log.commands.append(show or shlex.join(argv))
+    env = {**os.environ, "OMP_NUM_THREADS": str(job.get("threads", 2))}
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=3600)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed")
+    return json.loads(out_path.read_text())
+
+
+def model_bytes(model: Path) -> tuple[int, str]:
+    """Bytes of the files the runtime loads as the model, and which ones they are."""
+    if model.suffix == ".gguf":
+        return model.stat().st_size, "the .gguf file (its vocabulary inside, about 2 MB)"
+    names = [p for p in model.iterdir() if p.suffix in (".onnx", ".data")
+             or p.name in ("openvino_model.xml", "openvino_model.bin")]  # fmt: skip
+    return sum(p.stat().st_size for p in names), " + ".join(sorted(p.name for p in names))
+
+
+def parameter_count(source: Path) -> int:
+    from safetensors import safe_open
+
+    total = 0
+    for file in source.glob("*.safetensors"):
+        with safe_open(str(file), "np") as f:
+            for key in f.keys():  # noqa: SIM118 (safe_open has no __iter__)
+                total += int(np.prod(f.get_slice(key).get_shape()))
+    return total
+
+
+def token_inputs(fp32: Path, text: Path, limit: int, prompts: int) -> tuple[list, list, list]:
+    """onnxopt eval's perplexity windows of `text`, the first `prompts` lines as greedy prompts, and
+    the speed prompt (128 random ids, seed 0, as `onnxopt bench --generate`), all as token ids."""
+    from itertools import islice
+
+    from onnxopt.data.samples import load_tokenizer
+    from onnxopt.evaluate.perplexity import token_pieces, windows
+
+    tokenizer = load_tokenizer(fp32)
+    chunks = [w.tolist() for w in islice(windows(token_pieces(tokenizer, text), 128), limit)]
+    lines = [line for line in text.read_text(encoding="utf-8").splitlines() if line.strip()][:prompts]
+    greedy = [tokenizer(line)["input_ids"] for line in lines]
+    speed = np.random.default_rng(0).integers(100, len(tokenizer), 128).tolist()
+    return chunks, greedy, speed
+
+
+def agreement(tokens: list[list[int]], reference: list[list[int]]) -> float:
+    equal = sum(
+        sum(a == b for a, b in zip(x, y, strict=True)) for x, y in zip(tokens, reference, strict=True)
+    )
+    return 100.0 * equal / sum(len(r) for r in reference)
+
+
+def measure(args) -> None:
+    log, t0 = Log(), time.perf_counter()
+    log.commands.append(shlex.join(["python", "benchmarks/generate_peers.py", *sys.argv[1:]]))
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    source = args.source
+    if source is None:
+        import offgrid
+
+        source = work / "offgrid-hf"
+        if not _done(source, log):
+            since = len(log.commands)
+            log.commands.append(f"python benchmarks/offgrid.py --out {source} --seed 0 --sigma 0.2")
+            offgrid.build(source, 0, 0.2)
+            _mark(source, log, since)
+    source = source.resolve()
+    text = args.text or work / "heldout.txt"
+    if args.text is None:
+        from offgrid_measure import heldout_text
+
+        heldout_text(args.data, text, 300)
+    builders = [("onnxopt", lambda: build_onnxopt(source, work, log, args.onnxopt_from)),
+                ("llama.cpp", lambda: build_llama(source, work, log, args.threads)),
+                ("ORT GenAI", lambda: build_genai(source, work, log)),
+                ("OpenVINO", lambda: build_openvino(source, work, log, args.ov_data_aware))]  # fmt: skip
+    for family, step in builders:
+        if family in args.skip:
+            log.failures[family] = "skipped (--skip)"
+            continue
+        start = time.perf_counter()
+        try:
+            step()
+        except Exception as exc:  # a peer that cannot be built is reported, the rest go on
+            log.failures[family] = f"build failed: {exc}"
+            print(f"{family}: {log.failures[family]}", flush=True)
+        print(f"{family} built in {time.perf_counter() - start:.0f} s", flush=True)
+    cands = [c for c in candidates(work, args.ov_data_aware) if c["family"] not in log.failures]
+    chunks, prompts, speed = token_inputs(work / "onnxopt" / "fp32", text, args.limit, args.prompts)
+    params = parameter_count(source)
+    rows = {c["name"]: {"model": c["name"], "family": c["family"], "precision": c["bits"],
+                        "backend": c["backend"]} for c in cands}  # fmt: skip
+    for c in cands:
+        if not _done(c["model"]):
+            why = log.failures.get(str(c["model"]), "not built")
+            rows[c["name"]]["error"] = f"not built: {why}"
+        c["model"] = c["model"].resolve()
+    for c in [c for c in cands if "error" not in rows[c["name"]]]:  # accuracy: one process each
+        job = {"backend": c["backend"], "model": str(c["model"]), "threads": args.threads, "mode": "accuracy",
+               "windows": chunks, "prompts": prompts, "new_tokens": args.greedy_tokens}  # fmt: skip
+        try:
+            found = _runner(c["python"], job, work / "jobs" / f"acc-{_slug(c)}")
+        except Exception as exc:
+            rows[c["name"]]["error"] = f"accuracy: {exc}"
+            print(f"{c['name']}: {rows[c['name']]['error']}", flush=True)
+            continue
+        size, counted = model_bytes(c["model"])
+        rows[c["name"]].update(perplexity=found["perplexity"], tokens_scored=found["tokens_scored"],
+                               greedy=found["greedy"], size_mb=round(size / 1e6, 1), files=counted,
+                               bits_per_weight=round(8 * size / params, 2))  # fmt: skip
+        print(f"{c['name']}: perplexity {found['perplexity']:.3f} ({found['perplexity_s']} s)", flush=True)
+    genai_check = genai_equal(work, prompts, args, rows)
+    timed = [c for c in cands if c.get("timed", True) and "error" not in rows[c["name"]]]
+    rounds = speed_rounds(timed, speed, args, work, rows)
+    finish(rows, params, work)
+    payload = {
+        "date": time.strftime("%Y-%m-%d"), "cpu": _cpu(), "threads": args.threads, "rounds": rounds,
+        "generations_per_round": args.generations, "parameters": params, "source": str(source),
+        "text": f"{text} ({len(chunks)} windows of 128 tokens, {rows['onnxopt fp32'].get('tokens_scored')} "
+                "tokens scored)",
+        "greedy": f"{len(prompts)} held-out prompts x {args.greedy_tokens} new tokens",
+        "rows": list(rows.values()), "genai_equal": genai_check, "failures": log.failures,
+        "versions": versions(), "commands": log.commands, "minutes": round((time.perf_counter() - t0) / 60, 1),
+        "load": os.getloadavg()[0],
+    }  # fmt: skip
+    args.json.write_text(json.dumps(payload, indent=2) + "\n")
+    report(args.json)
+
+
+def _slug(c: dict) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in c["name"].lower())[:60]
+
+
+def _cpu() -> str:
+    from run import cpu_name
+
+    return cpu_name()
+
+
+def genai_equal(work: Path, prompts: list, args, rows: dict) -> list[dict]:
+    """onnxruntime_genai's greedy tokens against onnxopt's own, for onnxopt's three folders."""
+    found = []
+    for name, folder in (("fp32", "fp32"), ("int8 (--dynamic)", "dynamic"), ("int4", "int4")):
+        own = rows.get({"fp32": "onnxopt fp32", "int4": "onnxopt int4 b32 (default)"}.get(
+            name, "onnxopt 8-bit (--dynamic)"), {}).get("greedy")  # fmt: skip
+        if own is None:
+            continue
+        job = {"backend": "genai", "model": str((work / "onnxopt" / folder).resolve()), "threads": args.threads,
+               "mode": "accuracy", "prompts": prompts, "new_tokens": args.greedy_tokens}  # fmt: skip
+        try:
+            theirs = _runner(MAIN_PY, job, work / "jobs" / f"genai-equal-{folder}")["greedy"]
+        except Exception as exc:
+            found.append({"model": name, "error": str(exc)})
+            continue
+        same = sum(a == b for a, b in zip(theirs, own, strict=True))
+        found.append({"model": name, "prompts_equal": same, "prompts": len(own),
+                      "tokens_equal_pct": round(agreement(theirs, own), 1)})  # fmt: skip
+    return found
+
+
+def speed_rounds(timed: list[dict], speed: list[int], args, work: Path, rows: dict) -> int:
+    """Each round a fresh process per candidate (load, warm-up, `generations` timed), the order rotating."""
+    for c in timed:
+        rows[c["name"]].update(first_ms=[], steps_ms=[], rss_mb=[], load_s=[])
+    for r in range(args.rounds):
+        for k in range(len(timed)):
+            c = timed[(r + k) % len(timed)]
+            row = rows[c["name"]]
+            if "error" in row:
+                continue
+            job = {"backend": c["backend"], "model": str(c["model"]), "threads": args.threads, "mode": "serve",
+                   "prompt": speed, "new_tokens": args.new_tokens, "generations": args.generations}  # fmt: skip
+            try:
+                found = _runner(c["python"], job, work / "jobs" / f"serve-{_slug(c)}-{r}")
+            except Exception as exc:
+                row["error"] = f"serve: {exc}"
+                print(f"{c['name']}: {row['error']}", flush=True)
+                continue
+            row["first_ms"] += found["first_ms"]
+            row["steps_ms"] += found["steps_ms"]
+            row["rss_mb"].append(found["peak_rss_mb"])
+            row["load_s"].append(found["load_s"])
+            tpot = np.percentile(found["steps_ms"], 50)
+            print(f"round {r + 1}/{args.rounds} {c['name']}: {1000 / tpot:.1f} tok/s, first "
+                  f"{np.percentile(found['first_ms'], 50):.0f} ms, {found['peak_rss_mb']:.0f} MB", flush=True)  # fmt: skip
+    return args.rounds
+
+
+def finish(rows: dict, params: int, work: Path) -> None:
+    """Summaries from the raw figures: change against fp32, agreement, tok/s, ratios."""
+    base = rows["onnxopt fp32"]
+    for row in rows.values():
+        if row.get("perplexity") is not None and base.get("perplexity"):
+            row["perplexity_change_pct"] = round(100 * (row["perplexity"] / base["perplexity"] - 1), 2)
+            row["perplexity"] = round(row["perplexity"], 3)
+        if row.get("greedy") is not None and base.get("greedy") is not None:
+            row["greedy_agreement_pct"] = round(agreement(row["greedy"], base["greedy"]), 1)
+        if row.get("steps_ms"):
+            tpot = float(np.percentile(row["steps_ms"], 50))
+            row["decode_tokens_per_s"] = round(1000 / tpot, 1)
+            row["tpot_p50_ms"], row["tpot_p90_ms"] = (
+                round(tpot, 2),
+                round(float(np.percentile(row["steps_ms"], 90)), 2),
+            )
+            row["first_token_ms"] = round(float(np.percentile(row["first_ms"], 50)), 1)
+            row["peak_rss_mb"] = round(max(row["rss_mb"]))
+            row["timed_tokens"] = len(row["steps_ms"])
+        for key in ("greedy", "steps_ms", "first_ms", "rss_mb"):
+            row.pop(key, None)
+    fp32 = base.get("decode_tokens_per_s")
+    q4km = rows.get("llama.cpp Q4_K_M", {}).get("decode_tokens_per_s")
+    for row in rows.values():
+        if row.get("decode_tokens_per_s") and fp32:
+            row["speed_vs_onnxopt_fp32"] = round(row["decode_tokens_per_s"] / fp32, 2)
+        if row.get("decode_tokens_per_s") and q4km:
+            row["speed_vs_llama_q4_k_m"] = round(row["decode_tokens_per_s"] / q4km, 2)
+
+
+def versions() -> dict:
+    found = {}
+    for python, names in ((MAIN_PY, ["onnxruntime", "onnxruntime-genai", "onnxopt"]),
+                          (LLAMA_VENV / "bin" / "python", ["llama-cpp-python"]),
+                          (GENAI_VENV / "bin" / "python", ["transformers"]),
+                          (OPENVINO_VENV / "bin" / "python", ["openvino", "openvino-genai", "optimum-intel", "nncf"])):  # fmt: skip
+        if not Path(python).exists():
+            continue
+        code = f"import importlib.metadata as m; print(' '.join(m.version(n) for n in {names!r}))"
+        done = subprocess.run([str(python), "-c", code], capture_output=True, text=True)
+        if done.returncode == 0:
+            label = {"transformers": "transformers (ORT GenAI builder)"}
+            found.update(zip([label.get(n, n) for n in names], done.stdout.split(), strict=True))
+    return found
+
+
+# --- the report ------------------------------------------------------------------------------
+
+
+def _cell(row: dict, key: str, fmt: str, suffix: str = "") -> str:
+    value = row.get(key)
+    return "-" if value is None else f"{value:{fmt}}{suffix}"
+
+
+def report(path: Path) -> str:
+    data = json.loads(path.read_text())
+    rows = data["rows"]
+    lines = [
+        "# Generation peers side by side: off-grid SmolLM2-135M-Instruct\n",
+        f"{data['date']}, {data['cpu']}; {data['threads']} threads everywhere; "
+        f"{data['parameters']:,} parameters (the off-grid copy's safetensors, LM head untied). "
+        f"Versions: {', '.join(f'{k} {v}' for k, v in data['versions'].items())}.\n",
+        "| model | runtime | bits/weight | size MB | perplexity | change | greedy = fp32 | decode tok/s "
+        "| x onnxopt fp32 | x llama.cpp Q4_K_M | first token ms | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    runtimes = {"onnxopt": "onnxopt (onnxruntime)", "genai": "onnxruntime-genai",
+                "llama": "llama.cpp", "openvino": "OpenVINO GenAI"}  # fmt: skip
+    for r in rows:
+        if "error" in r and r.get("perplexity") is None:
+            lines.append(f"| {r['model']} | {runtimes[r['backend']]} | failed: {r['error'][:160]} |||||||||")
+            continue
+        lines.append(
+            f"| {r['model']} | {runtimes[r['backend']]} | {_cell(r, 'bits_per_weight', '.2f')} | "
+            f"{_cell(r, 'size_mb', '.1f')} | {_cell(r, 'perplexity', '.2f')} | "
+            f"{_cell(r, 'perplexity_change_pct', '+.1f', '%')} | {_cell(r, 'greedy_agreement_pct', '.1f', '%')} | "
+            f"{_cell(r, 'decode_tokens_per_s', '.1f')} | {_cell(r, 'speed_vs_onnxopt_fp32', '.2f', 'x')} | "
+            f"{_cell(r, 'speed_vs_llama_q4_k_m', '.2f', 'x')} | {_cell(r, 'first_token_ms', '.0f')} | "
+            f"{_cell(r, 'peak_rss_mb', 'd')} |"
+        )
+    lines += [
+        "",
+        f"- Perplexity: {data['text']}: `onnxopt eval --task perplexity --limit 1000`'s windows, the same "
+        "token ids fed to every runtime (each window a prefill of its own; the vocabularies are identical, "
+        "no runtime tokenizes). Greedy agreement: share of identical tokens with onnxopt fp32 on "
+        f"{data['greedy']}, end-of-text ignored.",
+        f"- Speed: batch 1, prompt 128 random ids (seed 0), 64 new tokens, {data['threads']} threads; "
+        f"{data['rounds']} rounds, each a fresh process per candidate (load, one warm-up generation, "
+        f"{data['generations_per_round']} timed), the order rotating round by round. Decode tok/s = 1000 / "
+        "p50 of the per-token times after the first; first token = p50 of prefill + first token; peak RSS "
+        "= the serving process's VmHWM (load included), the largest of its rounds. Load average at the "
+        f"end: {data['load']:.1f} on 2 cores (another engineer's jobs ran beside these).",
+        "- Bits per weight = bytes of the model files x 8 / parameters. Counted: onnxopt and ORT GenAI "
+        "model.onnx (+ model.onnx.data); llama.cpp the .gguf (its ~2 MB vocabulary inside); OpenVINO "
+        "openvino_model.xml + .bin (not its tokenizer IRs). Tokenizer and config files are not counted. "
+        "All keep the embedding table and LM head in their own precision: see the files.",
+    ]
+    check = data.get("genai_equal") or []
+    if check:
+        parts = [f"{c['model']}: error {c['error']}" if "error" in c else
+                 f"{c['model']} {c['prompts_equal']}/{c['prompts']} prompts identical "
+                 f"({c['tokens_equal_pct']:.1f}% of tokens)" for c in check]  # fmt: skip
+        lines.append(f"- onnxruntime_genai greedy tokens equal onnxopt's own: {'; '.join(parts)}.")
+    if data["failures"]:
+        lines += ["", "Not measured:", ""]
+        lines += [f"- {k}: {v}" for k, v in data["failures"].items()]
+    errors = [r for r in rows if "error" in r]
+    if errors:
+        lines += ["", "Errors:", ""] + [f"- {r['model']}: {r['error']}" for r in errors]
+    lines += ["", "Files counted:", ""] + [f"- {r['model']}: {r.get('files', '-')}" for r in rows]
+    lines += ["", f"Commands ({data['minutes']} min in all):", "", "```sh", *data["commands"], "```", ""]
+    table = "\n".join(lines)
+    path.with_suffix(".md").write_text(table)
+    print(table)
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--report", action="store_true", help="write generate_peers.md from the JSON")
+    parser.add_argument("--source", type=Path, help="the off-grid HF folder (default: built in WORK)")
+    parser.add_argument(
+        "--onnxopt-from", type=Path, help="reuse onnxopt's fp32/int4/dynamic folders from here"
+    )
+    parser.add_argument("--work", type=Path, default=ROOT / "build" / "generate-peers")
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/stsb"))
+    parser.add_argument("--text", type=Path, help="the held-out text (default: written from --data)")
+    parser.add_argument("--limit", type=int, default=1000)
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--greedy-tokens", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--generations", type=int, default=2, help="timed generations per process")
+    parser.add_argument(
+        "--ov-data-aware", action="store_true", help="OpenVINO int4 with --dataset auto (slow)"
+    )
+    parser.add_argument("--skip", default="", help="families not to build or measure, comma-separated")
+    parser.add_argument("--json", type=Path, default=HERE / "generate_peers.json")
+    args = parser.parse_args()
+    args.skip = [s for s in args.skip.split(",") if s]
+    if args.report:
+        report(args.json)
+    else:
+        measure(args)
+
+
+if __name__ == "__main__":
+    main()
