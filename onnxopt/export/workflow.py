@@ -12,6 +12,7 @@ from onnxopt.data.samples import input_types
 from onnxopt.errors import OnnxoptError, first_line
 from onnxopt.evaluate.verify import verify_staged
 from onnxopt.export.config import ExportConfig
+from onnxopt.export.large_export import LARGE_EXPORT_BYTES, LARGE_EXPORT_NOTE, bounded_export
 from onnxopt.export.seq2seq_check import compare_seq2seq
 from onnxopt.export.sources import check_source, infer_task, read_gguf, resolve_source
 from onnxopt.export.torch_check import MIN_AGREEMENT, compare_with_torch
@@ -139,16 +140,6 @@ def _export_checked(
     return check.diffs, opset, check.notes
 
 
-# Past this many fp32 weight bytes the export streams its weights (LARGE_EXPORT_NOTE). optimum's
-# post-processing serializes the whole model to find tied weights and fails past protobuf's 2 GB
-# ("The post-processing of the ONNX export failed" on a Llama-3.2-1B shape, at 12.9 GB of memory).
-LARGE_EXPORT_BYTES = 2**31 - 2**27
-LARGE_EXPORT_NOTE = (
-    "weights past 2 GB: written tensor by tensor into model.onnx.data; tied weights are kept as "
-    "two copies (optimum's deduplication reads the whole model as one protobuf)"
-)
-
-
 def _fp32_bytes(source: str) -> int:
     """The exported weights' size, from the checkpoint's headers (0 when unknown: a hub id)."""
     count = safetensors_parameters(Path(source)) if Path(source).is_dir() else None
@@ -170,7 +161,7 @@ def _run_exporter(
     from optimum.exporters.onnx import main_export
 
     try:
-        with quiet(), _weights_left_on_disk() if large else contextlib.nullcontext():
+        with quiet(), bounded_export() if large else contextlib.nullcontext():
             main_export(
                 source,
                 output=out,
@@ -195,20 +186,3 @@ def _run_exporter(
         raise OnnxoptError(
             f"export failed: {first_line(exc, 200)}", "check the model and --task/--opset values"
         ) from exc
-
-
-@contextlib.contextmanager
-def _weights_left_on_disk() -> Iterator[None]:
-    """optimum, after torch's export, loads the whole model to gather its weights into one file and
-    opens an onnxruntime session to check dynamic axes, both while the PyTorch model is still held:
-    two more copies of the weights (9.7 GB for a 4 GB model). Both are skipped while this is open;
-    the weights are gathered after, tensor by tensor, and the parity check runs the graph."""
-    from optimum.exporters.onnx import base, convert
-
-    saved = convert.check_model_uses_external_data, base.OnnxConfig.fix_dynamic_axes
-    convert.check_model_uses_external_data = lambda _model: False
-    base.OnnxConfig.fix_dynamic_axes = lambda *_args, **_kwargs: None
-    try:
-        yield
-    finally:
-        convert.check_model_uses_external_data, base.OnnxConfig.fix_dynamic_axes = saved

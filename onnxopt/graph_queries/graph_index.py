@@ -5,6 +5,8 @@ from __future__ import annotations
 import onnx
 from onnx import numpy_helper
 
+from onnxopt.io import weight_store
+
 
 class Graph:
     """Lookups over one ModelProto: producers, consumers, initializers and constant values."""
@@ -21,7 +23,7 @@ class Graph:
 
     def const(self, name: str):
         if name in self.inits:
-            return numpy_helper.to_array(self.inits[name])
+            return weight_store.array(self.inits[name])
         node = self.producer.get(name)
         if (
             node is not None

@@ -14,11 +14,20 @@ from pathlib import Path
 
 import onnx
 
+from onnxopt.io import weight_store
 from onnxopt.io.files import file_in_folder
-from onnxopt.io.saving import data_file
 
 _ALIGN = 4096  # page-aligned offsets: onnxruntime can map such tensors instead of copying them
 _CHUNK = 64 << 20
+
+
+def data_file(path: Path) -> Path:
+    """Where a model's weights go when they are external: `<name>.data` beside it."""
+    return path.with_name(path.name + ".data")
+
+
+def has_external(model: onnx.ModelProto) -> bool:
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
 
 
 def consolidate(path: Path) -> int:
@@ -152,19 +161,25 @@ def write_streamed(graph: onnx.ModelProto, weights, path: Path, threshold: int =
     tensors of `weights` it reads: each of `threshold` bytes or more appended to `data_file(path)`
     one at a time, the rest inline. `graph` gets the initializer entries; `weights` is not changed.
     Memory stays at one tensor, where onnx.save_model needs a full copy of a model first (it strips
-    the raw data of what it saves). Tensors already external must sit in `path`'s folder."""
-    from onnx import numpy_helper
-
+    the raw data of what it saves). External tensors are read through the open weight store; with
+    none open they are kept as references, which must then resolve from `path`'s folder."""
+    store = weight_store.active()
     used = _names_read(graph.graph)
     target = data_file(path)
     with target.open("wb") as out:
         for tensor in weights:
             if tensor.name not in used:
                 continue
-            if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.ByteSize() < threshold:
+            external = tensor.data_location == onnx.TensorProto.EXTERNAL
+            if (external and store is None) or (not external and tensor.ByteSize() < threshold):
                 graph.graph.initializer.append(tensor)  # a reference, or small: kept as it is
                 continue
-            raw = tensor.raw_data if tensor.HasField("raw_data") else numpy_helper.to_array(tensor).tobytes()
+            if external:
+                raw = store.array(tensor).tobytes()
+            elif tensor.HasField("raw_data"):
+                raw = tensor.raw_data
+            else:
+                raw = weight_store.array(tensor).tobytes()
             offset = out.tell()
             pad = -offset % _ALIGN
             out.write(b"\0" * pad)

@@ -10,6 +10,14 @@ from pathlib import Path
 import onnx
 from onnx import helper
 
+from onnxopt.io import weight_store
+from onnxopt.io.external_data import (
+    data_file,  # noqa: F401  (callers name it from here)
+    has_external,
+    without_initializers,
+    write_streamed,
+)
+
 _TWO_GB = 2**31
 MODEL_FILE = "model.onnx"
 
@@ -74,14 +82,13 @@ def is_large(model: onnx.ModelProto) -> bool:
         return True
 
 
-def data_file(path: Path) -> Path:
-    """Where `write_model` puts the weights of a large model: `<name>.data` beside it."""
-    return path.with_name(path.name + ".data")
-
-
 def write_model(model: onnx.ModelProto, path: Path) -> None:
-    """Write as it is; weights go to `data_file(path)` past 2 GB or when they already were external."""
-    if is_large(model) or _has_external(model):
+    """Write as it is; weights go to `data_file(path)` past 2 GB or when they already were external.
+    With a weight store open (io/weight_store.py) they are streamed from it, one tensor at a time."""
+    if weight_store.active() is not None and has_external(model):
+        write_streamed(without_initializers(model), model.graph.initializer, path, threshold=1024)
+        return
+    if is_large(model) or has_external(model):
         _to_raw_data(model)
         onnx.save_model(
             model,
@@ -108,7 +115,3 @@ def _to_raw_data(model: onnx.ModelProto) -> None:
             model.graph.initializer[i].CopyFrom(
                 numpy_helper.from_array(numpy_helper.to_array(tensor), tensor.name)
             )
-
-
-def _has_external(model: onnx.ModelProto) -> bool:
-    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)

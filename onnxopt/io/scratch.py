@@ -15,11 +15,11 @@ from onnxopt.silence import quiet
 def write_temp_model(model: onnx.ModelProto, folder: Path, name: str = "in.onnx") -> Path:
     """`model` written into `folder`, unchanged in memory: past 2 GB its weights are streamed one
     tensor at a time (onnx.save_model would strip the raw data of the caller's model)."""
-    from onnxopt.io.external_data import without_initializers, write_streamed
+    from onnxopt.io.external_data import has_external, without_initializers, write_streamed
     from onnxopt.io.saving import is_large, write_model
 
     path = folder / name
-    if is_large(model):
+    if is_large(model) or has_external(model):
         return write_streamed(without_initializers(model), model.graph.initializer, path)
     write_model(model, path)
     return path

@@ -22,6 +22,7 @@ from typing import Any
 
 import onnx
 
+from onnxopt import memory
 from onnxopt.graph_queries.int8_ops import op_histogram
 
 
@@ -44,6 +45,7 @@ class StepReport:
     ops_before: dict[str, int]
     ops_after: dict[str, int]
     details: dict[str, Any]
+    peak_rss_mb: float | None = None  # this process's peak during the pass (onnxopt.memory)
 
     def op_changes(self) -> dict[str, int]:
         """Op types whose count changed, with the signed difference."""
@@ -159,6 +161,7 @@ class Pipeline(Pass):
                 on_step(p.name)
             before = op_histogram(model)
             start = time.perf_counter()
+            memory.start_step()
             result = p.call_owned(model) if owned else p(model)
             owned = owned or result.model is not model
             reports.append(
@@ -169,6 +172,7 @@ class Pipeline(Pass):
                     ops_before=before,
                     ops_after=op_histogram(result.model),
                     details=result.details,
+                    peak_rss_mb=memory.step_peak_mb(),
                 )
             )
             model = result.model

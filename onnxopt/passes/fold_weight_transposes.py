@@ -12,9 +12,9 @@ quantizers then shrink 4x (int8) or 8x (int4).
 from __future__ import annotations
 
 import onnx
-from onnx import numpy_helper
 
 from onnxopt.graph_queries.graph_index import Graph, attributes
+from onnxopt.io import weight_store
 from onnxopt.passes.base import FunctionalPass, PassResult
 from onnxopt.passes.graph_edits import drop_unused_initializers
 
@@ -34,9 +34,9 @@ class FoldWeightTransposes(FunctionalPass):
                     skipped[node.name] = reason
                 continue
             transpose = g.producer[node.input[1]]
-            value = numpy_helper.to_array(g.inits[transpose.input[0]]).T.copy()
+            value = weight_store.array(g.inits[transpose.input[0]]).T.copy()
             name = f"{transpose.input[0]}__transposed_for_{node.name}"
-            out.graph.initializer.append(numpy_helper.from_array(value, name))
+            out.graph.initializer.append(weight_store.tensor(value, name))
             node.input[1] = name
             folded.append(node.name)
         if folded:

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxopt.io import weight_store
 from onnxopt.io.model_files import main_opset
 from onnxopt.passes.base import FunctionalPass, PassResult
 from onnxopt.passes.graph_edits import drop_unused_initializers
@@ -61,9 +62,9 @@ class PackSharedInputMatMuls(RewriteRule):
 
     def rewrite(self, index: RewriteIndex, node: onnx.NodeProto, edits: Edits) -> None:
         siblings = self._siblings(index, node)
-        weights = [numpy_helper.to_array(index.inits[s.input[1]]) for s in siblings]
+        weights = [weight_store.array(index.inits[s.input[1]]) for s in siblings]
         name = f"{node.name or node.output[0]}_packed"
-        index.model.graph.initializer.append(numpy_helper.from_array(np.concatenate(weights, 1), f"{name}_W"))
+        index.model.graph.initializer.append(weight_store.tensor(np.concatenate(weights, 1), f"{name}_W"))
         widths = numpy_helper.from_array(np.array([w.shape[1] for w in weights], np.int64), f"{name}_widths")
         index.model.graph.initializer.append(widths)
         packed = helper.make_node("MatMul", [node.input[0], f"{name}_W"], [name], name=name)

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxopt.io import weight_store
 from onnxopt.passes.base import FunctionalPass, PassResult
 from onnxopt.passes.graph_edits import drop_unused_initializers
 from onnxopt.passes.rewrite import Edits, RewriteIndex, RewriteRule, apply_rule
@@ -44,7 +45,7 @@ class EmbeddingInt8(RewriteRule):
         return None
 
     def rewrite(self, index: RewriteIndex, node: onnx.NodeProto, edits: Edits) -> None:
-        table = numpy_helper.to_array(index.inits[node.input[0]]).astype(np.float32)
+        table = weight_store.array(index.inits[node.input[0]]).astype(np.float32)
         scale = np.maximum(np.abs(table).max(axis=1, keepdims=True) / 127.0, 1e-12).astype(np.float32)
         quantized = np.clip(np.round(table / scale), -127, 127).astype(np.int8)
         base, ids, out = node.input[0], node.input[1], node.output[0]
@@ -52,7 +53,7 @@ class EmbeddingInt8(RewriteRule):
         graph = index.model.graph
         graph.initializer.extend(
             [
-                numpy_helper.from_array(quantized, f"{base}_int8"),
+                weight_store.tensor(quantized, f"{base}_int8"),
                 numpy_helper.from_array(scale, scales),
             ]
         )

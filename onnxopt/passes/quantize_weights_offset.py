@@ -29,6 +29,7 @@ from onnx import helper, numpy_helper
 
 from onnxopt.graph_queries.block_search import search_blocks
 from onnxopt.graph_queries.weight_grids import LEVELS, MIDDLE, fit_blocks, zero_range_levels
+from onnxopt.io import weight_store
 from onnxopt.passes.base import FunctionalPass, PassResult
 from onnxopt.passes.graph_edits import drop_unused_initializers
 from onnxopt.passes.rewrite import MS_DOMAIN, Edits, RewriteIndex, RewriteRule, apply_rule
@@ -94,15 +95,15 @@ class MatMulOffsetInt4(RewriteRule):
 
     def rewrite(self, index: RewriteIndex, node: onnx.NodeProto, edits: Edits) -> None:
         x, out, name = node.input[0], node.output[0], node.name or node.output[0]
-        w = numpy_helper.to_array(index.inits[node.input[1]]).astype(np.float32)
+        w = weight_store.array(index.inits[node.input[1]]).astype(np.float32)
         k, n = w.shape
         packed, scales, zeros = offset_rows(w.T, self.block, self.importance.get(x))
         base = f"{name}_int4"
         index.model.graph.initializer.extend(
             [
-                numpy_helper.from_array(packed, f"{base}_B"),
-                numpy_helper.from_array(scales, f"{base}_scales"),
-                numpy_helper.from_array(zeros, f"{base}_zero_points"),
+                weight_store.tensor(packed, f"{base}_B"),
+                weight_store.tensor(scales, f"{base}_scales"),
+                weight_store.tensor(zeros, f"{base}_zero_points"),
             ]
         )
         nodes = self._with_block_sums(index, x, k)

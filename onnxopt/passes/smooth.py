@@ -31,11 +31,12 @@ from collections.abc import Callable
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 from onnxopt.graph_queries.smooth_error import quant_error, smoothing_scales
 from onnxopt.graph_queries.smooth_groups import SmoothGroup, find_groups
 from onnxopt.graph_queries.smooth_producers import constant_aliases
+from onnxopt.io import weight_store
 from onnxopt.passes.base import Pass, PassResult, copy_model
 from onnxopt.passes.graph_edits import drop_orphaned_identities, names_read
 
@@ -102,8 +103,7 @@ class Smooth(Pass):
                 skipped[group.tensor] = "no calibration statistics"
                 continue
             weights = [
-                _rows_first(numpy_helper.to_array(inits[w]), t).astype(np.float64)
-                for _, w, t in group.weights
+                _rows_first(weight_store.array(inits[w]), t).astype(np.float64) for _, w, t in group.weights
             ]
             absmax_w = np.max([np.abs(w).max(1) for w in weights], axis=0)
             base = self.error(stats, weights, np.ones_like(absmax_w))
@@ -143,7 +143,8 @@ def _rows_first(w: np.ndarray, transposed: bool) -> np.ndarray:
 
 
 def _set(init: onnx.TensorProto, value: np.ndarray) -> None:
-    init.CopyFrom(numpy_helper.from_array(value.astype(numpy_helper.to_array(init).dtype), init.name))
+    dtype = helper.tensor_dtype_to_np_dtype(init.data_type)
+    init.CopyFrom(weight_store.tensor(value.astype(dtype), init.name))
 
 
 def _own(model, node: onnx.NodeProto, index: int, inits: dict) -> onnx.TensorProto:
@@ -170,13 +171,13 @@ def _apply(model, group: SmoothGroup, scales: np.ndarray, inits: dict, nodes: di
     if group.fold == "norm":
         for index in group.params:
             init = _own(model, producer, index, inits)
-            _set(init, numpy_helper.to_array(init) / scales)
+            _set(init, weight_store.array(init) / scales)
     elif group.fold == "gate":  # the up projection's columns
         init = _own(model, producer, 1, inits)
-        _set(init, numpy_helper.to_array(init) / scales[None, :])
+        _set(init, weight_store.array(init) / scales[None, :])
     elif group.fold == "attention-v":  # the last third of the packed QKV weight and bias
         weight, bias = _own(model, producer, 1, inits), _own(model, producer, 2, inits)
-        w, b = numpy_helper.to_array(weight).copy(), numpy_helper.to_array(bias).copy()
+        w, b = weight_store.array(weight).copy(), weight_store.array(bias).copy()
         hidden = w.shape[1] // 3
         w[:, 2 * hidden :] /= scales
         b[2 * hidden :] /= scales
@@ -184,7 +185,7 @@ def _apply(model, group: SmoothGroup, scales: np.ndarray, inits: dict, nodes: di
         _set(bias, b)
     for consumer, _, transposed in group.weights:
         init = _own(model, nodes[consumer], 1, inits)
-        w = numpy_helper.to_array(init)
+        w = weight_store.array(init)
         _set(init, w * scales[None, :] if transposed else w * scales[:, None])
     if group.fold == "mul":  # the weights read X / s; every other reader keeps X
         inverse, smoothed = f"{group.tensor}_smooth_inverse", f"{group.tensor}_smoothed"

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from onnxopt import memory
 from onnxopt.errors import OnnxoptError
 from onnxopt.io.leftovers import temp_dir
 from onnxopt.io.saving import is_large
@@ -106,8 +107,8 @@ def collect_ranges(
         with quiet():
             ranges = calibrator.compute_data()
         del calibrator
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return CalibrationResult(ranges, calibration_method, count, time.perf_counter() - start, peak_kb / 1024)
+    peak = memory.run_peak_mb() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return CalibrationResult(ranges, calibration_method, count, time.perf_counter() - start, peak)
 
 
 @dataclass

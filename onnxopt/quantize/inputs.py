@@ -13,10 +13,13 @@ from onnxopt.io.manifest import MANIFEST_NAME, Manifest
 from onnxopt.runtime.sessions import check_loads
 
 
-def load_fp32(ref: model_files.ModelRef) -> onnx.ModelProto:
-    """The model at `ref`, checked to load in onnxruntime and to be a float model."""
-    model = model_files.load(ref)
+def load_fp32(ref: model_files.ModelRef, weights: bool = True) -> onnx.ModelProto:
+    """The model at `ref`, checked to load in onnxruntime and to be a float model; without its
+    `weights` (left in their files) where a weight store reads them (io/weight_store.py)."""
+    # onnxruntime first, its session gone before the model is read: both at once held a 4.7 GB
+    # model twice (8.5 GB) for a check.
     check_loads(ref.onnx_path)
+    model = model_files.load(ref, load_weights=weights)
     check_fp32(model, ref.manifest, ref.name)
     return model
 

@@ -31,6 +31,8 @@ def run_record(plan, options, reports, calibration, cpu: str, model, exclude=())
             if r.name == "smooth"
             for g in r.details["smoothed"]
         ],
+        # Time and peak memory of each pass: what bounds a run on a large model (issue 28).
+        "steps": [_step(r) for r in reports],
         "options": {k: list(v) if isinstance(v, tuple) else v for k, v in config.as_dict().items()},
         "plan": plan.as_record(tuple(exclude)),
     }
@@ -47,6 +49,10 @@ def run_record(plan, options, reports, calibration, cpu: str, model, exclude=())
             "data": config.calib_data or "embedded corpus (calib/en.txt)",
         }
     return record
+
+
+def _step(report) -> dict:
+    return {"name": report.name, "seconds": round(report.seconds, 2), "peak_rss_mb": report.peak_rss_mb}
 
 
 def check_excluded(model, exclude: tuple[str, ...]) -> None:

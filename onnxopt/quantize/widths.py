@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from onnxopt.graph_queries.weight_grids import weight_only_error
+from onnxopt.io import weight_store
 from onnxopt.passes.graph_edits import keep_ancestors
 from onnxopt.quantize.calibrate import collect_channel_stats
 
@@ -23,7 +23,7 @@ def matmul_errors(
     errors = {}
     for name in names:
         node = nodes[name]
-        w = numpy_helper.to_array(weights[node.input[1]]).astype(np.float64)
+        w = weight_store.array(weights[node.input[1]]).astype(np.float64)
         errors[name] = weight_only_error(stats[node.input[0]], [w], np.ones(w.shape[0]), bits, block, algo)
     return errors
 

@@ -156,11 +156,12 @@ def make_session(
 
 def session_for_model(model, provider: str = "cpu"):
     """A session on an in-memory model: from bytes, or through a temporary file past 2 GB."""
+    from onnxopt.io.external_data import has_external
     from onnxopt.io.leftovers import temp_dir
     from onnxopt.io.saving import is_large
     from onnxopt.io.scratch import write_temp_model
 
-    if not is_large(model):
+    if not (is_large(model) or has_external(model)):
         return make_session(model.SerializeToString(), provider)
     with temp_dir("session") as tmp:
         return make_session(write_temp_model(model, Path(tmp)), provider)

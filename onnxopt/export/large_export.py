@@ -1,0 +1,75 @@
+"""Exporting a decoder past 2 GB of weights with bounded memory: what optimum's exporter is told
+and spared so that one copy of the weights is held at a time, as far as torch's exporter allows.
+
+- optimum gathers torch's per-tensor files by loading the whole model beside the PyTorch one,
+  and opens an onnxruntime session on it to check dynamic axes, both while PyTorch's copy is still
+  held; its post-processing serializes the whole model to find tied weights, which protobuf
+  refuses past 2 GB. All three are skipped; io.external_data gathers the files after, tensor by
+  tensor, and the parity check (torch_check.py) runs the graph.
+- torch's TorchScript exporter folds each Linear's transposed weight into a new constant, a copy
+  of every weight beside the module's own (10.7 GB peak for a 4.7 GB Llama-3.2-1B shape). Linear
+  modules are therefore given their weights already transposed, and computed as the same MatMul
+  (and Add) the folding would have written: the graph reads the parameters themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+# Past this many fp32 weight bytes the export streams its weights (LARGE_EXPORT_NOTE).
+LARGE_EXPORT_BYTES = 2**31 - 2**27
+LARGE_EXPORT_NOTE = (
+    "weights past 2 GB: written tensor by tensor into model.onnx.data; tied weights are kept as "
+    "two copies (optimum's deduplication reads the whole model as one protobuf)"
+)
+
+
+@contextlib.contextmanager
+def bounded_export() -> Iterator[None]:
+    """optimum's main_export run inside this block holds one copy of the weights (module doc)."""
+    from optimum.exporters.onnx import base, convert
+    from optimum.exporters.tasks import TasksManager
+
+    saved = (
+        convert.check_model_uses_external_data,
+        base.OnnxConfig.fix_dynamic_axes,
+        TasksManager.get_model_from_task,
+    )
+    load = TasksManager.get_model_from_task
+
+    def load_transposed(*args, **kwargs):
+        return transpose_linears(load(*args, **kwargs))
+
+    convert.check_model_uses_external_data = lambda _model: False
+    base.OnnxConfig.fix_dynamic_axes = lambda *_args, **_kwargs: None
+    TasksManager.get_model_from_task = staticmethod(load_transposed)
+    try:
+        yield
+    finally:
+        convert.check_model_uses_external_data, base.OnnxConfig.fix_dynamic_axes = saved[:2]
+        TasksManager.get_model_from_task = staticmethod(saved[2])
+
+
+def transpose_linears(model):
+    """Replace each torch.nn.Linear of `model` by a module holding its weight transposed, one at
+    a time (one weight's worth of extra memory)."""
+    import torch
+
+    class TransposedLinear(torch.nn.Module):
+        def __init__(self, linear: torch.nn.Linear):
+            super().__init__()
+            self.weight_t = torch.nn.Parameter(linear.weight.detach().t().contiguous(), requires_grad=False)
+            self.bias = linear.bias
+
+        def forward(self, x):
+            y = torch.matmul(x, self.weight_t)
+            return y if self.bias is None else y + self.bias
+
+    linears = [(name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    for name, linear in linears:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, TransposedLinear(linear))
+        del linear
+    return model
