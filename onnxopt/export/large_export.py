@@ -66,10 +66,10 @@ def transpose_linears(model):
             y = torch.matmul(x, self.weight_t)
             return y if self.bias is None else y + self.bias
 
-    linears = [(name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
-    for name, linear in linears:
+    # Names only: a list of the modules would keep every old weight alive until the end (8.1 GB).
+    names = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, TransposedLinear(linear))
-        del linear
+        setattr(parent, child, TransposedLinear(getattr(parent, child)))
     return model

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from onnxopt.graph_queries.graph_index import Graph
 from onnxopt.graph_queries.prune_structures import (
@@ -25,6 +24,7 @@ from onnxopt.graph_queries.prune_structures import (
     head_channels,
     query_channels,
 )
+from onnxopt.io import weight_store
 from onnxopt.passes.base import FunctionalPass, PassResult
 from onnxopt.passes.graph_edits import drop_unused_initializers
 
@@ -122,7 +122,7 @@ def _set_input(
     name = f"{node_name}/{role}_pruned"
     if value.dtype == np.float64:
         value = value.astype(np.float32)
-    tensor = numpy_helper.from_array(value, name)
+    tensor = weight_store.tensor(value, name)
     if name in g.inits:
         g.inits[name].CopyFrom(tensor)
     else:

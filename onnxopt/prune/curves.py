@@ -19,10 +19,11 @@ def keep_per_block(curves: list[RemovalCurve], sparsity: float) -> list[np.ndarr
     return [kept_units(c, t) for c, t in zip(curves, allocate(curves, sparsity), strict=True)]
 
 
-def ffn_curve(g: Graph, block, gram: np.ndarray, floor: float) -> RemovalCurve:
+def ffn_curve(g: Graph, block, energy: np.ndarray, floor: float) -> RemovalCurve:
+    """`energy`: each hidden channel's sum of squares over the calibration tokens."""
     weight = g.const(block.down.weight).astype(np.float64)
     units = weight.shape[0]
-    scores = np.sqrt(np.maximum(np.diag(gram)[:units], 0)) * np.linalg.norm(weight, axis=1)
+    scores = np.sqrt(np.maximum(energy[:units], 0)) * np.linalg.norm(weight, axis=1)
     step = FFN_STEP if units % FFN_STEP == 0 else 1
     keep = max(math.ceil(floor * units), 1)
     # A neuron owns a column of up (two of a packed gate/up projection), one of gate, a row of down.
@@ -32,12 +33,12 @@ def ffn_curve(g: Graph, block, gram: np.ndarray, floor: float) -> RemovalCurve:
     return removal_curve(scores, step, keep, per_unit)
 
 
-def head_curve(g: Graph, block, gram: np.ndarray, floor: float) -> RemovalCurve:
+def head_curve(g: Graph, block, energy: np.ndarray, floor: float) -> RemovalCurve:
     weight = g.const(block.out.weight).astype(np.float64)
     d = block.head_dim
     # ||C_h|| ||W_h||, an upper bound of the head's output norm: on the bundled model it chose
     # better heads than the exact norm ||C_h W_h|| (STS-B dev drop 3.6 against 3.9 at 0.5).
-    energy = np.maximum(np.diag(gram), 0).reshape(block.heads, d).sum(1)
+    energy = np.maximum(energy, 0).reshape(block.heads, d).sum(1)
     per_head = np.sqrt(energy) * np.sqrt((weight.reshape(block.heads, d, -1) ** 2).sum((1, 2)))
     n, units = block.group_size, block.groups
     scores = per_head.reshape(units, n).sum(1)

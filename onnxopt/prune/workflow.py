@@ -31,6 +31,7 @@ from onnxopt.graph_queries.shared_weights import shared_linears, without_shared_
 from onnxopt.io import limits, model_files, saving
 from onnxopt.io.leftovers import temp_dir
 from onnxopt.io.outputs import claim_output
+from onnxopt.io.weight_store import weights_on_disk
 from onnxopt.options import config_from
 from onnxopt.passes import Pipeline, StepReport
 from onnxopt.passes.prune_fold import FfnPlan, FoldPruned, HeadPlan
@@ -86,8 +87,11 @@ def prune(
     start = time.perf_counter()
     ref = model_files.resolve(src)
     limits.check_sequence_length(ref, config.seq_len, "--seq-len")
-    with claim_output(out, [ref.folder or ref.onnx_path], overwrite) as claim:
-        model = _unfused_fp32(ref)
+    with (
+        claim_output(out, [ref.folder or ref.onnx_path], overwrite) as claim,
+        weights_on_disk(ref.onnx_path.parent, model_files.external_locations(ref.onnx_path)) as store,
+    ):
+        model = _unfused_fp32(ref, weights=store is None)
         graph = Graph(model)
         blocks = _blocks(graph, ref, config)
         feeds = _feeds(ref, model, config)
@@ -126,9 +130,10 @@ def prune(
         )
 
 
-def _unfused_fp32(ref):
-    model = model_files.load(ref)
-    check_loads(ref.onnx_path)
+def _unfused_fp32(ref, weights: bool = True):
+    """The model to prune; its weights left on disk where a weight store reads them."""
+    check_loads(ref.onnx_path)  # before reading it: a session and the model at once hold it twice
+    model = model_files.load(ref, load_weights=weights)
     ops = {n.op_type for n in model.graph.node}
     if quantized_ops(model):  # int8 or weight-only (int4 / 8-bit MatMulNBits)
         raise OnnxoptError(
@@ -191,15 +196,15 @@ def _plans(model, graph: Graph, blocks: _Blocks, feeds, config: PruneConfig, pro
         # flat however much text is used.
         sums = [t for t, _ in targets.values()]
         probe = PrefillProbe(model, tensors + sums)
-        grams, wanted = statistics(probe, batches, tensors, sums, Path(spill))
+        energies, wanted = statistics(probe, batches, tensors, sums, Path(spill))
         # One budget per unit type: priced by output norm, heads looked cheap per parameter and a
         # shared budget pruned them to the floor (STS-B dev drop 6.4 at 0.5, against 3.6 this way).
         floor = config.per_layer_floor
         ffn_keep = keep_per_block(
-            [ffn_curve(graph, b, grams[b.hidden_input], floor) for b in blocks.ffn], config.sparsity
+            [ffn_curve(graph, b, energies[b.hidden_input], floor) for b in blocks.ffn], config.sparsity
         )
         head_keep = keep_per_block(
-            [head_curve(graph, b, grams[b.context], floor) for b in blocks.attention], config.sparsity
+            [head_curve(graph, b, energies[b.context], floor) for b in blocks.attention], config.sparsity
         )
         # Blocks in graph order, so each re-fit sees the pruned layers below it.
         order = {n.name: i for i, n in enumerate(model.graph.node)}
