@@ -243,3 +243,15 @@ def test_explicit_smooth_needs_a_tokenizer(cli, tiny_bert_onnx, tmp_path):
     assert not (tmp_path / "q").exists()
     code, _, err = cli("quantize", bare, "--dynamic", "-o", tmp_path / "q")  # auto: off without one
     assert code == 0, err
+
+
+def test_the_alpha_search_simulates_every_kth_column_of_a_wide_weight_only():
+    from onnxopt.passes import smooth
+
+    narrow = np.arange(12.0).reshape(3, 4)
+    assert smooth._searched_columns(narrow) is narrow
+    wide = np.arange(3.0 * (smooth.SEARCH_COLUMNS * 4 + 1)).reshape(3, -1)
+    picked = smooth._searched_columns(wide)
+    # 4 x SEARCH_COLUMNS + 1 columns: every 5th, so at most SEARCH_COLUMNS of them
+    assert picked.shape == (3, 3277) and picked.flags.c_contiguous
+    np.testing.assert_array_equal(picked, wide[:, ::5])

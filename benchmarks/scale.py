@@ -1,0 +1,115 @@
+"""`make bench-scale`: every onnxopt step on random-weight decoders of the sizes users bring, with
+wall time, peak RSS and output size per step, beside the ORT GenAI builder's int4 build of the
+same folder. Weights are random (benchmarks/scale_models.py): memory and time, never accuracy.
+
+Each step is its own process (`onnxopt ...` as a user runs it); its peak RSS is that process's
+high-water mark as the kernel reports it to its parent (wait4), so a step is charged for every
+copy of the weights it held, children included only when they are waited for by it.
+
+    python benchmarks/scale.py --shape llama-1b --work /tmp/scale --out benchmarks
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from run import cpu_name
+from scale_models import SHAPES, build
+
+REPO = Path(__file__).resolve().parents[1]
+ONNXOPT = [str(Path(sys.executable).parent / "onnxopt")]  # the console script, as a user runs it
+TEXT = REPO / "calib" / "en.txt"
+# The builder in its own venv (make genai-venv): it needs a newer transformers than optimum's.
+GENAI_PYTHON = REPO / "build" / "genai-venv" / "bin" / "python"
+
+
+def steps(shape: str, work: Path) -> list[tuple[str, list[str], Path | None]]:
+    """(name, command, output) in the order a user runs them."""
+    hf = work / shape
+    fp32, int4, dyn, pruned, genai = (
+        work / f"{shape}-{x}" for x in ("fp32", "int4", "8bit", "pruned", "genai")
+    )
+    bench = ["--generate", "--prompt-len", "128", "--new-tokens", "32", "--runs", "2", "--warmup", "1"]
+    text = ["--task", "perplexity", "--data", str(TEXT), "--limit", "256"]
+    builder = [str(GENAI_PYTHON), "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o", str(genai)]
+    return [
+        ("export", _cli("export", hf, "-o", fp32), fp32),
+        ("quantize --int4", _cli("quantize", fp32, "--int4", "-o", int4), int4),
+        ("quantize --dynamic", _cli("quantize", fp32, "--dynamic", "-o", dyn), dyn),
+        ("bench --generate (fp32, int4)", [*ONNXOPT, "bench", str(fp32), str(int4), *bench], None),
+        ("eval --task perplexity (int4)", [*ONNXOPT, "eval", str(int4), *text], None),
+        ("prune --sparsity 0.25", _cli("prune", fp32, "--sparsity", "0.25", "-o", pruned), pruned),
+        (
+            "ORT GenAI builder int4 (peer)",
+            [*builder, "-p", "int4", "-e", "cpu", "-c", str(work / "cache")],
+            genai,
+        ),
+    ]
+
+
+def _cli(command: str, src: Path, *args) -> list[str]:
+    return [*ONNXOPT, command, str(src), *map(str, args), "--overwrite"]
+
+
+def measured(command: list[str], log: Path) -> dict:
+    """Wall time, peak RSS (this process's high-water mark, from wait4) and exit status."""
+    start = time.perf_counter()
+    with log.open("w") as out:
+        child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    return {
+        "seconds": round(time.perf_counter() - start, 1),
+        "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2),
+        "exit": child.returncode,
+    }
+
+
+def size_gb(folder: Path | None) -> float | None:
+    if folder is None or not folder.is_dir():
+        return None
+    return round(sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**30, 2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="llama-1b")
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks"))
+    parser.add_argument("--only", help="comma-separated step names to run (default: all)")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    hf = args.work / args.shape
+    if not (hf / "config.json").is_file():
+        build(args.shape, hf)
+    weights_gb = round(sum(p.stat().st_size for p in hf.glob("*.safetensors")) / 2**30, 2)
+    rows = []
+    for name, command, output in steps(args.shape, args.work):
+        if args.only and not any(name.startswith(o) for o in args.only.split(",")):
+            continue
+        log = args.work / f"{name.split(' (')[0].replace(' ', '_').replace('-', '')}.log"
+        result = measured(command, log)
+        rows.append({"step": name, **result, "output_gb": size_gb(output), "log": str(log)})
+        print(f"{name}: {result} -> {rows[-1]['output_gb']} GB", flush=True)
+    record = {
+        "shape": args.shape,
+        "config": SHAPES[args.shape],
+        "bf16_checkpoint_gb": weights_gb,
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d"),
+        "steps": rows,
+    }
+    path = args.out / f"scale-{args.shape}.json"
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
