@@ -30,6 +30,12 @@ class ExportConfig(Options):
         low=MIN_OPSET,
         high=MAX_OPSET,
     )
+    dtype: str = option(
+        "fp32",
+        "Weights and activations of the graph: fp32 (the CPU provider's fast path) or fp16 (half "
+        "the size; read from a bf16/fp16 checkpoint without an fp32 copy). Past 2 GB, see README.",
+        choices=("fp32", "fp16"),
+    )
     atol: float = option(1e-4, "Fail if ONNX and PyTorch outputs differ by more than this.", low=0)
     trust_remote_code: bool = option(False, "Allow model code from the hub to run.")
     verify_loading: bool = option(False, VERIFY_HELP)

@@ -47,7 +47,7 @@ class TorchCheck:
 
 
 def compare_with_torch(
-    source: str, folder: Path, task: str, types: dict[str, type], trust_remote_code: bool
+    source: str, folder: Path, task: str, types: dict[str, type], trust_remote_code: bool, dtype="fp32"
 ) -> TorchCheck:
     """onnxruntime against PyTorch on a padded sample batch (the real tokens only), and greedy
     generation for decoders exported with their cache. PyTorch runs first and is freed before
@@ -64,7 +64,7 @@ def compare_with_torch(
     prompts = [tokenizer(prompt, return_tensors="np")["input_ids"] for prompt in PROMPTS]
     generative = types.cache is not None
     torch_out, theirs = _torch_reference(
-        source, task, feed, prompts if generative else [], tokenizer, trust_remote_code
+        source, task, feed, prompts if generative else [], tokenizer, trust_remote_code, dtype
     )
     session = ort.InferenceSession(str(folder / model_files.MODEL_FILE), providers=["CPUExecutionProvider"])
     onnx_outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed), strict=True))
@@ -76,8 +76,9 @@ def compare_with_torch(
     return check
 
 
-def _torch_reference(source, task, feed, prompts, tokenizer, trust_remote_code):
-    """PyTorch's outputs on the sample batch (as arrays) and its greedy tokens for each prompt."""
+def _torch_reference(source, task, feed, prompts, tokenizer, trust_remote_code, dtype="fp32"):
+    """PyTorch's outputs on the sample batch (as arrays, fp32) and its greedy tokens for each
+    prompt, from the model loaded in the exported `dtype`."""
     import gc
 
     import torch
@@ -85,13 +86,17 @@ def _torch_reference(source, task, feed, prompts, tokenizer, trust_remote_code):
 
     with quiet():
         torch_model = TasksManager.get_model_from_task(
-            task, source, library_name="transformers", trust_remote_code=trust_remote_code
+            task,
+            source,
+            library_name="transformers",
+            trust_remote_code=trust_remote_code,
+            torch_dtype=torch.float16 if dtype == "fp16" else torch.float32,
         )
     torch_model.eval()
     torch_feed = {k: torch.from_numpy(v.astype(np.int64)) for k, v in feed.items() if k in _TOKEN_INPUTS}
     with torch.no_grad():
         out = torch_model(**torch_feed)
-    arrays = {k: v.numpy() for k, v in out.items() if isinstance(v, torch.Tensor)}
+    arrays = {k: v.float().numpy() for k, v in out.items() if isinstance(v, torch.Tensor)}
     del out
     tokens = []
     for ids in prompts:

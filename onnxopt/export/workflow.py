@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from onnxopt import memory
 from onnxopt.data.samples import input_types
 from onnxopt.errors import OnnxoptError, first_line
 from onnxopt.evaluate.verify import verify_staged
@@ -74,14 +75,16 @@ def export(
                 "task": task,
                 "opset": opset,
                 "max_abs_diff": diffs,
+                "dtype": config.dtype,
+                "peak_rss_mb": memory.run_peak_mb(),  # export and check: what bounds a large model
             }
-            manifest.add_step("export", **record, atol=config.atol, checks=notes)
+            manifest.add_step("export", **record, atol=check_tolerance(config), checks=notes)
             manifest.save(tmp)
             verified = verify_staged(config.verify_loading, tmp, None, out)
         size = model_files.folder_size(out)
         seconds = time.perf_counter() - start
         return ExportResult(
-            out, source.shown, task, opset, diffs, config.atol, seconds, size, notes, verified
+            out, source.shown, task, opset, diffs, check_tolerance(config), seconds, size, notes, verified
         )
 
 
@@ -104,8 +107,9 @@ def _export_checked(
     """Run optimum's exporter into `tmp` and compare with PyTorch; outside the tolerance nothing is
     kept. An encoder-decoder with its cache is kept in parts (onnxopt.io.parts), not merged."""
     in_parts = task == "text2text-generation-with-past"
-    large = not in_parts and _fp32_bytes(source) >= LARGE_EXPORT_BYTES
-    _run_exporter(source, tmp, task, config.opset, config.trust_remote_code, not in_parts, large)
+    large = not in_parts and _weight_bytes(source, config.dtype) >= LARGE_EXPORT_BYTES
+    _run_exporter(source, tmp, task, config, not in_parts, large)
+    memory.release()  # the exporter's PyTorch model, before the check loads another
     files = list(parts.part_files(tmp).values()) if in_parts else [model_files.resolve(tmp).onnx_path]
     for path in files:
         if large:
@@ -122,12 +126,13 @@ def _export_checked(
     if in_parts:
         check = compare_seq2seq(source, tmp, task, config.trust_remote_code)
     else:
-        check = compare_with_torch(source, tmp, task, types, config.trust_remote_code)
+        check = compare_with_torch(source, tmp, task, types, config.trust_remote_code, config.dtype)
     worst = max(check.relative.values()) if check.relative else max(check.diffs.values())
-    if not worst <= config.atol:  # also catches NaN
+    atol = check_tolerance(config)
+    if not worst <= atol:  # also catches NaN
         kind = "relative to the outputs' scale " if check.relative else ""
         raise OnnxoptError(
-            f"exported outputs differ from PyTorch by {worst:.2e} {kind}above --atol {config.atol:g}",
+            f"exported outputs differ from PyTorch by {worst:.2e} {kind}above --atol {atol:g}",
             "raise --atol if this is expected, or try another --opset",
         )
     if check.agreement is not None and check.agreement < MIN_AGREEMENT:
@@ -140,21 +145,22 @@ def _export_checked(
     return check.diffs, opset, check.notes
 
 
-def _fp32_bytes(source: str) -> int:
+# fp16 keeps 11 significant bits: onnxruntime's and PyTorch's fp16 kernels round differently, so
+# the check's tolerance is at least this (relative to the logits' scale for decoders).
+FP16_ATOL = 1e-2
+
+
+def check_tolerance(config: ExportConfig) -> float:
+    return max(config.atol, FP16_ATOL) if config.dtype == "fp16" else config.atol
+
+
+def _weight_bytes(source: str, dtype: str) -> int:
     """The exported weights' size, from the checkpoint's headers (0 when unknown: a hub id)."""
     count = safetensors_parameters(Path(source)) if Path(source).is_dir() else None
-    return 4 * (count or 0)
+    return (2 if dtype == "fp16" else 4) * (count or 0)
 
 
-def _run_exporter(
-    source: str,
-    out: Path,
-    task: str,
-    opset: int | None,
-    trust_remote_code: bool,
-    merged: bool = True,
-    large: bool = False,
-) -> None:
+def _run_exporter(source: str, out: Path, task: str, config: ExportConfig, merged=True, large=False) -> None:
     """optimum's main_export; `merged` False keeps an encoder-decoder's decoders apart (optimum
     merges them in its post-processing, which also deduplicates tied weights). A `large` model's
     weights stay in torch's per-tensor files (gathered after, by io.external_data)."""
@@ -166,10 +172,11 @@ def _run_exporter(
                 source,
                 output=out,
                 task=task,
-                opset=opset,
+                opset=config.opset,
+                dtype=config.dtype,
                 do_validation=False,
                 library_name="transformers",
-                trust_remote_code=trust_remote_code,
+                trust_remote_code=config.trust_remote_code,
                 no_post_process=large or not merged,
             )
     except KeyError as exc:
@@ -178,7 +185,7 @@ def _run_exporter(
             "pass a supported --task, e.g. feature-extraction",
         ) from exc
     except (ValueError, OSError, RuntimeError) as exc:
-        if "custom code" in str(exc) and not trust_remote_code:
+        if "custom code" in str(exc) and not config.trust_remote_code:
             raise OnnxoptError(
                 f"{source} ships its own model code, which would run on this machine; it was not run",
                 "read the code first; pass --trust-remote-code only if you trust it",
