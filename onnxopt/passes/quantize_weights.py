@@ -74,11 +74,13 @@ class QuantizeWeights(Pass):
         calibration: Iterable[dict] = (),
         include: tuple[str, ...] = (),
         importance=None,
+        on_progress=None,
     ):
         self.bits, self.block_size, self.algo = bits, block_size, algo
         self.accuracy_level, self.exclude, self.calibration = accuracy_level, exclude, calibration
         self.include = include
         self.importance = importance  # offset: (model, tensors) -> E[x^2] per channel, the searched grid
+        self.on_progress = on_progress  # offset: (MatMuls done, total)
         self.name = f"quantize-int{bits}-{algo}"
 
     def call(self, model: onnx.ModelProto) -> PassResult:
@@ -127,7 +129,9 @@ class QuantizeWeights(Pass):
         """Offsets where the input channels fill whole blocks; onnxruntime's RTN (which pads the
         last block) for the rest, e.g. a pruned FFN of 1,133 channels."""
         before = _count(model, "MatMulNBits")
-        offset = QuantizeWeightsOffset(self.block_size, self.accuracy_level, self.exclude, self.importance)
+        offset = QuantizeWeightsOffset(
+            self.block_size, self.accuracy_level, self.exclude, self.importance, self.on_progress
+        )
         result = offset.call_owned(model) if owned else offset(model)
         skipped = result.details["skipped"]
         partial = tuple(name for name, why in skipped.items() if "not a multiple of the block" in why)

@@ -82,6 +82,7 @@ class MatMulOffsetInt4(RewriteRule):
         self.block, self.accuracy_level, self.exclude = block, accuracy_level, set(exclude)
         self.importance = importance or {}  # input -> E[x^2] per channel: the searched grid
         self.with_sums: dict[str, str] = {}  # input -> [input, its block sums], shared by its MatMuls
+        self.on_rewrite = None  # called after each MatMul: progress over a large model
 
     def check(self, index: RewriteIndex, node: onnx.NodeProto) -> str | None:
         if node.name in self.exclude:
@@ -96,6 +97,8 @@ class MatMulOffsetInt4(RewriteRule):
     def rewrite(self, index: RewriteIndex, node: onnx.NodeProto, edits: Edits) -> None:
         x, out, name = node.input[0], node.output[0], node.name or node.output[0]
         w = weight_store.array(index.inits[node.input[1]]).astype(np.float32)
+        if self.on_rewrite is not None:
+            self.on_rewrite()
         k, n = w.shape
         packed, scales, zeros = offset_rows(w.T, self.block, self.importance.get(x))
         base = f"{name}_int4"
@@ -155,10 +158,16 @@ class QuantizeWeightsOffset(FunctionalPass):
     instead of min-max (graph_queries/block_search.py). It reads the pass's input model, unchanged."""
 
     def __init__(
-        self, block_size: int = 32, accuracy_level: int = 4, exclude: tuple[str, ...] = (), importance=None
+        self,
+        block_size: int = 32,
+        accuracy_level: int = 4,
+        exclude: tuple[str, ...] = (),
+        importance=None,
+        on_progress=None,
     ):
         self.block_size, self.accuracy_level, self.exclude = block_size, accuracy_level, exclude
         self.importance = importance
+        self.on_progress = on_progress  # (MatMuls done, MatMuls to quantize)
         self.name = "quantize-int4-offset"
 
     def apply(self, out: onnx.ModelProto, original: onnx.ModelProto) -> PassResult:
@@ -171,6 +180,11 @@ class QuantizeWeightsOffset(FunctionalPass):
                 n.input[0] for n in original.graph.node if n.op_type == "MatMul" and not rule.check(index, n)
             }
             rule.importance = self.importance(original, sorted(inputs))
+        if self.on_progress is not None:
+            index = RewriteIndex(out)
+            total = sum(1 for n in out.graph.node if n.op_type == "MatMul" and not rule.check(index, n))
+            done = iter(range(1, total + 1))
+            rule.on_rewrite = lambda: self.on_progress(next(done, total), total)
         result = apply_rule(rule, out)
         drop_unused_initializers(out.graph)
         details = {"MatMulNBits": result.rewritten, "skipped": result.skipped}

@@ -69,8 +69,10 @@ class Smooth(Pass):
         error=None,
         gates: bool = False,
         explicit: bool = False,
+        on_group: Callable[[int, int], None] | None = None,
     ):
         self.gates, self.explicit = gates, explicit
+        self.on_group = on_group  # (groups done, groups): a 1B model's search takes minutes
         self.stats = stats
         self.alphas = alphas
         self.only_if_better = only_if_better
@@ -97,7 +99,9 @@ class Smooth(Pass):
         inits.update({alias: inits[name] for alias, name in aliases.items()})
         nodes = {n.name: n for n in model_copy.graph.node}
         applied, muls = [], {}
-        for group in groups:
+        for done, group in enumerate(groups):
+            if self.on_group is not None:
+                self.on_group(done, len(groups))
             stats = found.get(group.tensor)
             if stats is None:
                 skipped[group.tensor] = "no calibration statistics"

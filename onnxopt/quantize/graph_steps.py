@@ -58,12 +58,17 @@ def prepare(model, folder, plan: QuantizePlan, data: RunData, progress, label: s
     check_excluded(model, plan.options.exclude)
     if plan.smooth:
         progress(f"smooth{label}", 0, 0)
-        model, smooth_reports = Pipeline([smoothing(plan, data.calibration)]).run(model, owned=True)
+
+        def on_group(done, total):
+            progress(f"smooth{label}", done, total)
+
+        smooth = smoothing(plan, data.calibration, on_group)
+        model, smooth_reports = Pipeline([smooth]).run(model, owned=True)
         reports += smooth_reports
     return model, reports
 
 
-def smoothing(plan: QuantizePlan, feeds) -> Smooth:
+def smoothing(plan: QuantizePlan, feeds, on_group=None) -> Smooth:
     """The Smooth pass, its alpha chosen by the simulated error on the grid the quantizer writes."""
     # A Mul OpenVINO fuses with the FakeQuantize after it (smooth.py): static scales only.
     explicit = plan.smooth_explicit
@@ -74,8 +79,8 @@ def smoothing(plan: QuantizePlan, feeds) -> Smooth:
     if plan.smooth_grid == "int4":
         config = plan.options
         error = partial(weight_only_error, block=config.block_size, algo=config.algo)  # exact activations
-        return Smooth(stats, explicit=explicit, alphas=INT4_ALPHAS, error=error)
-    return Smooth(stats, explicit=explicit, error=int8_error(plan.smooth_reduce_range))
+        return Smooth(stats, explicit=explicit, alphas=INT4_ALPHAS, error=error, on_group=on_group)
+    return Smooth(stats, explicit=explicit, error=int8_error(plan.smooth_reduce_range), on_group=on_group)
 
 
 def quantizer_for(model, plan: QuantizePlan, exclude, data: RunData, progress, label: str = ""):

@@ -18,7 +18,7 @@ from onnxopt.quantize.texts import RunData
 def weight_only_quantizer(model, plan: QuantizePlan, exclude: tuple[str, ...], data: RunData, progress):
     config = plan.options
     if plan.weight_bits == 4:
-        quantizer = _int4(model, plan, exclude, data)
+        quantizer = _int4(model, plan, exclude, data, progress)
     else:  # plan.py: DECODER_8BIT
         quantizer = QuantizeWeights(8, 32, "rtn", 4, exclude)
     if config.max_drop is None:
@@ -27,15 +27,27 @@ def weight_only_quantizer(model, plan: QuantizePlan, exclude: tuple[str, ...], d
     return mixed_bits_search(model, plan, exclude, data.calibration, quantizer, metric, progress)
 
 
-def _int4(model, plan: QuantizePlan, exclude: tuple[str, ...], data: RunData):
+def _int4(model, plan: QuantizePlan, exclude: tuple[str, ...], data: RunData, progress=None):
     """4-bit MatMulNBits for the body; the LM head 8-bit where the plan says (plan.py: INT4_HEAD)."""
     config = plan.options
     heads = lm_heads(model) if plan.lm_head_8bit else ()
     excluded, feeds = exclude + heads, data.calibration or ()
     searched = plan.block_search and data.calibration is not None  # plan.py: BLOCK_SEARCH
     importance = mean_squares(data.calibration) if searched else None
+
+    def on_progress(done, total):
+        if progress is not None:
+            progress("quantize-int4-offset", done, total)
+
     body = QuantizeWeights(
-        4, config.block_size, config.algo, config.accuracy_level, excluded, feeds, importance=importance
+        4,
+        config.block_size,
+        config.algo,
+        config.accuracy_level,
+        excluded,
+        feeds,
+        importance=importance,
+        on_progress=on_progress,
     )
     if not heads:
         return body

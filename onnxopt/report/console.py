@@ -16,7 +16,15 @@ import time
 from collections.abc import Callable, Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
 PROGRESS = "· "
@@ -69,6 +77,11 @@ class _Bar(BarColumn):
         return super().render(task) if task.total else Text("")
 
 
+class _TimeLeft(TimeRemainingColumn):
+    def render(self, task):
+        return super().render(task) if task.total else Text("")
+
+
 Update = Callable[[str, int, int], None]
 
 
@@ -84,25 +97,46 @@ def progress_bar(quiet: bool = False, verbose: bool = False) -> Iterator[Update]
             yield update
 
 
+# A counted stage (smoothing's groups, a large model's MatMuls) says how far it is this often,
+# with the time left at its pace so far: a 1B model's stages run for minutes.
+PLAIN_EVERY_S = 30.0
+
+
 def _plain_lines(timed: bool) -> Update:
-    started = {"stage": None, "at": time.perf_counter()}
+    started = {"stage": None, "at": time.perf_counter(), "said": time.perf_counter()}
 
     def update(stage: str, done: int, total: int) -> None:
-        if stage == started["stage"]:
-            return
         now = time.perf_counter()
+        if stage == started["stage"]:
+            if total and 0 < done < total and now - started["said"] >= PLAIN_EVERY_S:
+                left = (now - started["at"]) / done * (total - done)
+                sys.stderr.write(f"{PROGRESS}{stage} {done}/{total}, about {_minutes(left)} left\n")
+                sys.stderr.flush()
+                started["said"] = now
+            return
         took = f" (previous stage {now - started['at']:.1f} s)" if timed and started["stage"] else ""
         counted = f" ({total})" if total else ""
         sys.stderr.write(f"{PROGRESS}{stage}{counted}{took}\n")
         sys.stderr.flush()
-        started.update(stage=stage, at=now)
+        started.update(stage=stage, at=now, said=now)
 
     return update
 
 
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
 @contextlib.contextmanager
 def _live() -> Iterator[Update]:
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), _Bar(), _Count(), TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        _Bar(),
+        _Count(),
+        TimeElapsedColumn(),
+        _TimeLeft(),
+    )
     with Progress(*columns, console=err_console, transient=True) as bar:
         tasks: dict[str, int] = {}
 
