@@ -46,10 +46,22 @@ LLAMA_VENV = ROOT / "build" / "llama-venv"
 LLAMA_SRC = ROOT / "build" / "llama-src" / "llama_cpp_python-0.3.36" / "vendor" / "llama.cpp"
 OPENVINO_VENV = ROOT / "build" / "openvino-venv"
 GENAI_VENV = ROOT / "build" / "genai-venv"  # the builder only: .venv's onnxruntime-genai serves
-GENAI_BEST = ["is_symmetric=false", "algo_config=k_quant", "matmul_mixed_precision=last_matmul:int8",
-              "block_size=32", "accuracy_level=4"]  # fmt: skip
+# ORT GenAI builder int4 (block 32 and accuracy level 4 are its CPU defaults): its defaults, and a
+# sweep of its options; the sweep's lowest perplexity is "its best int4" and is timed.
+GENAI_INT4 = {
+    "int4-default": [],
+    "int4-asym": ["is_symmetric=false"],
+    "int4-kquant": ["algo_config=k_quant"],
+    "int4-asym-last8": ["is_symmetric=false", "matmul_mixed_precision=last_matmul:int8"],
+    "int4-kquant-last8": [
+        "is_symmetric=false",
+        "algo_config=k_quant",
+        "matmul_mixed_precision=last_matmul:int8",
+    ],
+    "int4-kquant-mixed": ["algo_config=k_quant", "matmul_mixed_precision=last_matmul:int8,mixed_layers:int8"],
+}
 OV_BEST = ["--weight-format", "int4", "--group-size", "32", "--ratio", "1.0", "--awq"]  # asym; head int8
-OV_DATA_AWARE = ["--dataset", "auto", "--awq", "--scale-estimation"]
+OV_DATA_AWARE = ["--dataset", "auto", "--scale-estimation"]  # with OV_BEST's --awq
 
 
 class Log:
@@ -95,10 +107,9 @@ def candidates(work: Path, ov_data_aware: bool) -> list[dict]:
              model=llama / "q4_k_m.gguf"),
         dict(name="llama.cpp Q8_0", family="llama.cpp", bits="8-bit", backend="llama", python=lpy,
              model=llama / "q8_0.gguf"),
-        dict(name="ORT GenAI builder int4 (defaults)", family="ORT GenAI", bits="int4", backend="genai",
-             python=main, model=work / "genai" / "int4-default"),
-        dict(name="ORT GenAI builder int4 (" + ", ".join(GENAI_BEST) + ")", family="ORT GenAI",
-             bits="int4", backend="genai", python=main, model=work / "genai" / "int4-best"),
+        *[dict(name="ORT GenAI builder int4 (" + (", ".join(opts) or "defaults") + ")", family="ORT GenAI",
+               bits="int4", backend="genai", python=main, model=work / "genai" / key,
+               sweep=bool(opts)) for key, opts in GENAI_INT4.items()],
         dict(name="ORT GenAI builder int8", family="ORT GenAI", bits="8-bit", backend="genai",
              python=main, model=work / "genai" / "int8"),
         dict(name=f"OpenVINO GenAI int4 ({ov_best})", family="OpenVINO", bits="int4",
@@ -151,7 +162,8 @@ def build_onnxopt(source: Path, work: Path, log: Log, reuse: Path | None) -> Non
                     target.unlink()
                 target.symlink_to(reuse / name)
                 log.commands.append(f"# onnxopt {name}: {reuse / name} reused, made by the same command:")
-                log.commands.append("onnxopt " + shlex.join(str(a) for a in [*args, "-o", reuse / name]))
+                made = [reuse / "fp32" if a == out / "fp32" else a for a in args]
+                log.commands.append("onnxopt " + shlex.join(str(a) for a in [*made, "-o", reuse / name]))
             else:
                 log.run([cli, "-q", *args, "-o", target, "--overwrite"])
 
@@ -206,11 +218,11 @@ def build_genai(source: Path, work: Path, log: Log) -> None:
     out = work / "genai"
     out.mkdir(parents=True, exist_ok=True)
     source = genai_source(source, work, log)
-    for name, precision, extra in (("int4-default", "int4", []), ("int4-best", "int4", GENAI_BEST),
-                                   ("int8", "int8", [])):  # fmt: skip
+    for name, precision, extra in [*[(k, "int4", v) for k, v in GENAI_INT4.items()], ("int8", "int8", [])]:
         target = out / name
         options = ["--extra_options", *extra] if extra else []
-        argv = [GENAI_VENV / "bin" / "python", "-m", "onnxruntime_genai.models.builder", "-i", source, "-o", target,
+        builder = [GENAI_VENV / "bin" / "python", "-m", "onnxruntime_genai.models.builder"]
+        argv = [*builder, "-i", source, "-o", target,
                 "-p", precision, "-e", "cpu", "-c", work / "genai-cache", *options]  # fmt: skip
         _attempt(log, target, lambda argv=argv: log.run(argv))
 
@@ -233,7 +245,16 @@ def build_openvino(source: Path, work: Path, log: Log, data_aware: bool) -> None
 def _runner(python: Path, job: dict, stem: Path, log: Log | None = None, show: str | None = None) -> dict:
     stem.parent.mkdir(parents=True, exist_ok=True)
     job_path, out_path = stem.with_suffix(".job.json"), stem.with_suffix(".out.json")
-    job_path.write_text(json.dumps(job))
+    text = json.dumps(job)
+    if (
+        job["mode"] == "accuracy"
+        and out_path.is_file()
+        and job_path.is_file()
+        and job_path.read_text() == text
+    ):
+        return json.loads(out_path.read_text())  # the same job done by an earlier run: deterministic
+    out_path.unlink(missing_ok=True)
+    job_path.write_text(text)
     argv = [str(python), str(HERE / "peer_runner.py"), str(job_path), str(out_path)]
     if log is not None:
         log.commands.append(show or shlex.join(argv))
@@ -281,10 +302,38 @@ def token_inputs(fp32: Path, text: Path, limit: int, prompts: int) -> tuple[list
 
 
 def agreement(tokens: list[list[int]], reference: list[list[int]]) -> float:
+    """Share of positions (x100) with the same token; each prompt counts the longer of the two
+    continuations (each cut before its end-of-text), so stopping early or late counts as differing."""
     equal = sum(
-        sum(a == b for a, b in zip(x, y, strict=True)) for x, y in zip(tokens, reference, strict=True)
+        sum(a == b for a, b in zip(x, y, strict=False)) for x, y in zip(tokens, reference, strict=True)
     )
-    return 100.0 * equal / sum(len(r) for r in reference)
+    total = sum(max(len(x), len(y)) for x, y in zip(tokens, reference, strict=True))
+    return 100.0 * equal / max(total, 1)
+
+
+def eos_ids(source: Path) -> list[int]:
+    """The end-of-text ids of the source's generation_config.json (or config.json)."""
+    for name in ("generation_config.json", "config.json"):
+        path = source / name
+        if path.is_file():
+            value = json.loads(path.read_text()).get("eos_token_id")
+            if value is not None:
+                return value if isinstance(value, list) else [value]
+    return []
+
+
+SPEED_KEYS = ("decode_tokens_per_s", "tpot_p50_ms", "tpot_p90_ms", "first_token_ms", "peak_rss_mb",
+              "timed_tokens", "load_s", "speed_vs_onnxopt_fp32", "speed_vs_llama_q4_k_m")  # fmt: skip
+
+
+def keep_speed(path: Path, rows: dict, log: Log) -> int:
+    """Copy the timed figures of an earlier generate_peers.json, row by row (by name)."""
+    earlier = json.loads(path.read_text())
+    for row in earlier["rows"]:
+        if row["model"] in rows:
+            rows[row["model"]].update({k: row[k] for k in SPEED_KEYS if k in row})
+    log.commands.append(f"# speed figures kept from {path} ({earlier['date']}, {earlier['rounds']} rounds)")
+    return earlier["rounds"]
 
 
 def measure(args) -> None:
@@ -325,7 +374,7 @@ def measure(args) -> None:
         print(f"{family} built in {time.perf_counter() - start:.0f} s", flush=True)
     cands = [c for c in candidates(work, args.ov_data_aware) if c["family"] not in log.failures]
     chunks, prompts, speed = token_inputs(work / "onnxopt" / "fp32", text, args.limit, args.prompts)
-    params = parameter_count(source)
+    params, eos = parameter_count(source), eos_ids(source)
     rows = {c["name"]: {"model": c["name"], "family": c["family"], "precision": c["bits"],
                         "backend": c["backend"]} for c in cands}  # fmt: skip
     for c in cands:
@@ -335,9 +384,11 @@ def measure(args) -> None:
         c["model"] = c["model"].resolve()
     for c in [c for c in cands if "error" not in rows[c["name"]]]:  # accuracy: one process each
         job = {"backend": c["backend"], "model": str(c["model"]), "threads": args.threads, "mode": "accuracy",
-               "windows": chunks, "prompts": prompts, "new_tokens": args.greedy_tokens}  # fmt: skip
+               "windows": chunks, "prompts": [], "new_tokens": args.greedy_tokens}  # fmt: skip
         try:
-            found = _runner(c["python"], job, work / "jobs" / f"acc-{_slug(c)}")
+            found = _runner(c["python"], job, work / "jobs" / f"ppl-{_slug(c)}")
+            greedy = {**job, "windows": [], "prompts": prompts, "eos": eos}
+            found["greedy"] = _runner(c["python"], greedy, work / "jobs" / f"greedy-{_slug(c)}")["greedy"]
         except Exception as exc:
             rows[c["name"]]["error"] = f"accuracy: {exc}"
             print(f"{c['name']}: {rows[c['name']]['error']}", flush=True)
@@ -347,10 +398,19 @@ def measure(args) -> None:
                                greedy=found["greedy"], size_mb=round(size / 1e6, 1), files=counted,
                                bits_per_weight=round(8 * size / params, 2))  # fmt: skip
         print(f"{c['name']}: perplexity {found['perplexity']:.3f} ({found['perplexity_s']} s)", flush=True)
-    genai_check = genai_equal(work, prompts, args, rows)
+    genai_check = genai_equal(work, prompts, eos, args, rows)
+    swept = [c for c in cands if c.get("sweep") and rows[c["name"]].get("perplexity") is not None]
+    best = min(swept, key=lambda c: rows[c["name"]]["perplexity"], default=None)
+    for c in swept:  # the sweep's best is timed, the rest are perplexity and agreement only
+        c["timed"] = c is best
+        rows[c["name"]]["sweep"] = "best of the builder's int4 options: timed" if c is best else "sweep"
     timed = [c for c in cands if c.get("timed", True) and "error" not in rows[c["name"]]]
-    rounds = speed_rounds(timed, speed, args, work, rows)
-    finish(rows, params, work)
+    if args.speed_from is None:
+        rounds = speed_rounds(timed, speed, args, work, rows)
+        finish(rows, params, work)
+    else:  # the timed figures of an earlier run of the same candidates; the rest measured now
+        finish(rows, params, work)
+        rounds = keep_speed(args.speed_from, rows, log)
     payload = {
         "date": time.strftime("%Y-%m-%d"), "cpu": _cpu(), "threads": args.threads, "rounds": rounds,
         "generations_per_round": args.generations, "parameters": params, "source": str(source),
@@ -358,10 +418,49 @@ def measure(args) -> None:
                 "tokens scored)",
         "greedy": f"{len(prompts)} held-out prompts x {args.greedy_tokens} new tokens",
         "rows": list(rows.values()), "genai_equal": genai_check, "failures": log.failures,
-        "versions": versions(), "commands": log.commands, "minutes": round((time.perf_counter() - t0) / 60, 1),
+        "versions": versions(), "commands": log.commands,
+        "minutes": round((time.perf_counter() - t0) / 60, 1),
         "load": os.getloadavg()[0],
     }  # fmt: skip
     args.json.write_text(json.dumps(payload, indent=2) + "\n")
+    report(args.json)
+
+
+def add_ov_data_aware(args) -> None:
+    """OpenVINO int4 with its data-aware options (AWQ + scale estimation on --dataset auto: text the
+    model generates itself, no download), too slow for the timed run: perplexity and agreement only,
+    added to an existing generate_peers.json as a row of its own."""
+    data = json.loads(args.json.read_text())
+    log, t0 = Log(), time.perf_counter()
+    log.commands.append(shlex.join(["python", "benchmarks/generate_peers.py", *sys.argv[1:]]))
+    work, source = args.work.resolve(), Path(data["source"])
+    text = args.text or work / "heldout.txt"
+    build_openvino(source, work, log, True)
+    target = work / "openvino" / "int4-best-data"
+    name = "OpenVINO GenAI int4 (int4, group 32, ratio 1.0, asym, AWQ + scale estimation, --dataset auto)"
+    row = {"model": name, "family": "OpenVINO", "precision": "int4", "backend": "openvino"}
+    if not _done(target):
+        row["error"] = f"not built: {log.failures.get(str(target), 'not built')}"
+    else:
+        chunks, prompts, _speed = token_inputs(work / "onnxopt" / "fp32", text, args.limit, args.prompts)
+        job = {"backend": "openvino", "model": str(target), "threads": args.threads, "mode": "accuracy",
+               "windows": chunks, "prompts": [], "new_tokens": args.greedy_tokens}  # fmt: skip
+        python = OPENVINO_VENV / "bin" / "python"
+        found = _runner(python, job, work / "jobs" / "ppl-openvino-data-aware")
+        greedy = {**job, "windows": [], "prompts": prompts, "eos": eos_ids(source)}
+        found["greedy"] = _runner(python, greedy, work / "jobs" / "greedy-openvino-data-aware")["greedy"]
+        reference = json.loads((work / "jobs" / "greedy-onnxopt-fp32.out.json").read_text())["greedy"]
+        base = next(r for r in data["rows"] if r["model"] == "onnxopt fp32")["perplexity"]
+        size, counted = model_bytes(target)
+        row.update(perplexity=round(found["perplexity"], 3), tokens_scored=found["tokens_scored"],
+                   perplexity_change_pct=round(100 * (found["perplexity"] / base - 1), 2),
+                   greedy_agreement_pct=round(agreement(found["greedy"], reference), 1),
+                   size_mb=round(size / 1e6, 1), files=counted,
+                   bits_per_weight=round(8 * size / data["parameters"], 2))  # fmt: skip
+    row["note"] = f"built and measured apart, {round((time.perf_counter() - t0) / 60)} min; not timed"
+    data["rows"] = [r for r in data["rows"] if r["model"] != name] + [row]
+    data["commands"] += ["", "# OpenVINO int4, data-aware, apart:", *log.commands]
+    args.json.write_text(json.dumps(data, indent=2) + "\n")
     report(args.json)
 
 
@@ -375,7 +474,7 @@ def _cpu() -> str:
     return cpu_name()
 
 
-def genai_equal(work: Path, prompts: list, args, rows: dict) -> list[dict]:
+def genai_equal(work: Path, prompts: list, eos: list[int], args, rows: dict) -> list[dict]:
     """onnxruntime_genai's greedy tokens against onnxopt's own, for onnxopt's three folders."""
     found = []
     for name, folder in (("fp32", "fp32"), ("int8 (--dynamic)", "dynamic"), ("int4", "int4")):
@@ -383,14 +482,16 @@ def genai_equal(work: Path, prompts: list, args, rows: dict) -> list[dict]:
             name, "onnxopt 8-bit (--dynamic)"), {}).get("greedy")  # fmt: skip
         if own is None:
             continue
-        job = {"backend": "genai", "model": str((work / "onnxopt" / folder).resolve()), "threads": args.threads,
+        model = str((work / "onnxopt" / folder).resolve())
+        job = {"backend": "genai", "model": model, "threads": args.threads,
                "mode": "accuracy", "prompts": prompts, "new_tokens": args.greedy_tokens}  # fmt: skip
+        job["eos"] = eos
         try:
             theirs = _runner(MAIN_PY, job, work / "jobs" / f"genai-equal-{folder}")["greedy"]
         except Exception as exc:
             found.append({"model": name, "error": str(exc)})
             continue
-        same = sum(a == b for a, b in zip(theirs, own, strict=True))
+        same = sum(a == b for a, b in zip(theirs, own, strict=True))  # each cut before end-of-text
         found.append({"model": name, "prompts_equal": same, "prompts": len(own),
                       "tokens_equal_pct": round(agreement(theirs, own), 1)})  # fmt: skip
     return found
@@ -406,8 +507,9 @@ def speed_rounds(timed: list[dict], speed: list[int], args, work: Path, rows: di
             row = rows[c["name"]]
             if "error" in row:
                 continue
-            job = {"backend": c["backend"], "model": str(c["model"]), "threads": args.threads, "mode": "serve",
-                   "prompt": speed, "new_tokens": args.new_tokens, "generations": args.generations}  # fmt: skip
+            job = {"backend": c["backend"], "model": str(c["model"]), "threads": args.threads,
+                   "mode": "serve", "prompt": speed, "new_tokens": args.new_tokens,
+                   "generations": args.generations}  # fmt: skip
             try:
                 found = _runner(c["python"], job, work / "jobs" / f"serve-{_slug(c)}-{r}")
             except Exception as exc:
@@ -420,19 +522,21 @@ def speed_rounds(timed: list[dict], speed: list[int], args, work: Path, rows: di
             row["load_s"].append(found["load_s"])
             tpot = np.percentile(found["steps_ms"], 50)
             print(f"round {r + 1}/{args.rounds} {c['name']}: {1000 / tpot:.1f} tok/s, first "
-                  f"{np.percentile(found['first_ms'], 50):.0f} ms, {found['peak_rss_mb']:.0f} MB", flush=True)  # fmt: skip
+                  f"{np.percentile(found['first_ms'], 50):.0f} ms, {found['peak_rss_mb']:.0f} MB",
+                  flush=True)  # fmt: skip
     return args.rounds
 
 
 def finish(rows: dict, params: int, work: Path) -> None:
     """Summaries from the raw figures: change against fp32, agreement, tok/s, ratios."""
     base = rows["onnxopt fp32"]
+    reference = base.get("greedy")
     for row in rows.values():
         if row.get("perplexity") is not None and base.get("perplexity"):
             row["perplexity_change_pct"] = round(100 * (row["perplexity"] / base["perplexity"] - 1), 2)
             row["perplexity"] = round(row["perplexity"], 3)
-        if row.get("greedy") is not None and base.get("greedy") is not None:
-            row["greedy_agreement_pct"] = round(agreement(row["greedy"], base["greedy"]), 1)
+        if row.get("greedy") is not None and reference is not None:
+            row["greedy_agreement_pct"] = round(agreement(row["greedy"], reference), 1)
         if row.get("steps_ms"):
             tpot = float(np.percentile(row["steps_ms"], 50))
             row["decode_tokens_per_s"] = round(1000 / tpot, 1)
@@ -459,7 +563,8 @@ def versions() -> dict:
     for python, names in ((MAIN_PY, ["onnxruntime", "onnxruntime-genai", "onnxopt"]),
                           (LLAMA_VENV / "bin" / "python", ["llama-cpp-python"]),
                           (GENAI_VENV / "bin" / "python", ["transformers"]),
-                          (OPENVINO_VENV / "bin" / "python", ["openvino", "openvino-genai", "optimum-intel", "nncf"])):  # fmt: skip
+                          (OPENVINO_VENV / "bin" / "python",
+                           ["openvino", "openvino-genai", "optimum-intel", "nncf"])):  # fmt: skip
         if not Path(python).exists():
             continue
         code = f"import importlib.metadata as m; print(' '.join(m.version(n) for n in {names!r}))"
@@ -478,6 +583,68 @@ def _cell(row: dict, key: str, fmt: str, suffix: str = "") -> str:
     return "-" if value is None else f"{value:{fmt}}{suffix}"
 
 
+def bars(rows: list[dict]) -> list[str]:
+    """The done-when checks of issue 29 (int4 and 8-bit accuracy, decode speed) from the rows."""
+    by = {r["model"]: r for r in rows}
+    own, own_genai = (
+        by.get("onnxopt int4 b32 (default)", {}),
+        by.get("onnxopt int4 b32, in ORT GenAI's runtime", {}),
+    )
+    eight, fp32 = by.get("onnxopt 8-bit (--dynamic)", {}), by.get("onnxopt fp32", {})
+    out = []
+
+    def yes(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    if own.get("perplexity_change_pct") is not None:
+        change = own["perplexity_change_pct"]
+        out.append(f"- onnxopt int4 within +3% of fp32: {change:+.2f}%: {yes(change <= 3)}.")
+        bpw = own["bits_per_weight"]
+        for r in rows:
+            if r["family"] == "onnxopt" or r["precision"] != "int4" or r.get("perplexity") is None:
+                continue
+            better = own["perplexity"] < r["perplexity"]
+            bits = (
+                "fewer"
+                if bpw < r["bits_per_weight"]
+                else "the same"
+                if bpw == r["bits_per_weight"]
+                else "MORE"
+            )
+            out.append(
+                f"  - against {r['model']}: {own['perplexity']:.2f} vs {r['perplexity']:.2f} perplexity "
+                f"({'better' if better else 'WORSE'}), {bpw:.2f} vs {r['bits_per_weight']:.2f} bits/weight "
+                f"(onnxopt {bits})."
+            )
+    if eight.get("perplexity_change_pct") is not None:
+        change = eight["perplexity_change_pct"]
+        out.append(f"- onnxopt 8-bit within +0.5%: {change:+.2f}%: {yes(change <= 0.5)}.")
+    if own.get("speed_vs_onnxopt_fp32") is not None:
+        ratio = own["speed_vs_onnxopt_fp32"]
+        out.append(f"- onnxopt int4 decode >= 3.5x onnxopt fp32: {ratio:.2f}x: {yes(ratio >= 3.5)}.")
+    builder = [
+        r
+        for r in rows
+        if r["family"] == "ORT GenAI" and r["precision"] == "int4" and r.get("decode_tokens_per_s")
+    ]
+    for rate, where in ((own_genai.get("decode_tokens_per_s"), "in ORT GenAI's runtime"),
+                        (own.get("decode_tokens_per_s"), "in onnxopt's loop")):  # fmt: skip
+        for r in builder if rate else []:
+            out.append(
+                f"- onnxopt int4 {where} at least as fast as {r['model']}: {rate:.1f} vs "
+                f"{r['decode_tokens_per_s']:.1f} tok/s: {yes(rate >= r['decode_tokens_per_s'])}."
+            )
+    for r in (own, own_genai):
+        if r.get("speed_vs_llama_q4_k_m") is not None:
+            ratio = r["speed_vs_llama_q4_k_m"]
+            out.append(
+                f"- {r['model']} / llama.cpp Q4_K_M decode tok/s: {ratio:.2f} (goal >= 1: {yes(ratio >= 1)})."
+            )
+    if fp32.get("decode_tokens_per_s") is None:
+        out.append("- (no speed figures)")
+    return out
+
+
 def report(path: Path) -> str:
     data = json.loads(path.read_text())
     rows = data["rows"]
@@ -493,13 +660,22 @@ def report(path: Path) -> str:
     runtimes = {"onnxopt": "onnxopt (onnxruntime)", "genai": "onnxruntime-genai",
                 "llama": "llama.cpp", "openvino": "OpenVINO GenAI"}  # fmt: skip
     for r in rows:
+        if r.get("sweep"):
+            r = {
+                **r,
+                "model": r["model"]
+                + (" **best of the sweep**" if "best" in r["sweep"] else ", sweep (not timed)"),
+            }
+        if r.get("note"):
+            r = {**r, "model": f"{r['model']}: {r['note']}"}
         if "error" in r and r.get("perplexity") is None:
             lines.append(f"| {r['model']} | {runtimes[r['backend']]} | failed: {r['error'][:160]} |||||||||")
             continue
         lines.append(
             f"| {r['model']} | {runtimes[r['backend']]} | {_cell(r, 'bits_per_weight', '.2f')} | "
             f"{_cell(r, 'size_mb', '.1f')} | {_cell(r, 'perplexity', '.2f')} | "
-            f"{_cell(r, 'perplexity_change_pct', '+.1f', '%')} | {_cell(r, 'greedy_agreement_pct', '.1f', '%')} | "
+            f"{_cell(r, 'perplexity_change_pct', '+.1f', '%')} | "
+            f"{_cell(r, 'greedy_agreement_pct', '.1f', '%')} | "
             f"{_cell(r, 'decode_tokens_per_s', '.1f')} | {_cell(r, 'speed_vs_onnxopt_fp32', '.2f', 'x')} | "
             f"{_cell(r, 'speed_vs_llama_q4_k_m', '.2f', 'x')} | {_cell(r, 'first_token_ms', '.0f')} | "
             f"{_cell(r, 'peak_rss_mb', 'd')} |"
@@ -519,8 +695,16 @@ def report(path: Path) -> str:
         "- Bits per weight = bytes of the model files x 8 / parameters. Counted: onnxopt and ORT GenAI "
         "model.onnx (+ model.onnx.data); llama.cpp the .gguf (its ~2 MB vocabulary inside); OpenVINO "
         "openvino_model.xml + .bin (not its tokenizer IRs). Tokenizer and config files are not counted. "
-        "All keep the embedding table and LM head in their own precision: see the files.",
+        "Parameters: 106.2M in the decoder's linears, 28.3M embedding table, 28.3M LM head (untied). What "
+        "the bits hold (read from the files): onnxopt int4: linears int4 block 32 with fp32 scales and an "
+        "extra block of block sums per row (the offset), embedding int8, head 8-bit; llama.cpp Q4_0: "
+        "linears and embedding Q4_0 (4.5 bpw), head Q8_0; Q4_K_M: down_proj Q4_K/Q6_K, every other linear "
+        "Q5_0 (5.5 bpw: K-quants need rows that are multiples of 256, and those are 576 wide, so llama.cpp "
+        "falls back), embedding Q5_0, head Q8_0; ORT GenAI builder: embedding fp32 (113 MB), every "
+        "MatMul int4 by default, the head among them; OpenVINO int4: embedding and head int8 (NNCF's "
+        "backup precision), linears int4 group 32.",
     ]
+    lines += ["", "Issue 29's bars, read off this table:", "", *bars(rows)]
     check = data.get("genai_equal") or []
     if check:
         parts = [f"{c['model']}: error {c['error']}" if "error" in c else
@@ -561,12 +745,20 @@ def main() -> None:
     parser.add_argument(
         "--ov-data-aware", action="store_true", help="OpenVINO int4 with --dataset auto (slow)"
     )
+    parser.add_argument(
+        "--add-ov-data-aware",
+        action="store_true",
+        help="build OpenVINO int4 data-aware (--dataset auto) and add its accuracy to the JSON, untimed",
+    )
+    parser.add_argument("--speed-from", type=Path, help="keep the timed figures of this earlier JSON")
     parser.add_argument("--skip", default="", help="families not to build or measure, comma-separated")
     parser.add_argument("--json", type=Path, default=HERE / "generate_peers.json")
     args = parser.parse_args()
     args.skip = [s for s in args.skip.split(",") if s]
     if args.report:
         report(args.json)
+    elif args.add_ov_data_aware:
+        add_ov_data_aware(args)
     else:
         measure(args)
 

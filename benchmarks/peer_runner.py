@@ -9,7 +9,10 @@ JOB: {"backend": "onnxopt" | "genai" | "llama" | "openvino", "model": path, "thr
 
 - accuracy: perplexity over the given windows of token ids (each window a prefill of its own, the
   logits of every position scored against the next id: `onnxopt eval --task perplexity`'s windows),
-  and greedy continuations (`new_tokens`, end-of-text ignored) of the given prompts, as token ids.
+  and greedy continuations of the given prompts, as token ids: at most `new_tokens`, cut before the
+  first end-of-text id (`eos`), each runtime stopping there as it does by itself (genai and OpenVINO
+  GenAI mask end-of-text while a minimum length is unmet, so none is set here; llama.cpp and
+  onnxopt's loop run on and are cut).
 - serve: load, one warm-up generation, then `generations` timed ones of `new_tokens` after the
   `prompt` ids: time to the first token (prefill + first token, ms) and the time of every further
   token (ms); then the process's peak resident memory (VmHWM), the load included.
@@ -35,6 +38,16 @@ def log_likelihood(logits: np.ndarray, targets: np.ndarray) -> float:
     return float(log_probs[np.arange(len(targets)), targets].sum())
 
 
+def cut(tokens, eos: list[int]) -> list[int]:
+    """The tokens before the first end-of-text id."""
+    out = []
+    for token in tokens:
+        if int(token) in eos:
+            break
+        out.append(int(token))
+    return out
+
+
 def high_water_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -55,10 +68,19 @@ class Onnxopt:
 
     @property
     def decoder(self):
+        """Made as `onnxopt bench --generate`'s serving process makes it (runtime/peak_memory): the
+        graph read for its cache layout and freed, then the session; evaluate's decoder_of keeps
+        the whole ModelProto (weights and all) alive beside the session, ~500 MB more for int4."""
         if self._decoder is None:
-            from onnxopt.evaluate.generation import decoder_of
+            import onnx
 
-            self._decoder = decoder_of(self.folder, self.settings)[0]
+            from onnxopt.io.cache_layout import cache_layout
+            from onnxopt.runtime.generation import Decoder
+            from onnxopt.runtime.sessions import make_session
+
+            path = self.folder / "model.onnx"
+            layout = cache_layout(onnx.load(str(path), load_external_data=False))
+            self._decoder = Decoder(make_session(path, settings=self.settings), layout)
         return self._decoder
 
     def window_logits(self, ids: np.ndarray) -> np.ndarray:
@@ -107,11 +129,10 @@ class Genai:
 
     def greedy(self, ids: np.ndarray, new_tokens: int) -> list[int]:
         params = self.og.GeneratorParams(self.model)
-        total = len(ids) + new_tokens
-        params.set_search_options(do_sample=False, max_length=total, min_length=total)
+        params.set_search_options(do_sample=False, max_length=len(ids) + new_tokens)
         generator = self.og.Generator(self.model, params)
         generator.append_tokens(ids[None, :].astype(np.int32))
-        for _ in range(new_tokens):
+        while not generator.is_done():
             generator.generate_next_token()
         return [int(t) for t in generator.get_sequence(0)[len(ids) :]]
 
@@ -229,18 +250,19 @@ class OpenVINO:
             out = self._causal(input_ids=ids_t, attention_mask=torch.ones_like(ids_t))
         return out.logits[0].float().numpy()
 
-    def _generate(self, ids: np.ndarray, new_tokens: int):
+    def _generate(self, ids: np.ndarray, new_tokens: int, all_tokens: bool = True):
         config = self.genai.GenerationConfig()
         config.max_new_tokens = new_tokens
-        config.min_new_tokens = new_tokens
         config.do_sample = False
-        config.ignore_eos = True
+        if all_tokens:  # timing: every token generated, end-of-text or not
+            config.min_new_tokens = new_tokens
+            config.ignore_eos = True
         tensor = self.ov.Tensor(ids[None, :].astype(np.int64))
         mask = self.ov.Tensor(np.ones((1, len(ids)), np.int64))
         return self.pipe.generate(self.genai.TokenizedInputs(tensor, mask), config)
 
     def greedy(self, ids: np.ndarray, new_tokens: int) -> list[int]:
-        return [int(t) for t in self._generate(ids, new_tokens).tokens[0]]
+        return [int(t) for t in self._generate(ids, new_tokens, all_tokens=False).tokens[0]]
 
     def timed(self, ids: np.ndarray, new_tokens: int) -> tuple[float, list[float]]:
         start = time.perf_counter()
@@ -270,9 +292,9 @@ def accuracy(runner, job: dict) -> dict:
         count += len(ids) - 1
     found = {"perplexity": float(np.exp(total / count)) if count else None, "tokens_scored": int(count)}
     found["perplexity_s"] = round(time.perf_counter() - t0, 1)
-    found["greedy"] = [
-        runner.greedy(np.asarray(p, np.int64), job["new_tokens"]) for p in job.get("prompts", [])
-    ]
+    eos = job.get("eos", [])
+    prompts = [np.asarray(p, np.int64) for p in job.get("prompts", [])]
+    found["greedy"] = [cut(runner.greedy(p, job["new_tokens"]), eos) for p in prompts]
     return found
 
 
