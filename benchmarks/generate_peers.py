@@ -420,7 +420,7 @@ def measure(args) -> None:
         "rows": list(rows.values()), "genai_equal": genai_check, "failures": log.failures,
         "versions": versions(), "commands": log.commands,
         "minutes": round((time.perf_counter() - t0) / 60, 1),
-        "load": os.getloadavg()[0],
+        "load": json.loads(args.speed_from.read_text())["load"] if args.speed_from else os.getloadavg()[0],
     }  # fmt: skip
     args.json.write_text(json.dumps(payload, indent=2) + "\n")
     report(args.json)
@@ -583,6 +583,29 @@ def _cell(row: dict, key: str, fmt: str, suffix: str = "") -> str:
     return "-" if value is None else f"{value:{fmt}}{suffix}"
 
 
+READING = [
+    "Why, as far as the files and graphs show (read from the models of this run):",
+    "",
+    "- Bits: onnxopt int4 stores the embedding table at 8 bits (28.3 MB of its 136 MB; llama.cpp Q4_0 "
+    "4.5 bpw, Q4_K_M 5.5), its int4 scales in fp32 (1 bit per weight at block 32; GGUF's are fp16), and "
+    "one extra block per 576-wide row for the offset's block sums (19 blocks where there are 18). So it "
+    "is more accurate than every peer's int4 here, but not at the same or fewer bits than llama.cpp's "
+    "and OpenVINO's.",
+    "- Decode against fp32: fp32 reads ~540 MB a token (linears and head; the embedding table is "
+    "gathered, not read whole) at 12.9 tok/s (~7 GB/s); int4 reads ~108 MB at 37.5 tok/s (~4 GB/s): "
+    "int4 decode is not bound "
+    "by memory here but by per-token work: onnxopt's int4 graph keeps RMSNorm unfused (Pow, ReduceMean, "
+    "Sqrt, Div: 61 of each) and computes the offset's block sums with an fp32 MatMul and a Concat "
+    "before each of its 120 int4 MatMulNBits.",
+    "- ORT GenAI builder int4 (defaults) decodes faster (fused SkipSimplifiedLayerNormalization, no "
+    "block sums, 151 MatMulNBits and nothing else per linear) and its LM head is int4 (the 28.3M-param "
+    "head is a fifth of the weights read per token; onnxopt keeps it 8-bit): it pays +62.7% perplexity. "
+    "The builder's best int4 (its head and 28 more of its 151 MatMuls int8) decodes at onnxopt's speed.",
+    "- The speed run shared the 2 cores with another engineer's jobs (load average ~5): figures are "
+    "comparable with each other (fresh processes, rotating order, 4 rounds), not with a quiet machine.",
+]
+
+
 def bars(rows: list[dict]) -> list[str]:
     """The done-when checks of issue 29 (int4 and 8-bit accuracy, decode speed) from the rows."""
     by = {r["model"]: r for r in rows}
@@ -685,7 +708,8 @@ def report(path: Path) -> str:
         f"- Perplexity: {data['text']}: `onnxopt eval --task perplexity --limit 1000`'s windows, the same "
         "token ids fed to every runtime (each window a prefill of its own; the vocabularies are identical, "
         "no runtime tokenizes). Greedy agreement: share of identical tokens with onnxopt fp32 on "
-        f"{data['greedy']}, end-of-text ignored.",
+        f"{data['greedy']}, each continuation cut before its end-of-text (a stop too early or too late "
+        "counts as differing).",
         f"- Speed: batch 1, prompt 128 random ids (seed 0), 64 new tokens, {data['threads']} threads; "
         f"{data['rounds']} rounds, each a fresh process per candidate (load, one warm-up generation, "
         f"{data['generations_per_round']} timed), the order rotating round by round. Decode tok/s = 1000 / "
@@ -704,13 +728,13 @@ def report(path: Path) -> str:
         "MatMul int4 by default, the head among them; OpenVINO int4: embedding and head int8 (NNCF's "
         "backup precision), linears int4 group 32.",
     ]
-    lines += ["", "Issue 29's bars, read off this table:", "", *bars(rows)]
     check = data.get("genai_equal") or []
     if check:
         parts = [f"{c['model']}: error {c['error']}" if "error" in c else
                  f"{c['model']} {c['prompts_equal']}/{c['prompts']} prompts identical "
                  f"({c['tokens_equal_pct']:.1f}% of tokens)" for c in check]  # fmt: skip
         lines.append(f"- onnxruntime_genai greedy tokens equal onnxopt's own: {'; '.join(parts)}.")
+    lines += ["", "Issue 29's bars, read off this table:", "", *bars(rows), "", *READING]
     if data["failures"]:
         lines += ["", "Not measured:", ""]
         lines += [f"- {k}: {v}" for k, v in data["failures"].items()]
