@@ -55,7 +55,8 @@ bench: install nncf-venv
 	$(BIN)/python benchmarks/generation.py --data $(STSB) --out benchmarks
 
 # generate_peers: onnxopt against llama.cpp, ORT GenAI's builder and OpenVINO GenAI, each in its own
-# venv, on an off-grid copy of SmolLM2 it builds (benchmarks/generate_peers.md; about 40 min).
+# venv, on an off-grid copy of SmolLM2 it builds (benchmarks/generate_peers.md; about an hour on 2
+# cores, and ~25 min more the first time, to compile llama-cpp-python).
 bench-generate: install llama-venv genai-venv openvino-venv
 	$(BIN)/python benchmarks/generation.py --data $(STSB) --out benchmarks
 	$(BIN)/python benchmarks/generate_peers.py --data $(STSB)
