@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 
 from onnxopt.errors import OnnxoptError, cut, first_line, shorten
-from onnxopt.io import files, parts
+from onnxopt.io import files, parts, weight_store
 from onnxopt.io.files import check_folder_files, file_in_folder, regular_file
 from onnxopt.io.genai_config import write_genai_config
 from onnxopt.io.manifest import MANIFEST_NAME, Manifest
@@ -173,13 +173,12 @@ def _check_external_locations(locations: set[str], path: Path) -> None:
 def check_finite(model: onnx.ModelProto, path: Path) -> None:
     """Refuse NaN or infinite weights, naming the first such tensor: they poison calibration,
     quantization scales and every output."""
-    from onnx import numpy_helper
 
     for tensor in model.graph.initializer:
         if tensor.data_type not in _FLOAT_TYPES:
             continue
         try:
-            values = numpy_helper.to_array(tensor)
+            values = weight_store.array(tensor)  # external ones from an open store, one at a time
         except Exception as exc:
             raise OnnxoptError(
                 f"{path}: weight {tensor.name!r} is malformed ({first_line(exc, 120)})",

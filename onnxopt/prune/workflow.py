@@ -15,6 +15,7 @@ layer's cache shape, which the folded graph declares and the manifest records la
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -87,11 +88,9 @@ def prune(
     start = time.perf_counter()
     ref = model_files.resolve(src)
     limits.check_sequence_length(ref, config.seq_len, "--seq-len")
-    with (
-        claim_output(out, [ref.folder or ref.onnx_path], overwrite) as claim,
-        weights_on_disk(ref.onnx_path.parent, model_files.external_locations(ref.onnx_path)) as store,
-    ):
-        model = _unfused_fp32(ref, weights=store is None)
+    inputs = [ref.folder or ref.onnx_path]
+    with claim_output(out, inputs, overwrite) as claim, contextlib.ExitStack() as stack:
+        model = _unfused_fp32(ref, stack)
         graph = Graph(model)
         blocks = _blocks(graph, ref, config)
         feeds = _feeds(ref, model, config)
@@ -130,10 +129,13 @@ def prune(
         )
 
 
-def _unfused_fp32(ref, weights: bool = True):
-    """The model to prune; its weights left on disk where a weight store reads them."""
-    check_loads(ref.onnx_path)  # before reading it: a session and the model at once hold it twice
-    model = model_files.load(ref, load_weights=weights)
+def _unfused_fp32(ref, stack):
+    """The model to prune; external weights left on disk, read through a weight store opened on
+    `stack` (quantize/inputs.py's load_fp32 does the same, for the same reasons)."""
+    model = model_files.load(ref, load_weights=False)
+    check_loads(ref.onnx_path)
+    stack.enter_context(weights_on_disk(ref.onnx_path.parent, model_files.external_locations(ref.onnx_path)))
+    model_files.check_finite(model, ref.onnx_path)
     ops = {n.op_type for n in model.graph.node}
     if quantized_ops(model):  # int8 or weight-only (int4 / 8-bit MatMulNBits)
         raise OnnxoptError(

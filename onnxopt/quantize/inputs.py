@@ -4,22 +4,29 @@ on an encoder."""
 
 from __future__ import annotations
 
+import contextlib
+
 import onnx
 
 from onnxopt.errors import OnnxoptError, cut
 from onnxopt.graph_queries.int8_ops import quantized_ops
 from onnxopt.io import model_files
 from onnxopt.io.manifest import MANIFEST_NAME, Manifest
+from onnxopt.io.weight_store import weights_on_disk
 from onnxopt.runtime.sessions import check_loads
 
 
-def load_fp32(ref: model_files.ModelRef, weights: bool = True) -> onnx.ModelProto:
-    """The model at `ref`, checked to load in onnxruntime and to be a float model; without its
-    `weights` (left in their files) where a weight store reads them (io/weight_store.py)."""
-    # onnxruntime first, its session gone before the model is read: both at once held a 4.7 GB
-    # model twice (8.5 GB) for a check.
+def load_fp32(ref: model_files.ModelRef, stack: contextlib.ExitStack) -> onnx.ModelProto:
+    """The model at `ref`, checked to load in onnxruntime and to be a float model. External
+    weights stay in their files: a weight store over them (io/weight_store.py) is opened on
+    `stack`, and every weight is checked finite through it, one tensor at a time."""
+    # Parsed and checked first (readable, versions, external data inside its folder), then
+    # onnxruntime's session, gone before any weight is read: a 4.7 GB model loaded beside the
+    # session was held twice (8.5 GB) for a check.
+    model = model_files.load(ref, load_weights=False)
     check_loads(ref.onnx_path)
-    model = model_files.load(ref, load_weights=weights)
+    stack.enter_context(weights_on_disk(ref.onnx_path.parent, model_files.external_locations(ref.onnx_path)))
+    model_files.check_finite(model, ref.onnx_path)
     check_fp32(model, ref.manifest, ref.name)
     return model
 

@@ -4,6 +4,7 @@ folders in parts go through parts.py; `onnxopt quantize` picks (entry.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,7 +13,6 @@ from pathlib import Path
 from onnxopt.evaluate.verify import verify_staged
 from onnxopt.io import limits, model_files, saving
 from onnxopt.io.outputs import claim_output
-from onnxopt.io.weight_store import weights_on_disk
 from onnxopt.options import config_from
 from onnxopt.passes import StepReport
 from onnxopt.quantize.calibrate import CalibrationSummary
@@ -69,11 +69,9 @@ def quantize_layout(src, out, config: QuantizeConfig, layout: str, overwrite: bo
     start = time.perf_counter()
     ref = model_files.resolve(src)
     limits.check_sequence_length(ref, config.seq_len, "--seq-len")
-    with (
-        claim_output(out, [ref.folder or ref.onnx_path], overwrite) as claim,
-        weights_on_disk(ref.onnx_path.parent, model_files.external_locations(ref.onnx_path)) as store,
-    ):
-        model = load_fp32(ref, weights=store is None)
+    inputs = [ref.folder or ref.onnx_path]
+    with claim_output(out, inputs, overwrite) as claim, contextlib.ExitStack() as stack:
+        model = load_fp32(ref, stack)
         features = cpu_features()
         kind = model_kind(ref)
         plan = make_plan(config, kind, features.reduce_range, ref.has_tokenizer(), layout)
