@@ -89,26 +89,23 @@ def main() -> None:
     if not (hf / "config.json").is_file():
         build(args.shape, hf)
     weights_gb = round(sum(p.stat().st_size for p in hf.glob("*.safetensors")) / 2**30, 2)
-    rows = []
+    path = args.out / f"scale-{args.shape}.json"
+    # Steps run now replace the same steps of an earlier run (--only reruns some); the others stay.
+    record = json.loads(path.read_text()) if path.is_file() else {"steps": []}
+    record.update(shape=args.shape, config=SHAPES[args.shape], bf16_checkpoint_gb=weights_gb)
+    record.update(cpu=cpu_name(), cores=os.cpu_count(), date=time.strftime("%Y-%m-%d"))
+    order = [name for name, _, _ in steps(args.shape, args.work)]
     for name, command, output in steps(args.shape, args.work):
         if args.only and not any(name.startswith(o) for o in args.only.split(",")):
             continue
         log = args.work / f"{name.split(' (')[0].replace(' ', '_').replace('-', '')}.log"
         result = measured(command, log)
-        rows.append({"step": name, **result, "output_gb": size_gb(output), "log": str(log)})
-        print(f"{name}: {result} -> {rows[-1]['output_gb']} GB", flush=True)
-    record = {
-        "shape": args.shape,
-        "config": SHAPES[args.shape],
-        "bf16_checkpoint_gb": weights_gb,
-        "cpu": cpu_name(),
-        "cores": os.cpu_count(),
-        "date": time.strftime("%Y-%m-%d"),
-        "steps": rows,
-    }
-    path = args.out / f"scale-{args.shape}.json"
-    path.write_text(json.dumps(record, indent=1) + "\n")
-    write_report(args.out)
+        row = {"step": name, **result, "output_gb": size_gb(output), "log": str(log)}
+        print(f"{name}: {row}", flush=True)
+        rows = [r for r in record["steps"] if r["step"] != name] + [row]
+        record["steps"] = sorted(rows, key=lambda r: order.index(r["step"]) if r["step"] in order else 99)
+        path.write_text(json.dumps(record, indent=1) + "\n")
+        write_report(args.out)
     print(f"wrote {path} and {args.out / 'scale.md'}")
 
 

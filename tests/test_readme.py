@@ -29,3 +29,7 @@ def test_every_flag_in_the_synopsis_exists(cli):
         assert code == 0
         missing += [f"{command} {flag}" for flag in flags if flag not in help_text]
     assert not missing, f"README names flags the commands do not have: {missing}"
+
+
+def test_the_readme_stays_a_guide_under_20000_characters():
+    assert len(README.read_text(encoding="utf-8")) < 20_000
