@@ -584,27 +584,45 @@ def _cell(row: dict, key: str, fmt: str, suffix: str = "") -> str:
     return "-" if value is None else f"{value:{fmt}}{suffix}"
 
 
-READING = [
-    "Why, as far as the files and graphs show (read from the models of this run):",
-    "",
-    "- Bits: onnxopt int4 stores the embedding table at 8 bits (28.3 MB of its 136 MB; llama.cpp Q4_0 "
-    "4.5 bpw, Q4_K_M 5.5), its int4 scales in fp32 (1 bit per weight at block 32; GGUF's are fp16), and "
-    "one extra block per 576-wide row for the offset's block sums (19 blocks where there are 18). So it "
-    "is more accurate than every peer's int4 here, but not at the same or fewer bits than llama.cpp's "
-    "and OpenVINO's.",
-    "- Decode against fp32: fp32 reads ~540 MB a token (linears and head; the embedding table is "
-    "gathered, not read whole) at 12.9 tok/s (~7 GB/s); int4 reads ~108 MB at 37.5 tok/s (~4 GB/s): "
-    "int4 decode is not bound "
-    "by memory here but by per-token work: onnxopt's int4 graph keeps RMSNorm unfused (Pow, ReduceMean, "
-    "Sqrt, Div: 61 of each) and computes the offset's block sums with an fp32 MatMul and a Concat "
-    "before each of its 120 int4 MatMulNBits.",
-    "- ORT GenAI builder int4 (defaults) decodes faster (fused SkipSimplifiedLayerNormalization, no "
-    "block sums, 151 MatMulNBits and nothing else per linear) and its LM head is int4 (the 28.3M-param "
-    "head is a fifth of the weights read per token; onnxopt keeps it 8-bit): it pays +62.7% perplexity. "
-    "The builder's best int4 (its head and 28 more of its 151 MatMuls int8) decodes at onnxopt's speed.",
-    "- The speed run shared the 2 cores with another engineer's jobs (load average ~5): figures are "
-    "comparable with each other (fresh processes, rotating order, 4 rounds), not with a quiet machine.",
-]
+def reading(rows: list[dict], data: dict) -> list[str]:
+    """Why the figures fall as they do, as far as the files and graphs of these models show."""
+    by = {r["model"]: r for r in rows}
+    fp32, own = by.get("onnxopt fp32", {}), by.get("onnxopt int4 b32 (default)", {})
+    default = by.get("ORT GenAI builder int4 (defaults)", {})
+    best = next((r for r in rows if str(r.get("sweep", "")).startswith("best")), {})
+    q4km = by.get("llama.cpp Q4_K_M", {})
+    if not all(r.get("decode_tokens_per_s") for r in (fp32, own, default, best, q4km)):
+        return []
+    rate, own_rate = fp32["decode_tokens_per_s"], own["decode_tokens_per_s"]
+    out = [
+        "Why, as far as the files and graphs show (read from the models of this run):",
+        "",
+        "- Bits: onnxopt int4 stores the embedding table at 8 bits (28.3 MB of its 136 MB; llama.cpp Q4_0 "
+        "4.5 bpw, Q4_K_M 5.5), its int4 scales in fp32 (1 bit per weight at block 32; GGUF's are fp16), "
+        "and one extra block per 576-wide row for the offset's block sums (19 blocks where there are 18). "
+        "So it is more accurate than every peer's int4 here, but not at the same or fewer bits than "
+        "llama.cpp's and OpenVINO's.",
+        f"- Decode against fp32: fp32 reads ~540 MB a token (linears and head; the embedding table is "
+        f"gathered, not read whole) at {rate:.1f} tok/s (~{0.54 * rate:.0f} GB/s); int4 reads ~108 MB at "
+        f"{own_rate:.1f} tok/s (~{0.108 * own_rate:.1f} GB/s): int4 decode is not bound by memory here but "
+        "by per-token work: onnxopt's int4 graph (as stored) holds 1,130 nodes besides constants, the "
+        "builder's about 340: RMSNorm unfused (Pow, ReduceMean, Sqrt, Div: 61 of each) and the offset's "
+        "block sums, an fp32 MatMul and a Concat before each of its 120 int4 MatMulNBits.",
+        f"- ORT GenAI builder int4 (defaults), {default['decode_tokens_per_s']:.1f} tok/s: fused "
+        "SkipSimplifiedLayerNormalization, no block sums (151 MatMulNBits and nothing else per linear), "
+        "and an int4 LM head (the 28.3M-param head is a fifth of the weights read per token; onnxopt "
+        f"keeps it 8-bit); it pays {default['perplexity_change_pct']:+.1f}% perplexity. Its best int4 (the "
+        f"head and 28 more of its 151 MatMuls int8) decodes at {best['decode_tokens_per_s']:.1f} tok/s, "
+        f"{best['perplexity_change_pct']:+.1f}% perplexity.",
+        f"- llama.cpp Q4_K_M at {q4km['decode_tokens_per_s']:.1f} tok/s: one fused graph per token in C++ "
+        "with AVX2 kernels for Q5_0/Q4_K/Q6_K against int8-quantized activations; onnxopt's int4 is the "
+        "1,130-node graph above, stepped from a Python loop.",
+        f"- Load: the speed run shared the 2 cores with another engineer's jobs (load average "
+        f"{data['load']:.1f} at its end): figures are comparable with each other (fresh processes, rotating "
+        "order), not with a quiet machine. llama.cpp's moved most between runs at different loads (see "
+        "the other run above), likely its OpenMP threads spin-waiting for cores that are taken.",
+    ]
+    return out
 
 
 def bars(rows: list[dict]) -> list[str]:
@@ -735,7 +753,13 @@ def report(path: Path) -> str:
                  f"{c['model']} {c['prompts_equal']}/{c['prompts']} prompts identical "
                  f"({c['tokens_equal_pct']:.1f}% of tokens)" for c in check]  # fmt: skip
         lines.append(f"- onnxruntime_genai greedy tokens equal onnxopt's own: {'; '.join(parts)}.")
-    lines += ["", "Issue 29's bars, read off this table:", "", *bars(rows), "", *READING]
+    for other in data.get("other_speed_runs", []):
+        lines.append(
+            f"- Another speed run of the same models ({other['when']}, load average {other['load']:.1f}): "
+            + "; ".join(f"{k} {v}" for k, v in other["figures"].items())
+            + "."
+        )
+    lines += ["", "Issue 29's bars, read off this table:", "", *bars(rows), "", *reading(rows, data)]
     if data["failures"]:
         lines += ["", "Not measured:", ""]
         lines += [f"- {k}: {v}" for k, v in data["failures"].items()]
