@@ -11,7 +11,8 @@ served by .venv's onnxruntime-genai, the same 0.18.0, onnxopt's pinned `genai` e
 - ORT GenAI builder (`python -m onnxruntime_genai.models.builder`): int4 with its defaults, int4 with
   its best options, int8.
 - OpenVINO GenAI: `optimum-cli export openvino` int4 with its best options that need no download
-  (data-free AWQ; --ov-data-aware adds --dataset auto --awq --scale-estimation, ~50 min here),
+  (data-free AWQ; --ov-data-aware times --dataset auto + AWQ + scale estimation instead, and
+  --add-ov-data-aware builds that one apart and adds its accuracy, untimed: 19 min to build here),
   int8; served by openvino_genai.LLMPipeline.
 
 Every runtime reads the same token ids (benchmarks/peer_runner.py feeds ids, never text):
