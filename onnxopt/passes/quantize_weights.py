@@ -109,7 +109,9 @@ class QuantizeWeights(Pass):
                 ),
             )
             quantizer.process()
-            quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)
+            # External data: the 8-bit head of a 3B shape, saved with its int4 body and fp32
+            # embeddings, is past 2 GB ("Failed to serialize proto"); the file is read back whole.
+            quantizer.model.save_model_to_file(str(dst), use_external_data_format=True)
 
         quantized = through_files(model, tool)
         done = _count(quantized, "MatMulNBits") - _count(model, "MatMulNBits")
