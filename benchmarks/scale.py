@@ -130,9 +130,9 @@ def write_report(folder: Path) -> None:
             "",
             f"## {r['shape']} ({r['date']}, {r['cpu']}, {r['cores']} cores)",
             "",
-            f"{shape}; bf16 checkpoint {r['bf16_checkpoint_gb']} GB (fp32 weights twice that).",
+            f"{shape}; bf16 checkpoint {r['bf16_checkpoint_gb']} GiB (fp32 weights twice that).",
             "",
-            "| step | wall s | peak RSS GB | output GB | exit |",
+            "| step | wall s | peak RSS GiB | output GiB | exit |",
             "|---|---|---|---|---|",
         ]
         for step in r["steps"]:
