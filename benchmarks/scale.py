@@ -80,10 +80,16 @@ def size_gb(folder: Path | None) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=sorted(SHAPES), default="llama-1b")
-    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--work", type=Path, help="where models are built (required unless --report)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks"))
     parser.add_argument("--only", help="comma-separated step names to run (default: all)")
+    parser.add_argument("--report", action="store_true", help="only rewrite scale.md from the JSON in --out")
     args = parser.parse_args()
+    if args.report:
+        write_report(args.out)
+        return
+    if args.work is None:
+        parser.error("--work is required")
     args.work.mkdir(parents=True, exist_ok=True)
     hf = args.work / args.shape
     if not (hf / "config.json").is_file():
@@ -140,7 +146,7 @@ def write_report(folder: Path) -> None:
             lines.append(
                 f"| {step['step']} | {step['seconds']} | {step['peak_rss_gb']} | {out} | {step['exit']} |"
             )
-        lines += ["", *r.get("notes", [])]
+        lines += ["", *(f"- {note}" for note in r.get("notes", []))]
     (folder / "scale.md").write_text("\n".join(lines) + "\n")
 
 
