@@ -8,6 +8,7 @@ scale, never accuracy. The tokenizer is SmolLM2's (vocab 49152), read from the b
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -77,6 +78,12 @@ def _copy_tokenizer(out: Path) -> None:
     gguf = bundled_source("smollm2").gguf
     AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(out)
     fix_gguf_tokenizer(gguf, out)
+    # The ORT GenAI builder's transformers (5.x) refuses "add_prefix_space": null
+    config = out / "tokenizer_config.json"
+    settings = json.loads(config.read_text())
+    if settings.get("add_prefix_space", False) is None:
+        settings["add_prefix_space"] = False
+        config.write_text(json.dumps(settings, indent=2))
 
 
 def main() -> None:
