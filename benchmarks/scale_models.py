@@ -12,35 +12,23 @@ import json
 import time
 from pathlib import Path
 
+
+def _shape(model_type, hidden, layers, heads, kv_heads, intermediate, tied) -> dict:
+    return dict(
+        model_type=model_type,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        intermediate_size=intermediate,
+        tie_word_embeddings=tied,
+    )
+
+
 SHAPES = {
-    # hidden, layers, heads, kv heads, intermediate, tied embeddings, architecture
-    "qwen-0.5b": dict(
-        model_type="qwen2",
-        hidden_size=896,
-        num_hidden_layers=24,
-        num_attention_heads=14,
-        num_key_value_heads=2,
-        intermediate_size=4864,
-        tie_word_embeddings=True,
-    ),
-    "llama-1b": dict(
-        model_type="llama",
-        hidden_size=2048,
-        num_hidden_layers=16,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        intermediate_size=8192,
-        tie_word_embeddings=True,
-    ),
-    "llama-3b": dict(
-        model_type="llama",
-        hidden_size=3072,
-        num_hidden_layers=28,
-        num_attention_heads=24,
-        num_key_value_heads=8,
-        intermediate_size=8192,
-        tie_word_embeddings=False,
-    ),
+    "qwen-0.5b": _shape("qwen2", 896, 24, 14, 2, 4864, True),
+    "llama-1b": _shape("llama", 2048, 16, 32, 8, 8192, True),
+    "llama-3b": _shape("llama", 3072, 28, 24, 8, 8192, False),
 }
 VOCAB = 49152
 

@@ -17,7 +17,6 @@ import onnx
 from onnxopt.io import weight_store
 from onnxopt.io.files import file_in_folder
 
-_ALIGN = 4096  # page-aligned offsets: onnxruntime can map such tensors instead of copying them
 _CHUNK = 64 << 20
 
 
@@ -43,10 +42,7 @@ def consolidate(path: Path) -> int:
             if info["location"] == target.name:
                 raise ValueError(f"{path} already keeps weights in {target.name}")
             source = file_in_folder(folder, folder / info["location"], "external data file")
-            offset = out.tell()
-            pad = -offset % _ALIGN
-            out.write(b"\0" * pad)
-            offset += pad
+            offset = weight_store.append_aligned(out, b"")
             length = _copy(source, int(info.get("offset", 0)), info.get("length"), out)
             _point_at(tensor, target.name, offset, length)
             sources.add(source)
@@ -142,11 +138,10 @@ def weightless(model: onnx.ModelProto, threshold: int = 1024) -> onnx.ModelProto
         if _stored_bytes(tensor) < threshold:
             out.graph.initializer.append(tensor)
             continue
-        stub = out.graph.initializer.add()
-        stub.name, stub.data_type = tensor.name, tensor.data_type
-        stub.dims.extend(tensor.dims)
-        stub.data_location = onnx.TensorProto.EXTERNAL
-        _point_at(stub, "weights-not-loaded", 0, 0)
+        nowhere = ("weights-not-loaded", 0, 0)
+        out.graph.initializer.append(
+            weight_store.external_stub(tensor.name, tensor.data_type, tensor.dims, *nowhere)
+        )
     return out
 
 
@@ -180,15 +175,11 @@ def write_streamed(graph: onnx.ModelProto, weights, path: Path, threshold: int =
                 raw = tensor.raw_data
             else:
                 raw = weight_store.array(tensor).tobytes()
-            offset = out.tell()
-            pad = -offset % _ALIGN
-            out.write(b"\0" * pad)
-            out.write(raw)
-            stub = graph.graph.initializer.add()
-            stub.name, stub.data_type = tensor.name, tensor.data_type
-            stub.dims.extend(tensor.dims)
-            stub.data_location = onnx.TensorProto.EXTERNAL
-            _point_at(stub, target.name, offset + pad, len(raw))
+            offset = weight_store.append_aligned(out, raw)
+            place = (target.name, offset, len(raw))
+            graph.graph.initializer.append(
+                weight_store.external_stub(tensor.name, tensor.data_type, tensor.dims, *place)
+            )
             del raw
     onnx.save_model(graph, str(path))
     return path

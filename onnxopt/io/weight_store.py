@@ -64,19 +64,32 @@ class WeightStore:
         if value.nbytes < SPILL_BYTES:
             return numpy_helper.from_array(value, name)
         with self.scratch.open("ab") as out:
-            offset = out.tell()
-            pad = -offset % _ALIGN
-            out.write(b"\0" * pad)
-            value.tofile(out)
+            offset = append_aligned(out, value.tobytes())
         self.spilled += value.nbytes
-        stub = onnx.TensorProto()
-        stub.name, stub.data_type = name, helper.np_dtype_to_tensor_dtype(value.dtype)
-        stub.dims.extend(value.shape)
-        stub.data_location = onnx.TensorProto.EXTERNAL
-        for key, val in (("location", self.scratch.name), ("offset", offset + pad), ("length", value.nbytes)):
-            entry = stub.external_data.add()
-            entry.key, entry.value = key, str(val)
-        return stub
+        dtype = helper.np_dtype_to_tensor_dtype(value.dtype)
+        return external_stub(name, dtype, value.shape, self.scratch.name, offset, value.nbytes)
+
+
+def append_aligned(out, data: bytes) -> int:
+    """Write `data` at the next page-aligned offset of `out` (onnxruntime can map such tensors);
+    returns that offset."""
+    pad = -out.tell() % _ALIGN
+    out.write(b"\0" * pad)
+    offset = out.tell()
+    out.write(data)
+    return offset
+
+
+def external_stub(name: str, data_type: int, dims, location: str, offset: int, length: int):
+    """A tensor entry without data that points at `length` bytes of `location` from `offset`."""
+    stub = onnx.TensorProto()
+    stub.name, stub.data_type = name, data_type
+    stub.dims.extend(dims)
+    stub.data_location = onnx.TensorProto.EXTERNAL
+    for key, val in (("location", location), ("offset", offset), ("length", length)):
+        entry = stub.external_data.add()
+        entry.key, entry.value = key, str(val)
+    return stub
 
 
 def active() -> WeightStore | None:

@@ -162,7 +162,11 @@ class Pipeline(Pass):
             before = op_histogram(model)
             start = time.perf_counter()
             memory.start_step()
-            result = p.call_owned(model) if owned else p(model)
+            try:
+                result = p.call_owned(model) if owned else p(model)
+            except BaseException:
+                memory.step_peak_mb()  # close the step: a failed pass left it open for the next one
+                raise
             owned = owned or result.model is not model
             reports.append(
                 StepReport(
