@@ -43,6 +43,28 @@ class WeightStore:
     def array(self, tensor: onnx.TensorProto) -> np.ndarray:
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             return numpy_helper.to_array(tensor)
+        path, offset = self._place(tensor)
+        dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
+        count = math.prod(tensor.dims)
+        with path.open("rb") as f:
+            f.seek(offset)
+            data = np.fromfile(f, dtype=dtype, count=count)
+        if data.size != count:
+            raise OnnxoptError(f"{path.name} ends inside tensor {tensor.name}", "export the model again")
+        return data.reshape(tuple(tensor.dims))
+
+    def mapped(self, tensor: onnx.TensorProto) -> np.ndarray:
+        """The external `tensor` as a read-only map of its file: pages are read when used and
+        belong to the page cache, so a session given it (onnxruntime's external initializers)
+        needs no copy of the weights written anywhere."""
+        path, offset = self._place(tensor)
+        dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
+        shape = tuple(tensor.dims)
+        if offset + math.prod(shape) * np.dtype(dtype).itemsize > path.stat().st_size:
+            raise OnnxoptError(f"{path.name} ends inside tensor {tensor.name}", "export the model again")
+        return np.memmap(path, dtype, "r", offset, shape)
+
+    def _place(self, tensor: onnx.TensorProto) -> tuple[Path, int]:
         info = {e.key: e.value for e in tensor.external_data}
         path = self.files.get(info.get("location", ""))
         if path is None:
@@ -50,14 +72,7 @@ class WeightStore:
                 f"tensor {tensor.name} refers to {info.get('location')!r}, not the model's data file",
                 "keep the .onnx file and its .data file together, as onnxopt wrote them",
             )
-        dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
-        count = math.prod(tensor.dims)
-        with path.open("rb") as f:
-            f.seek(int(info.get("offset", 0)))
-            data = np.fromfile(f, dtype=dtype, count=count)
-        if data.size != count:
-            raise OnnxoptError(f"{path.name} ends inside tensor {tensor.name}", "export the model again")
-        return data.reshape(tuple(tensor.dims))
+        return path, int(info.get("offset", 0))
 
     def tensor(self, value: np.ndarray, name: str) -> onnx.TensorProto:
         value = np.ascontiguousarray(value)

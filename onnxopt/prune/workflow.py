@@ -216,15 +216,25 @@ def _plans(model, graph: Graph, blocks: _Blocks, feeds, config: PruneConfig, pro
             key=lambda job: order[(job[1].down if job[0] == "ffn" else job[1].out).node],
         )
         ffn_plans, head_plans = [], []
+        folded = model  # the model with every plan so far folded in: what the next re-fit probes
         for done, job in enumerate(jobs):
             progress("reconstruct", done, len(jobs))
-            _plan(model, graph, job, targets, wanted, batches, ffn_plans, head_plans)
+            plan = _plan(folded, graph, job, targets, wanted, batches)
+            new_ffn, new_head = ([plan], []) if job[0] == "ffn" else ([], [plan])
+            ffn_plans += new_ffn
+            head_plans += new_head
+            # One block folded at a time: folding every plan again for each re-fit wrote each
+            # layer's sliced weights once per later layer (issue 28: a 1B shape's scratch file
+            # filled the disk after 16 of 32 re-fits).
+            if done + 1 < len(jobs):
+                folded = FoldPruned(new_ffn, new_head)(folded).model
     progress("reconstruct", len(jobs), len(jobs))
     return ffn_plans, head_plans
 
 
-def _plan(model, graph, job, targets, wanted, batches, ffn_plans, head_plans) -> None:
-    """One block's plan: its kept units and output projection, re-fitted on the model pruned so far."""
+def _plan(folded, graph, job, targets, wanted, batches):
+    """One block's plan: its kept units and output projection, re-fitted on `folded`, the model
+    with the blocks below it pruned."""
     kind, block, keep = job
     if kind == "ffn":
         proj, tensor, width, channels = block.down, block.hidden_input, block.width, keep
@@ -235,12 +245,11 @@ def _plan(model, graph, job, targets, wanted, batches, ffn_plans, head_plans) ->
     if len(channels) < width:  # a block that keeps everything stays exactly as it was
         target, residual = targets[proj.node]
         probed = [tensor] + ([residual] if residual else [])
-        current = PrefillProbe(FoldPruned(ffn_plans, head_plans)(model).model, probed)
+        current = PrefillProbe(folded, probed)
         weight, bias = refit(current, batches, tensor, residual, wanted[target], channels, bias)
     if kind == "ffn":
-        ffn_plans.append(FfnPlan(block, channels, weight, bias))
-    else:
-        head_plans.append(HeadPlan(block, keep, weight, bias))
+        return FfnPlan(block, channels, weight, bias)
+    return HeadPlan(block, keep, weight, bias)
 
 
 def _cache_notes(head_plans, mask_only: bool) -> list[str]:

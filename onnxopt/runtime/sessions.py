@@ -113,9 +113,11 @@ def make_session(
     profile: bool = False,
     settings: SessionSettings | None = None,
     record_placement: bool = False,
+    initializers: dict | None = None,
 ):
     """One session on one provider. `settings` wins over `provider`/`threads` when given.
-    Threads: intra-op count (None lets onnxruntime pick); inter-op is 1 unless settings say otherwise."""
+    Threads: intra-op count (None lets onnxruntime pick); inter-op is 1 unless settings say otherwise.
+    `initializers` (name -> array) replace the model's entries of those names, unread (CPU only)."""
     import onnxruntime as ort
 
     if settings is None:
@@ -142,9 +144,14 @@ def make_session(
             providers = [(name, {"device_type": device, **provider_options}), PROVIDERS["cpu"]]
         else:
             raise OnnxoptError(f"OpenVINO has no {device} device here", "use device CPU")
+    values = [ort.OrtValue.ortvalue_from_numpy(a) for a in (initializers or {}).values()]
+    if values:
+        options.add_external_initializers(list(initializers), values)
     try:
         source = onnx_path if isinstance(onnx_path, bytes) else str(onnx_path)
-        return ort.InferenceSession(source, options, providers=providers)
+        session = ort.InferenceSession(source, options, providers=providers)
+        session.onnxopt_initializers = (initializers, values)  # onnxruntime reads them, unowned
+        return session
     except Exception as exc:
         what = "the model" if isinstance(onnx_path, bytes) else str(onnx_path)
         first = first_line(exc, 200)
@@ -205,7 +212,8 @@ def probe_session(model, tensors: list[str], provider: str = "cpu", only: bool =
     probe of an early layer does not run the layers above it."""
     import onnx
 
-    from onnxopt.io.external_data import without_initializers, write_streamed
+    from onnxopt.io import weight_store
+    from onnxopt.io.external_data import without_initializers, write_mapped, write_streamed
     from onnxopt.io.leftovers import temp_dir
     from onnxopt.passes.graph_edits import keep_ancestors
 
@@ -220,8 +228,12 @@ def probe_session(model, tensors: list[str], provider: str = "cpu", only: bool =
         if name not in present:
             probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     with temp_dir("probe") as tmp:
-        path = write_streamed(probe, model.graph.initializer, Path(tmp) / "probe.onnx")
-        return make_session(path, provider)
+        path = Path(tmp) / "probe.onnx"
+        if weight_store.active() is None:
+            return make_session(write_streamed(probe, model.graph.initializer, path), provider)
+        # Weights on disk: mapped, not copied (io/external_data.py: write_mapped).
+        mapped = write_mapped(probe, model.graph.initializer, path)
+        return make_session(path, provider, initializers=mapped)
 
 
 def cpu_count() -> int:

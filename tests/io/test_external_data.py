@@ -110,3 +110,46 @@ def test_safetensors_headers_give_the_parameter_count(tmp_path):
     )
     save_file({"c": np.zeros((2, 2, 2), np.float32)}, str(tmp_path / "m-2.safetensors"))
     assert safetensors_parameters(tmp_path) == 12 + 5 + 8
+
+
+def _on_disk(model, folder):
+    """`model` saved with its weights in model.onnx.data and loaded back without them."""
+    folder.mkdir()
+    onnx.save_model(
+        model, str(folder / "model.onnx"), save_as_external_data=True, location="model.onnx.data", size_threshold=64
+    )
+    return onnx.load(str(folder / "model.onnx"), load_external_data=False)
+
+
+def test_a_probe_maps_weights_on_disk_instead_of_copying_them(tmp_path, monkeypatch):
+    from onnxopt.io import external_data
+    from onnxopt.io.weight_store import weights_on_disk
+    from onnxopt.runtime.sessions import probe_session
+
+    rng = np.random.default_rng(3)
+    model, x = _model(rng), rng.normal(size=(2, 16)).astype(np.float32)
+    w1, w2 = (numpy_helper.to_array(t) for t in model.graph.initializer[:2])
+    expected = [x @ w1, (x @ w1 @ w2).reshape(-1, 8)]
+    stub = _on_disk(model, tmp_path / "m")
+
+    def no_copy(*_args, **_kw):
+        raise AssertionError("the weights were copied")
+
+    monkeypatch.setattr(external_data, "write_streamed", no_copy)
+    with weights_on_disk(tmp_path / "m", {"model.onnx.data"}):
+        session = probe_session(stub, ["h"])
+        got = session.run(["h", "y"], {"x": x})
+    assert sorted(session.onnxopt_initializers[0]) == ["w1", "w2"]
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+
+
+def test_a_mapped_tensor_past_the_end_of_its_file_is_refused(tmp_path):
+    from onnxopt.io.weight_store import weights_on_disk
+
+    stub = _on_disk(_model(np.random.default_rng(4)), tmp_path / "m")
+    data = tmp_path / "m" / "model.onnx.data"
+    data.write_bytes(data.read_bytes()[:-4])
+    with weights_on_disk(tmp_path / "m", {"model.onnx.data"}) as store, pytest.raises(OnnxoptError) as err:
+        store.mapped(next(t for t in stub.graph.initializer if t.name == "w2"))
+    assert "model.onnx.data ends inside tensor w2" in str(err.value)

@@ -161,3 +161,43 @@ def test_prune_cli_on_a_grouped_query_decoder(cli, tmp_path_factory, tmp_path):
     assert code == 0, err
     assert "heads" in out and "neurons" in out and "K/V heads kept per layer" in out
     assert (tmp_path / "p" / "model.onnx").is_file()
+
+
+@pytest.mark.parametrize("kind", ["llama", "phi3"])
+def test_folding_the_plans_one_block_at_a_time_equals_folding_them_at_once(
+    kind, tmp_path_factory, tmp_path, monkeypatch
+):
+    """The re-fits probe a model folded one block at a time (prune/workflow.py); the written model
+    folds every plan at once. Both must be the same model, or each re-fit fits a model that is
+    not the one written."""
+    from onnxopt.passes.prune_fold import FoldPruned
+    from onnxopt.prune import workflow
+
+    calls = []
+
+    class Recorded(FoldPruned):
+        def __init__(self, ffn, heads, mask_only=False):
+            calls.append((list(ffn), list(heads)))
+            super().__init__(ffn, heads, mask_only)
+
+    monkeypatch.setattr(workflow, "FoldPruned", Recorded)
+    src = exported_decoder(tmp_path_factory, kind)
+    prune(src, tmp_path / "out", sparsity=0.5, calib=8)
+    model = onnx.load(str(src / "model.onnx"))
+    at_once = FoldPruned(*calls[-1])(model).model
+    stepwise = model
+    for ffn, heads in calls[:-1]:
+        stepwise = FoldPruned(ffn, heads)(stepwise).model
+    assert len(calls) == 4  # three one-block folds for the probes, then the written model
+    folded_before = [id(p) for ffn, heads in calls[:-1] for p in ffn + heads]
+    for plan in calls[-1][0] + calls[-1][1]:  # the last block's plan: no probe above it
+        if id(plan) not in folded_before:
+            one = ([plan], []) if any(plan is p for p in calls[-1][0]) else ([], [plan])
+            stepwise = FoldPruned(*one)(stepwise).model
+    assert [n.SerializeToString() for n in stepwise.graph.node] == [
+        n.SerializeToString() for n in at_once.graph.node
+    ]
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in at_once.graph.initializer}
+    assert {t.name for t in stepwise.graph.initializer} == set(inits)
+    for t in stepwise.graph.initializer:
+        np.testing.assert_array_equal(onnx.numpy_helper.to_array(t), inits[t.name])
