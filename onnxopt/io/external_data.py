@@ -186,21 +186,32 @@ def write_streamed(graph: onnx.ModelProto, weights, path: Path, threshold: int =
     return path
 
 
+GIVEN_IN_MEMORY = "weights-given-in-memory"  # an empty file a probe's weight entries name
+
+
 def write_mapped(graph: onnx.ModelProto, weights, path: Path) -> dict[str, np.ndarray]:
     """Write `graph` (a model without initializers) to `path` with the tensors of `weights` it
-    reads, where an external one stays an entry that is never read and comes back as a read-only
-    map of the open weight store's file, for onnxruntime's external initializers. A probe of a
-    4.7 GB Llama-3.2-1B shape then writes kilobytes, where write_streamed copied every weight for
-    each of prune's 32 re-fits (issue 28: 8.8 GB of disk, then full, after 16)."""
+    reads, where an external one becomes an entry naming an empty file beside `path` and comes back
+    as a read-only map of the open weight store's file, for onnxruntime's shared initializers
+    (runtime/sessions.py: make_session). A probe of a 4.7 GB Llama-3.2-1B shape then writes
+    kilobytes, where write_streamed copied every weight for each of prune's 32 re-fits (issue 28:
+    8.8 GB of disk, then full, after 16). Were onnxruntime to read an entry anyway, the empty file
+    would fail the session, never feed it other bytes."""
     store = weight_store.active()
     used = _names_read(graph.graph)
     mapped: dict[str, np.ndarray] = {}
+    (path.parent / GIVEN_IN_MEMORY).touch()
     for tensor in weights:
         if tensor.name not in used:
             continue
-        graph.graph.initializer.append(tensor)
-        if tensor.data_location == onnx.TensorProto.EXTERNAL and store is not None:
-            mapped[tensor.name] = store.mapped(tensor)
+        if tensor.data_location != onnx.TensorProto.EXTERNAL or store is None:
+            graph.graph.initializer.append(tensor)
+            continue
+        mapped[tensor.name] = store.mapped(tensor)
+        length = mapped[tensor.name].nbytes
+        graph.graph.initializer.append(
+            weight_store.external_stub(tensor.name, tensor.data_type, tensor.dims, GIVEN_IN_MEMORY, 0, length)
+        )
     onnx.save_model(graph, str(path))
     return mapped
 

@@ -116,7 +116,11 @@ def _on_disk(model, folder):
     """`model` saved with its weights in model.onnx.data and loaded back without them."""
     folder.mkdir()
     onnx.save_model(
-        model, str(folder / "model.onnx"), save_as_external_data=True, location="model.onnx.data", size_threshold=64
+        model,
+        str(folder / "model.onnx"),
+        save_as_external_data=True,
+        location="model.onnx.data",
+        size_threshold=64,
     )
     return onnx.load(str(folder / "model.onnx"), load_external_data=False)
 
@@ -153,3 +157,30 @@ def test_a_mapped_tensor_past_the_end_of_its_file_is_refused(tmp_path):
     with weights_on_disk(tmp_path / "m", {"model.onnx.data"}) as store, pytest.raises(OnnxoptError) as err:
         store.mapped(next(t for t in stub.graph.initializer if t.name == "w2"))
     assert "model.onnx.data ends inside tensor w2" in str(err.value)
+
+
+def _anonymous_mb() -> float:
+    status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines())
+    return int(status["RssAnon"].split()[0]) / 1024
+
+
+def test_a_probe_on_weights_on_disk_holds_no_copy_of_them(tmp_path):
+    """The weight stays in the page cache (a map of its file), not in the process's own memory:
+    no copy by onnxruntime, and no prepacked one."""
+    from onnxopt.io.weight_store import weights_on_disk
+    from onnxopt.runtime.sessions import probe_session
+
+    n = 4096  # one 64 MB weight
+    w = numpy_helper.from_array(np.random.default_rng(5).standard_normal((n, n), dtype=np.float32), "w")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g", [x], [y], [w])
+    stub = _on_disk(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "m"
+    )
+    before = _anonymous_mb()
+    with weights_on_disk(tmp_path / "m", {"model.onnx.data"}):
+        session = probe_session(stub, [])
+        session.run(None, {"x": np.ones((1, n), np.float32)})
+        grown = _anonymous_mb() - before
+    assert grown < 32, f"{grown:.0f} MB of anonymous memory for a 64 MB weight"
