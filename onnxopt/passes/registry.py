@@ -11,6 +11,7 @@ from onnxopt.passes.base import Pass
 from onnxopt.passes.cpu_int8_layout import CpuInt8Layout
 from onnxopt.passes.fold_weight_transposes import FoldWeightTransposes
 from onnxopt.passes.fuse_decoder_attention import FuseDecoderAttention
+from onnxopt.passes.fuse_rms_norm import FuseRmsNorm
 from onnxopt.passes.fuse_transformer import FuseTransformer
 from onnxopt.passes.pack_projections import PackProjections
 from onnxopt.passes.qdq_fp32_readers import QdqFp32Readers
@@ -21,6 +22,7 @@ RULES: dict[str, type[Pass]] = {
     for rule in (
         FuseTransformer,
         FuseDecoderAttention,
+        FuseRmsNorm,
         FoldWeightTransposes,
         PackProjections,
         QuantizeEmbeddings,

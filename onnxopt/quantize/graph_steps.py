@@ -13,6 +13,7 @@ from onnxopt.io.rope import rope_tables
 from onnxopt.passes import Pipeline
 from onnxopt.passes.fold_weight_transposes import FoldWeightTransposes
 from onnxopt.passes.fuse_decoder_attention import FuseDecoderAttention
+from onnxopt.passes.fuse_rms_norm import FuseRmsNorm
 from onnxopt.passes.fuse_transformer import FuseTransformer
 from onnxopt.passes.infer_shapes import InferShapes
 from onnxopt.passes.pack_projections import PackProjections
@@ -38,6 +39,8 @@ def quantize_graph(model, folder, plan: QuantizePlan, data: RunData, progress, p
     quantizer, calibration, options = quantizer_for(model, plan, exclude, data, progress, label)
     progress(f"{quantizer.name}{label}", 0, 0)
     steps = [quantizer, QuantizeEmbeddings()] if plan.embeddings else [quantizer]
+    if plan.fuse_decoder_attention and plan.weight_bits is not None:
+        steps.append(FuseRmsNorm())  # last: smoothing and the quantizers read the norms' Muls
     model, quant_reports = Pipeline(steps).run(model, owned=True)
     return model, reports + quant_reports, calibration, options, exclude
 
