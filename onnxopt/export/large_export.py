@@ -26,8 +26,9 @@ LARGE_EXPORT_NOTE = (
 
 
 @contextlib.contextmanager
-def bounded_export() -> Iterator[None]:
-    """optimum's main_export run inside this block holds one copy of the weights (module doc)."""
+def bounded_export(on_layer=None) -> Iterator[None]:
+    """optimum's main_export run inside this block holds one copy of the weights (module doc).
+    `on_layer(done, total)` is told as the exporter's trace reaches each decoder layer."""
     from optimum.exporters.onnx import base, convert
     from optimum.exporters.tasks import TasksManager
 
@@ -39,7 +40,10 @@ def bounded_export() -> Iterator[None]:
     load = TasksManager.get_model_from_task
 
     def load_transposed(*args, **kwargs):
-        return transpose_linears(load(*args, **kwargs))
+        model = transpose_linears(load(*args, **kwargs))
+        if on_layer is not None:
+            watch_layers(model, on_layer)
+        return model
 
     convert.check_model_uses_external_data = lambda _model: False
     base.OnnxConfig.fix_dynamic_axes = lambda *_args, **_kwargs: None
@@ -73,3 +77,19 @@ def transpose_linears(model):
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, TransposedLinear(getattr(parent, child)))
     return model
+
+
+def watch_layers(model, on_layer) -> None:
+    """Call `on_layer(done, total)` as a forward pass enters each layer of the model's longest
+    ModuleList (its decoder layers) and leaves the last: progress through the exporter's trace,
+    a minute or more of a 1B model's export with nothing to show (issue 28)."""
+    import torch
+
+    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
+    layers = max(lists, key=len, default=None)
+    if not layers:
+        return
+    total = len(layers)
+    for done, layer in enumerate(layers):
+        layer.register_forward_pre_hook(lambda *_args, done=done: on_layer(done, total))
+    layers[-1].register_forward_hook(lambda *_args: on_layer(total, total))

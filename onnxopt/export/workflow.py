@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -108,7 +109,14 @@ def _export_checked(
     kept. An encoder-decoder with its cache is kept in parts (onnxopt.io.parts), not merged."""
     in_parts = task == "text2text-generation-with-past"
     large = not in_parts and _weight_bytes(source, config.dtype) >= LARGE_EXPORT_BYTES
-    _run_exporter(source, tmp, task, config, not in_parts, large)
+    shown = Path(source).name or source
+    streams = (sys.stdout, sys.stderr)  # the exporter runs quieted; its progress must still show
+
+    def on_layer(done: int, total: int) -> None:
+        with contextlib.redirect_stdout(streams[0]), contextlib.redirect_stderr(streams[1]):
+            progress(f"tracing {shown}'s layers", done, total)
+
+    _run_exporter(source, tmp, task, config, not in_parts, large, on_layer)
     memory.release()  # the exporter's PyTorch model, before the check loads another
     files = list(parts.part_files(tmp).values()) if in_parts else [model_files.resolve(tmp).onnx_path]
     for path in files:
@@ -160,14 +168,16 @@ def _weight_bytes(source: str, dtype: str) -> int:
     return (2 if dtype == "fp16" else 4) * (count or 0)
 
 
-def _run_exporter(source: str, out: Path, task: str, config: ExportConfig, merged=True, large=False) -> None:
+def _run_exporter(
+    source: str, out: Path, task: str, config: ExportConfig, merged=True, large=False, on_layer=None
+) -> None:
     """optimum's main_export; `merged` False keeps an encoder-decoder's decoders apart (optimum
     merges them in its post-processing, which also deduplicates tied weights). A `large` model's
     weights stay in torch's per-tensor files (gathered after, by io.external_data)."""
     from optimum.exporters.onnx import main_export
 
     try:
-        with quiet(), bounded_export() if large else contextlib.nullcontext():
+        with quiet(), bounded_export(on_layer) if large else contextlib.nullcontext():
             main_export(
                 source,
                 output=out,

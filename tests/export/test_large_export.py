@@ -39,3 +39,18 @@ def test_a_decoder_past_the_threshold_is_streamed_and_still_matches_pytorch(tmp_
     assert not any(n.op_type == "Transpose" and n.input[0] in transposed for n in model.graph.node)
     assert (convert.check_model_uses_external_data, base.OnnxConfig.fix_dynamic_axes) == before
     assert TasksManager.get_model_from_task == loader
+
+
+def test_the_trace_reports_each_layer_and_the_output_is_not_changed_by_it(tmp_path, monkeypatch, capsys):
+    hf = build_tiny_decoder("llama", tmp_path / "hf", hidden=64)
+    monkeypatch.setattr(workflow, "LARGE_EXPORT_BYTES", 0)
+    seen = []
+
+    def progress(stage, done, total):
+        print(f"{stage} {done}/{total}")  # the exporter runs quieted: this must still get out
+        seen.append((stage, done, total))
+
+    export(str(hf), tmp_path / "out", on_progress=progress)
+    traced = [(done, total) for stage, done, total in seen if stage == "tracing hf's layers"]
+    assert traced[:3] == [(0, 2), (1, 2), (2, 2)]  # 2 layers: entered, entered, the last left
+    assert "tracing hf's layers 2/2" in capsys.readouterr().out
