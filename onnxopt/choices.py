@@ -9,7 +9,7 @@ QUANTIZE_MODES = ("static", "dynamic", "int4")
 # Where an int8 model will run: onnxruntime's CPU kernels, OpenVINO, or any runtime reading QDQ.
 QUANTIZE_TARGETS = ("cpu", "openvino", "portable", "auto")
 # int4 weight-only: round, round with a float offset per block, search (HQQ), or correct (GPTQ)
-WEIGHT_ALGORITHMS = ("rtn", "offset", "hqq", "gptq")
+WEIGHT_ALGORITHMS = ("rtn", "offset", "asym", "hqq", "gptq")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 # Op types with a static int8 kernel on the CPU provider, and the fused ops that only have
 # dynamic-activation int8 kernels (QAttention, QEmbedLayerNormalization).

@@ -96,6 +96,54 @@ def _search_rows(w: np.ndarray, block: int, d: np.ndarray) -> tuple:
     return q.astype(np.uint8), best_scale[..., 0].astype(np.float32), offset[..., 0].astype(np.float32)
 
 
+def search_integer_zero(w: np.ndarray, block: int, importance: np.ndarray) -> tuple:
+    """The same search on grids whose zero point is a whole level, w = scale * (q - zero) with zero
+    in 0..15 (MatMulNBits' own zero points, no remainders): q [N, K/block, block], scale and zero
+    [N, K/block]. Each candidate range gives a zero point by rounding; then the scale alone is
+    fitted by weighted least squares, and the levels rounded again on it."""
+    n, k = w.shape
+    d = np.maximum(importance.astype(np.float32).reshape(1, k // block, block), 0.0)
+    d = d + 1e-6 * d.mean(-1, keepdims=True) + 1e-30
+    pieces = [_search_integer_rows(w[i : i + ROWS], block, d) for i in range(0, n, ROWS)]
+    return tuple(np.concatenate(part) for part in zip(*pieces, strict=True))
+
+
+def _integer_fit(b, d, sxx, zero, scale):
+    """Levels rounded on (scale, zero), then the least-squares scale on them and its error."""
+    q = np.clip(np.round(b / np.where(scale > 0, scale, 1.0)) + zero, 0, LEVELS)
+    c = q - zero
+    dc = d * c
+    scc, scx = (dc * c).sum(-1, keepdims=True), (dc * b).sum(-1, keepdims=True)
+    fitted = np.where(scc > 0, scx / np.where(scc > 0, scc, 1.0), 0.0)
+    error = np.where(fitted > 0, np.maximum(sxx - fitted * scx, 0.0), np.inf)
+    return np.where(fitted > 0, fitted, 0.0), error
+
+
+def _search_integer_rows(w: np.ndarray, block: int, d: np.ndarray) -> tuple:
+    n, k = w.shape
+    b = w.reshape(n, k // block, block).astype(np.float32)
+    d = np.broadcast_to(d, b.shape)
+    sxx = (d * b * b).sum(-1, keepdims=True)
+    low, high = np.minimum(b.min(-1, keepdims=True), 0), np.maximum(b.max(-1, keepdims=True), 0)
+    span = np.maximum(high - low, 1e-12)
+    best_err = np.full(low.shape, np.inf)
+    best_scale, best_zero = span / LEVELS, np.clip(np.round(-low / (span / LEVELS)), 0, LEVELS)
+    starts = [(low, span)] + [(low + (1 - r) * span * a, r * span) for r in RATIOS for a in (0.0, 0.5, 1.0)]
+    for start, width in starts:
+        step = width / LEVELS
+        zero = np.clip(np.round(-start / step), 0, LEVELS)
+        scale, err = _integer_fit(b, d, sxx, zero, step)
+        for _ in range(ROUNDS):
+            again, again_err = _integer_fit(b, d, sxx, zero, np.where(scale > 0, scale, step))
+            keep = again_err <= err
+            scale, err = np.where(keep, again, scale), np.where(keep, again_err, err)
+        better = err < best_err
+        best_err = np.where(better, err, best_err)
+        best_scale, best_zero = np.where(better, scale, best_scale), np.where(better, zero, best_zero)
+    q = np.clip(np.round(b / best_scale) + best_zero, 0, LEVELS)
+    return q.astype(np.uint8), best_scale[..., 0].astype(np.float32), best_zero[..., 0].astype(np.uint8)
+
+
 def searched_weights(w: np.ndarray, block: int, importance: np.ndarray) -> np.ndarray:
     """w [N, K] as the offset quantizer stores it after the search, in float."""
     q, scale, offset = search_blocks(w, block, importance)

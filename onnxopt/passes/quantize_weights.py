@@ -9,7 +9,8 @@ speed: 4 bits move 8x fewer than fp32, 8 bits 4x.
 Algorithms: `rtn` rounds to the nearest level (onnxruntime's default quantizer), `hqq` searches
 each block's scale and zero point to minimise the weight error (Half-Quadratic Quantization),
 `gptq` corrects each column's rounding error in the columns not yet quantized, using the
-activations' second moments from calibration data.
+activations' second moments from calibration data. `offset` and `asym` are onnxopt's own
+(quantize_weights_offset.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from onnxopt.graph_queries.int8_ops import int8_op_counts
 from onnxopt.io.scratch import through_files
 from onnxopt.passes.base import Pass, PassResult
 from onnxopt.passes.quantize_weights_offset import QuantizeWeightsOffset
+
+OWN_ALGORITHMS = ("offset", "asym")  # onnxopt's int4 grids (quantize_weights_offset.py)
 
 
 class _Reader:
@@ -86,7 +89,7 @@ class QuantizeWeights(Pass):
     def call(self, model: onnx.ModelProto) -> PassResult:
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-        if self.algo == "offset":
+        if self.algo in OWN_ALGORITHMS:
             return self._offset(model)
 
         # onnxruntime's nodes_to_include adds to its op types rather than restricting them.
@@ -125,14 +128,19 @@ class QuantizeWeights(Pass):
         return PassResult(quantized, done > 0, details)
 
     def call_owned(self, model: onnx.ModelProto) -> PassResult:
-        return self._offset(model, owned=True) if self.algo == "offset" else self(model)
+        return self._offset(model, owned=True) if self.algo in OWN_ALGORITHMS else self(model)
 
     def _offset(self, model: onnx.ModelProto, owned: bool = False) -> PassResult:
         """Offsets where the input channels fill whole blocks; onnxruntime's RTN (which pads the
         last block) for the rest, e.g. a pruned FFN of 1,133 channels."""
         before = _count(model, "MatMulNBits")
         offset = QuantizeWeightsOffset(
-            self.block_size, self.accuracy_level, self.exclude, self.importance, self.on_progress
+            self.block_size,
+            self.accuracy_level,
+            self.exclude,
+            self.importance,
+            self.on_progress,
+            integer_zero=self.algo == "asym",
         )
         result = offset.call_owned(model) if owned else offset(model)
         skipped = result.details["skipped"]
@@ -143,9 +151,10 @@ class QuantizeWeights(Pass):
             skipped = {name: why for name, why in skipped.items() if name not in partial}
         made = _count(result.model, "MatMulNBits") - before
         level = self.accuracy_level
+        grid = "integer zero points" if self.algo == "asym" else "+ block offsets"
         result.details.update(
-            layout=f"MatMulNBits + block offsets, 4 bits, block {self.block_size}, level {level}",
-            algorithm="offset",
+            layout=f"MatMulNBits {grid}, 4 bits, block {self.block_size}, level {level}",
+            algorithm=self.algo,
             int8_ops={**int8_op_counts(result.model), "MatMulNBits": made},
             skipped=skipped,
             rtn=list(partial),

@@ -32,8 +32,9 @@ class QuantizeConfig(Options):
     block_size: int = option(32, "int4: input channels per scale (16, 32, 64 or 128).", low=16, high=128)
     algo: str = option(
         "offset",
-        "int4: offset (a float offset per block, GGUF Q4_1's grid), rtn (onnxruntime's round), "
-        "hqq (searched scales) or gptq (calibrated).",
+        "int4: offset (a float offset per block, GGUF Q4_1's grid), asym (integer zero points, "
+        "searched like offset; faster, a little less exact), rtn (onnxruntime's round), hqq "
+        "(searched scales) or gptq (calibrated).",
         choices=WEIGHT_ALGORITHMS,
     )
     accuracy_level: int = option(

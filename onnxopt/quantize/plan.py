@@ -31,6 +31,7 @@ DECODER_8BIT = (
 # Quantize 63 -> 117 s (the search and its calibration pass: 55 s of it). Commands: `onnxopt
 # quantize OFFGRID --int4 [--block-size 64|128] [--no-block-search]`, then `onnxopt eval OUT --task
 # perplexity --data heldout.txt --limit 1000` (benchmarks/offgrid_measure.py's text and steps).
+SEARCHED_ALGORITHMS = ("offset", "asym")  # whose blocks the search fits
 BLOCK_SEARCH = (
     "int4 offset: each block's scale and minimum searched by the error weighted with E[x^2] of its "
     "input channels (calibration text), not min-max: SmolLM2 off its Q4_1 grid, block 32, "
@@ -157,7 +158,7 @@ def make_plan(config: QuantizeConfig, kind: str, reduce_range: bool, has_tokeniz
 
 def _block_search(config: QuantizeConfig, kind: str, has_tokenizer: bool, why: dict) -> bool:
     """int4 offset: whether each block's grid is searched by calibration activations (BLOCK_SEARCH)."""
-    if config.mode != "int4" or config.algo != "offset" or kind == PARTS:
+    if config.mode != "int4" or config.algo not in SEARCHED_ALGORITHMS or kind == PARTS:
         return False
     if config.block_search is not None:
         return config.block_search

@@ -37,7 +37,7 @@ def _int4(model, plan: QuantizePlan, exclude: tuple[str, ...], data: RunData, pr
 
     def on_progress(done, total):
         if progress is not None:
-            progress("quantize-int4-offset", done, total)
+            progress(f"quantize-int4-{config.algo}", done, total)
 
     body = QuantizeWeights(
         4,

@@ -66,3 +66,54 @@ def test_the_pass_searches_with_the_inputs_activations_and_leaves_its_input_alon
     assert searched.details["searched"] == 1 and "searched" not in plain.details
     found, base = relative_error(searched.model, weights, x), relative_error(plain.model, weights, x)
     assert found < 0.7 * base, (found, base)
+
+
+def _integer_fit(w, importance):
+    from onnxopt.graph_queries.block_search import search_integer_zero
+
+    q, scale, zero = search_integer_zero(w, BLOCK, importance)
+    assert q.dtype == np.uint8 and zero.dtype == np.uint8 and q.max() <= 15 and zero.max() <= 15
+    return (scale[..., None] * (q.astype(np.float64) - zero[..., None])).reshape(w.shape)
+
+
+def _rtn_fit(w):
+    from onnxopt.graph_queries.weight_grids import zero_range_levels
+
+    q, scale, zero = zero_range_levels(w.reshape(len(w), -1, BLOCK), 15, axis=-1)
+    return ((q - zero) * scale).reshape(w.shape)
+
+
+def test_the_integer_zero_search_is_never_worse_than_rtn_per_block_and_better_in_all():
+    rng = np.random.default_rng(4)
+    for w in (rng.standard_normal((32, K)), _outlier_blocks(rng, 32), rng.uniform(-1, 1, (32, K)) ** 3 + 0.2):
+        importance = rng.uniform(0, 1, K) ** 4
+        searched = _per_block(w, _integer_fit(w, importance), importance)
+        rtn = _per_block(w, _rtn_fit(w), importance)
+        assert (searched <= rtn * (1 + 1e-5) + 1e-12).all()
+        assert searched.sum() < 0.9 * rtn.sum(), (searched.sum(), rtn.sum())
+
+
+def test_the_asym_pass_reads_its_input_directly_and_beats_rtn():
+    from onnxopt.passes.quantize_weights import QuantizeWeights
+
+    rng = np.random.default_rng(6)
+    weights = [_outlier_blocks(rng, 48).T.astype(np.float32), _outlier_blocks(rng, 16).T.astype(np.float32)]
+    model = matmul_model(weights)
+    spread = np.where(np.arange(K) % BLOCK == 0, 0.03, 1.0).astype(np.float32)  # quiet outlier channels
+    x = (rng.standard_normal((1, 64, K)) * spread).astype(np.float32)
+
+    def importance(graph, tensors):
+        return {"x": (x.reshape(-1, K).astype(np.float64) ** 2).mean(0)}
+
+    result = QuantizeWeights(4, BLOCK, "asym", 4, importance=importance)(model)
+    nodes = result.model.graph.node
+    assert [n.op_type for n in nodes] == ["MatMulNBits", "MatMulNBits"]  # no block sums
+    assert all(n.input[0] == "x" and onnx_attr(n, "K") == K for n in nodes)
+    assert result.details["algorithm"] == "asym" and "integer zero points" in result.details["layout"]
+    plain = QuantizeWeights(4, BLOCK, "rtn", 4)(model).model
+    found, rtn = relative_error(result.model, weights, x), relative_error(plain, weights, x)
+    assert found < 0.8 * rtn, (found, rtn)
+
+
+def onnx_attr(node, name):
+    return next(a.i for a in node.attribute if a.name == name)

@@ -183,3 +183,30 @@ def test_inspect_names_the_block_sum_indicators_not_as_unquantized_weights():
     assert "linear weights, not quantized" not in groups, groups
     assert groups["block-sum indicators"].parameters == K * sum_width(K, BLOCK)
     assert groups["quantization scales"].parameters == N * (K + sum_width(K, BLOCK)) // BLOCK
+
+
+def test_asym_writes_a_decoder_without_block_sums_searched_and_close_to_fp32(tiny_gpt2_onnx, tmp_path):
+    import json
+
+    from onnxopt.quantize.workflow import quantize
+
+    quantize(tiny_gpt2_onnx, tmp_path / "asym", mode="int4", block_size=16, algo="asym")
+    model = onnx.load(str(tmp_path / "asym" / "model.onnx"))
+    assert not any(t.name.startswith(INDICATOR_PREFIX) for t in model.graph.initializer)
+    assert not any(n.op_type == "Concat" and "block_sums" in n.output[0] for n in model.graph.node)
+    step = json.loads((tmp_path / "asym" / "onnxopt.json").read_text())["steps"][-1]
+    assert step["plan"]["block_search"] and "asym, blocks searched" in step["layout"]
+    ids = np.array([[3, 7, 11, 5, 2, 9]], dtype=np.int64)
+
+    def logits(folder):
+        session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        for i in session.get_inputs():
+            if i.name.startswith("past_key_values"):
+                feed[i.name] = np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32)
+            elif i.name == "position_ids":
+                feed[i.name] = np.arange(ids.shape[1])[None]
+        return session.run(["logits"], feed)[0]
+
+    exact, found = logits(tiny_gpt2_onnx), logits(tmp_path / "asym")
+    assert np.linalg.norm(found - exact) < 0.2 * np.linalg.norm(exact)
