@@ -98,6 +98,8 @@ def candidates(work: Path, ov_data_aware: bool) -> list[dict]:
              python=main, model=work / "onnxopt" / "int4"),
         dict(name="onnxopt int4 b32, in ORT GenAI's runtime", family="onnxopt", bits="int4",
              backend="genai", python=main, model=work / "onnxopt" / "int4"),
+        dict(name="onnxopt int4 b32, --algo asym", family="onnxopt", bits="int4", backend="onnxopt",
+             python=main, model=work / "onnxopt" / "int4-asym"),
         dict(name="onnxopt 8-bit (--dynamic)", family="onnxopt", bits="8-bit", backend="onnxopt",
              python=main, model=work / "onnxopt" / "dynamic"),
         dict(name="llama.cpp F32 GGUF (conversion check)", family="llama.cpp", bits="fp32",
@@ -154,6 +156,7 @@ def build_onnxopt(source: Path, work: Path, log: Log, reuse: Path | None) -> Non
     out = work / "onnxopt"
     out.mkdir(parents=True, exist_ok=True)
     steps = [("fp32", ["export", source]), ("int4", ["quantize", out / "fp32", "--int4"]),
+             ("int4-asym", ["quantize", out / "fp32", "--int4", "--algo", "asym"]),
              ("dynamic", ["quantize", out / "fp32", "--dynamic"])]  # fmt: skip
     for name, args in steps:
         target = out / name
