@@ -7,6 +7,7 @@ high-water mark as the kernel reports it to its parent (wait4), so a step is cha
 copy of the weights it held, children included only when they are waited for by it.
 
     python benchmarks/scale.py --shape llama-1b --work /tmp/scale --out benchmarks
+    python benchmarks/scale.py --shape llama-3b --work /tmp/scale --out benchmarks  # int4 path only
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ ONNXOPT = [str(Path(sys.executable).parent / "onnxopt")]  # the console script, 
 TEXT = REPO / "calib" / "en.txt"
 # The builder in its own venv (make genai-venv): it needs a newer transformers than optimum's.
 GENAI_PYTHON = REPO / "build" / "genai-venv" / "bin" / "python"
+INT4_ONLY = {"llama-3b"}  # shapes run through export, int4 and generation only
 
 
 def steps(shape: str, work: Path) -> list[tuple[str, list[str], Path | None]]:
@@ -35,9 +37,33 @@ def steps(shape: str, work: Path) -> list[tuple[str, list[str], Path | None]]:
     fp32, int4, dyn, pruned, genai = (
         work / f"{shape}-{x}" for x in ("fp32", "int4", "8bit", "pruned", "genai")
     )
-    bench = ["--generate", "--prompt-len", "128", "--new-tokens", "32", "--runs", "2", "--warmup", "1"]
+    bench = [
+        "--generate",
+        "--prompt-len",
+        "128",
+        "--new-tokens",
+        "32",
+        "--runs",
+        "2",
+        "--warmup",
+        "1",
+        "--batch",
+        "1",
+    ]
     text = ["--task", "perplexity", "--data", str(TEXT), "--limit", "256"]
     builder = [str(GENAI_PYTHON), "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o", str(genai)]
+    peer = (
+        "ORT GenAI builder int4 (peer)",
+        [*builder, "-p", "int4", "-e", "cpu", "-c", str(work / "cache")],
+        genai,
+    )
+    if shape in INT4_ONLY:  # what the issue asks of it: an int4 model that generates, in 24 GB
+        return [
+            ("export", _cli("export", hf, "-o", fp32), fp32),
+            ("quantize --int4", _cli("quantize", fp32, "--int4", "-o", int4), int4),
+            ("bench --generate (int4)", [*ONNXOPT, "bench", str(int4), *bench], None),
+            peer,
+        ]
     return [
         ("export", _cli("export", hf, "-o", fp32), fp32),
         ("quantize --int4", _cli("quantize", fp32, "--int4", "-o", int4), int4),
@@ -45,11 +71,7 @@ def steps(shape: str, work: Path) -> list[tuple[str, list[str], Path | None]]:
         ("bench --generate (fp32, int4)", [*ONNXOPT, "bench", str(fp32), str(int4), *bench], None),
         ("eval --task perplexity (int4)", [*ONNXOPT, "eval", str(int4), *text], None),
         ("prune --sparsity 0.25", _cli("prune", fp32, "--sparsity", "0.25", "-o", pruned), pruned),
-        (
-            "ORT GenAI builder int4 (peer)",
-            [*builder, "-p", "int4", "-e", "cpu", "-c", str(work / "cache")],
-            genai,
-        ),
+        peer,
     ]
 
 
