@@ -9,7 +9,10 @@ them, and OpenVINO and other readers of the file see all eight. Why: SmolLM2 int
 step's kernels (onnxruntime profile, 40 steps, 2 threads, 2026-12-07, AMD EPYC AVX2): the 60
 residual Adds took 3% of the step and the 61 norms 4%, in 121 kernels where the builder's model
 runs 61. The Add's sum stays an output of the fused node (input_skip_bias_sum), for the next
-layer's residual.
+layer's residual. Measured alone (the same int4 model with and without this pass, `onnxopt bench
+--generate --runtime genai --threads 1 --batch 1 --runs 8`): 13.31 against 13.50 ms a token,
+1.01x, within noise; kept since it costs nothing and the file then holds the kernels onnxruntime
+runs rather than eight nodes per norm for every other reader.
 """
 
 from __future__ import annotations
