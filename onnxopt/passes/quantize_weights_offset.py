@@ -22,8 +22,9 @@ than K + 32. Gaussian weights: output error 0.067 against RTN's 0.084 (tests/qua
 
 `integer_zero` (--algo asym) drops the remainders: each block is s * (q - z) with z a whole level,
 searched the same way (graph_queries/block_search.py: search_integer_zero), and MatMulNBits reads
-x itself. Off-grid SmolLM2 (benchmarks/offgrid.py, sigma 0.2), STS-B dev text, 2026-12-07, AMD
-EPYC AVX2: perplexity 36.76 fp32, offset 38.08 (+3.6%), asym 38.25 (+4.0%); 136.0 -> 131.8 MB;
+x itself. Off-grid SmolLM2 (benchmarks/offgrid.py, sigma 0.2), 2026-12-07, AMD EPYC AVX2:
+perplexity on STS-B dev text (tuning) 36.76 fp32, offset 38.08 (+3.6%), asym 38.25 (+4.0%); on
+held-out STS-B train text 56.61, 58.20 (+2.8%), 60.11 (+6.2%); 136.0 -> 131.8 MB;
 decode in onnxruntime-genai 1.11x offset's (12.20 against 13.59 ms a token, 1 thread, batch 1;
 1.15x at batch 32 with 2 threads; 402 nodes against 1,374: no block sums). On weights already on
 a Q4_1 grid the remainders are what makes int4 exact, so offset stays the default.

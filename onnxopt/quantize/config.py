@@ -33,7 +33,7 @@ class QuantizeConfig(Options):
     algo: str = option(
         "offset",
         "int4: offset (a float offset per block, GGUF Q4_1's grid), asym (integer zero points, "
-        "searched like offset; faster, a little less exact), rtn (onnxruntime's round), hqq "
+        "searched like offset; faster, less exact), rtn (onnxruntime's round), hqq "
         "(searched scales) or gptq (calibrated).",
         choices=WEIGHT_ALGORITHMS,
     )
