@@ -65,11 +65,22 @@ def search_blocks(w: np.ndarray, block: int, importance: np.ndarray) -> tuple:
     with `importance` [K] (E[x^2] per input channel). Min-max is one of the candidates, and the
     levels are rounded again on the chosen fit, so no block's weighted error is above min-max's with
     its least-squares fit."""
+    return _in_pieces(_search_rows, w, block, importance)
+
+
+def _in_pieces(search, w: np.ndarray, block: int, importance: np.ndarray) -> tuple:
+    """`search` over ROWS output rows of w at a time, with the importance per block, joined."""
     n, k = w.shape
     d = np.maximum(importance.astype(np.float32).reshape(1, k // block, block), 0.0)
     d = d + 1e-6 * d.mean(-1, keepdims=True) + 1e-30  # unseen channels count a little
-    pieces = [_search_rows(w[i : i + ROWS], block, d) for i in range(0, n, ROWS)]
+    pieces = [search(w[i : i + ROWS], block, d) for i in range(0, n, ROWS)]
     return tuple(np.concatenate(part) for part in zip(*pieces, strict=True))
+
+
+def _starts(low, span) -> list:
+    """Candidate (start, width) ranges: min-max's, then each RATIOS shrink at the low end, the
+    middle or the high end."""
+    return [(low, span)] + [(low + (1 - r) * span * a, r * span) for r in RATIOS for a in (0.0, 0.5, 1.0)]
 
 
 def _search_rows(w: np.ndarray, block: int, d: np.ndarray) -> tuple:
@@ -79,8 +90,7 @@ def _search_rows(w: np.ndarray, block: int, d: np.ndarray) -> tuple:
     low, high = b.min(-1, keepdims=True), b.max(-1, keepdims=True)
     span = np.maximum(high - low, 1e-12)
     best_err, best_scale, best_low = np.full(low.shape, np.inf), span / LEVELS, low  # min-max's grid
-    starts = [(low, span)] + [(low + (1 - r) * span * a, r * span) for r in RATIOS for a in (0.0, 0.5, 1.0)]
-    for start, width in starts:
+    for start, width in _starts(low, span):
         scale, lo, err = sums.fit(_levels(b, start, width / LEVELS))
         for _ in range(ROUNDS):
             again = sums.fit(_levels(b, lo, np.where(scale > 0, scale, width / LEVELS)))
@@ -101,11 +111,7 @@ def search_integer_zero(w: np.ndarray, block: int, importance: np.ndarray) -> tu
     in 0..15 (MatMulNBits' own zero points, no remainders): q [N, K/block, block], scale and zero
     [N, K/block]. Each candidate range gives a zero point by rounding; then the scale alone is
     fitted by weighted least squares, and the levels rounded again on it."""
-    n, k = w.shape
-    d = np.maximum(importance.astype(np.float32).reshape(1, k // block, block), 0.0)
-    d = d + 1e-6 * d.mean(-1, keepdims=True) + 1e-30
-    pieces = [_search_integer_rows(w[i : i + ROWS], block, d) for i in range(0, n, ROWS)]
-    return tuple(np.concatenate(part) for part in zip(*pieces, strict=True))
+    return _in_pieces(_search_integer_rows, w, block, importance)
 
 
 def _integer_fit(b, d, sxx, zero, scale):
@@ -128,8 +134,7 @@ def _search_integer_rows(w: np.ndarray, block: int, d: np.ndarray) -> tuple:
     span = np.maximum(high - low, 1e-12)
     best_err = np.full(low.shape, np.inf)
     best_scale, best_zero = span / LEVELS, np.clip(np.round(-low / (span / LEVELS)), 0, LEVELS)
-    starts = [(low, span)] + [(low + (1 - r) * span * a, r * span) for r in RATIOS for a in (0.0, 0.5, 1.0)]
-    for start, width in starts:
+    for start, width in _starts(low, span):
         step = width / LEVELS
         zero = np.clip(np.round(-start / step), 0, LEVELS)
         scale, err = _integer_fit(b, d, sxx, zero, step)
