@@ -22,6 +22,7 @@ import onnx
 from onnxopt.graph_queries.int8_ops import int8_op_counts
 from onnxopt.io.scratch import through_files
 from onnxopt.passes.base import Pass, PassResult
+from onnxopt.passes.quantize_weights_8bit import QuantizeWeights8Bit
 from onnxopt.passes.quantize_weights_offset import QuantizeWeightsOffset
 
 OWN_ALGORITHMS = ("offset", "asym")  # onnxopt's int4 grids (quantize_weights_offset.py)
@@ -87,10 +88,15 @@ class QuantizeWeights(Pass):
         self.name = f"quantize-int{bits}-{algo}"
 
     def call(self, model: onnx.ModelProto) -> PassResult:
-        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
         if self.algo in OWN_ALGORITHMS:
             return self._offset(model)
+        if self.bits == 8 and self.algo == "rtn":
+            return self._int8(model)
+        return self.ort_quantizer(model)
+
+    def ort_quantizer(self, model: onnx.ModelProto) -> PassResult:
+        """onnxruntime's MatMulNBitsQuantizer on the whole model (it loads every weight)."""
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
         # onnxruntime's nodes_to_include adds to its op types rather than restricting them.
         others = [
@@ -128,7 +134,31 @@ class QuantizeWeights(Pass):
         return PassResult(quantized, done > 0, details)
 
     def call_owned(self, model: onnx.ModelProto) -> PassResult:
-        return self._offset(model, owned=True) if self.algo in OWN_ALGORITHMS else self(model)
+        if self.algo in OWN_ALGORITHMS:
+            return self._offset(model, owned=True)
+        if self.bits == 8 and self.algo == "rtn":
+            return self._int8(model, owned=True)
+        return self(model)
+
+    def _int8(self, model: onnx.ModelProto, owned: bool = False) -> PassResult:
+        """onnxruntime's 8-bit RTN grid, one weight at a time (quantize_weights_8bit.py); its own
+        quantizer, which pads the last block, for MatMuls whose depth is not whole blocks."""
+        own = QuantizeWeights8Bit(self.block_size, self.accuracy_level, self.exclude, self.include)
+        result = own.call_owned(model) if owned else own(model)
+        skipped = result.details["skipped"]
+        partial = tuple(name for name, why in skipped.items() if "not a multiple of the block" in why)
+        quantized = result.model
+        if partial:
+            rest = QuantizeWeights(8, self.block_size, "rtn", self.accuracy_level, include=partial)
+            quantized = rest.ort_quantizer(quantized).model
+        kept = [n.name for n in quantized.graph.node if n.op_type == "MatMul"]
+        details = {
+            "layout": f"MatMulNBits, 8 bits, block {self.block_size}, level {self.accuracy_level}",
+            "int8_ops": {**int8_op_counts(quantized), "MatMulNBits": result.details["MatMulNBits"] + len(partial)},
+            "algorithm": "rtn",
+            "skipped": {name: "activation x activation, or excluded" for name in kept},
+        }
+        return PassResult(quantized, result.modified or bool(partial), details)
 
     def _offset(self, model: onnx.ModelProto, owned: bool = False) -> PassResult:
         """Offsets where the input channels fill whole blocks; onnxruntime's RTN (which pads the
