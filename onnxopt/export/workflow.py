@@ -14,12 +14,17 @@ from onnxopt.data.samples import input_types
 from onnxopt.errors import OnnxoptError, first_line
 from onnxopt.evaluate.verify import verify_staged
 from onnxopt.export.config import ExportConfig
-from onnxopt.export.large_export import LARGE_EXPORT_BYTES, LARGE_EXPORT_NOTE, bounded_export
+from onnxopt.export.large_export import (
+    EXTERNAL_FROM_BYTES,
+    LARGE_EXPORT_BYTES,
+    LARGE_EXPORT_NOTE,
+    bounded_export,
+)
 from onnxopt.export.seq2seq_check import compare_seq2seq
 from onnxopt.export.sources import check_source, infer_task, read_gguf, resolve_source
 from onnxopt.export.torch_check import MIN_AGREEMENT, compare_with_torch
 from onnxopt.io import model_files, parts, saving
-from onnxopt.io.external_data import consolidate, safetensors_parameters
+from onnxopt.io.external_data import consolidate, externalize, safetensors_parameters
 from onnxopt.io.genai_config import write_genai_config
 from onnxopt.io.leftovers import temp_dir
 from onnxopt.io.manifest import Manifest
@@ -123,6 +128,9 @@ def _export_checked(
         if large:
             progress("gathering the weights into one file", 0, 0)
             consolidate(path)
+        elif path.stat().st_size >= EXTERNAL_FROM_BYTES:
+            progress("moving the weights into model.onnx.data", 0, 0)
+            externalize(path)
         # The graph alone: weights stay on disk (a 1B model's would be 4 GB more, for an opset).
         onnx_model = model_files.load(model_files.ModelRef(path, tmp), load_weights=False)
         opset = model_files.main_opset(onnx_model)

@@ -54,3 +54,42 @@ def test_the_trace_reports_each_layer_and_the_output_is_not_changed_by_it(tmp_pa
     traced = [(done, total) for stage, done, total in seen if stage == "tracing hf's layers"]
     assert traced[:3] == [(0, 2), (1, 2), (2, 2)]  # 2 layers: entered, entered, the last left
     assert "tracing hf's layers 2/2" in capsys.readouterr().out
+
+
+def test_an_export_past_a_gigabyte_keeps_its_weights_in_the_data_file(tmp_path, monkeypatch):
+    hf = build_tiny_decoder("llama", tmp_path / "hf", hidden=64)
+    monkeypatch.setattr(workflow, "EXTERNAL_FROM_BYTES", 0)
+    result = export(str(hf), tmp_path / "out")
+    assert LARGE_EXPORT_NOTE not in result.notes  # optimum's own export, tied weights deduplicated
+    assert max(result.max_abs_diff.values()) <= 1e-4
+    files = {p.name for p in (tmp_path / "out").iterdir()}
+    assert {"model.onnx", "model.onnx.data"} <= files
+    model = onnx.load(str(tmp_path / "out" / "model.onnx"), load_external_data=False)
+    external = [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    assert external
+    assert not any(len(t.raw_data) >= 1024 for t in model.graph.initializer)
+
+
+def test_torch_writes_no_weight_into_the_protobuf_inside_weights_beside(tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from onnxopt.export.large_export import weights_beside
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))
+    x = torch.randn(2, 64)
+    path = tmp_path / "model.onnx"
+    encode = torch._C.Graph._export_onnx
+    with weights_beside():
+        torch.onnx.export(module, (x,), str(path), dynamo=False, input_names=["x"])
+    assert torch._C.Graph._export_onnx is encode  # put back
+    model = onnx.load(str(path), load_external_data=False)
+    assert [i.name for i in model.graph.input] == ["x"]  # the parameters are initializers again
+    places = {t.name: t.data_location for t in model.graph.initializer}
+    assert places["0.weight"] == onnx.TensorProto.EXTERNAL  # 16 KiB: in model.onnx.data
+    assert places["2.bias"] == onnx.TensorProto.DEFAULT  # 16 bytes: inline
+    assert (tmp_path / "model.onnx.data").stat().st_size >= 64 * 64 * 4
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"x": x.numpy()})[0], module(x).detach().numpy(), atol=1e-6)

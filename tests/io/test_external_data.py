@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxopt.errors import OnnxoptError
 from onnxopt.io.external_data import (
     consolidate,
+    externalize,
     safetensors_parameters,
     weightless,
     without_initializers,
@@ -88,6 +89,23 @@ def test_a_model_is_written_streamed_without_changing_it(tmp_path):
     reference = tmp_path / "ref.onnx"
     onnx.save_model(model, str(reference))
     np.testing.assert_array_equal(_run(path, x), _run(reference, x))
+
+
+def test_an_inline_model_is_rewritten_with_its_weights_in_the_data_file(tmp_path):
+    rng = np.random.default_rng(4)
+    model, x = _model(rng), rng.normal(size=(2, 16)).astype(np.float32)
+    path = tmp_path / "model.onnx"
+    onnx.save_model(model, str(path))
+    expected = _run(path, x)
+    externalize(path)
+    assert {p.name for p in tmp_path.iterdir()} == {"model.onnx", "model.onnx.data"}
+    stored = onnx.load(str(path), load_external_data=False)
+    places = {t.name: t.data_location for t in stored.graph.initializer}
+    # the Reshape's shape stays inline: onnxruntime's shape inference cannot read it from the file
+    assert places == {"w1": TensorProto.EXTERNAL, "w2": TensorProto.EXTERNAL, "shape": TensorProto.DEFAULT}
+    np.testing.assert_array_equal(_run(path, x), expected)
+    with pytest.raises(ValueError, match="already keeps weights outside it"):
+        externalize(path)
 
 
 def test_weightless_keeps_names_types_and_shapes_and_small_constants():
