@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import helper
 
 from onnxopt.io import weight_store
 from onnxopt.io.files import file_in_folder
@@ -149,19 +150,18 @@ def _repeated(field) -> bool:
     return repeated if repeated is not None else field.label == field.LABEL_REPEATED
 
 
-def weightless(model: onnx.ModelProto, threshold: int = 1024) -> onnx.ModelProto:
-    """`model` with each initializer of `threshold` bytes or more replaced by a stub that has its
-    name, type and shape but no data (marked external, at a location that is never read): what
-    shape inference needs, in kilobytes. Small ones (shapes, axes) are kept: inference reads them."""
+def weights_as_inputs(model: onnx.ModelProto, threshold: int = 1024) -> onnx.ModelProto:
+    """`model` with each initializer of `threshold` bytes or more, or kept on disk, turned into a
+    graph input of its type and shape: what shape inference needs, in kilobytes, and nothing it
+    could try to read (symbolic inference read a 3.5 KB norm weight from model.onnx.data through
+    onnx, relative to the working directory, and failed on every model with external data). Small
+    ones (shapes, axes) are kept: inference reads them."""
     out = without_initializers(model)
     for tensor in model.graph.initializer:
         if _stored_bytes(tensor) < threshold:
             out.graph.initializer.append(tensor)
             continue
-        nowhere = ("weights-not-loaded", 0, 0)
-        out.graph.initializer.append(
-            weight_store.external_stub(tensor.name, tensor.data_type, tensor.dims, *nowhere)
-        )
+        out.graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
     return out
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import onnx
 
 from onnxopt.errors import first_line
-from onnxopt.io.external_data import weightless
+from onnxopt.io.external_data import has_external, weights_as_inputs
 from onnxopt.io.saving import is_large
 from onnxopt.passes.base import Pass, PassResult, copy_model
 from onnxopt.silence import quiet
@@ -27,13 +27,13 @@ class InferShapes(Pass):
     changes_input = False
 
     def call(self, model: onnx.ModelProto) -> PassResult:
-        if is_large(model):
-            return _typed_from_weightless(model, self._infer(weightless(model)), copy_model(model))
+        if is_large(model) or has_external(model):
+            return _typed_from_weightless(model, self._infer(weights_as_inputs(model)), copy_model(model))
         return self._infer(model)
 
     def call_owned(self, model: onnx.ModelProto) -> PassResult:
-        if is_large(model):
-            return _typed_from_weightless(model, self._infer(weightless(model)), model)
+        if is_large(model) or has_external(model):
+            return _typed_from_weightless(model, self._infer(weights_as_inputs(model)), model)
         return self.call(model)
 
     def _infer(self, model: onnx.ModelProto) -> PassResult:
@@ -53,14 +53,16 @@ class InferShapes(Pass):
 
 
 def _typed_from_weightless(model, inferred: PassResult, out: onnx.ModelProto) -> PassResult:
-    """Past 2 GB inference runs on the graph with its weights stubbed (names, types, shapes) and
-    its types are copied into `out`: both inferences serialize or copy the whole model otherwise,
-    and protobuf cannot serialize past 2 GB (a Llama-3.2-1B shape held 3 copies here, issue 28)."""
+    """Past 2 GB, or with weights on disk, inference runs on the graph with its weights as typed
+    inputs (external_data.weights_as_inputs) and its types are copied into `out`: both inferences
+    serialize or copy the whole model otherwise, and protobuf cannot serialize past 2 GB (a
+    Llama-3.2-1B shape held 3 copies here, issue 28). The weights' inputs are not copied back."""
     typed = inferred.model.graph
+    inputs = {i.name for i in model.graph.input}
     for field in ("value_info", "input", "output"):
         del getattr(out.graph, field)[:]
-        getattr(out.graph, field).extend(getattr(typed, field))
-    return PassResult(out, True, {**inferred.details, "weights": "stubbed (model past 2 GB)"})
+        getattr(out.graph, field).extend(v for v in getattr(typed, field) if field != "input" or v.name in inputs)
+    return PassResult(out, True, {**inferred.details, "weights": "typed inputs (weights on disk or past 2 GB)"})
 
 
 def _typed_count(model: onnx.ModelProto) -> int:

@@ -15,7 +15,7 @@ from onnxopt.io.external_data import (
     consolidate,
     externalize,
     safetensors_parameters,
-    weightless,
+    weights_as_inputs,
     without_initializers,
     write_streamed,
 )
@@ -108,15 +108,37 @@ def test_an_inline_model_is_rewritten_with_its_weights_in_the_data_file(tmp_path
         externalize(path)
 
 
-def test_weightless_keeps_names_types_and_shapes_and_small_constants():
+def test_weights_become_typed_inputs_and_small_constants_stay():
     model = _model(np.random.default_rng(3))
-    stubbed = weightless(model, threshold=64)
-    assert [(t.name, t.data_type, list(t.dims)) for t in stubbed.graph.initializer] == [
-        (t.name, t.data_type, list(t.dims)) for t in model.graph.initializer
-    ]
-    assert not any(t.HasField("raw_data") for t in stubbed.graph.initializer[:2])
-    assert stubbed.graph.initializer[2] == model.graph.initializer[2]
-    assert stubbed.ByteSize() < model.ByteSize() / 4
+    typed = weights_as_inputs(model, threshold=64)
+    assert [t.name for t in typed.graph.initializer] == ["shape"]  # Reshape's shape: read by inference
+    assert typed.graph.initializer[0] == model.graph.initializer[2]
+    inputs = {i.name: (i.type.tensor_type.elem_type, [d.dim_value for d in i.type.tensor_type.shape.dim])
+              for i in typed.graph.input}
+    assert inputs == {"x": (TensorProto.FLOAT, [2, 16]), "w1": (TensorProto.FLOAT, [16, 32]),
+                      "w2": (TensorProto.FLOAT, [32, 8])}
+    assert typed.ByteSize() < model.ByteSize() / 4
+
+
+def test_shape_inference_on_weights_on_disk_is_symbolic_and_adds_no_input(tmp_path, monkeypatch):
+    """onnxruntime's symbolic inference read external weights relative to the working directory
+    and fell back to onnx's on every model with external data (issue 28's static int8 lost its
+    o_proj MatMuls to it)."""
+    from onnxopt.passes.infer_shapes import InferShapes
+
+    gamma = numpy_helper.from_array(np.ones(512, np.float32), "gamma")  # 2 KiB: on disk
+    w = numpy_helper.from_array(np.ones((512, 8), np.float32), "w")
+    nodes = [helper.make_node("Mul", ["x", "gamma"], ["h"]), helper.make_node("MatMul", ["h", "w"], ["y"])]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "seq", 512])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "g", [x], [y], [gamma, w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    stub = _on_disk(model, tmp_path / "m")
+    monkeypatch.chdir(tmp_path)  # not the model's folder
+    result = InferShapes()(stub)
+    assert result.details["method"] == "symbolic", result.details  # it read gamma's values before
+    assert [i.name for i in result.model.graph.input] == ["x"]
+    assert any(v.name == "h" for v in result.model.graph.value_info)
 
 
 def test_safetensors_headers_give_the_parameter_count(tmp_path):
