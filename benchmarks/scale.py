@@ -119,7 +119,9 @@ def measured(command: list[str], log: Path, limit: float | None = None) -> dict:
 
 
 def _commit(folder: Path) -> str:
-    out = subprocess.run(["git", "-C", str(folder), "log", "-1", "--format=%h"], capture_output=True, text=True)
+    out = subprocess.run(
+        ["git", "-C", str(folder), "log", "-1", "--format=%h"], capture_output=True, text=True
+    )
     return out.stdout.strip() or str(folder)
 
 
@@ -136,7 +138,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks"))
     parser.add_argument("--only", help="comma-separated step names to run (default: all)")
     parser.add_argument("--report", action="store_true", help="only rewrite scale.md from the JSON in --out")
-    parser.add_argument("--beside", type=Path, help="a checkout of older code, run before each step (module doc)")
+    parser.add_argument(
+        "--beside", type=Path, help="a checkout of older code, run before each step (module doc)"
+    )
     parser.add_argument("--old-limit", type=int, default=3600, help="seconds an older code's step may take")
     args = parser.parse_args()
     if args.report:
@@ -200,7 +204,11 @@ def write_report(folder: Path) -> None:
             f"intermediate {c['intermediate_size']}, tied embeddings {c['tie_word_embeddings']}"
         )
         beside = any("older_code" in step for step in r["steps"])
-        extra = f" | older code ({r.get('beside')}): wall s | peak RSS GiB | x faster | x less memory" if beside else ""
+        extra = (
+            f" | older code ({r.get('beside')}): wall s | peak RSS GiB | x faster | x less memory"
+            if beside
+            else ""
+        )
         lines += [
             "",
             f"## {r['shape']} ({r['date']}, {r['cpu']}, {r['cores']} cores)",

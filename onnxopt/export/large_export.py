@@ -156,6 +156,8 @@ def _with_weights(proto: bytes, params: dict, path: Path, keep_inputs: bool) -> 
                 model.graph.initializer.append(_written(tensor, value.name, out, target.name))
     del model.graph.input[:]
     model.graph.input.extend(kept)
+    if target.stat().st_size == 0:  # nothing of 1 KiB: no data file
+        target.unlink()
     return model.SerializeToString()
 
 

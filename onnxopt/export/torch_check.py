@@ -22,8 +22,8 @@ _CHECK_TEXTS = [
     "onnxopt checks the exported graph against PyTorch.",
     "A second, longer sentence pads the first.",
 ]
-# Greedy generation is compared on these prompts (written for this check, cut to the shortest:
-# same_length), GREEDY_TOKENS each.
+# Greedy generation is compared on these prompts (written for this check; a decoder's are cut to
+# the shortest, same_length), GREEDY_TOKENS each.
 PROMPTS = [
     "The capital of France is",
     "Once upon a time, in a small village,",

@@ -126,8 +126,7 @@ def _export_checked(
     files = list(parts.part_files(tmp).values()) if in_parts else [model_files.resolve(tmp).onnx_path]
     for path in files:
         if large:
-            progress("gathering the weights into one file", 0, 0)
-            consolidate(path)
+            consolidate(path)  # torch's per-tensor files, were weights_beside not to apply
         elif path.stat().st_size >= EXTERNAL_FROM_BYTES:
             progress("moving the weights into model.onnx.data", 0, 0)
             externalize(path)
@@ -181,7 +180,7 @@ def _run_exporter(
 ) -> None:
     """optimum's main_export; `merged` False keeps an encoder-decoder's decoders apart (optimum
     merges them in its post-processing, which also deduplicates tied weights). A `large` model's
-    weights stay in torch's per-tensor files (gathered after, by io.external_data)."""
+    weights are written into model.onnx.data as torch's exporter meets them (large_export.py)."""
     from optimum.exporters.onnx import main_export
 
     try:

@@ -4,6 +4,9 @@ torch's exporter writes a model past 2 GB as one file per tensor; `consolidate` 
 `<model>.data` (the layout every onnxopt writer uses and onnxruntime-genai expects), copying each
 tensor in chunks, so a 4 GB Llama-3.2-1B-shaped export is gathered in tens of MB of memory where
 optimum's own gathering loads the whole model beside the PyTorch one (9.7 GB peak, issue 28).
+(onnxopt's export now writes `<model>.data` itself: export/large_export.py.) `externalize` moves
+an inline model's weights out, `write_streamed` and `write_mapped` write a graph with its weights
+one tensor at a time, `weights_as_inputs` gives shape inference the graph without them.
 """
 
 from __future__ import annotations
@@ -39,8 +42,8 @@ def consolidate(path: Path) -> int:
     folder = path.parent
     moved, sources = 0, set()
     places = {_location(t) for t in _external_tensors(model)}
-    if places == {target.name}:
-        return 0  # written there already (export/large_export.py: weights_beside)
+    if not places or places == {target.name}:
+        return 0  # nothing to gather, or written there already (large_export.py: weights_beside)
     if target.name in places:
         raise ValueError(f"{path} keeps some weights in {target.name} and others elsewhere")
     with target.open("wb") as out:
@@ -157,11 +160,14 @@ def weights_as_inputs(model: onnx.ModelProto, threshold: int = 1024) -> onnx.Mod
     onnx, relative to the working directory, and failed on every model with external data). Small
     ones (shapes, axes) are kept: inference reads them."""
     out = without_initializers(model)
+    inputs = {i.name for i in model.graph.input}
     for tensor in model.graph.initializer:
         if _stored_bytes(tensor) < threshold:
             out.graph.initializer.append(tensor)
             continue
-        out.graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+        if tensor.name not in inputs:  # an initializer may be listed as an input too (IR < 4)
+            typed = helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
+            out.graph.input.append(typed)
     return out
 
 
@@ -179,7 +185,7 @@ def write_streamed(graph: onnx.ModelProto, weights, path: Path, threshold: int =
     the raw data of what it saves). External tensors are read through the open weight store; with
     none open they are kept as references, which must then resolve from `path`'s folder."""
     store = weight_store.active()
-    used = _names_read(graph.graph)
+    used = graph_reads(graph.graph)
     target = data_file(path)
     with target.open("wb") as out:
         for tensor in weights:
@@ -217,7 +223,7 @@ def write_mapped(graph: onnx.ModelProto, weights, path: Path) -> dict[str, np.nd
     8.8 GB of disk, then full, after 16). Were onnxruntime to read an entry anyway, the empty file
     would fail the session, never feed it other bytes."""
     store = weight_store.active()
-    used = _names_read(graph.graph)
+    used = graph_reads(graph.graph)
     mapped: dict[str, np.ndarray] = {}
     (path.parent / GIVEN_IN_MEMORY).touch()
     for tensor in weights:
@@ -235,14 +241,15 @@ def write_mapped(graph: onnx.ModelProto, weights, path: Path) -> dict[str, np.nd
     return mapped
 
 
-def _names_read(graph: onnx.GraphProto) -> set[str]:
+def graph_reads(graph: onnx.GraphProto) -> set[str]:
+    """Every name a node of `graph` or of its subgraphs (If, Loop) reads, and its outputs."""
     names = {o.name for o in graph.output}
     for node in graph.node:
         names.update(node.input)
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.GRAPH:
-                names |= _names_read(attr.g)
+                names |= graph_reads(attr.g)
             elif attr.type == onnx.AttributeProto.GRAPHS:
                 for sub in attr.graphs:
-                    names |= _names_read(sub)
+                    names |= graph_reads(sub)
     return names

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import onnx
 
+from onnxopt.io.external_data import graph_reads
+
 
 def drop_unused_initializers(graph: onnx.GraphProto) -> None:
-    """Delete the initializers no node or graph output reads, in place: re-adding the kept ones
-    would copy them through serialization, which protobuf refuses for a tensor past 2 GB."""
-    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    """Delete the initializers no node (subgraphs included) or graph output reads, in place:
+    re-adding the kept ones would copy them through serialization, which protobuf refuses for a
+    tensor past 2 GB."""
+    used = graph_reads(graph)
     for k in reversed(range(len(graph.initializer))):
         if graph.initializer[k].name not in used:
             del graph.initializer[k]
@@ -57,5 +60,5 @@ def drop_orphaned_identities(read_before: set[str], after: onnx.ModelProto, alia
 
 
 def names_read(model: onnx.ModelProto) -> set[str]:
-    """Tensor names the model's nodes and outputs read."""
-    return {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    """Tensor names the model's nodes (subgraphs included) and outputs read."""
+    return graph_reads(model.graph)

@@ -61,8 +61,12 @@ def _typed_from_weightless(model, inferred: PassResult, out: onnx.ModelProto) ->
     inputs = {i.name for i in model.graph.input}
     for field in ("value_info", "input", "output"):
         del getattr(out.graph, field)[:]
-        getattr(out.graph, field).extend(v for v in getattr(typed, field) if field != "input" or v.name in inputs)
-    return PassResult(out, True, {**inferred.details, "weights": "typed inputs (weights on disk or past 2 GB)"})
+        getattr(out.graph, field).extend(
+            v for v in getattr(typed, field) if field != "input" or v.name in inputs
+        )
+    return PassResult(
+        out, True, {**inferred.details, "weights": "typed inputs (weights on disk or past 2 GB)"}
+    )
 
 
 def _typed_count(model: onnx.ModelProto) -> int:

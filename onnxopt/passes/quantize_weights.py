@@ -22,10 +22,12 @@ import onnx
 from onnxopt.graph_queries.int8_ops import int8_op_counts
 from onnxopt.io.scratch import through_files
 from onnxopt.passes.base import Pass, PassResult
-from onnxopt.passes.quantize_weights_8bit import QuantizeWeights8Bit
+from onnxopt.passes.quantize_weights_8bit import HALF_REASON, QuantizeWeights8Bit
 from onnxopt.passes.quantize_weights_offset import QuantizeWeightsOffset
 
 OWN_ALGORITHMS = ("offset", "asym")  # onnxopt's int4 grids (quantize_weights_offset.py)
+_TO_ORT = "not a multiple of the block"  # a skip reason onnxruntime's quantizer handles (it pads)
+_SUBGRAPHS = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 
 
 class _Reader:
@@ -142,23 +144,30 @@ class QuantizeWeights(Pass):
 
     def _int8(self, model: onnx.ModelProto, owned: bool = False) -> PassResult:
         """onnxruntime's 8-bit RTN grid, one weight at a time (quantize_weights_8bit.py); its own
-        quantizer, which pads the last block, for MatMuls whose depth is not whole blocks."""
+        quantizer for what that pass leaves: depths of partial blocks (it pads the last block),
+        fp16/bf16 weights, and graphs with subgraphs (it quantizes inside If and Loop)."""
+        if any(a.type in _SUBGRAPHS for n in model.graph.node for a in n.attribute):
+            return self.ort_quantizer(model)
+        before = _count(model, "MatMulNBits")
         own = QuantizeWeights8Bit(self.block_size, self.accuracy_level, self.exclude, self.include)
         result = own.call_owned(model) if owned else own(model)
-        skipped = result.details["skipped"]
-        partial = tuple(name for name, why in skipped.items() if "not a multiple of the block" in why)
+        left = tuple(
+            name for name, why in result.details["skipped"].items() if _TO_ORT in why or HALF_REASON in why
+        )
         quantized = result.model
-        if partial:
-            rest = QuantizeWeights(8, self.block_size, "rtn", self.accuracy_level, include=partial)
+        if left:
+            rest = QuantizeWeights(8, self.block_size, "rtn", self.accuracy_level, include=left)
             quantized = rest.ort_quantizer(quantized).model
         kept = [n.name for n in quantized.graph.node if n.op_type == "MatMul"]
+        layout = f"MatMulNBits, 8 bits, block {self.block_size}, level {self.accuracy_level}"
+        made = _count(quantized, "MatMulNBits") - before
         details = {
-            "layout": f"MatMulNBits, 8 bits, block {self.block_size}, level {self.accuracy_level}",
-            "int8_ops": {**int8_op_counts(quantized), "MatMulNBits": result.details["MatMulNBits"] + len(partial)},
+            "layout": layout,
+            "int8_ops": {**int8_op_counts(quantized), "MatMulNBits": made},
             "algorithm": "rtn",
             "skipped": {name: "activation x activation, or excluded" for name in kept},
         }
-        return PassResult(quantized, result.modified or bool(partial), details)
+        return PassResult(quantized, made > 0, details)
 
     def _offset(self, model: onnx.ModelProto, owned: bool = False) -> PassResult:
         """Offsets where the input channels fill whole blocks; onnxruntime's RTN (which pads the
@@ -174,7 +183,7 @@ class QuantizeWeights(Pass):
         )
         result = offset.call_owned(model) if owned else offset(model)
         skipped = result.details["skipped"]
-        partial = tuple(name for name, why in skipped.items() if "not a multiple of the block" in why)
+        partial = tuple(name for name, why in skipped.items() if _TO_ORT in why)
         if partial:
             rest = QuantizeWeights(self.bits, self.block_size, "rtn", self.accuracy_level, include=partial)
             result = PassResult(rest.call(result.model).model, True, result.details)

@@ -21,6 +21,9 @@ from onnxopt.passes.graph_edits import drop_unused_initializers
 from onnxopt.passes.rewrite import MS_DOMAIN, Edits, RewriteIndex, RewriteRule, apply_rule
 
 LEVELS_8BIT = 255
+HALF_TYPES = (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+# fp16/bf16 weights stay with onnxruntime's quantizer (its scales take the weight's type).
+HALF_REASON = "its weight is fp16 or bf16"
 
 
 def int8_block_rows(w: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -39,11 +42,14 @@ class MatMulInt8Blocks(RewriteRule):
     def __init__(self, block: int, accuracy_level: int, exclude: set[str], include: set[str]):
         self.block, self.accuracy_level = block, accuracy_level
         self.exclude, self.include = exclude, include
+        self.made: dict[str, str] = {}  # weight -> its tensors' prefix: a shared weight is stored once
 
     def check(self, index: RewriteIndex, node: onnx.NodeProto) -> str | None:
         if node.name in self.exclude or (self.include and node.name not in self.include):
             return "excluded"
         weight = index.weight_2d(node.input[1])
+        if weight is not None and weight.data_type in HALF_TYPES:
+            return HALF_REASON
         if weight is None or weight.data_type != onnx.TensorProto.FLOAT:
             return "its weight is not a 2-D float initializer"
         if weight.dims[0] % self.block:
@@ -51,21 +57,26 @@ class MatMulInt8Blocks(RewriteRule):
         return None
 
     def rewrite(self, index: RewriteIndex, node: onnx.NodeProto, edits: Edits) -> None:
-        w = weight_store.array(index.inits[node.input[1]]).astype(np.float32)
-        k, n = w.shape
-        base = f"{node.name or node.output[0]}_Q8"
-        levels, scales, zeros = int8_block_rows(np.ascontiguousarray(w.T), self.block)
-        del w
-        index.model.graph.initializer.extend(
-            [
-                weight_store.tensor(levels, f"{base}_B"),
-                weight_store.tensor(scales, f"{base}_scales"),
-                weight_store.tensor(zeros, f"{base}_zero_points"),
-            ]
-        )
+        k, n = index.dims(node.input[1])
+        base = self.made.get(node.input[1])
+        if base is None:
+            base = self.made[node.input[1]] = f"{node.name or node.output[0]}_Q8"
+            w = weight_store.array(index.inits[node.input[1]]).astype(np.float32, copy=False)
+            levels, scales, zeros = int8_block_rows(np.ascontiguousarray(w.T), self.block)
+            del w
+            index.model.graph.initializer.extend(
+                [
+                    weight_store.tensor(levels, f"{base}_B"),
+                    weight_store.tensor(scales, f"{base}_scales"),
+                    weight_store.tensor(zeros, f"{base}_zero_points"),
+                ]
+            )
         inputs = [node.input[0], f"{base}_B", f"{base}_scales", f"{base}_zero_points"]
         attrs = {"K": k, "N": n, "bits": 8, "block_size": self.block, "accuracy_level": self.accuracy_level}
-        matmul = helper.make_node("MatMulNBits", inputs, list(node.output), name=base, domain=MS_DOMAIN, **attrs)
+        name = f"{node.name or node.output[0]}_Q8"
+        matmul = helper.make_node(
+            "MatMulNBits", inputs, list(node.output), name=name, domain=MS_DOMAIN, **attrs
+        )
         edits.replace(node, [matmul])
 
 
@@ -85,4 +96,5 @@ class QuantizeWeights8Bit(FunctionalPass):
         rule = MatMulInt8Blocks(self.block_size, self.accuracy_level, self.exclude, self.include)
         result = apply_rule(rule, out)
         drop_unused_initializers(out.graph)
-        return PassResult(out, result.rewritten > 0, {"MatMulNBits": result.rewritten, "skipped": result.skipped})
+        details = {"MatMulNBits": result.rewritten, "skipped": result.skipped}
+        return PassResult(out, result.rewritten > 0, details)

@@ -58,6 +58,26 @@ def test_per_tensor_files_are_gathered_into_one_aligned_data_file(tmp_path):
     assert offsets and all(o % 4096 == 0 for o in offsets)
 
 
+def test_weights_already_in_the_data_file_are_left_and_a_mix_is_refused(tmp_path):
+    rng = np.random.default_rng(7)
+    path = tmp_path / "model.onnx"
+    onnx.save_model(
+        _model(rng), str(path), save_as_external_data=True, location="model.onnx.data", size_threshold=64
+    )
+    before = (tmp_path / "model.onnx.data").read_bytes()
+    assert consolidate(path) == 0  # written there already: not truncated
+    assert (tmp_path / "model.onnx.data").read_bytes() == before
+    stored = onnx.load(str(path), load_external_data=False)
+    for entry in stored.graph.initializer[1].external_data:
+        if entry.key == "location":
+            entry.value = "w2"
+    (tmp_path / "w2").write_bytes(b"\0" * 1024)
+    onnx.save_model(stored, str(path))
+    with pytest.raises(ValueError, match="keeps some weights in model.onnx.data and others elsewhere"):
+        consolidate(path)
+    assert (tmp_path / "model.onnx.data").read_bytes() == before
+
+
 def test_a_location_outside_the_folder_is_refused_before_anything_is_written(tmp_path):
     rng = np.random.default_rng(1)
     path = tmp_path / "model.onnx"
@@ -113,10 +133,15 @@ def test_weights_become_typed_inputs_and_small_constants_stay():
     typed = weights_as_inputs(model, threshold=64)
     assert [t.name for t in typed.graph.initializer] == ["shape"]  # Reshape's shape: read by inference
     assert typed.graph.initializer[0] == model.graph.initializer[2]
-    inputs = {i.name: (i.type.tensor_type.elem_type, [d.dim_value for d in i.type.tensor_type.shape.dim])
-              for i in typed.graph.input}
-    assert inputs == {"x": (TensorProto.FLOAT, [2, 16]), "w1": (TensorProto.FLOAT, [16, 32]),
-                      "w2": (TensorProto.FLOAT, [32, 8])}
+    inputs = {
+        i.name: (i.type.tensor_type.elem_type, [d.dim_value for d in i.type.tensor_type.shape.dim])
+        for i in typed.graph.input
+    }
+    assert inputs == {
+        "x": (TensorProto.FLOAT, [2, 16]),
+        "w1": (TensorProto.FLOAT, [16, 32]),
+        "w2": (TensorProto.FLOAT, [32, 8]),
+    }
     assert typed.ByteSize() < model.ByteSize() / 4
 
 

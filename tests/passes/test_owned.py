@@ -66,13 +66,14 @@ def test_the_quantize_chain_writes_the_same_model_in_place_as_on_copies(tmp_path
     assert owned.SerializeToString() == copied.SerializeToString()
 
 
-def test_past_2_gb_shapes_are_inferred_on_stubbed_weights_and_copied_back(tmp_path_factory, monkeypatch):
+def test_past_2_gb_shapes_are_inferred_on_weights_as_inputs_and_copied_back(tmp_path_factory, monkeypatch):
     folder = exported(tmp_path_factory, "llama")
     model = onnx.load(str(folder / "model.onnx"))
     whole = InferShapes()(model)
     monkeypatch.setattr(infer_shapes_module, "is_large", lambda _model: True)
     stubbed = InferShapes()(model)
-    assert stubbed.details["weights"] == "stubbed (model past 2 GB)"
+    assert stubbed.details["weights"] == "typed inputs (weights on disk or past 2 GB)"
+    assert [i.name for i in stubbed.model.graph.input] == [i.name for i in model.graph.input]
     assert stubbed.details["method"] == whole.details["method"] == "symbolic"
     assert stubbed.model.graph.value_info == whole.model.graph.value_info
     assert list(stubbed.model.graph.initializer) == list(model.graph.initializer)

@@ -58,3 +58,48 @@ def test_8bit_blocks_are_onnxruntimes_grid_written_one_weight_at_a_time(tmp_path
     monkeypatch.undo()
     result = QuantizeWeights(8, 32, "rtn", 4)(partial)
     assert [n.op_type for n in result.model.graph.node] == ["MatMulNBits"]
+
+
+def test_8bit_leaves_half_weights_and_subgraphs_to_onnxruntime_and_stores_a_shared_weight_once():
+    """What onnxopt's 8-bit pass does not take still reaches onnxruntime's quantizer: fp16 weights
+    (its scales take their type) and graphs with an If (it quantizes inside the branches); a weight
+    two MatMuls read is quantized once, and the count is of MatMulNBits made."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(2)
+    half = matmul_model([rng.normal(size=(K, 64)).astype(np.float16)])
+    half.graph.input[0].type.tensor_type.elem_type = TensorProto.FLOAT16
+    result = QuantizeWeights(8, 32, "rtn", 4)(half)
+    assert [n.op_type for n in result.model.graph.node] == ["MatMulNBits"]
+    assert result.details["int8_ops"]["MatMulNBits"] == 1
+
+    w = numpy_helper.from_array(rng.normal(size=(K, 64)).astype(np.float32), "w")
+    branch = [helper.make_node("MatMul", ["x", "w"], [f"y_{b}"]) for b in ("then", "else")]
+    graphs = [
+        helper.make_graph(
+            [n], f"g_{i}", [], [helper.make_tensor_value_info(n.output[0], TensorProto.FLOAT, [1, 64])]
+        )
+        for i, n in enumerate(branch)
+    ]
+    cond = numpy_helper.from_array(np.array(True), "cond")
+    node = helper.make_node("If", ["cond"], ["y"], then_branch=graphs[0], else_branch=graphs[1])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, K])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])
+    graph = helper.make_graph([node], "g", [x], [y], [w, cond])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    quantized = QuantizeWeights(8, 32, "rtn", 4)(model).model
+    onnx.checker.check_model(quantized)
+    names = {t.name for t in quantized.graph.initializer}
+    branches = [n for a in quantized.graph.node[0].attribute for n in a.g.node]
+    assert all(n.op_type == "MatMulNBits" and n.input[1] in names for n in branches)
+
+    shared = matmul_model([rng.normal(size=(K, 64)).astype(np.float32)] * 2)
+    shared.graph.initializer.pop()  # both MatMuls read w0
+    shared.graph.node[1].input[1] = "w0"
+    result = QuantizeWeights(8, 32, "rtn", 4)(shared)
+    assert result.details["int8_ops"]["MatMulNBits"] == 2
+    assert sum(t.name.endswith("_B") for t in result.model.graph.initializer) == 1
+    x = rng.normal(size=(1, 3, K)).astype(np.float32)
+    first, second = run(result.model, x)
+    np.testing.assert_array_equal(first, second)
