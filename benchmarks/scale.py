@@ -176,8 +176,11 @@ def main() -> None:
             print(f"{name}, older code: {before}", flush=True)
         result = measured(command, log)
         row = {"step": name, **result, "output_gb": size_gb(output), "log": str(log)}
+        earlier = next((r for r in record["steps"] if r["step"] == name), {})
         if before is not None:
             row["older_code"] = before
+        elif "older_code" in earlier:  # rerun alone: the older code's figure of the earlier run stays
+            row["older_code"] = {**earlier["older_code"], "earlier_run": True}
         print(f"{name}: {row}", flush=True)
         rows = [r for r in record["steps"] if r["step"] != name] + [row]
         record["steps"] = sorted(rows, key=lambda r: order.index(r["step"]) if r["step"] in order else 99)
@@ -232,6 +235,7 @@ def _older(step: dict) -> str:
     if old is None:
         return " | | | | |"
     wall = f"{old['seconds']}{' (stopped)' if old.get('unfinished') else ''}"
+    wall += " (earlier run)" if old.get("earlier_run") else ""
     faster = old["seconds"] / max(step["seconds"], 0.1)
     memory = old["peak_rss_gb"] / max(step["peak_rss_gb"], 0.01)
     speed = f"> {faster:.1f}x" if old.get("unfinished") else f"{faster:.1f}x"
