@@ -233,7 +233,7 @@ def _older(step: dict) -> str:
     """The older code's columns of a step's row: its figures and the ratios to this code's."""
     old = step.get("older_code")
     if old is None:
-        return " | | | | |"
+        return " | | | |"
     wall = f"{old['seconds']}{' (stopped)' if old.get('unfinished') else ''}"
     wall += " (earlier run)" if old.get("earlier_run") else ""
     faster = old["seconds"] / max(step["seconds"], 0.1)
