@@ -94,16 +94,13 @@ def refit(current, batches, tensor: str, residual: str | None, target, keep: np.
     at = 0
     for feed, real in batches:
         values = current.run(probed, feed)
-        # Products in float32, sums over batches in float64: the Gram matrix of a kept FFN width
-        # (3,700 of 4,864 on the Qwen2.5-0.5B shape) over every calibration token was most of
-        # prune's time in float64 (py-spy: refit's two products, 2 cores).
-        x = values[0].reshape(-1, values[0].shape[-1])[real][:, keep].astype(np.float32, copy=False)
-        goal = np.asarray(target[at : at + len(x)], dtype=np.float32)
+        x = token_rows(values[0])[real][:, keep]
+        goal = np.asarray(target[at : at + len(x)], dtype=np.float64)
         at += len(x)
         if residual:
-            goal = goal - values[1].reshape(-1, values[1].shape[-1])[real]
+            goal -= token_rows(values[1])[real]
         if with_bias:
-            x = np.hstack([x, np.ones((len(x), 1), x.dtype)])
+            x = np.hstack([x, np.ones((len(x), 1))])
         gram += x.T @ x
         cross += x.T @ goal
     kept = np.arange(len(keep))  # the bias column is not shrunk
