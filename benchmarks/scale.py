@@ -95,18 +95,23 @@ def code_at(folder: Path) -> list[str]:
     return [sys.executable, "-c", start + "from onnxopt.cli.app import entry; entry()"]
 
 
-def measured(command: list[str], log: Path, limit: float | None = None) -> dict:
+def measured(command: list[str], log: Path, limit: float | None = None, grace: float = 60) -> dict:
     """Wall time, peak RSS (this process's high-water mark, from wait4) and exit status; past
-    `limit` seconds the step is stopped (SIGINT, as Ctrl-C) and marked unfinished."""
+    `limit` seconds the step is stopped (SIGINT, as Ctrl-C, so it cleans up; SIGKILL `grace`
+    seconds later, since a job started in the background ignores SIGINT) and marked unfinished."""
     start = time.perf_counter()
     with log.open("w") as out:
         child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-        timer = None
+        timers = []
         if limit:
-            timer = threading.Timer(limit, lambda: child.send_signal(signal.SIGINT))
-            timer.start()
+            timers = [
+                threading.Timer(limit, lambda: child.send_signal(signal.SIGINT)),
+                threading.Timer(limit + grace, child.kill),
+            ]
+            for timer in timers:
+                timer.start()
         _, status, usage = os.wait4(child.pid, 0)
-        if timer is not None:
+        for timer in timers:
             timer.cancel()
     child.returncode = os.waitstatus_to_exitcode(status)
     seconds = round(time.perf_counter() - start, 1)

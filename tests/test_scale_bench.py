@@ -1,4 +1,5 @@
-"""benchmarks/scale.py's pure parts: a step past its limit is stopped as Ctrl-C would and marked,
+"""benchmarks/scale.py's pure parts: a step past its limit is stopped as Ctrl-C would (killed if it
+ignores that) and marked,
 and the older code's columns say stopped, failed or the ratios."""
 
 from __future__ import annotations
@@ -23,8 +24,17 @@ def _scale():
 
 def test_a_step_past_its_limit_is_stopped_and_marked(tmp_path):
     scale = _scale()
-    row = scale.measured([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "log", limit=1)
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    row = scale.measured(sleeper, tmp_path / "log", limit=1, grace=2)
     assert row["unfinished"] and row["exit"] != 0 and row["seconds"] < 30
+    # A job started in the background ignores SIGINT: it is killed after the grace period.
+    deaf = [
+        sys.executable,
+        "-c",
+        "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(60)",
+    ]
+    row = scale.measured(deaf, tmp_path / "log", limit=1, grace=2)
+    assert row["unfinished"] and row["exit"] == -9 and row["seconds"] < 30
     done = scale.measured([sys.executable, "-c", "pass"], tmp_path / "log", limit=30)
     assert "unfinished" not in done and done["exit"] == 0
 
