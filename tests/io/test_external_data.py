@@ -249,3 +249,17 @@ def test_a_probe_on_weights_on_disk_holds_no_copy_of_them(tmp_path):
         session.run(None, {"x": np.ones((1, n), np.float32)})
         grown = _anonymous_mb() - before
     assert grown < 32, f"{grown:.0f} MB of anonymous memory for a 64 MB weight"
+
+
+def test_an_initializer_listed_as_an_input_is_typed_once(tmp_path):
+    """IR < 4 and keep_initializers_as_inputs list weights among the inputs: inference on weights
+    on disk must not give them a second input entry."""
+    from onnxopt.passes.infer_shapes import InferShapes
+
+    model = _model(np.random.default_rng(8))
+    w1 = model.graph.initializer[0]
+    model.graph.input.append(helper.make_tensor_value_info("w1", w1.data_type, list(w1.dims)))
+    stub = _on_disk(model, tmp_path / "m")
+    typed = weights_as_inputs(stub)
+    assert [i.name for i in typed.graph.input].count("w1") == 1
+    assert [i.name for i in InferShapes()(stub).model.graph.input] == ["x", "w1"]
