@@ -164,10 +164,9 @@ def main() -> None:
     record.update(shape=args.shape, config=SHAPES[args.shape], bf16_checkpoint_gb=weights_gb)
     record.update(cpu=cpu_name(), cores=os.cpu_count(), date=time.strftime("%Y-%m-%d"))
     order = [name for name, _, _ in steps(args.shape, args.work)]
-    if args.beside:
-        record["beside"] = _commit(args.beside)
     old = {}
     if args.beside:
+        record["beside"] = _commit(args.beside)
         old = {n: (c, o) for n, c, o in steps(args.shape, args.work, code_at(args.beside), "old-")}
     for name, command, output in steps(args.shape, args.work):
         if args.only and not any(name.startswith(o) for o in args.only.split(",")):

@@ -43,10 +43,10 @@ def keep_ancestors(graph: onnx.GraphProto, tensors: list[str]) -> None:
 
 def drop_orphaned_identities(read_before: set[str], after: onnx.ModelProto, aliases) -> None:
     """Remove from `after` the Identity nodes among `aliases` that were read before (`read_before`,
-    from `names_read`) and are no longer (their readers now read rescaled copies), in place."""
+    from `graph_reads`) and are no longer (their readers now read rescaled copies), in place."""
     was_read = read_before & set(aliases)
     while True:
-        now = names_read(after)
+        now = graph_reads(after.graph)
         orphans = {
             n.output[0]
             for n in after.graph.node
@@ -57,8 +57,3 @@ def drop_orphaned_identities(read_before: set[str], after: onnx.ModelProto, alia
         kept = [n for n in after.graph.node if not (n.op_type == "Identity" and n.output[0] in orphans)]
         del after.graph.node[:]
         after.graph.node.extend(kept)
-
-
-def names_read(model: onnx.ModelProto) -> set[str]:
-    """Tensor names the model's nodes (subgraphs included) and outputs read."""
-    return graph_reads(model.graph)

@@ -27,12 +27,12 @@ class InferShapes(Pass):
     changes_input = False
 
     def call(self, model: onnx.ModelProto) -> PassResult:
-        if is_large(model) or has_external(model):
+        if _weights_apart(model):
             return _typed_from_weightless(model, self._infer(weights_as_inputs(model)), copy_model(model))
         return self._infer(model)
 
     def call_owned(self, model: onnx.ModelProto) -> PassResult:
-        if is_large(model) or has_external(model):
+        if _weights_apart(model):
             return _typed_from_weightless(model, self._infer(weights_as_inputs(model)), model)
         return self.call(model)
 
@@ -50,6 +50,11 @@ class InferShapes(Pass):
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
         details = {"method": "onnx", "fallback_reason": reason, "skipped": {"symbolic": reason}}
         return PassResult(inferred, True, {**details, "typed": _typed_count(inferred)})
+
+
+def _weights_apart(model: onnx.ModelProto) -> bool:
+    """Inference runs without the weights: past 2 GB, or when they are on disk."""
+    return is_large(model) or has_external(model)
 
 
 def _typed_from_weightless(model, inferred: PassResult, out: onnx.ModelProto) -> PassResult:

@@ -23,10 +23,9 @@ from onnxopt.graph_queries.int8_ops import int8_op_counts
 from onnxopt.io.scratch import through_files
 from onnxopt.passes.base import Pass, PassResult
 from onnxopt.passes.quantize_weights_8bit import HALF_REASON, QuantizeWeights8Bit
-from onnxopt.passes.quantize_weights_offset import QuantizeWeightsOffset
+from onnxopt.passes.quantize_weights_offset import PARTIAL_BLOCKS, QuantizeWeightsOffset
 
 OWN_ALGORITHMS = ("offset", "asym")  # onnxopt's int4 grids (quantize_weights_offset.py)
-_TO_ORT = "not a multiple of the block"  # a skip reason onnxruntime's quantizer handles (it pads)
 _SUBGRAPHS = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 
 
@@ -151,9 +150,8 @@ class QuantizeWeights(Pass):
         before = _count(model, "MatMulNBits")
         own = QuantizeWeights8Bit(self.block_size, self.accuracy_level, self.exclude, self.include)
         result = own.call_owned(model) if owned else own(model)
-        left = tuple(
-            name for name, why in result.details["skipped"].items() if _TO_ORT in why or HALF_REASON in why
-        )
+        skipped = result.details["skipped"].items()
+        left = tuple(name for name, why in skipped if PARTIAL_BLOCKS in why or HALF_REASON in why)
         quantized = result.model
         if left:
             rest = QuantizeWeights(8, self.block_size, "rtn", self.accuracy_level, include=left)
@@ -183,7 +181,7 @@ class QuantizeWeights(Pass):
         )
         result = offset.call_owned(model) if owned else offset(model)
         skipped = result.details["skipped"]
-        partial = tuple(name for name, why in skipped.items() if _TO_ORT in why)
+        partial = tuple(name for name, why in skipped.items() if PARTIAL_BLOCKS in why)
         if partial:
             rest = QuantizeWeights(self.bits, self.block_size, "rtn", self.accuracy_level, include=partial)
             result = PassResult(rest.call(result.model).model, True, result.details)

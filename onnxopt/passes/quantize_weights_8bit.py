@@ -18,6 +18,7 @@ from onnxopt.graph_queries.weight_grids import zero_range_levels
 from onnxopt.io import weight_store
 from onnxopt.passes.base import FunctionalPass, PassResult
 from onnxopt.passes.graph_edits import drop_unused_initializers
+from onnxopt.passes.quantize_weights_offset import blocks_reason
 from onnxopt.passes.rewrite import MS_DOMAIN, Edits, RewriteIndex, RewriteRule, apply_rule
 
 LEVELS_8BIT = 255
@@ -50,17 +51,14 @@ class MatMulInt8Blocks(RewriteRule):
         weight = index.weight_2d(node.input[1])
         if weight is not None and weight.data_type in HALF_TYPES:
             return HALF_REASON
-        if weight is None or weight.data_type != onnx.TensorProto.FLOAT:
-            return "its weight is not a 2-D float initializer"
-        if weight.dims[0] % self.block:
-            return f"its {weight.dims[0]} input channels are not a multiple of the block {self.block}"
-        return None
+        return blocks_reason(index, node, self.block)
 
     def rewrite(self, index: RewriteIndex, node: onnx.NodeProto, edits: Edits) -> None:
         k, n = index.dims(node.input[1])
+        name = f"{node.name or node.output[0]}_Q8"
         base = self.made.get(node.input[1])
         if base is None:
-            base = self.made[node.input[1]] = f"{node.name or node.output[0]}_Q8"
+            base = self.made[node.input[1]] = name
             w = weight_store.array(index.inits[node.input[1]]).astype(np.float32, copy=False)
             levels, scales, zeros = int8_block_rows(np.ascontiguousarray(w.T), self.block)
             del w
@@ -73,7 +71,6 @@ class MatMulInt8Blocks(RewriteRule):
             )
         inputs = [node.input[0], f"{base}_B", f"{base}_scales", f"{base}_zero_points"]
         attrs = {"K": k, "N": n, "bits": 8, "block_size": self.block, "accuracy_level": self.accuracy_level}
-        name = f"{node.name or node.output[0]}_Q8"
         matmul = helper.make_node(
             "MatMulNBits", inputs, list(node.output), name=name, domain=MS_DOMAIN, **attrs
         )

@@ -44,6 +44,17 @@ from onnxopt.passes.graph_edits import drop_unused_initializers
 from onnxopt.passes.rewrite import MS_DOMAIN, Edits, RewriteIndex, RewriteRule, apply_rule
 
 INDICATOR_PREFIX = "block_indicator_"  # the 0/1 matrices that sum the inputs' blocks
+PARTIAL_BLOCKS = "not a multiple of the block"  # the skip onnxruntime's RTN takes over (it pads)
+
+
+def blocks_reason(index: RewriteIndex, node: onnx.NodeProto, block: int) -> str | None:
+    """Why `node`'s weight cannot be cut into blocks of `block` input channels, or None."""
+    weight = index.weight_2d(node.input[1])
+    if weight is None or weight.data_type != onnx.TensorProto.FLOAT:
+        return "its weight is not a 2-D float initializer"
+    if weight.dims[0] % block:
+        return f"its {weight.dims[0]} input channels are {PARTIAL_BLOCKS} {block}"
+    return None
 
 
 def pack_nibbles(q: np.ndarray) -> np.ndarray:
@@ -114,14 +125,7 @@ class MatMulOffsetInt4(RewriteRule):
         self.on_rewrite = None  # called after each MatMul: progress over a large model
 
     def check(self, index: RewriteIndex, node: onnx.NodeProto) -> str | None:
-        if node.name in self.exclude:
-            return "excluded"
-        weight = index.weight_2d(node.input[1])
-        if weight is None or weight.data_type != onnx.TensorProto.FLOAT:
-            return "its weight is not a 2-D float initializer"
-        if weight.dims[0] % self.block:
-            return f"its {weight.dims[0]} input channels are not a multiple of the block {self.block}"
-        return None
+        return "excluded" if node.name in self.exclude else blocks_reason(index, node, self.block)
 
     def rewrite(self, index: RewriteIndex, node: onnx.NodeProto, edits: Edits) -> None:
         x, out, name = node.input[0], node.output[0], node.name or node.output[0]

@@ -37,8 +37,9 @@ from onnxopt.graph_queries.smooth_error import quant_error, smoothing_scales
 from onnxopt.graph_queries.smooth_groups import SmoothGroup, find_groups
 from onnxopt.graph_queries.smooth_producers import constant_aliases
 from onnxopt.io import weight_store
+from onnxopt.io.external_data import graph_reads
 from onnxopt.passes.base import Pass, PassResult, copy_model
-from onnxopt.passes.graph_edits import drop_orphaned_identities, names_read
+from onnxopt.passes.graph_edits import drop_orphaned_identities
 
 ALPHAS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
@@ -92,7 +93,7 @@ class Smooth(Pass):
         # while one copy exists, as when the caller calibrated first. Groups hold names only.
         groups, skipped = find_groups(model, self.gates, self.explicit)
         found = self.stats(model, [g.tensor for g in groups]) if callable(self.stats) else self.stats
-        read_before = names_read(model)
+        read_before = graph_reads(model.graph)
         model_copy = model if owned else copy_model(model)
         inits = {t.name: t for t in model_copy.graph.initializer}
         aliases = constant_aliases(model_copy)  # rescaled through a copy, which may orphan the Identity
