@@ -18,18 +18,23 @@ def drop_unused_initializers(graph: onnx.GraphProto) -> None:
             del graph.initializer[k]
 
 
-def keep_ancestors(graph: onnx.GraphProto, tensors: list[str]) -> None:
+def keep_ancestors(graph: onnx.GraphProto, tensors: list[str], cut: set[str] = frozenset()) -> set[str]:
     """Keep only the nodes `tensors` depend on (and the initializers those read), in place.
-    A graph with subgraphs (If, Loop) is left whole: they may read outer names the walk misses."""
+    The walk stops at the names in `cut` (values the caller will feed): their producers are not
+    kept for them, and the cut names the walk reached are returned. A graph with subgraphs (If,
+    Loop) is left whole: they may read outer names the walk misses."""
     if any(a.type == onnx.AttributeProto.GRAPH for n in graph.node for a in n.attribute):
-        return
+        return set()
     producer = {o: n for n in graph.node for o in n.output if o}
-    needed, stack, keep = set(), list(tensors), set()
+    needed, stack, keep, reached = set(), list(tensors), set(), set()
     while stack:
         name = stack.pop()
         if name in needed:
             continue
         needed.add(name)
+        if name in cut:
+            reached.add(name)
+            continue
         node = producer.get(name)
         if node is not None and id(node) not in keep:
             keep.add(id(node))
@@ -38,7 +43,12 @@ def keep_ancestors(graph: onnx.GraphProto, tensors: list[str]) -> None:
         nodes = [n for n in graph.node if id(n) in keep]
         del graph.node[:]
         graph.node.extend(nodes)
+    for node in graph.node:  # a kept node's other output that is fed now: renamed, not produced twice
+        for k, name in enumerate(node.output):
+            if name in reached:
+                node.output[k] = f"{name}/unread"
     drop_unused_initializers(graph)
+    return reached
 
 
 def drop_orphaned_identities(read_before: set[str], after: onnx.ModelProto, aliases) -> None:

@@ -26,16 +26,18 @@ RIDGE = 3e-2
 class PrefillProbe:
     """A probe session on `model` (only what `tensors` need) fed prompt batches: a decoder exported
     with past gets empty past tensors shaped from this graph's own cache inputs, since folding
-    changes a layer's K/V head count and so the shape its past must have."""
+    changes a layer's K/V head count and so the shape its past must have. `cut`: tensors fed
+    instead of computed (runtime.sessions.probe_session)."""
 
-    def __init__(self, model, tensors: list[str]):
-        self.session = probe_session(model, tensors, only=True)
+    def __init__(self, model, tensors: list[str], cut: dict[str, int] | None = None):
+        self.session = probe_session(model, tensors, only=True, cut=cut)
         self.layout = cache_layout(model)
+        self.inputs = {i.name for i in self.session.get_inputs()}
 
     def run(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         if self.layout is not None:
             feed = {**feed, **empty_past(self.layout, len(feed["input_ids"]))}
-        return self.session.run(names, feed)
+        return self.session.run(names, {k: v for k, v in feed.items() if k in self.inputs})
 
 
 def token_rows(value: np.ndarray) -> np.ndarray:
@@ -82,22 +84,21 @@ def target_of(g: Graph, proj) -> tuple[str, str | None]:
     return out, None
 
 
-def refit(current, batches, tensor: str, residual: str | None, target, keep: np.ndarray, bias):
+def refit(probed, target, keep: np.ndarray, bias):
     """Ridge fit of the pruned model's kept activations (plus a ones column when the projection has
     a bias) onto the unpruned model's `target` rows, less the pruned model's own skip connection,
-    on the same tokens (padding excluded)."""
+    on the same tokens (padding excluded). `probed` yields, batch by batch, the values of the
+    projection's input (and of the skip connection, when it has one) and the real-token mask."""
     with_bias = bias is not None
     k = len(keep) + with_bias
     gram = np.zeros((k, k))
     cross = np.zeros((k, target.shape[1]))
-    probed = [tensor] + ([residual] if residual else [])
     at = 0
-    for feed, real in batches:
-        values = current.run(probed, feed)
+    for values, real in probed:
         x = token_rows(values[0])[real][:, keep]
         goal = np.asarray(target[at : at + len(x)], dtype=np.float64)
         at += len(x)
-        if residual:
+        if len(values) > 1:
             goal -= token_rows(values[1])[real]
         if with_bias:
             x = np.hstack([x, np.ones((len(x), 1))])

@@ -39,6 +39,7 @@ from onnxopt.passes.prune_fold import FfnPlan, FoldPruned, HeadPlan
 from onnxopt.prune.config import PruneConfig
 from onnxopt.prune.curves import ffn_curve, head_curve, keep_per_block
 from onnxopt.prune.refit import PrefillProbe, refit, statistics, target_of
+from onnxopt.prune.stream import RefitStream
 from onnxopt.prune.report import LayerReport, cache_widths, measured, parameters
 from onnxopt.runtime.sessions import check_loads
 
@@ -213,13 +214,16 @@ def _plans(model, graph: Graph, blocks: _Blocks, feeds, config: PruneConfig, pro
         jobs = sorted(
             [("ffn", b, k) for b, k in zip(blocks.ffn, ffn_keep, strict=True)]
             + [("attention", b, k) for b, k in zip(blocks.attention, head_keep, strict=True)],
-            key=lambda job: order[(job[1].down if job[0] == "ffn" else job[1].out).node],
+            key=lambda job: order[_projection(job).node],
         )
         ffn_plans, head_plans = [], []
         folded = model  # the model with every plan so far folded in: what the next re-fit probes
+        stream = RefitStream(batches)
+        probed = [_probed(job, targets) for job in jobs]
         for done, job in enumerate(jobs):
             progress("reconstruct", done, len(jobs))
-            plan = _plan(folded, graph, job, targets, wanted, batches)
+            later = [t for names in probed[done:] for t in names]
+            plan = _plan(folded, graph, job, targets, wanted, stream.probe(folded, probed[done], later))
             new_ffn, new_head = ([plan], []) if job[0] == "ffn" else ([], [plan])
             ffn_plans += new_ffn
             head_plans += new_head
@@ -227,26 +231,38 @@ def _plans(model, graph: Graph, blocks: _Blocks, feeds, config: PruneConfig, pro
             # layer's sliced weights once per later layer (issue 28: a 1B shape's scratch file
             # filled the disk after 16 of 32 re-fits).
             if done + 1 < len(jobs):
-                folded = FoldPruned(new_ffn, new_head)(folded).model
+                before, folded = folded, FoldPruned(new_ffn, new_head)(folded).model
+                stream.folded(before, folded, targets[_projection(job).node][0])
     progress("reconstruct", len(jobs), len(jobs))
     return ffn_plans, head_plans
 
 
-def _plan(folded, graph, job, targets, wanted, batches):
+def _projection(job):
+    kind, block, _ = job
+    return block.down if kind == "ffn" else block.out
+
+
+def _probed(job, targets) -> list[str]:
+    """What a job's re-fit reads: its projection's input, and the skip connection its output meets."""
+    kind, block, _ = job
+    tensor = block.hidden_input if kind == "ffn" else block.context
+    residual = targets[_projection(job).node][1]
+    return [tensor] + ([residual] if residual else [])
+
+
+def _plan(folded, graph, job, targets, wanted, probed):
     """One block's plan: its kept units and output projection, re-fitted on `folded`, the model
-    with the blocks below it pruned."""
+    with the blocks below it pruned, whose values `probed` yields batch by batch (a generator that
+    runs the model only when read)."""
     kind, block, keep = job
+    proj = _projection(job)
     if kind == "ffn":
-        proj, tensor, width, channels = block.down, block.hidden_input, block.width, keep
+        width, channels = block.width, keep
     else:
-        proj, tensor, width = block.out, block.context, block.heads * block.head_dim
-        channels = query_channels(block, keep)
+        width, channels = block.heads * block.head_dim, query_channels(block, keep)
     weight, bias = graph.const(proj.weight), graph.const(proj.bias) if proj.bias else None
     if len(channels) < width:  # a block that keeps everything stays exactly as it was
-        target, residual = targets[proj.node]
-        probed = [tensor] + ([residual] if residual else [])
-        current = PrefillProbe(folded, probed)
-        weight, bias = refit(current, batches, tensor, residual, wanted[target], channels, bias)
+        weight, bias = refit(probed, wanted[targets[proj.node][0]], channels, bias)
     if kind == "ffn":
         return FfnPlan(block, channels, weight, bias)
     return HeadPlan(block, keep, weight, bias)

@@ -212,10 +212,12 @@ def node_placement(session) -> tuple[dict[str, int], dict[str, int]]:
     return counts, fallback
 
 
-def probe_session(model, tensors: list[str], provider: str = "cpu", only: bool = False):
-    """A session on `model` with the intermediate `tensors` exposed as extra outputs (float).
+def probe_session(model, tensors: list[str], provider: str = "cpu", only: bool = False, cut=None):
+    """A session on `model` with the intermediate `tensors` exposed as extra outputs.
     With `only`, they are its only outputs and the nodes they do not depend on are dropped, so a
-    probe of an early layer does not run the layers above it."""
+    probe of an early layer does not run the layers above it. `cut` ({name: onnx element type},
+    with `only`) names tensors the caller feeds instead: the nodes below them are dropped too, and
+    those the probe needs become its inputs (a re-fit of layer 20 starts from layer 19's output)."""
     import onnx
 
     from onnxopt.io import weight_store
@@ -228,11 +230,16 @@ def probe_session(model, tensors: list[str], provider: str = "cpu", only: bool =
     probe = without_initializers(model)
     if only:
         del probe.graph.output[:]
-        keep_ancestors(probe.graph, tensors)
+        fed = keep_ancestors(probe.graph, tensors, set(cut or ()))
+        kept_info = [v for v in probe.graph.value_info if v.name not in fed]
+        del probe.graph.value_info[:]
+        probe.graph.value_info.extend(kept_info)
+        for name in sorted(fed):
+            probe.graph.input.append(onnx.helper.make_tensor_value_info(name, cut[name], None))
     present = {o.name for o in probe.graph.output}
     for name in tensors:
         if name not in present:
-            probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+            probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))  # typed by onnxruntime
     with temp_dir("probe") as tmp:
         path = Path(tmp) / "probe.onnx"
         if weight_store.active() is None:

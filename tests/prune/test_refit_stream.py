@@ -1,0 +1,81 @@
+"""The re-fits' probes start from the values cached at the last folded block's boundary
+(prune/stream.py), not from the model's inputs: the pruned model must be the one probing from the
+inputs gives, and the later probes must really be fed from the cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from onnxopt.graph_queries.cut_points import frontier, same_nodes_below, static_tensors
+from onnxopt.io import text_graphs
+from onnxopt.prune import stream as stream_module
+from onnxopt.prune.stream import RefitStream
+from onnxopt.prune.workflow import prune
+from tests.conftest import build_tiny_bert, export_to
+from tests.prune.test_prune_decoders import exported_decoder
+
+
+def _weights(folder) -> dict[str, np.ndarray]:
+    model = onnx.load(str(folder / "model.onnx"))
+    return {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+def _both_ways(src, tmp_path, monkeypatch, **options):
+    """Prune `src` with the cached stream and again probing every re-fit from the inputs; the
+    cut each probe was fed, per probe, in the first run."""
+    fed = []
+
+    class Recorded(stream_module.PrefillProbe):
+        def __init__(self, model, tensors, cut=None):
+            super().__init__(model, tensors, cut)
+            fed.append(self.inputs & set(cut or ()))
+
+    with monkeypatch.context() as m:
+        m.setattr(stream_module, "PrefillProbe", Recorded)
+        cached = prune(src, tmp_path / "cached", **options)
+    monkeypatch.setattr(RefitStream, "folded", lambda self, before, after, boundary: None)
+    from_inputs = prune(src, tmp_path / "inputs", **options)
+    assert cached.parameters == from_inputs.parameters
+    one, other = _weights(tmp_path / "cached"), _weights(tmp_path / "inputs")
+    assert one.keys() == other.keys()
+    for name, value in one.items():
+        np.testing.assert_allclose(value, other[name], rtol=2e-3, atol=2e-5, err_msg=name)
+    return fed
+
+
+@pytest.mark.parametrize("kind", ["llama", "phi3", "gpt2"])
+def test_decoder_refits_from_the_cache_equal_refits_from_the_inputs(kind, tmp_path_factory, tmp_path, monkeypatch):
+    src = exported_decoder(tmp_path_factory, kind)
+    fed = _both_ways(src, tmp_path, monkeypatch, sparsity=0.5, calib=8)
+    # 2 layers, 4 re-fits: the first two probes start from the inputs, the last two from the cache
+    assert [bool(f) for f in fed] == [False, False, True, True], fed
+
+
+def test_encoder_refits_from_the_cache_equal_refits_from_the_inputs(tmp_path_factory, tmp_path, monkeypatch):
+    hf = build_tiny_bert(tmp_path_factory.mktemp("hf") / "bert4", hidden=64, heads=4, seed=5)
+    src = export_to(hf, tmp_path_factory.mktemp("onnx") / "bert4")
+    fed = _both_ways(src, tmp_path, monkeypatch, sparsity=0.5, calib=24)
+    # 2 layers; what a BERT layer needs from below: the residual stream and the attention mask
+    assert [len(f) for f in fed] == [0, 0, 2, 2], fed
+
+
+
+
+def test_frontier_is_the_boundary_and_what_later_layers_read_from_below():
+    graph = text_graphs.load("residual_stack").graph
+    # above s1, the second layer reads s1 and the graph input x (fed anyway), and a static tensor
+    assert frontier(graph, "s1", ["h2", "s2"]) == ["s1"]
+    assert frontier(graph, "h1", ["m2"]) == ["h1"]  # s1 is computed above h1, from h1 and x
+    assert "scale" in static_tensors(graph) and "s1" not in static_tensors(graph)
+
+
+def test_a_fold_below_the_cached_tensors_is_noticed():
+    before = text_graphs.load("residual_stack").graph
+    after = onnx.GraphProto()
+    after.CopyFrom(before)
+    after.node[1].input[1] = "w1_folded"  # h1 = MatMul(x, w1_folded): below s1
+    assert same_nodes_below(before, before, ["s1"])
+    assert not same_nodes_below(before, after, ["s1"])
+    assert same_nodes_below(before, after, ["scale"])
