@@ -39,8 +39,8 @@ from onnxopt.passes.prune_fold import FfnPlan, FoldPruned, HeadPlan
 from onnxopt.prune.config import PruneConfig
 from onnxopt.prune.curves import ffn_curve, head_curve, keep_per_block
 from onnxopt.prune.refit import PrefillProbe, refit, statistics, target_of
-from onnxopt.prune.stream import RefitStream
 from onnxopt.prune.report import LayerReport, cache_widths, measured, parameters
+from onnxopt.prune.stream import RefitStream
 from onnxopt.runtime.sessions import check_loads
 
 Progress = Callable[[str, int, int], None]

@@ -46,7 +46,9 @@ def _both_ways(src, tmp_path, monkeypatch, **options):
 
 
 @pytest.mark.parametrize("kind", ["llama", "phi3", "gpt2"])
-def test_decoder_refits_from_the_cache_equal_refits_from_the_inputs(kind, tmp_path_factory, tmp_path, monkeypatch):
+def test_decoder_refits_from_the_cache_equal_refits_from_the_inputs(
+    kind, tmp_path_factory, tmp_path, monkeypatch
+):
     src = exported_decoder(tmp_path_factory, kind)
     fed = _both_ways(src, tmp_path, monkeypatch, sparsity=0.5, calib=8)
     # 2 layers, 4 re-fits: the first two probes start from the inputs, the last two from the cache
@@ -59,8 +61,6 @@ def test_encoder_refits_from_the_cache_equal_refits_from_the_inputs(tmp_path_fac
     fed = _both_ways(src, tmp_path, monkeypatch, sparsity=0.5, calib=24)
     # 2 layers; what a BERT layer needs from below: the residual stream and the attention mask
     assert [len(f) for f in fed] == [0, 0, 2, 2], fed
-
-
 
 
 def test_frontier_is_the_boundary_and_what_later_layers_read_from_below():
