@@ -40,17 +40,30 @@ def fake_quant_weight(w: np.ndarray, levels: int = 127) -> np.ndarray:
     return np.clip(np.round(w / scale), -levels, levels) * scale
 
 
-def quant_error(stats, weights: list[np.ndarray], scales: np.ndarray, weight_levels: int = 127) -> float:
-    """Relative squared error of X·W under simulated int8, after smoothing by `scales`."""
+def exact_products(stats, weights: list[np.ndarray]) -> list[np.ndarray]:
+    """X·W for each weight on the sampled rows: the reference every alpha's error is measured
+    against, the same for all of them, so computed once per group. Products in float32 (sums of
+    the errors in float64): int8's error is far above float32's 24 bits."""
+    x = stats.rows.astype(np.float32)
+    return [x @ w.astype(np.float32) for w in weights]
+
+
+def quant_error(
+    stats, weights: list[np.ndarray], scales: np.ndarray, weight_levels: int = 127, exact=None
+) -> float:
+    """Relative squared error of X·W under simulated int8, after smoothing by `scales`; `exact`:
+    exact_products(stats, weights), when the caller has them."""
+    exact = exact if exact is not None else exact_products(stats, weights)
     x = stats.rows.astype(np.float64)
     xs = fake_quant_activation(
         x / scales, float((stats.low / scales).min()), float((stats.high / scales).max())
-    )
+    ).astype(np.float32)
     num = den = 0.0
-    for w in weights:
-        exact = x @ w
-        num += float(((xs @ fake_quant_weight(w * scales[:, None], weight_levels) - exact) ** 2).sum())
-        den += float((exact**2).sum())
+    for w, reference in zip(weights, exact, strict=True):
+        fake = fake_quant_weight(w * scales[:, None], weight_levels).astype(np.float32)
+        diff = xs @ fake - reference
+        num += float(np.einsum("ij,ij->", diff, diff, dtype=np.float64))
+        den += float(np.einsum("ij,ij->", reference, reference, dtype=np.float64))
     return num / max(den, 1e-30)
 
 

@@ -47,21 +47,22 @@ def zero_range_levels(b: np.ndarray, levels: int, axis: int) -> tuple[np.ndarray
 
 
 def weight_only_error(
-    stats, weights: list, scales, bits: int = 4, block: int = 32, algo: str = "rtn"
+    stats, weights: list, scales, bits: int = 4, block: int = 32, algo: str = "rtn", exact=None
 ) -> float:
     """Relative squared error of X·W when W·diag(s) is quantized to `bits` in blocks of `block`
     input channels (asymmetric, as MatMulNBits stores it) and X/s stays exact: what smoothing
-    before weight-only quantization is chosen by."""
+    before weight-only quantization is chosen by. `exact`: the products X·W, when the caller has
+    them (graph_queries.smooth_error.exact_products)."""
     # The products in float32, the sums in float64: the float64 products made smoothing most of a
     # Llama-3.2-1B shape's quantize time (issue 28); float32's 24 bits are far below int4's error.
     x = stats.rows.astype(np.float32)
+    exact = exact if exact is not None else [x @ w.astype(np.float32) for w in weights]
     num = den = 0.0
-    for w in weights:
-        exact = x @ w.astype(np.float32)
+    for w, reference in zip(weights, exact, strict=True):
         fake = _fake_quant_blocks(w * scales[:, None], bits, block, algo).astype(np.float32)
-        diff = (x / scales.astype(np.float32)) @ fake - exact
+        diff = (x / scales.astype(np.float32)) @ fake - reference
         num += float(np.einsum("ij,ij->", diff, diff, dtype=np.float64))
-        den += float(np.einsum("ij,ij->", exact, exact, dtype=np.float64))
+        den += float(np.einsum("ij,ij->", reference, reference, dtype=np.float64))
     return num / max(den, 1e-30)
 
 

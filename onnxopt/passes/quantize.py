@@ -24,6 +24,7 @@ from onnxopt.io.scratch import through_files
 from onnxopt.passes.base import Pass, PassResult, Pipeline, copy_model
 from onnxopt.passes.cpu_int8_layout import CpuInt8Layout
 from onnxopt.passes.qdq_fp32_readers import QdqFp32Readers
+from onnxopt.passes.quantize_static_matmul import QuantizeStaticMatMuls
 
 __all__ = [  # the op lists live in choices.py
     "DYNAMIC_ONLY_OPS",
@@ -121,10 +122,13 @@ class QuantizeStatic(Pass):
     in_place = False  # through files: the input model is written out, never changed
     changes_input = False
 
-    def __init__(self, ranges, method, options: QuantOptions):
+    def __init__(self, ranges, method, options: QuantOptions, int8_kernels: bool = False):
         self.ranges = ranges  # onnxruntime TensorsData from onnxopt.quantize.calibrate
         self.method = method  # onnxruntime CalibrationMethod the ranges were computed with
         self.options = options
+        # MatMuls straight into the CPU provider's int8 kernel (QuantizeStaticMatMuls), for the
+        # CPU layout; the portable QDQ form is onnxruntime's quantize_static's.
+        self.int8_kernels = int8_kernels
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
@@ -132,10 +136,16 @@ class QuantizeStatic(Pass):
 
         opts = self.options
         static_ops = [op for op in opts.op_types if op in QDQ_OPS]
+        reported = list(static_ops)
         dynamic_ops = [op for op in opts.op_types if op in DYNAMIC_ONLY_OPS]
         dynamic_nodes = [n for n in opts.dynamic_nodes if n not in opts.exclude]
         if dynamic_nodes and "MatMul" in static_ops:
             dynamic_ops.append("MatMul")
+        source = model
+        if self.int8_kernels and "MatMul" in static_ops:
+            model = self._own_matmuls(model, [*opts.exclude, *dynamic_nodes])
+            present = {n.op_type for n in model.graph.node}
+            static_ops = [op for op in static_ops if op != "MatMul" and op in present]
         with temp_dir("ranges") as tmp:
             cache = Path(tmp) / "ranges.json"
             save_tensors_data(self.ranges, cache)
@@ -167,11 +177,18 @@ class QuantizeStatic(Pass):
             targets = [n.name for n in quantized.graph.node if n.op_type in DYNAMIC_ONLY_OPS] + dynamic_nodes
 
             quantized = through_files(quantized, _dynamic_tool(opts, dynamic_ops, targets))
-        if quantized is model:  # nothing to quantize: still a new object, as a functional pass returns
+        if quantized is source:  # nothing to quantize: still a new object, as a functional pass returns
             quantized = copy_model(model)
-        details = _details(quantized, opts, opts.activations, static_ops=static_ops)
+        details = _details(quantized, opts, opts.activations, static_ops=reported)
         details.update(dynamic_matmuls=dynamic_nodes, dynamic_activation_ops=dynamic_ops)
         return PassResult(quantized, True, details)
+
+    def _own_matmuls(self, model: onnx.ModelProto, exclude: list[str]) -> onnx.ModelProto:
+        ranges = {name: self.ranges[name].range_value for name in self.ranges}
+        opts = self.options
+        signed = opts.activations == "s8"
+        own = QuantizeStaticMatMuls(ranges, exclude, opts.reduce_range, opts.per_channel, signed)
+        return own(model).model
 
 
 def _details(quantized: onnx.ModelProto, opts: QuantOptions, activations: str, **more) -> dict:

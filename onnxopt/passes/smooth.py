@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxopt.graph_queries.smooth_error import quant_error, smoothing_scales
+from onnxopt.graph_queries.smooth_error import exact_products, quant_error, smoothing_scales
 from onnxopt.graph_queries.smooth_groups import SmoothGroup, find_groups
 from onnxopt.graph_queries.smooth_producers import constant_aliases
 from onnxopt.io import weight_store
@@ -112,9 +112,10 @@ class Smooth(Pass):
             ]
             absmax_w = np.max([np.abs(w).max(1) for w in weights], axis=0)
             weights = [_searched_columns(w) for w in weights]
-            base = self.error(stats, weights, np.ones_like(absmax_w))
+            exact = exact_products(stats, weights)  # one reference for every alpha
+            base = self.error(stats, weights, np.ones_like(absmax_w), exact=exact)
             tried = [
-                (self.error(stats, weights, smoothing_scales(stats.absmax, absmax_w, a)), a)
+                (self.error(stats, weights, smoothing_scales(stats.absmax, absmax_w, a), exact=exact), a)
                 for a in self.alphas
             ]
             error, alpha = min(tried)

@@ -40,7 +40,9 @@ def int8_quantizer(model, plan: QuantizePlan, options: QuantOptions, data: RunDa
         )
 
         def make_quantizer(excl: tuple[str, ...]):
-            quantizer = QuantizeStatic(calibration.ranges, calibration.method, replace(options, exclude=excl))
+            quantizer = QuantizeStatic(
+                calibration.ranges, calibration.method, replace(options, exclude=excl), int8_kernels=not plan.qdq
+            )
             return quantizer_with_layout(quantizer, not plan.qdq, plan.plain_onnx)
     else:
 

@@ -43,3 +43,23 @@ def test_smoothing_simulates_the_offset_quantizer():
     ones = np.ones(K)
     assert weight_only_error(Stats, [w], ones, algo="offset") < 1e-10
     assert weight_only_error(Stats, [w], ones, algo="rtn") > 1e-4
+
+
+def test_both_errors_measured_against_precomputed_products_are_the_same():
+    """Smoothing computes X·W once per group and hands it to each alpha's error (passes/smooth.py):
+    the figure must be the one each error computes on its own, int8 and int4 alike."""
+    from onnxopt.graph_queries.smooth_error import exact_products, quant_error
+
+    rng = np.random.default_rng(1)
+    rows = rng.normal(size=(128, 64))
+    rows[:, 5] *= 30
+    stats = SimpleNamespace(rows=rows, absmax=np.abs(rows).max(0), low=rows.min(0), high=rows.max(0))
+    weights = [rng.normal(size=(64, 32)), rng.normal(size=(64, 16))]
+    scales = smoothing_scales(stats.absmax, np.max([np.abs(w).max(1) for w in weights], axis=0), 0.5)
+    exact = exact_products(stats, weights)
+    for error in (quant_error, weight_only_error):
+        alone = error(stats, weights, scales)
+        assert error(stats, weights, scales, exact=exact) == alone
+        assert error(stats, weights, np.ones(64)) > alone  # smoothing helps this outlier channel
+        # products of other weights are another reference, and another figure
+        assert error(stats, weights, scales, exact=exact_products(stats, [2 * w for w in weights])) > alone
