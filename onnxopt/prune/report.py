@@ -76,3 +76,18 @@ def cache_widths(written: Graph, head_plans) -> list[dict]:
         for p in head_plans
         if p.block.kv_heads or p.block.cache
     ]
+
+
+def cache_notes(head_plans, mask_only: bool) -> list[str]:
+    """What a decoder whose K/V heads were cut needs from whatever runs it: the cache is per layer."""
+    cut = [p for p in head_plans if p.block.cache and len(p.keep) < p.block.groups]
+    if mask_only or not cut:
+        return []
+    widths = ", ".join(str(len(p.keep)) for p in head_plans if p.block.cache)
+    return [
+        f"K/V heads kept per layer: {widths} of {cut[0].block.groups}; the cache shape is per layer "
+        "in the graph (dim 1 of past_key_values.* and present.*). config.json is left as it was, "
+        "since one head count for every layer cannot say this; optimum's ORTModelForCausalLM, "
+        "which sizes the first empty cache from config.json, cannot run the model, while "
+        "onnxopt's Decoder (runtime.generation) reads the cache shapes from the graph"
+    ]

@@ -39,7 +39,7 @@ from onnxopt.passes.prune_fold import FfnPlan, FoldPruned, HeadPlan
 from onnxopt.prune.config import PruneConfig
 from onnxopt.prune.curves import ffn_curve, head_curve, keep_per_block
 from onnxopt.prune.refit import PrefillProbe, refit, statistics, target_of
-from onnxopt.prune.report import LayerReport, cache_widths, measured, parameters
+from onnxopt.prune.report import LayerReport, cache_notes, cache_widths, measured, parameters
 from onnxopt.prune.stream import RefitStream
 from onnxopt.runtime.sessions import check_loads
 
@@ -103,7 +103,7 @@ def prune(
             written = model_files.load(model_files.resolve(tmp), load_weights=config.mask_only)
             layers = measured(graph, Graph(written), head_plans, ffn_plans, config.mask_only)
             counts = (parameters(model), parameters(written))
-            blocks.notes += _cache_notes(head_plans, config.mask_only)
+            blocks.notes += cache_notes(head_plans, config.mask_only)
             record = _record(config, len(feeds), layers, counts, blocks.notes)
             if any(p.block.kv_heads or p.block.cache for p in head_plans):
                 record["kv_heads"] = cache_widths(Graph(written), head_plans)
@@ -266,21 +266,6 @@ def _plan(folded, graph, job, targets, wanted, probed):
     if kind == "ffn":
         return FfnPlan(block, channels, weight, bias)
     return HeadPlan(block, keep, weight, bias)
-
-
-def _cache_notes(head_plans, mask_only: bool) -> list[str]:
-    """What a decoder whose K/V heads were cut needs from whatever runs it: the cache is per layer."""
-    cut = [p for p in head_plans if p.block.cache and len(p.keep) < p.block.groups]
-    if mask_only or not cut:
-        return []
-    widths = ", ".join(str(len(p.keep)) for p in head_plans if p.block.cache)
-    return [
-        f"K/V heads kept per layer: {widths} of {cut[0].block.groups}; the cache shape is per layer "
-        "in the graph (dim 1 of past_key_values.* and present.*). config.json is left as it was, "
-        "since one head count for every layer cannot say this; optimum's ORTModelForCausalLM, "
-        "which sizes the first empty cache from config.json, cannot run the model, while "
-        "onnxopt's Decoder (runtime.generation) reads the cache shapes from the graph"
-    ]
 
 
 def _record(config: PruneConfig, samples: int, layers, counts, notes) -> dict:
