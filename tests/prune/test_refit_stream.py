@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx.parser
 import pytest
 
 from onnxopt.graph_queries.cut_points import frontier, same_nodes_below, static_tensors
@@ -79,3 +80,32 @@ def test_a_fold_below_the_cached_tensors_is_noticed():
     assert same_nodes_below(before, before, ["s1"])
     assert not same_nodes_below(before, after, ["s1"])
     assert same_nodes_below(before, after, ["scale"])
+
+
+def test_a_probe_cut_at_a_tensor_is_fed_it_and_runs_only_what_lies_above():
+    """runtime.sessions.probe_session with `cut`: the cut tensor becomes an input, the nodes below
+    it go, and a node kept for another of its outputs does not write the fed tensor twice."""
+    from onnxopt.runtime.sessions import probe_session
+
+    model = onnx.parser.parse_model(
+        """<ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 4] x) => (float[N, 4] y) <int64[2] halves = {2, 2}> {
+            h = Mul(x, x)
+            a, b = Split<axis = 1>(h, halves)
+            c = Concat<axis = 1>(a, b)
+            s = Add(c, x)
+            y = Mul(s, s)
+        }"""
+    )
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    full = probe_session(model, ["y"], only=True)
+    session = probe_session(model, ["y"], only=True, cut={"s": onnx.TensorProto.FLOAT})
+    assert {i.name for i in session.get_inputs()} == {"x", "s"}
+    s = np.full((2, 4), 3.0, np.float32)
+    np.testing.assert_array_equal(session.run(["y"], {"x": x, "s": s})[0], s * s)
+    # cut at one output of the Split: it stays for the other, and `a` comes from the feed
+    split = probe_session(model, ["c"], only=True, cut={"a": onnx.TensorProto.FLOAT})
+    a = np.zeros((2, 2), np.float32)
+    got = split.run(["c"], {"x": x, "a": a})[0]
+    np.testing.assert_array_equal(got, np.concatenate([a, (x * x)[:, 2:]], axis=1))
+    assert full.run(["y"], {"x": x})[0].shape == (2, 4)
