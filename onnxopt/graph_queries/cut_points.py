@@ -59,7 +59,22 @@ def frontier(graph: onnx.GraphProto, boundary: str, wanted: list[str]) -> list[s
 
 def same_nodes_below(before: onnx.GraphProto, after: onnx.GraphProto, tensors: list[str]) -> bool:
     """Whether every node computing `tensors` in `after` is a node of `before`, unchanged (inputs,
-    outputs, attributes): values of `tensors` taken from `before` are then also `after`'s. A fold
-    gives each tensor it changes a new name, so reading a changed weight changes the node."""
+    outputs, attributes), reading unchanged initializers: values of `tensors` taken from `before`
+    are then also `after`'s."""
     old = {n.SerializeToString() for n in before.node}
-    return all(after.node[k].SerializeToString() in old for k in ancestor_nodes(after, tensors))
+    below = [after.node[k] for k in ancestor_nodes(after, tensors)]
+    if not all(n.SerializeToString() in old for n in below):
+        return False
+    read = {i for n in below for i in n.input}
+    was = {t.name: _fingerprint(t) for t in before.initializer if t.name in read}
+    return all(was.get(t.name) == _fingerprint(t) for t in after.initializer if t.name in read)
+
+
+def _fingerprint(tensor: onnx.TensorProto):
+    """A tensor rewritten in place under its name (prune_fold gives a node's pruned tensor one
+    name however often it is folded) changes this: its bytes when small, else its shape, type,
+    size and place on disk, without copying a large tensor's data."""
+    if tensor.ByteSize() <= 1 << 20:
+        return tensor.SerializeToString()
+    external = tuple((e.key, e.value) for e in tensor.external_data)
+    return tuple(tensor.dims), tensor.data_type, tensor.ByteSize(), external

@@ -141,11 +141,14 @@ class QuantizeStatic(Pass):
         dynamic_nodes = [n for n in opts.dynamic_nodes if n not in opts.exclude]
         if dynamic_nodes and "MatMul" in static_ops:
             dynamic_ops.append("MatMul")
-        source = model
+        source, kernels = model, None
         if self.int8_kernels and "MatMul" in static_ops:
-            model = self._own_matmuls(model, [*opts.exclude, *dynamic_nodes])
-            present = {n.op_type for n in model.graph.node}
-            static_ops = [op for op in static_ops if op != "MatMul" and op in present]
+            kept = {*opts.exclude, *dynamic_nodes}
+            model, kernels = self._own_matmuls(model, sorted(kept))
+            # What it did not write (a Gemm, an activation x activation MatMul) stays
+            # quantize_static's; with nothing left, that tool (a whole-model load) is not run.
+            left = {n.op_type for n in model.graph.node if n.op_type in static_ops and n.name not in kept}
+            static_ops = [op for op in static_ops if op in left]
         with temp_dir("ranges") as tmp:
             cache = Path(tmp) / "ranges.json"
             save_tensors_data(self.ranges, cache)
@@ -181,14 +184,16 @@ class QuantizeStatic(Pass):
             quantized = copy_model(model)
         details = _details(quantized, opts, opts.activations, static_ops=reported)
         details.update(dynamic_matmuls=dynamic_nodes, dynamic_activation_ops=dynamic_ops)
+        if kernels is not None:
+            details["int8_kernels"] = kernels
         return PassResult(quantized, True, details)
 
-    def _own_matmuls(self, model: onnx.ModelProto, exclude: list[str]) -> onnx.ModelProto:
+    def _own_matmuls(self, model: onnx.ModelProto, exclude: list[str]) -> tuple[onnx.ModelProto, dict]:
         ranges = {name: self.ranges[name].range_value for name in self.ranges}
         opts = self.options
         signed = opts.activations == "s8"
-        own = QuantizeStaticMatMuls(ranges, exclude, opts.reduce_range, opts.per_channel, signed)
-        return own(model).model
+        own = QuantizeStaticMatMuls(ranges, exclude, opts.reduce_range, opts.per_channel, signed)(model)
+        return own.model, own.details
 
 
 def _details(quantized: onnx.ModelProto, opts: QuantOptions, activations: str, **more) -> dict:

@@ -80,12 +80,14 @@ class StaticInt8MatMul(RewriteRule):
         x = node.input[0]
         if x not in self.quantized:
             scale, zero = activation_scale_zero(*self.ranges[x], self.signed)
-            names = (f"{x}_QuantizeLinear_Output", f"{x}_scale", f"{x}_zero_point")
+            # Names of its own: quantize_static, run after it on a Gemm, or quantize_dynamic on a
+            # MatMul left dynamic, would otherwise take `{x}_scale` for theirs (a review found both).
+            names = (f"{x}_int8_static", f"{x}_int8_static_scale", f"{x}_int8_static_zero_point")
             index.model.graph.initializer.extend(
                 [onnx.numpy_helper.from_array(scale, names[1]), onnx.numpy_helper.from_array(zero, names[2])]
             )
             added.append(
-                helper.make_node("QuantizeLinear", [x, *names[1:]], [names[0]], name=f"{x}_QuantizeLinear")
+                helper.make_node("QuantizeLinear", [x, *names[1:]], [names[0]], name=f"{x}_static_quantize")
             )
             self.quantized[x] = names
         w = node.input[1]
@@ -93,7 +95,7 @@ class StaticInt8MatMul(RewriteRule):
             levels, scales, zeros = int8_columns(
                 weight_store.array(index.inits[w]), self.reduce_range, self.per_channel
             )
-            names = (f"{w}_quantized", f"{w}_scale", f"{w}_zero_point")
+            names = (f"{w}_s8_static", f"{w}_s8_static_scale", f"{w}_s8_static_zero_point")
             index.model.graph.initializer.extend(
                 [
                     weight_store.tensor(levels, names[0]),

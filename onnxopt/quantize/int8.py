@@ -40,9 +40,9 @@ def int8_quantizer(model, plan: QuantizePlan, options: QuantOptions, data: RunDa
         )
 
         def make_quantizer(excl: tuple[str, ...]):
-            quantizer = QuantizeStatic(
-                calibration.ranges, calibration.method, replace(options, exclude=excl), int8_kernels=not plan.qdq
-            )
+            options_now = replace(options, exclude=excl)
+            own_kernels = not plan.qdq  # the CPU layout
+            quantizer = QuantizeStatic(calibration.ranges, calibration.method, options_now, own_kernels)
             return quantizer_with_layout(quantizer, not plan.qdq, plan.plain_onnx)
     else:
 

@@ -22,7 +22,7 @@ from tests.passes.util import feed_for, graph, node, run, unchanged_by
 MATMUL = QuantOptions(op_types=("MatMul",))
 
 
-def _ranges(model) -> TensorsData:
+def ranges_by_hand(model) -> TensorsData:
     """Min/max of every float tensor on random inputs: calibration, by hand."""
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
@@ -52,12 +52,12 @@ def test_dynamic_writes_quantize_dynamics_ops_on_a_copy():
 
 def test_static_writes_qdq_and_gives_chosen_matmuls_dynamic_scales():
     model = graph("ffn")
-    result = unchanged_by(QuantizeStatic(_ranges(model), CalibrationMethod.MinMax, MATMUL), model)
+    result = unchanged_by(QuantizeStatic(ranges_by_hand(model), CalibrationMethod.MinMax, MATMUL), model)
     assert result.details["layout"] == "qdq" and result.details["dynamic_activation_ops"] == []
     ops = [n.op_type for n in result.model.graph.node]
     assert ops.count("MatMul") == 2 and "MatMulInteger" not in ops and "QuantizeLinear" in ops
     hybrid = QuantizeStatic(
-        _ranges(model), CalibrationMethod.MinMax, QuantOptions(("MatMul",), dynamic_nodes=("down",))
+        ranges_by_hand(model), CalibrationMethod.MinMax, QuantOptions(("MatMul",), dynamic_nodes=("down",))
     )
     result = hybrid(model)
     assert result.details["dynamic_matmuls"] == ["down"] and result.details["dynamic_activation_ops"] == [

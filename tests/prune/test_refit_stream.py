@@ -109,3 +109,13 @@ def test_a_probe_cut_at_a_tensor_is_fed_it_and_runs_only_what_lies_above():
     got = split.run(["c"], {"x": x, "a": a})[0]
     np.testing.assert_array_equal(got, np.concatenate([a, (x * x)[:, 2:]], axis=1))
     assert full.run(["y"], {"x": x})[0].shape == (2, 4)
+
+
+def test_a_weight_below_the_cached_tensors_rewritten_under_its_name_is_noticed():
+    before = text_graphs.load("residual_stack").graph
+    after = onnx.GraphProto()
+    after.CopyFrom(before)
+    w1 = next(t for t in after.initializer if t.name == "w1")
+    w1.CopyFrom(onnx.numpy_helper.from_array(np.eye(4, dtype=np.float32) * 3, "w1"))
+    assert not same_nodes_below(before, after, ["s1"])
+    assert same_nodes_below(before, after, ["scale"])  # reads no w1
