@@ -3,8 +3,10 @@
 Static: activation ranges come from our own streaming calibration (onnxopt.quantize.calibrate) and are
 handed to `quantize_static` through its calibration cache, so the tool never holds activations.
 Ops with a static int8 kernel on the CPU provider (MatMul, Gemm) get QDQ pairs. These passes
-produce the portable form only; `quantizer_with_layout` adds the separate CpuInt8Layout pass,
-which rewrites it into the int8 kernels the CPU provider runs fastest (see there).
+produce the portable form; `quantizer_with_layout` adds the separate CpuInt8Layout pass, which
+rewrites it into the int8 kernels the CPU provider runs fastest (see there). For that layout,
+QuantizeStatic(int8_kernels=True) writes the MatMuls' kernels itself (quantize_static_matmul.py:
+same numbers, one weight at a time) and leaves quantize_static what remains.
 onnxruntime has no static int8 kernel for the fused Attention and EmbedLayerNormalization ops,
 so those get int8 weights with dynamic activation scales (QAttention, QEmbedLayerNormalization);
 that is reported, never hidden.
