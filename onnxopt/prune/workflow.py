@@ -218,7 +218,8 @@ def _plans(model, graph: Graph, blocks: _Blocks, feeds, config: PruneConfig, pro
         )
         ffn_plans, head_plans = [], []
         folded = model  # the model with every plan so far folded in: what the next re-fit probes
-        stream = RefitStream(batches)
+        (Path(spill) / "stream").mkdir()
+        stream = RefitStream(batches, Path(spill) / "stream")
         probed = [_probed(job, targets) for job in jobs]
         for done, job in enumerate(jobs):
             progress("reconstruct", done, len(jobs))

@@ -119,3 +119,32 @@ def test_a_weight_below_the_cached_tensors_rewritten_under_its_name_is_noticed()
     w1.CopyFrom(onnx.numpy_helper.from_array(np.eye(4, dtype=np.float32) * 3, "w1"))
     assert not same_nodes_below(before, after, ["s1"])
     assert same_nodes_below(before, after, ["scale"])  # reads no w1
+
+
+def test_the_cache_lives_on_disk_one_file_a_tensor_and_batch(tmp_path):
+    """The stream's values are spilled, so memory holds a batch whatever the text; a tensor the
+    next probes no longer need is deleted."""
+    model = text_graphs.load("residual_stack")
+    rng = np.random.default_rng(0)
+    batches = [({"x": rng.normal(size=(3, 4)).astype(np.float32)}, np.ones(3, bool)) for _ in range(2)]
+    stream = RefitStream(batches, tmp_path)
+
+    def files():
+        return sorted(p.name for p in tmp_path.iterdir())
+
+    first = list(stream.probe(model, ["h1"], ["h1", "h2", "m2", "y"]))
+    assert files() == []
+    stream.folded(model, model, "s1")
+    second = list(stream.probe(model, ["h2"], ["h2", "m2", "y"]))
+    assert sorted(stream.cached) == ["s1"] and files() == ["0.npy", "1.npy"]  # s1, two batches
+    third = list(stream.probe(model, ["m2"], ["m2", "y"]))  # fed s1 from its files
+    stream.folded(model, model, "s2")
+    fourth = list(stream.probe(model, ["y"], ["y"]))
+    assert sorted(stream.cached) == ["s2"] and files() == ["2.npy", "3.npy"]  # s1's deleted
+    runs = [[values for values, _ in r] for r in (first, second, third, fourth)]
+    for (feed, _), (h1,), (h2,), (m2,), (y,) in zip(batches, *runs, strict=True):
+        x = feed["x"]
+        np.testing.assert_allclose(h1, x, rtol=1e-6)
+        np.testing.assert_allclose(h2, 2 * (x + x), rtol=1e-6)
+        np.testing.assert_allclose(m2, 2 * (x + x) * x, rtol=1e-6)
+        np.testing.assert_allclose(y, 4 * (m2 + 2 * x), rtol=1e-6)
