@@ -20,6 +20,12 @@ def static_tensors(graph: onnx.GraphProto) -> set[str]:
 
 def ancestor_nodes(graph: onnx.GraphProto, tensors: list[str]) -> set[int]:
     """The indices of the nodes `tensors` depend on."""
+    return walk_up(graph, tensors)[0]
+
+
+def walk_up(graph: onnx.GraphProto, tensors: list[str], stop=frozenset()) -> tuple[set[int], set[str]]:
+    """The indices of the nodes `tensors` depend on, and the names the walk met; it goes no
+    further up than the names in `stop` (values fed instead of computed)."""
     producer = {o: k for k, n in enumerate(graph.node) for o in n.output if o}
     seen, stack, nodes = set(), list(tensors), set()
     while stack:
@@ -27,11 +33,11 @@ def ancestor_nodes(graph: onnx.GraphProto, tensors: list[str]) -> set[int]:
         if name in seen:
             continue
         seen.add(name)
-        k = producer.get(name)
+        k = None if name in stop else producer.get(name)
         if k is not None and k not in nodes:
             nodes.add(k)
             stack.extend(i for i in graph.node[k].input if i)
-    return nodes
+    return nodes, seen
 
 
 def frontier(graph: onnx.GraphProto, boundary: str, wanted: list[str]) -> list[str]:

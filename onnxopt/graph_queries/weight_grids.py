@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from onnxopt.graph_queries.smooth_error import exact_products
+
 LEVELS = 15  # 4 bits
 MIDDLE = 8  # MatMulNBits' zero point when it has none: 2 ** (bits - 1)
 
@@ -52,11 +54,11 @@ def weight_only_error(
     """Relative squared error of X·W when W·diag(s) is quantized to `bits` in blocks of `block`
     input channels (asymmetric, as MatMulNBits stores it) and X/s stays exact: what smoothing
     before weight-only quantization is chosen by. `exact`: the products X·W, when the caller has
-    them (graph_queries.smooth_error.exact_products)."""
+    them (exact_products)."""
     # The products in float32, the sums in float64: the float64 products made smoothing most of a
     # Llama-3.2-1B shape's quantize time (issue 28); float32's 24 bits are far below int4's error.
     x = stats.rows.astype(np.float32)
-    exact = exact if exact is not None else [x @ w.astype(np.float32) for w in weights]
+    exact = exact if exact is not None else exact_products(stats, weights)
     num = den = 0.0
     for w, reference in zip(weights, exact, strict=True):
         fake = _fake_quant_blocks(w * scales[:, None], bits, block, algo).astype(np.float32)

@@ -28,8 +28,8 @@ from onnx import helper, numpy_helper
 
 from onnxopt.passes.base import FunctionalPass, PassResult
 from onnxopt.passes.graph_edits import drop_unused_initializers
+from onnxopt.passes.rewrite import MS_DOMAIN, declare_ms_domain
 
-MS_DOMAIN = "com.microsoft"
 SEQLENS, TOTAL, COS, SIN = "gqa_seqlens_k", "gqa_total_sequence_length", "gqa_cos_cache", "gqa_sin_cache"
 
 
@@ -64,8 +64,7 @@ class FuseDecoderAttention(FunctionalPass):
             _add_shared_inputs(graph, self.rope.cos, self.rope.sin)
             _remove_dead_nodes(graph)
             drop_unused_initializers(graph)
-            if not any(o.domain == MS_DOMAIN for o in out.opset_import):
-                out.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+            declare_ms_domain(out)
         details = {"fused": {"GroupQueryAttention": len(fused)} if fused else {}, "layers": fused}
         return PassResult(out, bool(fused), {**details, "skipped": skipped})
 

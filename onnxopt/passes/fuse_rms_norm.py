@@ -24,7 +24,7 @@ from onnx import helper
 from onnxopt.graph_queries.graph_index import attributes
 from onnxopt.passes.base import FunctionalPass, PassResult
 from onnxopt.passes.graph_edits import drop_unused_initializers
-from onnxopt.passes.rewrite import MS_DOMAIN, Edits, RewriteIndex, RewriteRule, apply_rule
+from onnxopt.passes.rewrite import MS_DOMAIN, Edits, RewriteIndex, RewriteRule, apply_rule, declare_ms_domain
 
 NORM = "SimplifiedLayerNormalization"  # onnxruntime's, registered in the ONNX domain
 SKIP_NORM = "SkipSimplifiedLayerNormalization"  # com.microsoft
@@ -153,8 +153,8 @@ class FuseRmsNorm(FunctionalPass):
     def apply(self, out: onnx.ModelProto, original: onnx.ModelProto) -> PassResult:
         norms = apply_rule(RmsNormRule(), out)
         skips = apply_rule(SkipRmsNormRule(), out) if norms.rewritten else None
-        if skips is not None and skips.rewritten and not any(o.domain == MS_DOMAIN for o in out.opset_import):
-            out.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+        if skips is not None and skips.rewritten:
+            declare_ms_domain(out)
         drop_unused_initializers(out.graph)
         details = {NORM: norms.rewritten, SKIP_NORM: skips.rewritten if skips else 0}
         return PassResult(out, norms.rewritten > 0, details)

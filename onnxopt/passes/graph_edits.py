@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import onnx
 
+from onnxopt.graph_queries.cut_points import walk_up
 from onnxopt.io.external_data import graph_reads
 
 
@@ -25,22 +26,10 @@ def keep_ancestors(graph: onnx.GraphProto, tensors: list[str], cut: set[str] = f
     Loop) is left whole: they may read outer names the walk misses."""
     if any(a.type == onnx.AttributeProto.GRAPH for n in graph.node for a in n.attribute):
         return set()
-    producer = {o: n for n in graph.node for o in n.output if o}
-    needed, stack, keep, reached = set(), list(tensors), set(), set()
-    while stack:
-        name = stack.pop()
-        if name in needed:
-            continue
-        needed.add(name)
-        if name in cut:
-            reached.add(name)
-            continue
-        node = producer.get(name)
-        if node is not None and id(node) not in keep:
-            keep.add(id(node))
-            stack.extend(i for i in node.input if i)
+    keep, met = walk_up(graph, tensors, cut)
+    reached = met & set(cut)
     if len(keep) < len(graph.node):
-        nodes = [n for n in graph.node if id(n) in keep]
+        nodes = [n for k, n in enumerate(graph.node) if k in keep]
         del graph.node[:]
         graph.node.extend(nodes)
     for node in graph.node:  # a kept node's other output that is fed now: renamed, not produced twice

@@ -18,7 +18,7 @@ from onnx import helper
 from onnxopt.io import weight_store
 from onnxopt.passes.base import FunctionalPass, PassResult
 from onnxopt.passes.graph_edits import drop_unused_initializers
-from onnxopt.passes.rewrite import MS_DOMAIN, Edits, RewriteIndex, RewriteRule, apply_rule
+from onnxopt.passes.rewrite import MS_DOMAIN, Edits, RewriteIndex, RewriteRule, apply_rule, declare_ms_domain
 
 # onnxruntime's symmetric int8 weight ranges: (-64, 64) with reduce_range (7 bits, for x86 without
 # VNNI: quant_utils.ONNX_INT_TYPE_REDUCED_RANGE), else (-127, 127).
@@ -27,13 +27,9 @@ WEIGHT_RANGE = {True: 128.0, False: 254.0}
 
 def activation_scale_zero(low: float, high: float, signed: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """onnxruntime's scale and zero point for an activation range (asymmetric 8 bits)."""
-    from onnxruntime.quantization.quant_utils import compute_scale_zp
+    from onnxruntime.quantization.quant_utils import compute_scale_zp, get_qmin_qmax_for_qType
 
-    qmin, qmax = (
-        (np.array(-128, np.int8), np.array(127, np.int8))
-        if signed
-        else (np.array(0, np.uint8), np.array(255, np.uint8))
-    )
+    qmin, qmax = get_qmin_qmax_for_qType(onnx.TensorProto.INT8 if signed else onnx.TensorProto.UINT8)
     zero, scale = compute_scale_zp(np.array(low, np.float32), np.array(high, np.float32), qmin, qmax)
     return np.asarray(scale, np.float32), np.asarray(zero)
 
@@ -128,8 +124,8 @@ class QuantizeStaticMatMuls(FunctionalPass):
     def apply(self, out: onnx.ModelProto, original: onnx.ModelProto) -> PassResult:
         rule = StaticInt8MatMul(self.ranges, self.exclude, self.reduce_range, self.per_channel, self.signed)
         result = apply_rule(rule, out)
-        if result.rewritten and not any(o.domain == MS_DOMAIN for o in out.opset_import):
-            out.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+        if result.rewritten:
+            declare_ms_domain(out)
         drop_unused_initializers(out.graph)
         details = {"static_matmuls": result.rewritten, "skipped": result.skipped}
         return PassResult(out, result.rewritten > 0, details)

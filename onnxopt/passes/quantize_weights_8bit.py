@@ -19,7 +19,7 @@ from onnxopt.io import weight_store
 from onnxopt.passes.base import FunctionalPass, PassResult
 from onnxopt.passes.graph_edits import drop_unused_initializers
 from onnxopt.passes.quantize_weights_offset import blocks_reason
-from onnxopt.passes.rewrite import MS_DOMAIN, Edits, RewriteIndex, RewriteRule, apply_rule
+from onnxopt.passes.rewrite import MS_DOMAIN, Edits, RewriteIndex, RewriteRule, apply_rule, declare_ms_domain
 
 LEVELS_8BIT = 255
 HALF_TYPES = (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
@@ -88,8 +88,7 @@ class QuantizeWeights8Bit(FunctionalPass):
         self.name = "quantize-int8-rtn"
 
     def apply(self, out: onnx.ModelProto, original: onnx.ModelProto) -> PassResult:
-        if not any(o.domain == MS_DOMAIN for o in out.opset_import):
-            out.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+        declare_ms_domain(out)
         rule = MatMulInt8Blocks(self.block_size, self.accuracy_level, self.exclude, self.include)
         result = apply_rule(rule, out)
         drop_unused_initializers(out.graph)

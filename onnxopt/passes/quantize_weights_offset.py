@@ -41,7 +41,7 @@ from onnxopt.graph_queries.weight_grids import LEVELS, MIDDLE, fit_blocks, zero_
 from onnxopt.io import weight_store
 from onnxopt.passes.base import FunctionalPass, PassResult
 from onnxopt.passes.graph_edits import drop_unused_initializers
-from onnxopt.passes.rewrite import MS_DOMAIN, Edits, RewriteIndex, RewriteRule, apply_rule
+from onnxopt.passes.rewrite import MS_DOMAIN, Edits, RewriteIndex, RewriteRule, apply_rule, declare_ms_domain
 
 INDICATOR_PREFIX = "block_indicator_"  # the 0/1 matrices that sum the inputs' blocks
 PARTIAL_BLOCKS = "not a multiple of the block"  # the skip onnxruntime's RTN takes over (it pads)
@@ -210,8 +210,7 @@ class QuantizeWeightsOffset(FunctionalPass):
         self.name = "quantize-int4-asym" if integer_zero else "quantize-int4-offset"
 
     def apply(self, out: onnx.ModelProto, original: onnx.ModelProto) -> PassResult:
-        if not any(o.domain == MS_DOMAIN for o in out.opset_import):
-            out.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+        declare_ms_domain(out)
         rule = MatMulOffsetInt4(
             self.block_size, self.accuracy_level, self.exclude, integer_zero=self.integer_zero
         )

@@ -102,6 +102,13 @@ def apply_rule(rule: RewriteRule, model: onnx.ModelProto) -> RuleResult:
     return result
 
 
+def declare_ms_domain(model: onnx.ModelProto) -> None:
+    """Import the com.microsoft opset (version 1) into `model` unless it does already: what the
+    contrib ops a rewrite writes (MatMulNBits, GroupQueryAttention, ...) need to load."""
+    if not any(o.domain == MS_DOMAIN for o in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid(MS_DOMAIN, 1))
+
+
 def replace_nodes(
     graph: onnx.GraphProto, old: list[onnx.NodeProto], new: dict[int, list[onnx.NodeProto]]
 ) -> None:

@@ -40,10 +40,9 @@ def int8_quantizer(model, plan: QuantizePlan, options: QuantOptions, data: RunDa
         )
 
         def make_quantizer(excl: tuple[str, ...]):
-            options_now = replace(options, exclude=excl)
-            own_kernels = not plan.qdq  # the CPU layout
-            quantizer = QuantizeStatic(calibration.ranges, calibration.method, options_now, own_kernels)
-            return quantizer_with_layout(quantizer, not plan.qdq, plan.plain_onnx)
+            cpu_layout, options_now = not plan.qdq, replace(options, exclude=excl)
+            quantizer = QuantizeStatic(calibration.ranges, calibration.method, options_now, cpu_layout)
+            return quantizer_with_layout(quantizer, cpu_layout, plan.plain_onnx)
     else:
 
         def make_quantizer(excl: tuple[str, ...]):

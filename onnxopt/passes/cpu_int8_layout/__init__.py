@@ -27,7 +27,6 @@ Whatever does not match is left as it was, with the reason in `details["skipped"
 from __future__ import annotations
 
 import onnx
-from onnx import helper
 
 from onnxopt.graph_queries.int8_ops import int8_op_counts, op_histogram
 from onnxopt.passes.base import FunctionalPass, PassResult
@@ -37,7 +36,7 @@ from onnxopt.passes.cpu_int8_layout.float_qdq import FloatQdq
 from onnxopt.passes.cpu_int8_layout.skip_layernorm import SkipLayerNorm
 from onnxopt.passes.cpu_int8_layout.static_matmul import StaticMatMul
 from onnxopt.passes.graph_edits import keep_ancestors
-from onnxopt.passes.rewrite import MS_DOMAIN, RewriteRule, apply_rule
+from onnxopt.passes.rewrite import MS_DOMAIN, RewriteRule, apply_rule, declare_ms_domain
 
 RULES: tuple[RewriteRule, ...] = (StaticMatMul(), DynamicMatMul(), FloatQdq(), BiasFold(), SkipLayerNorm())
 LAYOUT = "onnxruntime-cpu"  # the value of details["layout"], recorded in the manifest
@@ -61,10 +60,8 @@ class CpuInt8Layout(FunctionalPass):
             skipped.update(result.skipped)
         keep_ancestors(g, [o.name for o in g.output])  # nodes and weights the rewrites left unread
         del g.value_info[:]  # shapes of rewritten tensors; onnxruntime infers them again
-        if any(n.domain == MS_DOMAIN for n in g.node) and not any(
-            o.domain == MS_DOMAIN for o in out.opset_import
-        ):
-            out.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+        if any(n.domain == MS_DOMAIN for n in g.node):
+            declare_ms_domain(out)
         modified = any(changes.values()) or op_histogram(original) != op_histogram(out)
         details = {
             "layout": LAYOUT,
