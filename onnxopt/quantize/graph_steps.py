@@ -38,7 +38,7 @@ def quantize_graph(model, folder, plan: QuantizePlan, data: RunData, progress, p
     exclude = plan.excluded(model)
     quantizer, calibration, options = quantizer_for(model, plan, exclude, data, progress, label)
     progress(f"{quantizer.name}{label}", 0, 0)
-    steps = [quantizer, QuantizeEmbeddings()] if plan.embeddings else [quantizer]
+    steps = [quantizer, QuantizeEmbeddings(plan.embedding_bits)] if plan.embeddings else [quantizer]
     if plan.fuse_decoder_attention and plan.weight_bits is not None:
         steps.append(FuseRmsNorm())  # last: smoothing and the quantizers read the norms' Muls
     model, quant_reports = Pipeline(steps).run(model, owned=True)

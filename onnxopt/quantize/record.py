@@ -74,7 +74,14 @@ def _layout(plan, model) -> str:
     int8_table = any(
         n.op_type == "Gather" and inits.get(n.input[0]) == onnx.TensorProto.INT8 for n in model.graph.node
     )
-    embedding = "embedding int8 per row" if int8_table else "embedding fp32"
+    int4_table = any(n.op_type == "GatherBlockQuantized" for n in model.graph.node)
+    embedding = (
+        "embedding int4 in blocks of 32"
+        if int4_table
+        else "embedding int8 per row"
+        if int8_table
+        else "embedding fp32"
+    )
     config = plan.options
     if config.mode == "int4":
         head = "LM head 8-bit, " if bits == [4, 8] else ""

@@ -24,11 +24,11 @@ NEW_TOKENS = 20
 PROMPT = np.array([[5, 9, 12, 20, 33, 7, 41, 28]], np.int64)  # the tiny vocabulary's words, no <eos>
 
 
-def _quantize(mode):
+def _quantize(mode, **options):
     def run(src: Path, out: Path) -> None:
         from onnxopt.quantize.workflow import quantize
 
-        quantize(src, out, mode=mode)
+        quantize(src, out, mode=mode, **options)
 
     return run
 
@@ -52,6 +52,8 @@ def _prune(src: Path, out: Path) -> None:
 WORKFLOWS = {
     "export": (None, False),
     "int4": (_quantize("int4"), True),
+    # the LM head and the embedding table in 4 bits too (GatherBlockQuantized)
+    "int4-small": (_quantize("int4", head_bits=4, embedding_bits=4), True),
     "dynamic": (_quantize("dynamic"), True),
     "optimize": (_optimize, True),
     "prune": (_prune, False),
@@ -122,6 +124,11 @@ def test_genai_generates_what_onnxopt_generates(workflow, llama, tmp_path):
         assert (folder / name).is_file()
     manifest = json.loads((folder / "onnxopt.json").read_text())
     assert GENAI_CONFIG in manifest["files"]  # onnxopt's own file, removed with the folder
+    if workflow == "int4-small":
+        graph = onnx.load(str(folder / "model.onnx")).graph
+        nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
+        bits = {a.i for n in nbits for a in n.attribute if a.name == "bits"}
+        assert bits == {4} and any(n.op_type == "GatherBlockQuantized" for n in graph.node)
     assert_genai_generates_as_onnxopt(folder)
 
 

@@ -54,3 +54,28 @@ def test_small_and_shared_tables_stay_with_their_reason():
     assert not small.modified and "small table (8 rows)" in small.details["skipped"]["embed"]
     shared = QuantizeEmbeddings()(_model(2000, shared=True))
     assert not shared.modified and "shared with Transpose" in shared.details["skipped"]["embed"]
+
+
+def test_4bit_tables_gather_blocks_of_32_with_their_own_grid():
+    rng = np.random.default_rng(1)
+    model = _model(2000)
+    table = (rng.standard_normal((2000, 64)) * rng.uniform(0.01, 3, (2000, 1))).astype(np.float32)
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(table, "table"))
+    result = QuantizeEmbeddings(4)(model)
+    assert result.modified and result.details["embeddings_int4"] == 1
+    ops = [(n.op_type, n.domain) for n in result.model.graph.node]
+    assert ops == [("GatherBlockQuantized", "com.microsoft")]
+    assert result.model.ByteSize() < model.ByteSize() / 5  # 4 bits + a scale and zero per 32 values
+    ids = np.array([[0, 5, 1999, 7, 5]], np.int64)
+    want, got = _run(model, ids), _run(result.model, ids)
+    # Each block's error is within half a step of its min-max range (the searched grid may clip
+    # a little less than min-max would, never more than a step).
+    blocks = want.reshape(1, 5, 2, 32)
+    step = (blocks.max(-1, keepdims=True) - np.minimum(blocks.min(-1, keepdims=True), 0)) / 15
+    assert np.all(np.abs(got.reshape(blocks.shape) - blocks) <= step + 1e-6)
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.1
+
+
+def test_4bit_tables_leave_rows_of_partial_blocks_with_the_reason():
+    result = QuantizeEmbeddings(4)(_model(2000))  # rows of 16 values
+    assert not result.modified and "not whole blocks of 32" in result.details["skipped"]["embed"]

@@ -53,11 +53,36 @@ def test_decoder_dynamic_is_8bit_weight_only_unless_qdq():
 
 def test_int4_smooths_for_its_grid_and_keeps_the_lm_head_8bit():
     plan = _plan(DECODER, mode="int4")
-    assert plan.weight_bits == 4 and plan.lm_head_8bit and "+27.5%" in dict(plan.why)["lm_head_8bit"]
+    assert plan.weight_bits == 4 and plan.lm_head_8bit and "+4.9%" in dict(plan.why)["lm_head_8bit"]
+    assert plan.embedding_bits == 8  # int8 rows unless asked
     assert plan.smooth and plan.smooth_grid == "int4" and not plan.calibrated
     assert _plan(DECODER, mode="int4", algo="gptq").calibrated
     assert not _plan(ENCODER, tokenizer=False, mode="int4").smooth  # no text to smooth on
     assert not _plan(DECODER, mode="int4", smooth=False).smooth
+
+
+def test_head_and_table_bits_follow_the_options():
+    small = _plan(DECODER, mode="int4", head_bits=4, embedding_bits=4)
+    assert not small.lm_head_8bit and dict(small.why)["lm_head_8bit"] == "--head-bits 4"
+    assert small.embedding_bits == 4 and small.embeddings
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"mode": "int4", "head_bits": 5}, "--head-bits must be 4 or 8, got 5"),
+        ({"mode": "int4", "embedding_bits": 6}, "--embedding-bits must be 4 or 8, got 6"),
+        ({"mode": "int4", "embedding_bits": 2}, r"--embedding-bits must be an integer in \[4, 8\], got 2"),
+        ({"mode": "dynamic", "head_bits": 4}, "--head-bits 4 is for --int4 models"),
+        ({"mode": "static", "embedding_bits": 4}, "--embedding-bits 4 is for --int4 models"),
+    ],
+)
+def test_bad_head_and_table_bits_are_refused_with_a_hint(options, message):
+    from onnxopt.errors import OnnxoptError
+
+    with pytest.raises(OnnxoptError, match=message) as caught:
+        QuantizeConfig(**options).check()
+    assert caught.value.hint
 
 
 def test_int4_offset_searches_its_blocks_where_there_is_calibration_text():
