@@ -124,16 +124,7 @@ def make_plan(config: QuantizeConfig, kind: str, reduce_range: bool, has_tokeniz
     smooth = config.smooth
     if smooth is None:
         smooth = _default_smoothing(mode, kind, has_tokenizer, why)
-    lm_head = mode == "int4" and kind != PARTS and config.head_bits == 8
-    why["lm_head_8bit"] = (
-        INT4_HEAD
-        if lm_head
-        else PARTS_AS_BEFORE
-        if mode == "int4" and kind == PARTS
-        else "--head-bits 4"
-        if mode == "int4"
-        else "int4 only"
-    )
+    lm_head = _lm_head_8bit(config, kind, why)
     block_search = _block_search(config, kind, has_tokenizer, why)
     embeddings = config.embeddings and kind != PARTS
     if config.embeddings and not embeddings:
@@ -193,6 +184,17 @@ def _gelu_scales_dynamic(config: QuantizeConfig, qdq: bool, plain: bool, why: di
         why["dynamic_gelu"] = "on with --qdq only (measured: see quantize/plan.py)"
         return qdq
     return config.dynamic_gelu
+
+
+def _lm_head_8bit(config: QuantizeConfig, kind: str, why: dict) -> bool:
+    if config.mode != "int4":
+        why["lm_head_8bit"] = "int4 only"
+        return False
+    if kind == PARTS:
+        why["lm_head_8bit"] = PARTS_AS_BEFORE
+        return False
+    why["lm_head_8bit"] = INT4_HEAD if config.head_bits == 8 else "--head-bits 4"
+    return config.head_bits == 8
 
 
 def _default_smoothing(mode: str, kind: str, has_tokenizer: bool, why: dict) -> bool:
