@@ -19,6 +19,7 @@ import numpy as np
 
 from onnxopt.data.samples import input_types
 from onnxopt.data.textio import text_pieces
+from onnxopt.data.token_ids import load_token_ids
 from onnxopt.errors import OnnxoptError, cut
 from onnxopt.evaluate.task_metrics import head_runner, run_head
 from onnxopt.io import model_files
@@ -84,7 +85,7 @@ def perplexity(
     on_window: Callable[[int], None] | None = None,
 ) -> Perplexity:
     """Perplexity over the first `limit` windows of the text (all of them with None)."""
-    runner = head_runner(model, "logits", None, settings)
+    runner = head_runner(model, "logits", None, settings, load_token_ids)
     total, count, done = 0.0, 0, 0
     for window in islice(windows(token_pieces(runner.tokenizer, path), seq_len), limit):
         inputs, targets = window[:-1][None, :], window[1:]
