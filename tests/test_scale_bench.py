@@ -27,6 +27,7 @@ def test_a_step_past_its_limit_is_stopped_and_marked(tmp_path):
     sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
     row = scale.measured(sleeper, tmp_path / "log", limit=1, grace=2)
     assert row["unfinished"] and row["exit"] != 0 and row["seconds"] < 30
+    assert row["parent_rss_gb"] > 0  # the floor of the reading (the module doc)
     # A job started in the background ignores SIGINT: it is killed after the grace period.
     deaf = [
         sys.executable,

@@ -2,7 +2,7 @@
 
 Scoring text (eval --task perplexity) needs only ids. transformers' AutoTokenizer costs its import,
 torch's with it: 450 MB of resident memory and about 3 s (off-grid SmolLM2 int4, eval perplexity:
-peak RSS 972 -> 520 MB). The `tokenizers` library reads tokenizer.json, the same file transformers'
+peak RSS 972 -> 592 MB in the CLI). The `tokenizers` library reads tokenizer.json, the same file transformers'
 fast tokenizers wrap, in 57 MB. transformers applies a few tokenizer_config.json settings on top
 of that file (whether to add BOS/EOS, a prefix space, lower-casing); where the config sets one that
 could change the ids, AutoTokenizer is used instead, so the ids are always transformers' own
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxopt.data.samples import load_tokenizer
-from onnxopt.io.files import file_in_folder, read_json
+from onnxopt.io.files import JSON_LIMIT, file_in_folder, read_json
 
 TOKENIZER_FILE = "tokenizer.json"
 # tokenizer_config.json keys with which transformers rebuilds part of tokenizer.json's pipeline.
@@ -65,15 +65,29 @@ def _prefix_space(pipeline: dict) -> bool | None:
     return found.pop() if len(found) == 1 else None
 
 
+def _state(part: Any) -> dict:
+    """A tokenizers pipeline part as its tokenizer.json entry ({} when the file has none)."""
+    return json.loads(part.__getstate__()) if part is not None else {}
+
+
 def load_token_ids(folder: Path | None):
     """A callable giving token ids of text: tokenizer.json through `tokenizers` when transformers
-    would use that file unchanged, transformers' AutoTokenizer otherwise."""
-    if folder is not None and (folder / TOKENIZER_FILE).is_file():
-        config = read_json(folder, "tokenizer_config.json") or {}
-        pipeline = read_json(folder, TOKENIZER_FILE) or {}
-        if _kept(config, pipeline) is None:
-            from tokenizers import Tokenizer
+    would use that file unchanged, transformers' AutoTokenizer otherwise. The settings are read
+    off the loaded tokenizer, not a second parse of the file in Python (+23 MB at peak for
+    SmolLM2's 3.5 MB file)."""
+    if folder is None or not (folder / TOKENIZER_FILE).is_file():
+        return load_tokenizer(folder)
+    from tokenizers import Tokenizer
 
-            path = file_in_folder(folder, folder / TOKENIZER_FILE, "tokenizer")
-            return TokenizerFile(Tokenizer.from_file(str(path)))
+    path = file_in_folder(folder, folder / TOKENIZER_FILE, "tokenizer", JSON_LIMIT)
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception:  # noqa: BLE001 - transformers says what is wrong with the file, with a hint
+        return load_tokenizer(folder)
+    pipeline = {
+        "pre_tokenizer": _state(tokenizer.pre_tokenizer),
+        "post_processor": _state(tokenizer.post_processor),
+    }
+    if _kept(read_json(folder, "tokenizer_config.json") or {}, pipeline) is None:
+        return TokenizerFile(tokenizer)
     return load_tokenizer(folder)

@@ -76,6 +76,20 @@ def windows(pieces: Iterable[np.ndarray], seq_len: int) -> Iterator[np.ndarray]:
         yield held
 
 
+def target_log_probs(logits: np.ndarray, targets: np.ndarray, rows: int = 16) -> np.ndarray:
+    """log softmax(logits)[i, targets[i]], in float64 a few rows at a time: the whole window's
+    log-softmax in float64 took three window x vocabulary buffers (0.5B shape, vocabulary 49,152:
+    eval's peak RSS 0.76 GiB, one buffer in place 0.71, 16 rows at a time 0.64)."""
+    found = np.empty(len(targets))
+    for first in range(0, len(targets), rows):
+        part = logits[first : first + rows].astype(np.float64)
+        part -= part.max(1, keepdims=True)
+        chosen = part[np.arange(len(part)), targets[first : first + rows]]
+        np.exp(part, out=part)
+        found[first : first + rows] = chosen - np.log(part.sum(1))
+    return found
+
+
 def perplexity(
     model: Path,
     path: Path,
@@ -89,15 +103,13 @@ def perplexity(
     total, count, done = 0.0, 0, 0
     for window in islice(windows(token_pieces(runner.tokenizer, path), seq_len), limit):
         inputs, targets = window[:-1][None, :], window[1:]
-        logits = run_head(runner, {"input_ids": inputs}, ["logits"])[0][0].astype(np.float64)
+        logits = run_head(runner, {"input_ids": inputs}, ["logits"])[0][0]
         if logits.ndim != 2 or logits.shape[0] != len(targets):
             raise OnnxoptError(
                 f"logits of shape {logits.shape} are not per-token scores",
                 "use a causal LM export (--task text-generation) for --task perplexity",
             )
-        logits -= logits.max(1, keepdims=True)
-        log_probs = logits - np.log(np.exp(logits).sum(1, keepdims=True))
-        total -= float(log_probs[np.arange(len(targets)), targets].sum())
+        total -= float(target_log_probs(logits, targets).sum())
         count, done = count + len(targets), done + 1
         if on_window:
             on_window(done)

@@ -90,3 +90,13 @@ def test_perplexity_imports_neither_transformers_nor_torch(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     tokens, imported = done.stdout.split("\n")[:2]
     assert int(tokens) == 64 and imported == "[]", done.stdout
+
+
+def test_a_broken_tokenizer_file_is_refused_with_transformers_reason(tmp_path):
+    from onnxopt.errors import OnnxoptError
+
+    folder = build_tiny_gpt2(tmp_path / "gpt2")
+    (folder / "tokenizer.json").write_text('{"model": ')
+    with pytest.raises(OnnxoptError, match="holds no usable tokenizer") as caught:
+        load_token_ids(folder)
+    assert "onnxopt export" in caught.value.hint

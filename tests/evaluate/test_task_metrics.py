@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from onnxopt.evaluate.perplexity import target_log_probs
 from onnxopt.evaluate.task_metrics import squad_scores
 from onnxopt.evaluate.workflow import evaluate
 from tests.conftest import assert_clean_error, build_tiny_bert, export_to
@@ -131,6 +132,14 @@ def _torch_spans(hf, examples, seq_len=384, max_answer=30):
         )
         spans[ex.id] = ex.context[offsets[best[1]][0] : offsets[best[2]][1]]
     return spans
+
+
+def test_target_log_probs_in_row_chunks_equal_a_whole_float64_log_softmax():
+    rng = np.random.default_rng(0)
+    logits = (rng.standard_normal((37, 500)) * 30).astype(np.float32)  # 37 rows: 3 chunks of 16
+    targets = rng.integers(0, 500, 37)
+    whole = torch.log_softmax(torch.from_numpy(logits).double(), 1)[torch.arange(37), targets].numpy()
+    np.testing.assert_allclose(target_log_probs(logits.copy(), targets), whole, rtol=1e-12, atol=1e-9)
 
 
 def test_perplexity_matches_pytorch(tiny_gpt2_onnx, tmp_path):
