@@ -29,7 +29,9 @@ class TokenizerFile:
     def __init__(self, tokenizer: Any):
         self.tokenizer = tokenizer
 
-    def __call__(self, text: str, add_special_tokens: bool = True, **_ignored) -> dict[str, list[int]]:
+    def __call__(
+        self, text: str, add_special_tokens: bool = True, verbose: bool = False
+    ) -> dict[str, list[int]]:
         return {"input_ids": self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids}
 
 
