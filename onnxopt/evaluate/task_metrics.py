@@ -46,10 +46,10 @@ class HeadRunner:
 
 
 def head_runner(
-    model: Path, needs: str, threads: int | None = None, settings=None, tokenizer=load_tokenizer
+    model: Path, needs: str, threads: int | None = None, settings=None, tokenizer=None
 ) -> HeadRunner:
     """The model's session for the outputs `needs` names, with its tokenizer from the `tokenizer`
-    loader (load_token_ids where only ids are read)."""
+    loader (load_token_ids where only ids are read; load_tokenizer, looked up at the call, by default)."""
     info = ModelInfo.read(model_files.resolve(model))
     ref, proto = info.ref, info.graph
     outputs = [o.name for o in proto.graph.output]
@@ -60,7 +60,7 @@ def head_runner(
             "export it with the matching --task: text-classification, question-answering or text-generation",
         )
     session = make_session(ref.onnx_path, "cpu", threads, settings=settings)
-    return HeadRunner(session, tokenizer(ref.folder), input_types(proto), info.config)
+    return HeadRunner(session, (tokenizer or load_tokenizer)(ref.folder), input_types(proto), info.config)
 
 
 def _read_capped(path: Path, what: str, hint: str, max_bytes: int) -> str:
