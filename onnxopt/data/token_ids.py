@@ -2,11 +2,11 @@
 
 Scoring text (eval --task perplexity) needs only ids. transformers' AutoTokenizer costs its import,
 torch's with it: 450 MB of resident memory and about 3 s (off-grid SmolLM2 int4, eval perplexity:
-peak RSS 972 -> 592 MB in the CLI). The `tokenizers` library reads tokenizer.json, the same file transformers'
-fast tokenizers wrap, in 57 MB. transformers applies a few tokenizer_config.json settings on top
-of that file (whether to add BOS/EOS, a prefix space, lower-casing); where the config sets one that
-could change the ids, AutoTokenizer is used instead, so the ids are always transformers' own
-(tests/data/test_token_ids.py compares both on every tokenizer the tests build and bundle).
+peak RSS 972 -> 592 MB in the CLI). The `tokenizers` library reads tokenizer.json, the same file
+transformers' fast tokenizers wrap, in 41-57 MB. transformers applies a few tokenizer_config.json
+settings on top of that file (whether to add BOS/EOS, a prefix space, lower-casing); where the
+config sets one that could change the ids, AutoTokenizer is used instead. tests/data/
+test_token_ids.py compares the two on every tokenizer the tests build and bundle: the same ids.
 """
 
 from __future__ import annotations
