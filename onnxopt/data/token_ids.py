@@ -35,8 +35,8 @@ class TokenizerFile:
         return {"input_ids": self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids}
 
 
-def _kept(config: dict, pipeline: dict) -> str | None:
-    """Why transformers might not use tokenizer.json as it is (None when it does)."""
+def _used_as_is(config: dict, pipeline: dict) -> bool:
+    """Whether transformers uses tokenizer.json as it is, whatever tokenizer_config.json says."""
     for key in _REBUILT_BY:
         value = config.get(key)
         if value is None:
@@ -45,8 +45,8 @@ def _kept(config: dict, pipeline: dict) -> str | None:
             continue
         if key == "add_prefix_space" and _prefix_space(pipeline) == value:
             continue
-        return f"tokenizer_config.json sets {key}"
-    return None
+        return False
+    return True
 
 
 def _adds_specials(pipeline: dict) -> bool:
@@ -90,6 +90,6 @@ def load_token_ids(folder: Path | None):
         "pre_tokenizer": _state(tokenizer.pre_tokenizer),
         "post_processor": _state(tokenizer.post_processor),
     }
-    if _kept(read_json(folder, "tokenizer_config.json") or {}, pipeline) is None:
+    if _used_as_is(read_json(folder, "tokenizer_config.json") or {}, pipeline):
         return TokenizerFile(tokenizer)
     return load_tokenizer(folder)

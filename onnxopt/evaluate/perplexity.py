@@ -24,6 +24,7 @@ from onnxopt.errors import OnnxoptError, cut
 from onnxopt.evaluate.task_metrics import head_runner, run_head
 from onnxopt.io import model_files
 from onnxopt.io.files import regular_file
+from onnxopt.runtime.generation import target_log_probs
 from onnxopt.runtime.generation_limits import check_length, check_memory, generation_bytes
 
 _HINT = "give a UTF-8 text file, one passage per line"
@@ -74,20 +75,6 @@ def windows(pieces: Iterable[np.ndarray], seq_len: int) -> Iterator[np.ndarray]:
             held = held[seq_len:]
     if len(held) >= 2:
         yield held
-
-
-def target_log_probs(logits: np.ndarray, targets: np.ndarray, rows: int = 16) -> np.ndarray:
-    """log softmax(logits)[i, targets[i]], in float64 a few rows at a time: the whole window's
-    log-softmax in float64 took three window x vocabulary buffers (0.5B shape, vocabulary 49,152:
-    eval's peak RSS 0.76 GiB, one buffer in place 0.71, 16 rows at a time 0.64)."""
-    found = np.empty(len(targets))
-    for first in range(0, len(targets), rows):
-        part = logits[first : first + rows].astype(np.float64)
-        part -= part.max(1, keepdims=True)
-        chosen = part[np.arange(len(part)), targets[first : first + rows]]
-        np.exp(part, out=part)
-        found[first : first + rows] = chosen - np.log(part.sum(1))
-    return found
 
 
 def perplexity(

@@ -161,11 +161,22 @@ class Decoder:
             values = self.run(self.feed(piece[None, :-1], past, length), length)
             past = dict(zip(self.layout.past, values[1:], strict=True))
             length += len(piece) - 1
-            logits = values[0][0].astype(np.float64)
-            logits -= logits.max(1, keepdims=True)
-            log_probs = logits - np.log(np.exp(logits).sum(1, keepdims=True))
-            found.append(log_probs[np.arange(len(piece) - 1), piece[1:]])
+            found.append(target_log_probs(values[0][0], piece[1:]))
         return np.concatenate(found) if found else np.zeros(0)
+
+
+def target_log_probs(logits: np.ndarray, targets: np.ndarray, rows: int = 16) -> np.ndarray:
+    """log softmax(logits)[i, targets[i]], in float64 a few rows at a time: the whole window's
+    log-softmax in float64 took three window x vocabulary buffers (0.5B shape, vocabulary 49,152:
+    eval's peak RSS 0.76 GiB, one buffer in place 0.71, 16 rows at a time 0.64)."""
+    found = np.empty(len(targets))
+    for first in range(0, len(targets), rows):
+        part = logits[first : first + rows].astype(np.float64)
+        part -= part.max(1, keepdims=True)
+        chosen = part[np.arange(len(part)), targets[first : first + rows]]
+        np.exp(part, out=part)
+        found[first : first + rows] = chosen - np.log(part.sum(1))
+    return found
 
 
 class SharedCache:

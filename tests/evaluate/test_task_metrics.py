@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from onnxopt.evaluate.perplexity import target_log_probs
 from onnxopt.evaluate.task_metrics import squad_scores
 from onnxopt.evaluate.workflow import evaluate
+from onnxopt.runtime.generation import target_log_probs
 from tests.conftest import assert_clean_error, build_tiny_bert, export_to
 
 TEXTS = [
